@@ -1,0 +1,39 @@
+"""The feature store: the one contract between training and serving.
+
+The registry declares every feature once; the offline store (parquet + DuckDB) builds point-in-time
+training frames from it; the online store (Redis) serves the same vectors to the service.
+"""
+
+from features.embedded import EmbeddedValkey, online_store_url
+from features.errors import (
+    FeatureStoreError,
+    OfflineStoreError,
+    OnlineStoreUnavailable,
+    RegistryError,
+    UnknownFeatureError,
+)
+from features.materialize import materialize
+from features.offline_store import OfflineStore
+from features.online_store import EntityVector, OnlineStore
+from features.registry import EntitySchema, Feature, FeatureView, Registry
+from features.settings import OfflineSettings, RedisSettings
+
+__all__ = [
+    "EmbeddedValkey",
+    "EntitySchema",
+    "EntityVector",
+    "Feature",
+    "FeatureStoreError",
+    "FeatureView",
+    "OfflineSettings",
+    "OfflineStore",
+    "OfflineStoreError",
+    "OnlineStore",
+    "OnlineStoreUnavailable",
+    "RedisSettings",
+    "Registry",
+    "RegistryError",
+    "UnknownFeatureError",
+    "materialize",
+    "online_store_url",
+]

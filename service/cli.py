@@ -1,0 +1,69 @@
+"""``nba``: the root command. ``nba run`` sets everything up that is missing, then serves the API."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import click
+import uvicorn
+
+from features import FeatureStoreError, OfflineSettings, RedisSettings, online_store_url
+from service.app import create_app
+from service.errors import CatalogError
+from service.settings import ServiceSettings, Settings
+from training import MlflowSettings, TrainingError
+from training.cli import build_demo, demo, settings_from_env, train
+from training.console import Reporter, abort
+from training.demo import DemoConfig
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nba-copilot")
+def main() -> None:
+    """nba-copilot: next-best actions and predictive routing for contact centers."""
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the slow set-up, not after it, when the API's port is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                abort(f"port {port} on {host} is already in use: stop what holds it or set NBA_PORT to a free port")
+            abort(f"cannot listen on {host}:{port} ({exc.strerror}): check NBA_HOST and NBA_PORT")
+
+
+@main.command("run")
+@click.option("--no-demo", is_flag=True, help="Serve without building the demo world or training (your own data).")
+def run(no_demo: bool) -> None:
+    """Start the online store, build the demo if missing, and serve the API.
+
+    Listens on NBA_HOST:NBA_PORT (127.0.0.1:8000). Redis is REDIS_URL or an embedded Valkey under
+    NBA_DATA_DIR (.nba); MLflow is MLFLOW_TRACKING_URI or sqlite under the data dir.
+    """
+    service = settings_from_env(ServiceSettings)
+    redis_settings = settings_from_env(RedisSettings)
+    offline = settings_from_env(OfflineSettings)
+    mlflow = settings_from_env(MlflowSettings)
+    _check_port_free(service.host, service.port)
+    reporter = Reporter()
+    try:
+        with online_store_url(redis_settings, offline) as url:
+            reporter.note(f"online store: {url}")
+            if not no_demo:
+                build_demo(DemoConfig(), reporter, redis_url=url)
+            settings = Settings(
+                service=service, redis=redis_settings.model_copy(update={"url": url}), offline=offline, mlflow=mlflow
+            )
+            app = create_app(settings)
+            reporter.note(f"serving on http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)")
+            uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level)
+    except (FeatureStoreError, TrainingError, CatalogError) as exc:
+        abort(str(exc))
+
+
+main.add_command(demo)
+main.add_command(train)

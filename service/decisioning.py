@@ -1,0 +1,114 @@
+"""Next-best-action arbitration: which eligible actions to put in front of the agent, and why.
+
+For each eligible action a:
+
+    expected_value(a) = P(accept | customer, a) × (value_a + churn_risk × lifetime_value × save_rate_a − cost_a)
+    score(a)          = expected_value(a) × lever_a
+
+P(accept) comes from the propensity model, churn risk from the churn model; value, cost, save rate and
+lever from the catalog. "no_action" is always a candidate at 0, so an action that is expected to lose
+money ranks below doing nothing. Ties break on the action id, so the same input gives the same order.
+Reasons are LightGBM's per-feature contributions (``pred_contrib``) turned into the contract's phrases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from features import EntitySchema
+from service.catalog import NO_ACTION, Action, Catalog
+from service.model_holder import Models
+
+MAX_REASONS = 3
+RISK_BANDS = ((0.30, "high"), (0.10, "medium"), (0.0, "low"))
+
+
+@dataclass(frozen=True)
+class ScoredAction:
+    """One ranked action and the numbers behind its rank."""
+
+    action: Action
+    score: float
+    propensity: float
+    expected_value: float
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    """What the agent should know about the customer at a glance."""
+
+    churn_risk: float | None
+    risk_band: str | None
+    lifetime_value: float | None
+    sentiment: float | None
+
+
+def risk_band(churn_risk: float) -> str:
+    """low / medium / high churn risk, the bands the agent desktop colours."""
+    return next(name for floor, name in RISK_BANDS if churn_risk >= floor)
+
+
+def _drivers(contrib: np.ndarray, x: np.ndarray, known: np.ndarray, schema: EntitySchema, limit: int) -> list[str]:
+    """Phrases for the features that pushed the prediction up most.
+
+    Only values the store actually holds become reasons: a default filled in for a missing value says
+    nothing true about this customer.
+    """
+    n = len(schema.features)
+    order = np.argsort(-contrib[:n], kind="stable")
+    out: list[str] = []
+    for i in order:
+        if contrib[i] <= 0 or len(out) == limit:
+            break
+        if known[i]:
+            out.append(schema.features[i].phrase(float(x[i])))
+    return out
+
+
+def _value(x: np.ndarray, schema: EntitySchema, name: str) -> float | None:
+    v = float(x[schema.index[name]])
+    return None if np.isnan(v) else v
+
+
+def recommend(
+    x: np.ndarray, *, known: np.ndarray, catalog: Catalog, channel: str, models: Models, schema: EntitySchema, top_k: int
+) -> tuple[list[ScoredAction], CustomerView]:
+    """Rank the eligible actions for one customer vector ``x`` with the models.
+
+    ``known`` marks the features the store held (as opposed to defaults); only those are cited as reasons.
+    """
+    candidates = catalog.eligible(x, channel)
+    offers = [a for a in candidates if a.id != NO_ACTION]
+    row = x.reshape(1, -1)
+    churn_risk = float(models.churn.predict(row)[0])
+    risk_reasons = _drivers(models.churn.contributions(row)[0], x, known, schema, MAX_REASONS)
+    ltv = _value(x, schema, "lifetime_value") or 0.0
+    scored: list[ScoredAction] = []
+    if offers:
+        matrix = models.propensity.with_actions(x, [a.id for a in offers])
+        accept = models.propensity.predict(matrix)
+        contrib = models.propensity.contributions(matrix)
+        for action, p, c in zip(offers, accept, contrib, strict=True):
+            gain = action.value + churn_risk * ltv * action.save_rate - action.cost
+            ev = float(p) * gain
+            reasons = (risk_reasons[:1] if action.save_rate > 0 else []) + _drivers(c, x, known, schema, MAX_REASONS)
+            scored.append(ScoredAction(action, ev * action.lever, float(p), ev, list(dict.fromkeys(reasons))[:MAX_REASONS]))
+    if NO_ACTION in catalog.by_id:
+        reason = [f"churn risk {churn_risk:.0%}"] + risk_reasons[:2]
+        scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, reason))
+    ranked = sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]
+    view = CustomerView(churn_risk, risk_band(churn_risk), ltv, _value(x, schema, "last_sentiment"))
+    return ranked, view
+
+
+def recommend_by_priors(x: np.ndarray, *, catalog: Catalog, channel: str, top_k: int) -> list[ScoredAction]:
+    """The fallback when no model is loaded: catalog priors, no churn term, so nothing costly is pushed."""
+    reason = ["models unavailable: ranked by the catalog's prior acceptance rates"]
+    scored = [
+        ScoredAction(a, a.prior_accept * (a.value - a.cost) * a.lever, a.prior_accept, a.prior_accept * (a.value - a.cost), reason)
+        for a in catalog.eligible(x, channel)
+    ]
+    return sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]

@@ -1,0 +1,143 @@
+"""The one path a request takes: read the store once, score with the models in force, answer.
+
+A failed dependency never becomes a 500: Redis down means the customer is scored on defaults and the
+answer says ``degraded``; no models means the catalog's priors rank the actions.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from features import EntityVector, OnlineStore, OnlineStoreUnavailable, Registry
+from service.catalog import Catalog
+from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
+from service.errors import BadRequest, ModelsUnavailable
+from service.model_holder import ModelHolder
+from service.routing import rank_agents
+from service.schemas import (
+    ActionOut,
+    AgentOut,
+    AssignRequest,
+    AssignResponse,
+    CustomerSummary,
+    ExcludedOut,
+    RecommendRequest,
+    RecommendResponse,
+)
+
+
+class DecisionService:
+    """Answers recommend and assign from the online store, the catalog and the champion models."""
+
+    def __init__(
+        self, *, store: OnlineStore, registry: Registry, catalog: Catalog, holder: ModelHolder, top_k: int
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.catalog = catalog
+        self.holder = holder
+        self.top_k = top_k
+        self._customer = registry.entity("customer")
+        self._agent = registry.entity("agent")
+        self._languages = set(self._customer.feature("language").categories or ())
+
+    async def _read(self, customer_id: str, agent_ids: list[str], degraded: list[str]) -> tuple[
+        EntityVector | None, list[EntityVector] | None
+    ]:
+        try:
+            return await self.store.read(customer_id, agent_ids)
+        except OnlineStoreUnavailable as exc:
+            degraded.append(str(exc))
+            return None, None
+
+    def _cold_vector(self) -> np.ndarray:
+        return np.array([f.encode(None) for f in self._customer.features], dtype=np.float64)
+
+    def _versions(self) -> dict[str, str]:
+        return self.holder.models.versions if self.holder.loaded else {}
+
+    async def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        """Ranked next-best actions for the customer in ``request``."""
+        degraded: list[str] = []
+        customer, _ = await self._read(request.customer_id, [], degraded)
+        x = customer.values if customer is not None else self._cold_vector()
+        known = customer.known if customer is not None else np.zeros(len(x), dtype=bool)
+        top_k = request.top_k or self.top_k
+        view = CustomerView(None, None, None, None)
+        try:
+            ranked, view = recommend(
+                x, known=known, catalog=self.catalog, channel=request.channel, models=self.holder.models,
+                schema=self._customer, top_k=top_k,
+            )
+        except ModelsUnavailable as exc:
+            degraded.append(str(exc))
+            ranked = recommend_by_priors(x, catalog=self.catalog, channel=request.channel, top_k=top_k)
+        return RecommendResponse(
+            decision_id=uuid.uuid4().hex,
+            customer_id=request.customer_id,
+            cold_start=customer is None or not customer.found,
+            actions=[_action_out(s) for s in ranked],
+            customer=CustomerSummary(
+                churn_risk=view.churn_risk, risk_band=view.risk_band,  # type: ignore[arg-type]
+                lifetime_value=view.lifetime_value, sentiment=view.sentiment,
+            ),
+            model_versions=self._versions(),
+            feature_contract=self.registry.version,
+            degraded=bool(degraded),
+            degraded_reasons=degraded,
+        )
+
+    async def assign(self, request: AssignRequest) -> AssignResponse:
+        """Candidate agents for the contact in ``request``, best first."""
+        if request.language not in self._languages:
+            raise BadRequest("language", f"must be one of {sorted(self._languages)}, got {request.language!r}")
+        degraded: list[str] = []
+        agent_ids = request.agent_ids
+        if agent_ids is None:
+            assert request.queue is not None
+            try:
+                agent_ids = await self.store.queue_members(request.queue)
+            except OnlineStoreUnavailable as exc:
+                degraded.append(str(exc))
+                agent_ids = []
+            if not agent_ids and not degraded:
+                raise BadRequest("queue", f"queue {request.queue!r} has no agents")
+        agent_ids = list(dict.fromkeys(agent_ids))
+        customer, agents = await self._read(request.customer_id, agent_ids, degraded)
+        churn_risk = None
+        if customer is not None:
+            try:
+                churn_risk = float(self.holder.models.churn.predict(customer.values.reshape(1, -1))[0])
+            except ModelsUnavailable as exc:
+                degraded.append(str(exc))
+        if agents is None:
+            ranked_out = [
+                AgentOut(agent_id=a, score=0.0, p_resolution=0.0, reasons=["fallback: online store unavailable"])
+                for a in agent_ids
+            ]
+            excluded_out: list[ExcludedOut] = []
+        else:
+            ranked, excluded = rank_agents(
+                agents, schema=self._agent, intent=request.intent, language=request.language, churn_risk=churn_risk
+            )
+            ranked_out = [AgentOut(agent_id=r.agent_id, score=r.score, p_resolution=r.p_resolution, reasons=r.reasons) for r in ranked]
+            excluded_out = [ExcludedOut(agent_id=e.agent_id, reason=e.reason) for e in excluded]
+        return AssignResponse(
+            decision_id=uuid.uuid4().hex,
+            customer_id=request.customer_id,
+            agents=ranked_out,
+            excluded=excluded_out,
+            churn_risk=churn_risk,
+            model_versions=self._versions(),
+            degraded=bool(degraded),
+            degraded_reasons=degraded,
+        )
+
+
+def _action_out(s: ScoredAction) -> ActionOut:
+    return ActionOut(
+        action_id=s.action.id, title=s.action.title, script=s.action.script, score=s.score,
+        propensity=s.propensity, expected_value=s.expected_value, reasons=s.reasons,
+    )

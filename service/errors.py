@@ -1,0 +1,29 @@
+"""Errors raised by the service.
+
+    ServiceError
+    ├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
+    ├── BadRequest         a request that validated but cannot be served as asked (names the field)
+    └── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class of every error the service raises."""
+
+
+class CatalogError(ServiceError):
+    """The action catalog failed validation."""
+
+
+class BadRequest(ServiceError):
+    """A request the service cannot serve as asked; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ModelsUnavailable(ServiceError):
+    """No model bundle is loaded; recommend and assign fall back to rules."""

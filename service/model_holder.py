@@ -1,0 +1,70 @@
+"""Holds the champion bundles the service scores with; loads them off the request path.
+
+Following Ray Serve's ``reconfigure``: a new set is loaded fully and checked (feature contract version)
+before one reference is swapped, so a request sees either the old models or the new ones, never half.
+A request never loads a model and never waits on MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from training import CHAMPION, ModelBundle, ModelRegistry, RegistryUnavailable
+from service.errors import ModelsUnavailable
+
+
+@dataclass(frozen=True)
+class Models:
+    """The champion bundles in force and their registered versions."""
+
+    churn: ModelBundle
+    propensity: ModelBundle
+    versions: dict[str, str]
+
+
+class ModelHolder:
+    """The current :class:`Models`, or why there are none."""
+
+    def __init__(self, registry: ModelRegistry, contract_version: str, *, alias: str = CHAMPION) -> None:
+        self._registry = registry
+        self._contract_version = contract_version
+        self._alias = alias
+        self._models: Models | None = None
+        self.error: str | None = "models not loaded yet"
+
+    @property
+    def models(self) -> Models:
+        """The models in force; raises :class:`ModelsUnavailable` when none could be loaded."""
+        if self._models is None:
+            raise ModelsUnavailable(self.error or "models not loaded")
+        return self._models
+
+    @property
+    def loaded(self) -> bool:
+        """Whether recommend and assign can score with models."""
+        return self._models is not None
+
+    def load(self) -> None:
+        """Load the aliased bundles, check them, then swap; on failure keep what was there and say why."""
+        try:
+            churn, churn_version = self._registry.load("churn", self._alias)
+            propensity, propensity_version = self._registry.load("propensity", self._alias)
+        except RegistryUnavailable as exc:
+            self.error = f"cannot load the {self._alias} models: {exc}"
+            return
+        for bundle in (churn, propensity):
+            if bundle.contract_version != self._contract_version:
+                self.error = (
+                    f"{bundle.kind} model was trained on feature contract {bundle.contract_version}, "
+                    f"the service runs {self._contract_version}: retrain it"
+                )
+                return
+        self._models = Models(
+            churn,
+            propensity,
+            {
+                self._registry.model_name("churn"): churn_version,
+                self._registry.model_name("propensity"): propensity_version,
+            },
+        )
+        self.error = None

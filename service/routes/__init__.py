@@ -1,0 +1,7 @@
+"""The API's route handlers, one module per resource."""
+
+from service.routes.assign import assign
+from service.routes.health import health, ready
+from service.routes.recommend import recommend
+
+__all__ = ["assign", "health", "ready", "recommend"]

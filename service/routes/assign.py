@@ -1,0 +1,22 @@
+"""``POST /v1/assign``: ranked agents for the routing engine."""
+
+from __future__ import annotations
+
+from litestar import post
+
+from service.decisions import DecisionService
+from service.schemas import AssignRequest, AssignResponse
+
+
+@post(
+    "/v1/assign",
+    operation_id="assign",
+    summary="Rank candidate agents for a contact",
+    description="Applies hard constraints (availability, capacity, language, skill) and ranks the eligible "
+    "agents by predicted first-contact resolution; excluded candidates come back with the reason.",
+    status_code=200,
+    tags=["decisions"],
+)
+async def assign(data: AssignRequest, decisions: DecisionService) -> AssignResponse:
+    """Ranked agents for the contact in ``data``."""
+    return await decisions.assign(data)

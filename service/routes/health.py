@@ -1,0 +1,40 @@
+"""``GET /health`` (the process is alive) and ``GET /ready`` (it can give full answers)."""
+
+from __future__ import annotations
+
+from litestar import Response, get
+
+from features import OnlineStoreUnavailable
+from service.decisions import DecisionService
+from service.schemas import Health, Readiness
+
+
+@get("/health", operation_id="health", summary="Liveness", tags=["operations"])
+async def health() -> Health:
+    """Always ok while the process serves."""
+    return Health(status="ok")
+
+
+@get(
+    "/ready",
+    operation_id="ready",
+    summary="Readiness: Redis answers and models are loaded",
+    description="200 when both hold, 503 with the reason otherwise.",
+    tags=["operations"],
+)
+async def ready(decisions: DecisionService) -> Response[Readiness]:
+    """Check Redis and the model holder."""
+    try:
+        await decisions.store.ping()
+        redis = "ok"
+    except OnlineStoreUnavailable as exc:
+        redis = str(exc)
+    holder = decisions.holder
+    body = Readiness(
+        ready=redis == "ok" and holder.loaded,
+        redis=redis,
+        models="ok" if holder.loaded else holder.error or "not loaded",
+        model_versions=holder.models.versions if holder.loaded else {},
+        feature_contract=decisions.registry.version,
+    )
+    return Response(body, status_code=200 if body.ready else 503)

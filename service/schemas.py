@@ -1,0 +1,126 @@
+"""Request and response bodies of the API, named for what they carry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.catalog import Channel
+
+Intent = Literal["billing", "technical", "cancel", "sales"]
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class RecommendRequest(_Body):
+    """Who the agent is talking to, and on which channel."""
+
+    customer_id: str = Field(pattern=_ID, description="Our customer id.", examples=["C000042"])
+    channel: Channel = Field(description="The channel of the live contact.", examples=["voice"])
+    top_k: int | None = Field(default=None, ge=1, le=50, description="How many actions at most.")
+
+
+class ActionOut(BaseModel):
+    """A ranked next-best action."""
+
+    action_id: str
+    title: str
+    script: str
+    score: float = Field(description="expected_value × lever; the ranking key.")
+    propensity: float = Field(description="Calibrated P(the customer accepts).")
+    expected_value: float = Field(description="P(accept) × (value + churn risk × lifetime value × save rate − cost).")
+    reasons: list[str] = Field(description="Up to three plain phrases an agent can read back.")
+
+
+class CustomerSummary(BaseModel):
+    """The customer at a glance."""
+
+    churn_risk: float | None
+    risk_band: Literal["low", "medium", "high"] | None
+    lifetime_value: float | None
+    sentiment: float | None
+
+
+class RecommendResponse(BaseModel):
+    """Ranked actions for the agent desktop."""
+
+    decision_id: str
+    customer_id: str
+    cold_start: bool = Field(description="True when the store knows nothing of this customer: defaults were scored.")
+    actions: list[ActionOut]
+    customer: CustomerSummary
+    model_versions: dict[str, str]
+    feature_contract: str
+    degraded: bool = Field(description="True when a dependency failed and the documented fallback answered.")
+    degraded_reasons: list[str]
+
+
+class AssignRequest(_Body):
+    """A contact waiting to be routed, and who could take it."""
+
+    customer_id: str = Field(pattern=_ID, examples=["C000042"])
+    intent: Intent = Field(examples=["billing"])
+    channel: Channel = Field(examples=["voice"])
+    language: str = Field(min_length=2, max_length=8, examples=["en"])
+    agent_ids: list[str] | None = Field(
+        default=None, min_length=1, max_length=200, description="Candidate agents (at most 200).",
+        examples=[["A0001", "A0002", "A0003"]],
+    )
+    queue: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$", description="A queue whose members are the candidates."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AssignRequest:
+        if (self.agent_ids is None) == (self.queue is None):
+            raise ValueError("give exactly one of agent_ids or queue")
+        return self
+
+
+class AgentOut(BaseModel):
+    """A ranked candidate agent."""
+
+    agent_id: str
+    score: float
+    p_resolution: float = Field(description="P(first-contact resolution) for this contact.")
+    reasons: list[str]
+
+
+class ExcludedOut(BaseModel):
+    """A candidate that failed a hard constraint."""
+
+    agent_id: str
+    reason: str
+
+
+class AssignResponse(BaseModel):
+    """Ranked agents for the routing engine."""
+
+    decision_id: str
+    customer_id: str
+    agents: list[AgentOut]
+    excluded: list[ExcludedOut]
+    churn_risk: float | None
+    model_versions: dict[str, str]
+    degraded: bool
+    degraded_reasons: list[str]
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Whether the service can give full answers, and if not, why."""
+
+    ready: bool
+    redis: str
+    models: str
+    model_versions: dict[str, str]
+    feature_contract: str

@@ -1,0 +1,39 @@
+"""The service's settings: one object, built from the environment once and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features import OfflineSettings, RedisSettings
+from training import MlflowSettings
+
+
+class ServiceSettings(BaseSettings):
+    """How the API serves."""
+
+    model_config = SettingsConfigDict(env_prefix="NBA_", extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
+    port: int = Field(default=8000, ge=1, le=65_535, description="Port the API listens on.")
+    catalog_path: Path | None = Field(default=None, description="Action catalog YAML; the packaged one by default.")
+    top_k: int = Field(default=5, ge=1, le=50, description="How many actions recommend returns at most.")
+    log_level: str = Field(default="info", description="uvicorn log level.")
+
+
+class Settings(BaseModel):
+    """Every concern's settings together; ``Settings.from_env()`` is the only place the environment is read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: ServiceSettings
+    redis: RedisSettings
+    offline: OfflineSettings
+    mlflow: MlflowSettings
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from ``NBA_*``, ``REDIS_URL`` and ``MLFLOW_TRACKING_URI``."""
+        return cls(service=ServiceSettings(), redis=RedisSettings(), offline=OfflineSettings(), mlflow=MlflowSettings())

@@ -1,0 +1,66 @@
+"""The model bundle: everything the service needs to score, in one file, versioned as one unit.
+
+A bundle carries the LightGBM booster, its calibrator, the exact input layout it was trained on (the
+feature contract's version and the column order) and, for action models, the action codes. The service
+imports this module and nothing else from training, so the bundle format is the only thing the two
+rooms share besides the feature contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import joblib
+import lightgbm as lgb
+import numpy as np
+
+from training.calibrate import Calibrator
+
+ModelKind = Literal["churn", "propensity"]
+BUNDLE_FILE = "bundle.joblib"
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A trained, calibrated model and the input layout it expects."""
+
+    kind: ModelKind
+    booster: lgb.Booster
+    calibrator: Calibrator
+    feature_names: tuple[str, ...]
+    """Columns in order: the contract's customer features, then any extra (``action`` for propensity)."""
+    contract_version: str
+    actions: tuple[str, ...] = ()
+    """For action models: the action ids, in the order their codes were assigned."""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, one per row of ``x``."""
+        return self.calibrator.transform(np.asarray(self.booster.predict(x), dtype=np.float64))
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the raw score (SHAP values from LightGBM); last column is the bias."""
+        return np.asarray(self.booster.predict(x, pred_contrib=True), dtype=np.float64)
+
+    def with_actions(self, x: np.ndarray, actions: list[str]) -> np.ndarray:
+        """Rows of ``x`` (one customer vector) repeated once per action with the action's code appended."""
+        codes = np.array([self.actions.index(a) if a in self.actions else np.nan for a in actions], dtype=float)
+        return np.column_stack([np.repeat(x.reshape(1, -1), len(actions), axis=0), codes])
+
+    def save(self, directory: Path) -> Path:
+        """Write the bundle to ``directory/bundle.joblib``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / BUNDLE_FILE
+        joblib.dump(self, path)
+        return path
+
+    @staticmethod
+    def load(path: Path) -> ModelBundle:
+        """Read a bundle written by :meth:`save` (a directory or the file itself)."""
+        file = path / BUNDLE_FILE if path.is_dir() else path
+        bundle = joblib.load(file)
+        if not isinstance(bundle, ModelBundle):
+            raise TypeError(f"{file} holds a {type(bundle).__name__}, not a ModelBundle")
+        return bundle

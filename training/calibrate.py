@@ -1,0 +1,59 @@
+"""Probability calibration: isotonic or sigmoid (Platt), whichever predicts held-out data better.
+
+LightGBM's raw probabilities are ranked well but are not frequencies; the value arithmetic in the
+service multiplies them by money, so they must be. The choice is made on one half of the validation
+set and checked on the other, then the winner is refit on all of it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+_EPS = 1e-6
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return np.asarray(np.log(q / (1 - q))).reshape(-1, 1)
+
+
+class Calibrator:
+    """Maps raw model probabilities to calibrated ones."""
+
+    def __init__(self, *, method: Literal["isotonic", "sigmoid"]) -> None:
+        self.method = method
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Learn the mapping from validation predictions ``raw`` to outcomes ``y``."""
+        if self.method == "isotonic":
+            self.model_: IsotonicRegression | LogisticRegression = IsotonicRegression(
+                y_min=_EPS, y_max=1 - _EPS, out_of_bounds="clip"
+            ).fit(raw, y)
+        else:
+            self.model_ = LogisticRegression(C=1e6).fit(_logit(raw), y)
+        return self
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for raw ones."""
+        if isinstance(self.model_, IsotonicRegression):
+            return np.asarray(self.model_.predict(raw), dtype=np.float64)
+        return np.asarray(self.model_.predict_proba(_logit(raw))[:, 1], dtype=np.float64)
+
+
+def choose_calibrator(raw: np.ndarray, y: np.ndarray, *, seed: int) -> Calibrator:
+    """Fit both methods on half of ``raw``, keep the one with lower log loss on the other half."""
+    rng = np.random.default_rng(seed)
+    half = rng.permutation(len(raw)) < len(raw) // 2
+    best: tuple[float, Literal["isotonic", "sigmoid"]] | None = None
+    for method in ("isotonic", "sigmoid"):
+        candidate = Calibrator(method=method).fit(raw[half], y[half])
+        loss = log_loss(y[~half], candidate.transform(raw[~half]), labels=[0, 1])
+        if best is None or loss < best[0]:
+            best = (loss, method)
+    assert best is not None
+    return Calibrator(method=best[1]).fit(raw, y)

@@ -1,0 +1,116 @@
+"""The demo: a simulated contact center materialized into Redis, with trained champion models.
+
+Each stage is skipped when its result already exists, so a second ``nba run`` is quick:
+the world's parquet tables carry a ``world.json`` stamp, Redis carries a marker naming the contract
+version and the world it holds, and MLflow is asked whether each model has a champion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.compute as pc
+import redis.asyncio as aioredis
+
+from features import OfflineStore, OnlineStore, Registry, materialize
+from training.bundle import ModelKind
+from training.errors import ModelNotFound
+from training.console import Reporter
+from training.tracking import CHAMPION, ModelRegistry
+from training.train import TrainParams, train_churn, train_propensity
+from training.world import WorldConfig, simulate
+
+WORLD_STAMP = "world.json"
+MARKER_KEY = "meta:materialized"
+QUEUE_SKILLS = ("billing", "technical", "retention", "sales")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """The demo world's size; the defaults make a few thousand customers and a hundred agents."""
+
+    customers: int = 5_000
+    agents: int = 100
+    months: int = 6
+    seed: int = 7
+
+
+def ensure_world(world_dir: Path, config: DemoConfig, reporter: Reporter, *, force: bool = False) -> dict[str, object]:
+    """Simulate the world unless a stamp for the same config is there; returns the stamp."""
+    stamp_path = world_dir / WORLD_STAMP
+    if not force and stamp_path.is_file():
+        stamp: dict[str, object] = json.loads(stamp_path.read_text())
+        if stamp.get("config") == asdict(config):
+            reporter.note(f"demo world: reusing {world_dir} (built {stamp['built_at']})")
+            return stamp
+    with reporter.step(f"Simulating the demo world ({config.customers:,} customers, {config.agents} agents, "
+                       f"{config.months} months)"):
+        end = datetime.now(UTC).date()
+        summary = simulate(
+            WorldConfig(customers=config.customers, agents=config.agents, months=config.months, seed=config.seed, end=end),
+            world_dir,
+        )
+        stamp = {"config": asdict(config), "end": end.isoformat(), "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "rows": {k: v for k, v in asdict(summary).items() if k != "out"}}
+        stamp_path.write_text(json.dumps(stamp, indent=2))
+    return stamp
+
+
+async def ensure_materialized(
+    url: str, namespace: str, registry: Registry, offline: OfflineStore, stamp: dict[str, object], reporter: Reporter,
+    *, force: bool = False,
+) -> None:
+    """Copy the world's latest snapshots into Redis unless Redis already holds this world."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        store = OnlineStore(client, registry, namespace=namespace)
+        marker_key = f"{namespace}:{MARKER_KEY}"
+        wanted = json.dumps({"contract": registry.version, "built_at": stamp["built_at"]}, sort_keys=True)
+        if not force and (await client.get(marker_key)) == wanted.encode():
+            reporter.note("online store: already holds this world")
+            return
+        for entity in ("customer", "agent"):
+            total = offline.latest(entity).num_rows
+            with reporter.step(f"Materializing {total:,} {entity}s into Redis"), reporter.bar(entity + "s", total) as bar:
+                await materialize(offline, store, entity, progress=bar)
+        agents = offline.latest("agent")
+        for skill in QUEUE_SKILLS:
+            members = agents.filter(pc.equal(agents.column(f"skill_{skill}"), True)).column("agent_id").to_pylist()
+            await store.set_queue(skill, members)
+        await client.set(marker_key, wanted)
+    finally:
+        await client.aclose()
+
+
+def ensure_models(
+    models: ModelRegistry, registry: Registry, offline: OfflineStore, world_dir: Path, reporter: Reporter,
+    *, force: bool = False, seed: int = 7,
+) -> dict[str, str]:
+    """Train and register each model that has no champion yet; returns kind → champion version."""
+    trainers = {
+        "churn": lambda: train_churn(registry, offline, world_dir / "churn_labels.parquet", params=TrainParams(seed=seed)),
+        "propensity": lambda: train_propensity(registry, offline, world_dir / "offers.parquet", params=TrainParams(seed=seed)),
+    }
+    versions: dict[str, str] = {}
+    kind: ModelKind
+    for kind in ("churn", "propensity"):
+        if not force:
+            try:
+                versions[kind] = models.version_for(kind, CHAMPION)
+                reporter.note(f"{models.model_name(kind)}: champion is version {versions[kind]}")
+                continue
+            except ModelNotFound:
+                pass
+        with reporter.step(f"Training and registering the {kind} model"):
+            result = trainers[kind]()
+            versions[kind] = models.log_and_register(result.bundle, params=result.params, tags=result.tags,
+                                                     aliases=(CHAMPION,))
+            m = result.bundle.metrics
+            reporter.note(f"{models.model_name(kind)} v{versions[kind]}: test ROC-AUC {m['roc_auc']:.3f}, "
+                          f"log loss {m['log_loss']:.3f}, ECE {m['ece']:.3f}")
+    return versions
+

@@ -1,0 +1,25 @@
+"""Errors raised by training and the model registry.
+
+    TrainingError
+    ├── DatasetError        a table or label set is unusable (missing column, one class only, empty)
+    └── RegistryUnavailable the MLflow store cannot be reached or lacks the asked-for model
+        └── ModelNotFound   no such registered model, version or alias
+"""
+
+from __future__ import annotations
+
+
+class TrainingError(Exception):
+    """Base class of every error training raises."""
+
+
+class DatasetError(TrainingError):
+    """The data cannot train a model; the message names the table and the column."""
+
+
+class RegistryUnavailable(TrainingError):
+    """The MLflow tracking store or registry failed."""
+
+
+class ModelNotFound(RegistryUnavailable):
+    """No registered model, version or alias by that name."""

@@ -1,0 +1,40 @@
+"""Held-out metrics for a probability model: ranking, calibration and business lift."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> float:
+    """Mean gap between predicted and observed rates over equal-width probability bins, weighted by size."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            gap += mask.mean() * abs(p[mask].mean() - y[mask].mean())
+    return float(gap)
+
+
+def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
+    """Positive rate among the 10% highest scores over the overall rate: what a targeted list gains."""
+    k = max(1, len(p) // 10)
+    top = np.argsort(-p, kind="stable")[:k]
+    base = y.mean()
+    return float(y[top].mean() / base) if base > 0 else float("nan")
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The metrics every probability model logs, on one held-out set."""
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "lift_top_decile": top_decile_lift(y, p),
+        "positive_rate": float(y.mean()),
+        "rows": float(len(y)),
+    }

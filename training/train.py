@@ -1,0 +1,184 @@
+"""Train the churn and offer-propensity models from point-in-time frames.
+
+Both are LightGBM binary classifiers on the feature contract's customer vector, split by time (oldest
+decision dates train, the next validates and early-stops, the newest is the untouched test), calibrated
+on validation and scored on test. The propensity model takes the action as one more categorical input,
+so all candidate actions of one customer are scored in a single predict call at serving time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features import OfflineStore, Registry
+from training.bundle import ModelBundle, ModelKind
+from training.calibrate import choose_calibrator
+from training.errors import DatasetError
+from training.evaluate import classification_metrics
+
+ACTION_FEATURE = "action"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    """LightGBM settings we choose on purpose; nothing else reaches the booster."""
+
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 40
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    max_rounds: int = 600
+    early_stopping_rounds: int = 40
+    seed: int = 7
+
+    def booster_params(self) -> dict[str, object]:
+        """The parameter dict LightGBM receives."""
+        return {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": self.bagging_freq,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "deterministic": True,
+            "num_threads": 2,
+            "verbosity": -1,
+        }
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """A trained bundle and what to record about how it was made."""
+
+    bundle: ModelBundle
+    params: dict[str, object]
+    tags: dict[str, str]
+
+
+def _time_split(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks for train / validation / test: the last decision date tests, the one before validates."""
+    dates = np.unique(ts)
+    if len(dates) < 3:
+        raise DatasetError(f"need labels on at least 3 distinct dates to split by time, found {len(dates)}")
+    return ts < dates[-2], ts == dates[-2], ts == dates[-1]
+
+
+def _fit(
+    kind: ModelKind,
+    x: np.ndarray,
+    y: np.ndarray,
+    ts: np.ndarray,
+    *,
+    feature_names: tuple[str, ...],
+    categorical: list[int],
+    contract_version: str,
+    actions: tuple[str, ...],
+    params: TrainParams,
+    dataset_sha: str,
+) -> TrainingResult:
+    train, valid, test = _time_split(ts)
+    for part, mask in (("train", train), ("validation", valid), ("test", test)):
+        if len(np.unique(y[mask])) < 2:
+            raise DatasetError(f"{kind}: the {part} split has only one class; the label column cannot train")
+    dtrain = lgb.Dataset(x[train], y[train], feature_name=list(feature_names), categorical_feature=categorical, free_raw_data=False)
+    dvalid = lgb.Dataset(x[valid], y[valid], reference=dtrain)
+    booster = lgb.train(
+        params.booster_params(),
+        dtrain,
+        num_boost_round=params.max_rounds,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+    )
+    raw_valid = np.asarray(booster.predict(x[valid]), dtype=np.float64)
+    calibrator = choose_calibrator(raw_valid, y[valid], seed=params.seed)
+    uncalibrated = ModelBundle(kind, booster, calibrator, feature_names, contract_version, actions)
+    metrics = classification_metrics(y[test], uncalibrated.predict(x[test]))
+    metrics["best_iteration"] = float(booster.best_iteration)
+    bundle = ModelBundle(kind, booster, calibrator, feature_names, contract_version, actions, metrics)
+    return TrainingResult(
+        bundle,
+        params={**asdict(params), "calibration": calibrator.method, "rows_train": int(train.sum())},
+        tags={"contract_version": contract_version, "dataset_sha256": dataset_sha, "kind": kind},
+    )
+
+
+def _read_labels(path: Path, required: tuple[str, ...]) -> pa.Table:
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such label table")
+    table = pq.read_table(path)
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
+    if table.num_rows == 0:
+        raise DatasetError(f"{path}: the table is empty")
+    return table
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def train_churn(
+    registry: Registry, offline: OfflineStore, labels_path: Path, *, params: TrainParams
+) -> TrainingResult:
+    """Churn within 30 days of a decision date, from the customer's features as of that date."""
+    labels = _read_labels(labels_path, ("customer_id", "ts", "churned"))
+    frame = offline.point_in_time("customer", labels)
+    x = offline.matrix("customer", frame)
+    schema = registry.entity("customer")
+    return _fit(
+        "churn",
+        x,
+        frame.column("churned").to_numpy().astype(np.int8),
+        frame.column("ts").to_numpy(),
+        feature_names=schema.names,
+        categorical=schema.categorical_indices,
+        contract_version=registry.version,
+        actions=(),
+        params=params,
+        dataset_sha=_sha256(labels_path),
+    )
+
+
+def train_propensity(
+    registry: Registry, offline: OfflineStore, offers_path: Path, *, params: TrainParams
+) -> TrainingResult:
+    """P(customer accepts action), one model over all actions with the action as a categorical input.
+
+    "no_action" rows are left out: nothing is offered, so there is nothing to accept.
+    """
+    offers = _read_labels(offers_path, ("customer_id", "ts", "action_id", "accepted"))
+    offers = offers.filter(pc.not_equal(offers.column("action_id"), "no_action"))
+    actions = tuple(sorted(set(offers.column("action_id").to_pylist())))
+    if not actions:
+        raise DatasetError(f"{offers_path}: no offered action besides no_action")
+    frame = offline.point_in_time("customer", offers)
+    codes = pc.index_in(frame.column("action_id"), value_set=pa.array(actions)).to_numpy(zero_copy_only=False)
+    x = np.column_stack([offline.matrix("customer", frame), codes.astype(np.float64)])
+    schema = registry.entity("customer")
+    return _fit(
+        "propensity",
+        x,
+        frame.column("accepted").to_numpy().astype(np.int8),
+        frame.column("ts").to_numpy(),
+        feature_names=(*schema.names, ACTION_FEATURE),
+        categorical=[*schema.categorical_indices, len(schema.names)],
+        contract_version=registry.version,
+        actions=actions,
+        params=params,
+        dataset_sha=_sha256(offers_path),
+    )
