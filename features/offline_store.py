@@ -37,11 +37,12 @@ class OfflineStore:
         path = self.table_path(schema.name)
         if not path.is_file():
             raise OfflineStoreError(f"{path}: no snapshot table for entity {schema.name!r}")
-        columns = {c[0] for c in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()}
+        source = "read_parquet('{}')".format(str(path).replace("'", "''"))
+        columns = {c[0] for c in duckdb.connect().sql(f"DESCRIBE SELECT * FROM {source}").fetchall()}
         missing = [c for c in (schema.join_key, TIMESTAMP_COLUMN, *schema.names) if c not in columns]
         if missing:
             raise OfflineStoreError(f"{path}: missing column(s) {', '.join(missing)}")
-        return f"read_parquet('{path}')"
+        return source
 
     def latest(self, entity: str, as_of: datetime | None = None) -> pa.Table:
         """Each entity's most recent snapshot at or before ``as_of`` (all of them when None)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from features.errors import OnlineStoreUnavailable
 from features.registry import EntitySchema, Registry
@@ -75,9 +76,7 @@ class OnlineStore:
         with _map_errors():
             await self._client.ping()
 
-    async def read(
-        self, customer_id: str, agent_ids: Sequence[str] = ()
-    ) -> tuple[EntityVector, list[EntityVector]]:
+    async def read(self, customer_id: str, agent_ids: Sequence[str] = ()) -> tuple[EntityVector, list[EntityVector]]:
         """The customer's vector and each agent's, in one pipelined round trip."""
         pipe = self._client.pipeline(transaction=False)
         pipe.hmget(self.key("customer", customer_id), self._fields["customer"])
@@ -106,9 +105,11 @@ class OnlineStore:
         pipe = self._client.pipeline(transaction=False)
         for row, ts in zip(rows, observed_at, strict=True):
             key = self.key(entity, str(row[schema.join_key]))
-            present = {n: _to_text(row[n]) for n in schema.names if n in row and row[n] is not None}
+            present: dict[FieldT, EncodableT] = {
+                n: _to_text(row[n]) for n in schema.names if n in row and row[n] is not None
+            }
             absent = [n for n in schema.names if n in row and row[n] is None]
-            views = {schema.view_of[n] for n in (*present, *absent)}
+            views = {schema.view_of[n] for n in schema.names if n in row}
             present.update({_TS_PREFIX + v: repr(float(ts)) for v in views})
             pipe.hset(key, mapping=present)
             if absent:
@@ -134,7 +135,7 @@ class OnlineStore:
         """The agent ids of ``queue``, sorted (empty when the queue is unknown)."""
         with _map_errors():
             members = await self._client.smembers(self.queue_key(queue))
-        return sorted(m.decode() for m in members)
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     async def count(self, entity: str) -> int:
         """How many entities of this kind the store holds (a SCAN: admin use, not the hot path)."""
@@ -177,4 +178,3 @@ def _decode(schema: EntitySchema, entity_id: str, reply: list[bytes | None], now
     defaulted = tuple(name for name in schema.names if name in missing)
     found = any(s is not None for s in stamps)
     return EntityVector(entity_id, values, found, known, defaulted, ages, tuple(stale))
-

@@ -27,7 +27,9 @@ def _validation_error(_: Request, exc: ValidationException) -> Response[dict[str
     problems = exc.extra if isinstance(exc.extra, list) else []
     parts = [f"{p.get('key') or 'body'}: {p.get('message')}" for p in problems if isinstance(p, dict)]
     detail = "; ".join(parts) or str(exc.detail)
-    return Response({"status_code": 422, "detail": detail, "errors": problems}, status_code=HTTP_422_UNPROCESSABLE_ENTITY)
+    return Response(
+        {"status_code": 422, "detail": detail, "errors": problems}, status_code=HTTP_422_UNPROCESSABLE_ENTITY
+    )
 
 
 def _bad_request(_: Request, exc: BadRequest) -> Response[dict[str, object]]:

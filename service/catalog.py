@@ -119,9 +119,7 @@ class Catalog:
         except (OSError, yaml.YAMLError) as exc:
             raise CatalogError(f"{source}: cannot read the catalog: {exc}") from exc
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{_where(data, err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
+            problems = "; ".join(f"{_where(data, err['loc'])}: {err['msg']}" for err in exc.errors())
             raise CatalogError(f"{source}: {problems}") from exc
         try:
             return cls(parsed.actions, registry.entity("customer"))

@@ -56,7 +56,10 @@ def run(no_demo: bool) -> None:
             if not no_demo:
                 build_demo(DemoConfig(), reporter, redis_url=url)
             settings = Settings(
-                service=service, redis=redis_settings.model_copy(update={"url": url}), offline=offline, mlflow=mlflow
+                service=service,
+                redis=redis_settings.model_copy(update={"url": url}),
+                offline=offline,
+                mlflow=mlflow,
             )
             app = create_app(settings)
             reporter.note(f"serving on http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)")

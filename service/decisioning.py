@@ -74,7 +74,14 @@ def _value(x: np.ndarray, schema: EntitySchema, name: str) -> float | None:
 
 
 def recommend(
-    x: np.ndarray, *, known: np.ndarray, catalog: Catalog, channel: str, models: Models, schema: EntitySchema, top_k: int
+    x: np.ndarray,
+    *,
+    known: np.ndarray,
+    catalog: Catalog,
+    channel: str,
+    models: Models,
+    schema: EntitySchema,
+    top_k: int,
 ) -> tuple[list[ScoredAction], CustomerView]:
     """Rank the eligible actions for one customer vector ``x`` with the models.
 
@@ -95,9 +102,11 @@ def recommend(
             gain = action.value + churn_risk * ltv * action.save_rate - action.cost
             ev = float(p) * gain
             reasons = (risk_reasons[:1] if action.save_rate > 0 else []) + _drivers(c, x, known, schema, MAX_REASONS)
-            scored.append(ScoredAction(action, ev * action.lever, float(p), ev, list(dict.fromkeys(reasons))[:MAX_REASONS]))
+            scored.append(
+                ScoredAction(action, ev * action.lever, float(p), ev, list(dict.fromkeys(reasons))[:MAX_REASONS])
+            )
     if NO_ACTION in catalog.by_id:
-        reason = [f"churn risk {churn_risk:.0%}"] + risk_reasons[:2]
+        reason = [f"churn risk {churn_risk:.0%}", *risk_reasons[:2]]
         scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, reason))
     ranked = sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]
     view = CustomerView(churn_risk, risk_band(churn_risk), ltv, _value(x, schema, "last_sentiment"))
@@ -108,7 +117,13 @@ def recommend_by_priors(x: np.ndarray, *, catalog: Catalog, channel: str, top_k:
     """The fallback when no model is loaded: catalog priors, no churn term, so nothing costly is pushed."""
     reason = ["models unavailable: ranked by the catalog's prior acceptance rates"]
     scored = [
-        ScoredAction(a, a.prior_accept * (a.value - a.cost) * a.lever, a.prior_accept, a.prior_accept * (a.value - a.cost), reason)
+        ScoredAction(
+            a,
+            a.prior_accept * (a.value - a.cost) * a.lever,
+            a.prior_accept,
+            a.prior_accept * (a.value - a.cost),
+            reason,
+        )
         for a in catalog.eligible(x, channel)
     ]
     return sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]

@@ -43,9 +43,9 @@ class DecisionService:
         self._agent = registry.entity("agent")
         self._languages = set(self._customer.feature("language").categories or ())
 
-    async def _read(self, customer_id: str, agent_ids: list[str], degraded: list[str]) -> tuple[
-        EntityVector | None, list[EntityVector] | None
-    ]:
+    async def _read(
+        self, customer_id: str, agent_ids: list[str], degraded: list[str]
+    ) -> tuple[EntityVector | None, list[EntityVector] | None]:
         try:
             return await self.store.read(customer_id, agent_ids)
         except OnlineStoreUnavailable as exc:
@@ -68,8 +68,13 @@ class DecisionService:
         view = CustomerView(None, None, None, None)
         try:
             ranked, view = recommend(
-                x, known=known, catalog=self.catalog, channel=request.channel, models=self.holder.models,
-                schema=self._customer, top_k=top_k,
+                x,
+                known=known,
+                catalog=self.catalog,
+                channel=request.channel,
+                models=self.holder.models,
+                schema=self._customer,
+                top_k=top_k,
             )
         except ModelsUnavailable as exc:
             degraded.append(str(exc))
@@ -80,8 +85,10 @@ class DecisionService:
             cold_start=customer is None or not customer.found,
             actions=[_action_out(s) for s in ranked],
             customer=CustomerSummary(
-                churn_risk=view.churn_risk, risk_band=view.risk_band,  # type: ignore[arg-type]
-                lifetime_value=view.lifetime_value, sentiment=view.sentiment,
+                churn_risk=view.churn_risk,
+                risk_band=view.risk_band,  # type: ignore[arg-type]
+                lifetime_value=view.lifetime_value,
+                sentiment=view.sentiment,
             ),
             model_versions=self._versions(),
             feature_contract=self.registry.version,
@@ -120,9 +127,16 @@ class DecisionService:
             excluded_out: list[ExcludedOut] = []
         else:
             ranked, excluded = rank_agents(
-                agents, schema=self._agent, intent=request.intent, language=request.language, churn_risk=churn_risk
+                agents,
+                schema=self._agent,
+                intent=request.intent,
+                language=request.language,
+                churn_risk=churn_risk,
             )
-            ranked_out = [AgentOut(agent_id=r.agent_id, score=r.score, p_resolution=r.p_resolution, reasons=r.reasons) for r in ranked]
+            ranked_out = [
+                AgentOut(agent_id=r.agent_id, score=r.score, p_resolution=r.p_resolution, reasons=r.reasons)
+                for r in ranked
+            ]
             excluded_out = [ExcludedOut(agent_id=e.agent_id, reason=e.reason) for e in excluded]
         return AssignResponse(
             decision_id=uuid.uuid4().hex,
@@ -138,6 +152,11 @@ class DecisionService:
 
 def _action_out(s: ScoredAction) -> ActionOut:
     return ActionOut(
-        action_id=s.action.id, title=s.action.title, script=s.action.script, score=s.score,
-        propensity=s.propensity, expected_value=s.expected_value, reasons=s.reasons,
+        action_id=s.action.id,
+        title=s.action.title,
+        script=s.action.script,
+        score=s.score,
+        propensity=s.propensity,
+        expected_value=s.expected_value,
+        reasons=s.reasons,
     )

@@ -1,9 +1,9 @@
 """Errors raised by the service.
 
-    ServiceError
-    ├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
-    ├── BadRequest         a request that validated but cannot be served as asked (names the field)
-    └── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
+ServiceError
+├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
+├── BadRequest         a request that validated but cannot be served as asked (names the field)
+└── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training import CHAMPION, ModelBundle, ModelRegistry, RegistryUnavailable
 from service.errors import ModelsUnavailable
+from training import CHAMPION, ModelBundle, ModelRegistry, RegistryUnavailable
 
 
 @dataclass(frozen=True)

@@ -84,4 +84,3 @@ def rank_agents(
         ranked.append((RankedAgent(agent.entity_id, score, p, reasons), v["idle_seconds"]))
     ranked.sort(key=lambda pair: (-pair[0].score, -pair[1], pair[0].agent_id))
     return [r for r, _ in ranked], excluded
-

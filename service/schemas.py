@@ -67,11 +67,16 @@ class AssignRequest(_Body):
     channel: Channel = Field(examples=["voice"])
     language: str = Field(min_length=2, max_length=8, examples=["en"])
     agent_ids: list[str] | None = Field(
-        default=None, min_length=1, max_length=200, description="Candidate agents (at most 200).",
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Candidate agents (at most 200).",
         examples=[["A0001", "A0002", "A0003"]],
     )
     queue: str | None = Field(
-        default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$", description="A queue whose members are the candidates."
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="A queue whose members are the candidates.",
     )
 
     @model_validator(mode="after")

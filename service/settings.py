@@ -24,7 +24,7 @@ class ServiceSettings(BaseSettings):
 
 
 class Settings(BaseModel):
-    """Every concern's settings together; ``Settings.from_env()`` is the only place the environment is read."""
+    """Every concern's settings together, handed to ``create_app``; nothing below it reads the environment."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,8 +32,3 @@ class Settings(BaseModel):
     redis: RedisSettings
     offline: OfflineSettings
     mlflow: MlflowSettings
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        """Settings from ``NBA_*``, ``REDIS_URL`` and ``MLFLOW_TRACKING_URI``."""
-        return cls(service=ServiceSettings(), redis=RedisSettings(), offline=OfflineSettings(), mlflow=MlflowSettings())

@@ -9,14 +9,21 @@ from typing import TypeVar
 import click
 from pydantic import ValidationError
 
-from features import FeatureStoreError, OfflineSettings, OfflineStore, RedisSettings, Registry, online_store_url
+from features import (
+    FeatureStoreError,
+    OfflineSettings,
+    OfflineStore,
+    RedisSettings,
+    Registry,
+    online_store_url,
+)
 from training.bundle import ModelKind
 from training.console import Reporter, abort
 from training.demo import DemoConfig, ensure_materialized, ensure_models, ensure_world
 from training.errors import TrainingError
 from training.settings import MlflowSettings
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
-from training.train import TrainParams, TrainingResult, train_churn, train_propensity
+from training.train import TrainingResult, TrainParams, train_churn, train_propensity
 
 T = TypeVar("T")
 
@@ -39,7 +46,9 @@ def build_demo(config: DemoConfig, reporter: Reporter, *, redis_url: str, force:
     world_dir = offline_settings.world_dir
     offline = OfflineStore(world_dir, registry)
     stamp = ensure_world(world_dir, config, reporter, force=force)
-    asyncio.run(ensure_materialized(redis_url, redis_settings.namespace, registry, offline, stamp, reporter, force=force))
+    asyncio.run(
+        ensure_materialized(redis_url, redis_settings.namespace, registry, offline, stamp, reporter, force=force)
+    )
     models = ModelRegistry(settings_from_env(MlflowSettings), offline_settings.data_dir)
     reporter.note(f"MLflow store: {models.tracking_uri}")
     return ensure_models(models, registry, offline, world_dir, reporter, force=force, seed=config.seed)
@@ -47,8 +56,13 @@ def build_demo(config: DemoConfig, reporter: Reporter, *, redis_url: str, force:
 
 @click.command("demo")
 @click.option("--force", is_flag=True, help="Rebuild the world, re-materialize and retrain even if they exist.")
-@click.option("--customers", type=click.IntRange(1_000, 1_000_000), default=5_000, show_default=True,
-              help="Customers in the simulated world.")
+@click.option(
+    "--customers",
+    type=click.IntRange(1_000, 1_000_000),
+    default=5_000,
+    show_default=True,
+    help="Customers in the simulated world.",
+)
 @click.option("--agents", type=click.IntRange(5, 5_000), default=100, show_default=True, help="Agents.")
 @click.option("--months", type=click.IntRange(3, 36), default=6, show_default=True, help="Months of history.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the simulation and the training.")
@@ -80,7 +94,9 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
     offline = OfflineStore(world, registry)
     trainers: dict[str, Callable[[], TrainingResult]] = {
         "churn": lambda: train_churn(registry, offline, world / "churn_labels.parquet", params=TrainParams(seed=seed)),
-        "propensity": lambda: train_propensity(registry, offline, world / "offers.parquet", params=TrainParams(seed=seed)),
+        "propensity": lambda: train_propensity(
+            registry, offline, world / "offers.parquet", params=TrainParams(seed=seed)
+        ),
     }
     reporter = Reporter()
     try:
@@ -99,8 +115,13 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
     )
 
 
-_ALIAS = click.option("--alias", type=click.Choice([CHALLENGER, CHAMPION]), default=CHALLENGER, show_default=True,
-                      help="Alias the new version gets.")
+_ALIAS = click.option(
+    "--alias",
+    type=click.Choice([CHALLENGER, CHAMPION]),
+    default=CHALLENGER,
+    show_default=True,
+    help="Alias the new version gets.",
+)
 _SEED = click.option("--seed", type=int, default=7, show_default=True, help="LightGBM and calibration seed.")
 
 

@@ -37,8 +37,12 @@ class Reporter:
     def bar(self, title: str, total: int) -> Iterator[Callable[[int, int], None]]:
         """A progress bar; the yielded ``update(done, total)`` moves it."""
         with Progress(
-            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, transient=False,
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
         ) as progress:
             task = progress.add_task(title, total=total)
 

@@ -7,7 +7,6 @@ version and the world it holds, and MLflow is asked whether each model has a cha
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -18,8 +17,8 @@ import redis.asyncio as aioredis
 
 from features import OfflineStore, OnlineStore, Registry, materialize
 from training.bundle import ModelKind
-from training.errors import ModelNotFound
 from training.console import Reporter
+from training.errors import ModelNotFound
 from training.tracking import CHAMPION, ModelRegistry
 from training.train import TrainParams, train_churn, train_propensity
 from training.world import WorldConfig, simulate
@@ -47,22 +46,39 @@ def ensure_world(world_dir: Path, config: DemoConfig, reporter: Reporter, *, for
         if stamp.get("config") == asdict(config):
             reporter.note(f"demo world: reusing {world_dir} (built {stamp['built_at']})")
             return stamp
-    with reporter.step(f"Simulating the demo world ({config.customers:,} customers, {config.agents} agents, "
-                       f"{config.months} months)"):
+    with reporter.step(
+        f"Simulating the demo world ({config.customers:,} customers, {config.agents} agents, {config.months} months)"
+    ):
         end = datetime.now(UTC).date()
         summary = simulate(
-            WorldConfig(customers=config.customers, agents=config.agents, months=config.months, seed=config.seed, end=end),
+            WorldConfig(
+                customers=config.customers,
+                agents=config.agents,
+                months=config.months,
+                seed=config.seed,
+                end=end,
+            ),
             world_dir,
         )
-        stamp = {"config": asdict(config), "end": end.isoformat(), "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "rows": {k: v for k, v in asdict(summary).items() if k != "out"}}
+        stamp = {
+            "config": asdict(config),
+            "end": end.isoformat(),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "rows": {k: v for k, v in asdict(summary).items() if k != "out"},
+        }
         stamp_path.write_text(json.dumps(stamp, indent=2))
     return stamp
 
 
 async def ensure_materialized(
-    url: str, namespace: str, registry: Registry, offline: OfflineStore, stamp: dict[str, object], reporter: Reporter,
-    *, force: bool = False,
+    url: str,
+    namespace: str,
+    registry: Registry,
+    offline: OfflineStore,
+    stamp: dict[str, object],
+    reporter: Reporter,
+    *,
+    force: bool = False,
 ) -> None:
     """Copy the world's latest snapshots into Redis unless Redis already holds this world."""
     client = aioredis.Redis.from_url(url)
@@ -75,7 +91,10 @@ async def ensure_materialized(
             return
         for entity in ("customer", "agent"):
             total = offline.latest(entity).num_rows
-            with reporter.step(f"Materializing {total:,} {entity}s into Redis"), reporter.bar(entity + "s", total) as bar:
+            with (
+                reporter.step(f"Materializing {total:,} {entity}s into Redis"),
+                reporter.bar(entity + "s", total) as bar,
+            ):
                 await materialize(offline, store, entity, progress=bar)
         agents = offline.latest("agent")
         for skill in QUEUE_SKILLS:
@@ -87,13 +106,23 @@ async def ensure_materialized(
 
 
 def ensure_models(
-    models: ModelRegistry, registry: Registry, offline: OfflineStore, world_dir: Path, reporter: Reporter,
-    *, force: bool = False, seed: int = 7,
+    models: ModelRegistry,
+    registry: Registry,
+    offline: OfflineStore,
+    world_dir: Path,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+    seed: int = 7,
 ) -> dict[str, str]:
     """Train and register each model that has no champion yet; returns kind → champion version."""
     trainers = {
-        "churn": lambda: train_churn(registry, offline, world_dir / "churn_labels.parquet", params=TrainParams(seed=seed)),
-        "propensity": lambda: train_propensity(registry, offline, world_dir / "offers.parquet", params=TrainParams(seed=seed)),
+        "churn": lambda: train_churn(
+            registry, offline, world_dir / "churn_labels.parquet", params=TrainParams(seed=seed)
+        ),
+        "propensity": lambda: train_propensity(
+            registry, offline, world_dir / "offers.parquet", params=TrainParams(seed=seed)
+        ),
     }
     versions: dict[str, str] = {}
     kind: ModelKind
@@ -107,10 +136,12 @@ def ensure_models(
                 pass
         with reporter.step(f"Training and registering the {kind} model"):
             result = trainers[kind]()
-            versions[kind] = models.log_and_register(result.bundle, params=result.params, tags=result.tags,
-                                                     aliases=(CHAMPION,))
+            versions[kind] = models.log_and_register(
+                result.bundle, params=result.params, tags=result.tags, aliases=(CHAMPION,)
+            )
             m = result.bundle.metrics
-            reporter.note(f"{models.model_name(kind)} v{versions[kind]}: test ROC-AUC {m['roc_auc']:.3f}, "
-                          f"log loss {m['log_loss']:.3f}, ECE {m['ece']:.3f}")
+            reporter.note(
+                f"{models.model_name(kind)} v{versions[kind]}: test ROC-AUC {m['roc_auc']:.3f}, "
+                f"log loss {m['log_loss']:.3f}, ECE {m['ece']:.3f}"
+            )
     return versions
-

@@ -1,9 +1,9 @@
 """Errors raised by training and the model registry.
 
-    TrainingError
-    ├── DatasetError        a table or label set is unusable (missing column, one class only, empty)
-    └── RegistryUnavailable the MLflow store cannot be reached or lacks the asked-for model
-        └── ModelNotFound   no such registered model, version or alias
+TrainingError
+├── DatasetError        a table or label set is unusable (missing column, one class only, empty)
+└── RegistryUnavailable the MLflow store cannot be reached or lacks the asked-for model
+    └── ModelNotFound   no such registered model, version or alias
 """
 
 from __future__ import annotations

@@ -124,9 +124,7 @@ class ModelRegistry:
         name = self.model_name(kind)
         with _map_errors(f"{name}@{alias}"):
             version = self._client.get_model_version_by_alias(name, alias)
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=version.source, tracking_uri=self.tracking_uri
-            )
+            local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, tracking_uri=self.tracking_uri)
         return ModelBundle.load(Path(local)), str(version.version)
 
     def versions(self, kind: ModelKind) -> list[RegisteredVersion]:
@@ -142,6 +140,8 @@ class ModelRegistry:
             for mv in self._client.search_model_versions(f"name = '{name}'"):
                 metrics = self._client.get_run(mv.run_id).data.metrics if mv.run_id else {}
                 out.append(
-                    RegisteredVersion(name, str(mv.version), tuple(aliases.get(str(mv.version), [])), metrics, mv.run_id)
+                    RegisteredVersion(
+                        name, str(mv.version), tuple(aliases.get(str(mv.version), [])), metrics, mv.run_id
+                    )
                 )
         return sorted(out, key=lambda v: int(v.version), reverse=True)

@@ -94,7 +94,13 @@ def _fit(
     for part, mask in (("train", train), ("validation", valid), ("test", test)):
         if len(np.unique(y[mask])) < 2:
             raise DatasetError(f"{kind}: the {part} split has only one class; the label column cannot train")
-    dtrain = lgb.Dataset(x[train], y[train], feature_name=list(feature_names), categorical_feature=categorical, free_raw_data=False)
+    dtrain = lgb.Dataset(
+        x[train],
+        y[train],
+        feature_name=list(feature_names),
+        categorical_feature=categorical,
+        free_raw_data=False,
+    )
     dvalid = lgb.Dataset(x[valid], y[valid], reference=dtrain)
     booster = lgb.train(
         params.booster_params(),
@@ -132,9 +138,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def train_churn(
-    registry: Registry, offline: OfflineStore, labels_path: Path, *, params: TrainParams
-) -> TrainingResult:
+def train_churn(registry: Registry, offline: OfflineStore, labels_path: Path, *, params: TrainParams) -> TrainingResult:
     """Churn within 30 days of a decision date, from the customer's features as of that date."""
     labels = _read_labels(labels_path, ("customer_id", "ts", "churned"))
     frame = offline.point_in_time("customer", labels)

@@ -47,7 +47,12 @@ import pyarrow.parquet as pq
 from features.registry import Registry
 
 ACTIONS: tuple[str, ...] = (
-    "no_action", "retention_offer", "discount_10", "plan_upgrade", "tech_callback", "loyalty_bonus",
+    "no_action",
+    "retention_offer",
+    "discount_10",
+    "plan_upgrade",
+    "tech_callback",
+    "loyalty_bonus",
     "payment_plan",
 )
 INTENTS: tuple[str, ...] = ("billing", "technical", "cancel", "sales")
@@ -60,8 +65,13 @@ SALES_ACTIONS: frozenset[str] = frozenset({"retention_offer", "discount_10", "pl
 # What an accepted action costs the business (reward = lifetime_value * (1 - churned) - cost if accepted).
 # plan_upgrade is negative: an accepted upgrade earns extra margin rather than costing anything.
 ACTION_COST: dict[str, float] = {
-    "no_action": 0.0, "retention_offer": 120.0, "discount_10": 60.0, "plan_upgrade": -80.0,
-    "tech_callback": 25.0, "loyalty_bonus": 50.0, "payment_plan": 15.0,
+    "no_action": 0.0,
+    "retention_offer": 120.0,
+    "discount_10": 60.0,
+    "plan_upgrade": -80.0,
+    "tech_callback": 25.0,
+    "loyalty_bonus": 50.0,
+    "payment_plan": 15.0,
 }
 PLAN_PRICE = np.array([25.0, 50.0, 90.0])
 _SEGMENT_HORIZON = np.array([20.0, 30.0, 40.0])  # months of expected future revenue behind lifetime_value
@@ -121,23 +131,25 @@ def true_accept_probability(customers: Columns, action: str) -> np.ndarray:
     if action == "no_action":
         return np.zeros(n)
     if action == "retention_offer":
-        logit = -1.0 + 0.8 * consumer - 1.5 * premium_seg + 0.6 * _out_of_contract(c) - 0.8 * _num(
-            c, "last_sentiment"
-        )
+        logit = -1.0 + 0.8 * consumer - 1.5 * premium_seg + 0.6 * _out_of_contract(c) - 0.8 * _num(c, "last_sentiment")
     elif action == "discount_10":
         logit = -0.7 + 0.8 * consumer - 2.0 * premium_seg + 0.08 * _num(c, "price_increase_pct")
     elif action == "plan_upgrade":
         logit = -2.5 + 0.12 * np.minimum(_num(c, "logins_30d"), 30.0) + 0.5 * premium_seg
         logit = np.where(_is(c, "plan", "premium"), -np.inf, logit)
     elif action == "tech_callback":
-        logit = -1.2 + 0.6 * np.minimum(_num(c, "repeat_contacts_30d"), 4.0) + 0.7 * np.asarray(
-            c["open_complaint"], dtype=np.float64
+        logit = (
+            -1.2
+            + 0.6 * np.minimum(_num(c, "repeat_contacts_30d"), 4.0)
+            + 0.7 * np.asarray(c["open_complaint"], dtype=np.float64)
         )
     elif action == "loyalty_bonus":
         logit = -1.8 + 0.04 * np.minimum(_num(c, "tenure_months"), 60.0)
     elif action == "payment_plan":
-        logit = -2.8 + 1.2 * np.minimum(_num(c, "failed_payments_90d"), 3.0) + 0.02 * np.minimum(
-            _num(c, "days_overdue"), 90.0
+        logit = (
+            -2.8
+            + 1.2 * np.minimum(_num(c, "failed_payments_90d"), 3.0)
+            + 0.02 * np.minimum(_num(c, "days_overdue"), 90.0)
         )
     else:
         raise ValueError(f"unknown action {action!r}; expected one of {ACTIONS}")
@@ -223,15 +235,18 @@ def behaviour_probabilities(customers: Columns) -> np.ndarray:
         + 0.5 * (_num(c, "last_sentiment") < -0.2)
         + 0.2 * np.minimum(_num(c, "contacts_30d"), 3.0)
     )
-    scores = np.stack([
-        np.full(len(risky), 0.5),
-        0.9 * risky,
-        0.5 * risky + 0.4 * (_num(c, "price_increase_pct") > 0),
-        0.05 * np.minimum(_num(c, "logins_30d"), 30.0) - 0.5,
-        0.5 * np.minimum(_num(c, "repeat_contacts_30d"), 3.0),
-        0.02 * np.minimum(_num(c, "tenure_months"), 60.0) - 0.5,
-        0.8 * np.minimum(_num(c, "failed_payments_90d"), 3.0) - 0.5,
-    ], axis=1)
+    scores = np.stack(
+        [
+            np.full(len(risky), 0.5),
+            0.9 * risky,
+            0.5 * risky + 0.4 * (_num(c, "price_increase_pct") > 0),
+            0.05 * np.minimum(_num(c, "logins_30d"), 30.0) - 0.5,
+            0.5 * np.minimum(_num(c, "repeat_contacts_30d"), 3.0),
+            0.02 * np.minimum(_num(c, "tenure_months"), 60.0) - 0.5,
+            0.8 * np.minimum(_num(c, "failed_payments_90d"), 3.0) - 0.5,
+        ],
+        axis=1,
+    )
     soft = np.exp(scores - scores.max(axis=1, keepdims=True))
     soft /= soft.sum(axis=1, keepdims=True)
     floor = 0.04
@@ -335,18 +350,25 @@ def _check(reg: Registry, entity: str, cols: Mapping[str, np.ndarray]) -> list[s
 
 
 def _contacts(
-    rng: np.random.Generator, c: Columns, cust_id: pa.Array, ts_us: int, agents: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    c: Columns,
+    cust_id: pa.Array,
+    ts_us: int,
+    agents: dict[str, np.ndarray],
     agent_ids: pa.Array,
 ) -> pa.Table:
     """The contacts counted in a snapshot's ``contacts_30d``, each routed to an agent and resolved or not."""
     rows = np.repeat(np.arange(len(cust_id)), np.asarray(c["contacts_30d"]))
     sub = {k: np.asarray(v)[rows] for k, v in c.items()}
-    weights = np.stack([
-        1.0 + 2.0 * (sub["failed_payments_90d"] > 0) + (sub["price_increase_pct"] > 0),
-        1.0 + 1.5 * (sub["repeat_contacts_30d"] > 0),
-        0.3 + 2.0 * sub["open_complaint"] + (sub["last_sentiment"] < -0.3),
-        np.full(len(rows), 0.6),
-    ], axis=1)
+    weights = np.stack(
+        [
+            1.0 + 2.0 * (sub["failed_payments_90d"] > 0) + (sub["price_increase_pct"] > 0),
+            1.0 + 1.5 * (sub["repeat_contacts_30d"] > 0),
+            0.3 + 2.0 * sub["open_complaint"] + (sub["last_sentiment"] < -0.3),
+            np.full(len(rows), 0.6),
+        ],
+        axis=1,
+    )
     intent = np.asarray(INTENTS)[_sample(rng, weights)]
     channel_code = _sample(rng, np.tile([0.5, 0.35, 0.15], (len(rows), 1)))
     language = sub["language"]
@@ -360,17 +382,18 @@ def _contacts(
     resolved = rng.random(len(rows)) < true_resolution_probability(intent, language, pair)
     base_time = np.array([420.0, 600.0, 900.0])[channel_code]
     handle = base_time * rng.lognormal(0.0, 0.4, len(rows)) * np.where(resolved, 1.0, 1.3)
-    return pa.table({
-        "customer_id": cust_id.take(pa.array(rows)),
-        "ts": _ts(ts_us - rng.integers(0, 30 * _US_PER_DAY, len(rows))),
-        "intent": pa.array(intent, pa.string()),
-        "channel": pa.array(np.asarray(CHANNELS)[channel_code], pa.string()),
-        "language": pa.array(language, pa.string()),
-        "agent_id": agent_ids.take(pa.array(agent)),
-        "resolved": resolved.astype(np.int8),
-        "handle_time_s": np.round(handle, 1),
-    })
-
+    return pa.table(
+        {
+            "customer_id": cust_id.take(pa.array(rows)),
+            "ts": _ts(ts_us - rng.integers(0, 30 * _US_PER_DAY, len(rows))),
+            "intent": pa.array(intent, pa.string()),
+            "channel": pa.array(np.asarray(CHANNELS)[channel_code], pa.string()),
+            "language": pa.array(language, pa.string()),
+            "agent_id": agent_ids.take(pa.array(agent)),
+            "resolved": resolved.astype(np.int8),
+            "handle_time_s": np.round(handle, 1),
+        }
+    )
 
 
 def simulate(config: WorldConfig, out: Path) -> WorldSummary:
@@ -451,16 +474,26 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         ltv = charge * _SEGMENT_HORIZON[segment] * ltv_noise * (1.0 + np.minimum(tenure, 60) / 60.0)
         idx = np.flatnonzero(alive)
         full: dict[str, np.ndarray] = {
-            "tenure_months": tenure, "plan": np.asarray(PLANS)[plan],
-            "contract_type": np.asarray(CONTRACTS)[contract], "days_to_contract_end": days_end,
+            "tenure_months": tenure,
+            "plan": np.asarray(PLANS)[plan],
+            "contract_type": np.asarray(CONTRACTS)[contract],
+            "days_to_contract_end": days_end,
             "monthly_charge": np.round(charge, 2),
             "price_increase_pct": np.where(months_since_rise < 3, rise_pct, 0.0),
-            "lifetime_value": np.round(ltv, 2), "segment": np.asarray(SEGMENTS)[segment],
-            "language": np.asarray(LANGUAGES)[language], "consent_marketing": consent,
-            "logins_30d": logins, "usage_change_pct_30d": usage_change, "days_since_last_activity": inactive,
-            "contacts_30d": n_contacts, "repeat_contacts_30d": repeat, "open_complaint": complaint,
-            "failed_payments_90d": fail_hist.sum(axis=0), "days_overdue": overdue,
-            "last_sentiment": np.round(sentiment, 3), "offers_declined_90d": decline_hist[1:].sum(axis=0),
+            "lifetime_value": np.round(ltv, 2),
+            "segment": np.asarray(SEGMENTS)[segment],
+            "language": np.asarray(LANGUAGES)[language],
+            "consent_marketing": consent,
+            "logins_30d": logins,
+            "usage_change_pct_30d": usage_change,
+            "days_since_last_activity": inactive,
+            "contacts_30d": n_contacts,
+            "repeat_contacts_30d": repeat,
+            "open_complaint": complaint,
+            "failed_payments_90d": fail_hist.sum(axis=0),
+            "days_overdue": overdue,
+            "last_sentiment": np.round(sentiment, 3),
+            "offers_declined_90d": decline_hist[1:].sum(axis=0),
         }
         c = {name: np.asarray(v)[idx] for name, v in full.items()}
         m = len(idx)
@@ -493,28 +526,38 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         snaps.append(pa.table({"customer_id": ids, "feature_ts": feature_ts, **{f: c[f] for f in order}}))
         labels.append(pa.table({"customer_id": ids, "ts": decision_ts, "churned": churned.astype(np.int8)}))
         d = pa.array(decided)
-        offers.append(pa.table({
-            "decision_id": pc.binary_join_element_wise(f"D{step - _WARMUP_MONTHS:02d}-", ids.filter(d), ""),
-            "customer_id": ids.filter(d), "ts": decision_ts.filter(d),
-            "action_id": pa.array(np.asarray(ACTIONS)[choice[decided]], pa.string()),
-            "propensity": probs[np.arange(m), choice][decided],
-            "accepted": accepted[decided].astype(np.int8), "churned": churned[decided].astype(np.int8),
-            "reward": (c["lifetime_value"] * ~churned - cost[choice] * accepted)[decided],
-        }))
+        offers.append(
+            pa.table(
+                {
+                    "decision_id": pc.binary_join_element_wise(f"D{step - _WARMUP_MONTHS:02d}-", ids.filter(d), ""),
+                    "customer_id": ids.filter(d),
+                    "ts": decision_ts.filter(d),
+                    "action_id": pa.array(np.asarray(ACTIONS)[choice[decided]], pa.string()),
+                    "propensity": probs[np.arange(m), choice][decided],
+                    "accepted": accepted[decided].astype(np.int8),
+                    "churned": churned[decided].astype(np.int8),
+                    "reward": (c["lifetime_value"] * ~churned - cost[choice] * accepted)[decided],
+                }
+            )
+        )
         contacts.append(_contacts(rng, c, ids, ts_us, agents, agent_ids))
         alive[idx[churned]] = False
     agent_order = _check(reg, "agent", agents)
-    agent_table = pa.table({
-        "agent_id": agent_ids, "feature_ts": _ts(np.full(config.agents, end_us)),
-        **{f: agents[f] for f in agent_order},
-    })
-    contact_table = pa.concat_tables(contacts)
-    contact_table = contact_table.add_column(
-        0, "contact_id", _ids("T", np.arange(1, contact_table.num_rows + 1), 8)
+    agent_table = pa.table(
+        {
+            "agent_id": agent_ids,
+            "feature_ts": _ts(np.full(config.agents, end_us)),
+            **{f: agents[f] for f in agent_order},
+        }
     )
+    contact_table = pa.concat_tables(contacts)
+    contact_table = contact_table.add_column(0, "contact_id", _ids("T", np.arange(1, contact_table.num_rows + 1), 8))
     tables = {
-        "customer_snapshots": pa.concat_tables(snaps), "churn_labels": pa.concat_tables(labels),
-        "offers": pa.concat_tables(offers), "agent_snapshots": agent_table, "contacts": contact_table,
+        "customer_snapshots": pa.concat_tables(snaps),
+        "churn_labels": pa.concat_tables(labels),
+        "offers": pa.concat_tables(offers),
+        "agent_snapshots": agent_table,
+        "contacts": contact_table,
     }
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():

@@ -1,0 +1,39 @@
+# The two commands a new user types: `make run` and `make test`. Everything else is for contributors.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint bench clean
+
+help:
+	@echo "make run    set up .venv, build the demo on first run, serve the API on 127.0.0.1:8000"
+	@echo "make test   set up .venv with the dev extras and run the test suite"
+	@echo "make lint   ruff and mypy"
+	@echo "make clean  remove .venv and the local data under .nba/"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nba-copilot needs Python 3.11 or newer: run make with PYTHON=python3.11 (or newer)")'
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when the project's metadata changes; the stamp files record what was installed.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/nba run
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .nba

@@ -1,0 +1,167 @@
+"""Real parts for every test: a Redis server, an MLflow store, a simulated world, a served API.
+
+Redis is the embedded Valkey (or ``REDIS_URL`` when set), flushed before each test that asks for it.
+MLflow is a sqlite store with local artifacts in a temporary folder. The API is served by uvicorn on
+a loopback port, the way httpx tests itself against a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from features import EmbeddedValkey, OfflineSettings, OfflineStore, RedisSettings, Registry
+from service import ServiceSettings, Settings, create_app
+from training import MlflowSettings, ModelRegistry
+from training.console import Reporter
+from training.demo import DemoConfig, ensure_materialized, ensure_models
+from training.world import WorldConfig, simulate
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: ``REDIS_URL`` if the environment names one, else an embedded Valkey for the session."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    # A short directory keeps the unix socket path under the OS limit.
+    with (
+        tempfile.TemporaryDirectory(prefix="nba-") as tmp,
+        EmbeddedValkey(Path(tmp), persist=False) as server,
+    ):
+        yield server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the test Redis, flushed before the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """The packaged feature contract."""
+    return Registry.load()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's data directory (world tables, MLflow store, artifacts)."""
+    return tmp_path_factory.mktemp("nba-data")
+
+
+@pytest.fixture(scope="session")
+def world(data_dir: Path) -> Path:
+    """The demo's world (same size and seed, ending today), so the README's demo customer is tested."""
+    out = data_dir / "world"
+    demo = DemoConfig()
+    config = WorldConfig(
+        customers=demo.customers,
+        agents=demo.agents,
+        months=demo.months,
+        seed=demo.seed,
+        end=datetime.now(UTC).date(),
+    )
+    simulate(config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def offline(world: Path, registry: Registry) -> OfflineStore:
+    """The offline store over the test world."""
+    return OfflineStore(world, registry)
+
+
+def settings_for(data_dir: Path, redis_url: str, *, port: int = 8000) -> Settings:
+    """Settings for a test service: nothing read from the environment can leak in; `serve` picks the port."""
+    return Settings(
+        service=ServiceSettings(host="127.0.0.1", port=port, catalog_path=None, top_k=5, log_level="warning"),
+        redis=RedisSettings(url=redis_url, namespace="nba", timeout_ms=200),
+        offline=OfflineSettings(data_dir=data_dir),
+        mlflow=MlflowSettings(tracking_uri=None, experiment="nba-tests", model_prefix="nba"),
+    )
+
+
+@pytest.fixture(scope="session")
+def model_registry(data_dir: Path) -> ModelRegistry:
+    """The session's real MLflow store (sqlite + local artifacts)."""
+    return ModelRegistry(MlflowSettings(tracking_uri=None, experiment="nba-tests", model_prefix="nba"), data_dir)
+
+
+@pytest.fixture(scope="session")
+def champions(model_registry: ModelRegistry, registry: Registry, offline: OfflineStore, world: Path) -> dict[str, str]:
+    """Churn and propensity models trained on the test world and registered as champions."""
+    return ensure_models(model_registry, registry, offline, world, Reporter())
+
+
+@pytest.fixture
+def materialized(redis_client: redis.Redis, redis_url: str, registry: Registry, offline: OfflineStore) -> None:
+    """The test world's latest snapshots in a freshly flushed Redis."""
+    stamp = {"built_at": f"test-{time.time_ns()}"}
+    asyncio.run(ensure_materialized(redis_url, "nba", registry, offline, stamp, Reporter()))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running API and the settings it was built from."""
+
+    url: str
+    settings: Settings
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[Served]:
+    """Serve ``create_app(settings)`` with uvicorn in a thread until the block ends."""
+    port = free_port()
+    settings = settings.model_copy(update={"service": settings.service.model_copy(update={"port": port})})
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def api(data_dir: Path, redis_url: str, champions: dict[str, str]) -> Iterator[Served]:
+    """The API with champion models, on the test Redis."""
+    with serve(settings_for(data_dir, redis_url)) as served:
+        yield served
+
+
+@pytest.fixture
+def http(api: Served, materialized: None) -> Iterator[httpx.Client]:
+    """An HTTP client on the API, with the world materialized in a fresh Redis."""
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        yield client

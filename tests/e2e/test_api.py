@@ -1,0 +1,303 @@
+"""The API end to end over HTTP: real uvicorn, real Redis, real MLflow, models trained on the test world."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from features import OfflineStore, Registry
+from service.catalog import Catalog
+from tests.conftest import Served, free_port, serve, settings_for
+from training import ModelRegistry
+
+DEMO_CUSTOMER = "C000042"
+
+
+def _ranked(scores: list[float]) -> bool:
+    return all(a >= b for a, b in itertools.pairwise(scores))
+
+
+def test_health_is_ok(http: httpx.Client) -> None:
+    response = http.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_names_the_champion_versions(http: httpx.Client, champions: dict[str, str], registry: Registry) -> None:
+    body = http.get("/ready").json()
+    assert body["ready"] is True
+    assert body["model_versions"] == {
+        "nba-churn": champions["churn"],
+        "nba-propensity": champions["propensity"],
+    }
+    assert body["feature_contract"] == registry.version
+
+
+def test_recommend_ranks_actions_from_the_registered_models(
+    http: httpx.Client, offline: OfflineStore, model_registry: ModelRegistry, registry: Registry
+) -> None:
+    response = http.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["customer_id"] == DEMO_CUSTOMER
+    assert body["cold_start"] is False
+    assert body["degraded"] is False
+    actions = body["actions"]
+    assert len(actions) >= 3
+    assert _ranked([a["score"] for a in actions])
+    assert len({a["action_id"] for a in actions}) == len(actions)
+    assert all(a["reasons"] and all(isinstance(r, str) and r for r in a["reasons"]) for a in actions)
+
+    # The churn risk is the champion's prediction on the customer's latest snapshot: same model, same vector.
+    latest = offline.latest("customer")
+    row = latest.filter(latest.column("customer_id").to_numpy(zero_copy_only=False) == DEMO_CUSTOMER)
+    x = offline.matrix("customer", row)
+    churn, _ = model_registry.load("churn")
+    propensity, _ = model_registry.load("propensity")
+    assert body["customer"]["churn_risk"] == pytest.approx(float(churn.predict(x)[0]), rel=1e-9)
+
+    # Every offer's propensity and expected value follow the documented arithmetic.
+    catalog = Catalog.load(registry)
+    ltv = float(row.column("lifetime_value")[0].as_py())
+    offers = [a for a in actions if a["action_id"] != "no_action"]
+    p_accept = propensity.predict(propensity.with_actions(x[0], [a["action_id"] for a in offers]))
+    for action, p in zip(offers, p_accept, strict=True):
+        spec = catalog.by_id[action["action_id"]]
+        gain = spec.value + body["customer"]["churn_risk"] * ltv * spec.save_rate - spec.cost
+        assert action["propensity"] == pytest.approx(float(p), rel=1e-9)
+        assert action["expected_value"] == pytest.approx(float(p) * gain, rel=1e-9, abs=1e-9)
+        assert action["score"] == pytest.approx(action["expected_value"] * spec.lever, rel=1e-9, abs=1e-9)
+
+
+def test_recommend_is_deterministic_for_the_same_state(http: httpx.Client) -> None:
+    first = http.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "chat"}).json()
+    second = http.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "chat"}).json()
+    assert first["actions"] == second["actions"]
+    assert first["decision_id"] != second["decision_id"]
+
+
+def test_channel_and_consent_limit_the_candidates(http: httpx.Client, offline: OfflineStore) -> None:
+    latest = offline.latest("customer").to_pylist()
+    without_consent = next(r["customer_id"] for r in latest if not r["consent_marketing"])
+    body = http.post("/v1/recommend", json={"customer_id": without_consent, "channel": "voice", "top_k": 50}).json()
+    ids = {a["action_id"] for a in body["actions"]}
+    assert ids.isdisjoint({"retention_offer", "discount_10", "loyalty_bonus", "plan_upgrade"})
+    assert "no_action" in ids
+
+
+def test_unknown_customer_gets_cold_start_actions(http: httpx.Client) -> None:
+    response = http.post("/v1/recommend", json={"customer_id": "C999999", "channel": "voice"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["cold_start"] is True
+    assert body["degraded"] is False
+    assert [a["action_id"] for a in body["actions"]][0:1]  # still ranked actions
+    assert _ranked([a["score"] for a in body["actions"]])
+    # Defaults are not facts about the customer: no reason may cite them.
+    assert not any("months as a customer" in r for a in body["actions"] for r in a["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"channel": "voice"}, "customer_id"),
+        ({"customer_id": 42, "channel": "voice"}, "customer_id"),
+        ({"customer_id": "C000042", "channel": "fax"}, "channel"),
+        ({"customer_id": "C000042"}, "channel"),
+        ({"customer_id": "C000042", "channel": "voice", "top_k": 0}, "top_k"),
+        ({"customer_id": "C000042", "channel": "voice", "colour": "red"}, "colour"),
+        ({"customer_id": "C0 42; DROP", "channel": "voice"}, "customer_id"),
+    ],
+    ids=[
+        "missing-id",
+        "id-not-string",
+        "bad-channel",
+        "missing-channel",
+        "top-k-zero",
+        "unknown-key",
+        "bad-id",
+    ],
+)
+def test_recommend_rejects_bad_bodies_naming_the_field(http: httpx.Client, body: dict[str, object], field: str) -> None:
+    response = http.post("/v1/recommend", json=body)
+    assert response.status_code == 422
+    assert field in response.json()["detail"]
+
+
+def test_recommend_rejects_a_body_that_is_not_json(http: httpx.Client) -> None:
+    response = http.post("/v1/recommend", content=b"{not json", headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500
+
+
+def test_assign_ranks_eligible_agents_and_explains_exclusions(http: httpx.Client, offline: OfflineStore) -> None:
+    agents = offline.latest("agent").to_pylist()
+    fit = [
+        a["agent_id"]
+        for a in agents
+        if a["available"] and a["current_load"] < a["max_load"] and a["speaks_en"] and a["skill_billing"]
+    ]
+    busy = next(a["agent_id"] for a in agents if not a["available"])
+    candidates = [*fit, busy, "A9999"]
+    response = http.post(
+        "/v1/assign",
+        json={
+            "customer_id": DEMO_CUSTOMER,
+            "intent": "billing",
+            "channel": "voice",
+            "language": "en",
+            "agent_ids": candidates,
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert fit
+    assert {a["agent_id"] for a in body["agents"]} == set(fit)
+    assert _ranked([a["score"] for a in body["agents"]])
+    excluded = {e["agent_id"]: e["reason"] for e in body["excluded"]}
+    assert excluded == {busy: "not available", "A9999": "unknown agent"}
+    by_id = {a["agent_id"]: a for a in agents}
+    for ranked in body["agents"]:
+        assert ranked["p_resolution"] == pytest.approx(by_id[ranked["agent_id"]]["proficiency_billing"])
+    assert 0 <= body["churn_risk"] <= 1
+
+
+def test_assign_from_a_queue_uses_its_members(http: httpx.Client, offline: OfflineStore) -> None:
+    agents = offline.latest("agent").to_pylist()
+    retention = {a["agent_id"] for a in agents if a["skill_retention"]}
+    body = http.post(
+        "/v1/assign",
+        json={
+            "customer_id": DEMO_CUSTOMER,
+            "intent": "cancel",
+            "channel": "voice",
+            "language": "en",
+            "queue": "retention",
+        },
+    ).json()
+    returned = {a["agent_id"] for a in body["agents"]} | {e["agent_id"] for e in body["excluded"]}
+    assert returned == retention
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {"customer_id": "C000042", "intent": "billing", "channel": "voice", "language": "en"},
+            "agent_ids or queue",
+        ),
+        (
+            {
+                "customer_id": "C000042",
+                "intent": "refund",
+                "channel": "voice",
+                "language": "en",
+                "queue": "billing",
+            },
+            "intent",
+        ),
+        (
+            {
+                "customer_id": "C000042",
+                "intent": "billing",
+                "channel": "voice",
+                "language": "klingon",
+                "queue": "billing",
+            },
+            "language",
+        ),
+        (
+            {
+                "customer_id": "C000042",
+                "intent": "billing",
+                "channel": "voice",
+                "language": "en",
+                "agent_ids": [f"A{i}" for i in range(201)],
+            },
+            "agent_ids",
+        ),
+        (
+            {
+                "customer_id": "C000042",
+                "intent": "billing",
+                "channel": "voice",
+                "language": "en",
+                "queue": "nobody_here",
+            },
+            "queue",
+        ),
+    ],
+    ids=["no-candidates", "bad-intent", "bad-language", "too-many-agents", "empty-queue"],
+)
+def test_assign_rejects_bad_bodies_naming_the_field(http: httpx.Client, body: dict[str, object], field: str) -> None:
+    response = http.post("/v1/assign", json=body)
+    assert response.status_code == 422
+    assert field in response.json()["detail"]
+
+
+def test_openapi_schema_documents_both_decisions(http: httpx.Client) -> None:
+    schema = http.get("/schema/openapi.json").json()
+    operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
+    assert {"recommend", "assign", "health", "ready"} <= operations
+
+
+def test_without_redis_answers_degraded_not_500(data_dir: Path, champions: dict[str, str]) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    with (
+        serve(settings_for(data_dir, dead)) as served,
+        httpx.Client(base_url=served.url, timeout=10) as client,
+    ):
+        response = client.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["degraded"] is True
+        assert "online store unavailable" in body["degraded_reasons"][0]
+        assert body["actions"]
+        assert _ranked([a["score"] for a in body["actions"]])
+        assigned = client.post(
+            "/v1/assign",
+            json={
+                "customer_id": DEMO_CUSTOMER,
+                "intent": "billing",
+                "channel": "voice",
+                "language": "en",
+                "agent_ids": ["A0001", "A0002"],
+            },
+        ).json()
+        assert assigned["degraded"] is True
+        assert [a["agent_id"] for a in assigned["agents"]] == ["A0001", "A0002"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert "online store unavailable" in ready.json()["redis"]
+
+
+def test_without_models_ready_is_503_and_recommend_falls_back(
+    tmp_path: Path, redis_url: str, materialized: None, registry: Registry
+) -> None:
+    with (
+        serve(settings_for(tmp_path, redis_url)) as served,
+        httpx.Client(base_url=served.url, timeout=10) as client,
+    ):
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert "nba-churn" in ready.json()["models"]
+        body = client.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"}).json()
+        assert body["degraded"] is True
+        assert body["model_versions"] == {}
+        catalog = Catalog.load(registry)
+        for action in body["actions"]:
+            spec = catalog.by_id[action["action_id"]]
+            assert action["score"] == pytest.approx(spec.prior_accept * (spec.value - spec.cost) * spec.lever)
+        # Without a churn model no retention value is assumed: a pure-cost offer never outranks doing nothing.
+        ids = [a["action_id"] for a in body["actions"]]
+        assert "no_action" in ids
+        pure_cost = {a.id for a in catalog.actions if a.value == 0 and a.cost > 0}
+        assert all(ids.index(i) > ids.index("no_action") for i in pure_cost & set(ids))
+
+
+def test_api_fixture_is_served_on_loopback(api: Served) -> None:
+    assert api.url.startswith("http://127.0.0.1:")
+    assert np.isfinite(api.settings.service.port)

@@ -1,0 +1,147 @@
+"""The ``nba`` command as a user runs it: help everywhere, one clear line for each set-up mistake,
+and ``nba run`` serving the README's curl lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from service.cli import main
+from tests.conftest import free_port
+
+NBA = str(Path(sys.executable).parent / "nba")
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _clean_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    """The user's environment without any store override: the embedded defaults are under test."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI") and not k.startswith("NBA_")
+    }
+    return {**env, "NBA_DATA_DIR": str(data_dir), "NBA_PORT": str(port), **extra}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["run"], ["demo"], ["train"], ["train", "churn"], ["train", "propensity"]],
+    ids=["nba", "run", "demo", "train", "train-churn", "train-propensity"],
+)
+def test_every_command_has_help(args: list[str]) -> None:
+    result = CliRunner().invoke(main, [*args, "--help"])
+    assert result.exit_code == 0
+    assert "Usage: " in result.output
+    assert len(result.output.splitlines()) > 3
+
+
+def test_run_stops_with_one_line_when_the_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([NBA, "run"], env=_clean_env(tmp_path, port), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "NBA_PORT" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_stops_with_one_line_when_redis_url_is_broken(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    env = _clean_env(tmp_path, free_port(), REDIS_URL=dead)
+    done = subprocess.run([NBA, "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"REDIS_URL={dead} does not answer" in done.stderr
+    assert "unset REDIS_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_rejects_a_bad_environment_variable_naming_it(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path, free_port())
+    env["NBA_PORT"] = "eighty"
+    done = subprocess.run([NBA, "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "invalid environment setting: port" in done.stderr
+
+
+def _readme_curls(port: int) -> list[tuple[str, dict[str, object]]]:
+    """The README's curl lines, as (path, JSON body), pointed at ``port``."""
+    calls = []
+    for line in README.read_text().splitlines():
+        if line.startswith("curl ") and "/v1/" in line:
+            words = shlex.split(line)
+            url = next(w for w in words if w.startswith("http://127.0.0.1:8000/"))
+            calls.append((url.removeprefix("http://127.0.0.1:8000"), json.loads(words[words.index("-d") + 1])))
+    assert len(calls) == 2, "the README should show one curl line for recommend and one for assign"
+    return calls
+
+
+def _run_until_ready(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], float]:
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [NBA, "run"],
+        env=_clean_env(data_dir, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = start + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"nba run exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc, time.monotonic() - start
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("nba run did not become ready in 240 s")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -> None:
+    data_dir, port = tmp_path, free_port()
+    proc, _ = _run_until_ready(data_dir, port)
+    try:
+        (rec_path, rec_body), (assign_path, assign_body) = _readme_curls(port)
+        recommended = httpx.post(f"http://127.0.0.1:{port}{rec_path}", json=rec_body, timeout=10).json()
+        assigned = httpx.post(f"http://127.0.0.1:{port}{assign_path}", json=assign_body, timeout=10).json()
+    finally:
+        first_output = _stop(proc)
+    assert proc.returncode == 0
+    assert len(recommended["actions"]) >= 3
+    assert recommended["cold_start"] is False
+    scores = [a["score"] for a in recommended["actions"]]
+    assert scores == sorted(scores, reverse=True)
+    assert assigned["agents"]
+    assert assigned["degraded"] is False
+    assert re.search(r"✓ Simulating the demo world .*\(\d+\.\d s\)", first_output)
+    assert "Training and registering the churn model" in first_output
+
+    # The second run reuses everything the first one built.
+    proc, _ = _run_until_ready(data_dir, port)
+    second_output = _stop(proc)
+    assert "reusing" in second_output
+    assert "already holds this world" in second_output
+    assert "Training and registering" not in second_output
+    assert "nba-churn: champion is version 1" in second_output
