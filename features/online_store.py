@@ -110,6 +110,8 @@ class OnlineStore:
             }
             absent = [n for n in schema.names if n in row and row[n] is None]
             views = {schema.view_of[n] for n in schema.names if n in row}
+            if not views:
+                continue
             present.update({_TS_PREFIX + v: repr(float(ts)) for v in views})
             pipe.hset(key, mapping=present)
             if absent:

@@ -52,6 +52,14 @@ class Feature(_Strict):
 
     @model_validator(mode="after")
     def _check_categories(self) -> Feature:
+        fits = {
+            "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "bool": lambda v: isinstance(v, bool),
+            "category": lambda v: isinstance(v, str),
+        }[self.dtype]
+        if self.default is not None and not fits(self.default):
+            raise ValueError(f"feature {self.name!r}: default {self.default!r} is not a {self.dtype}")
         if self.dtype == "category":
             if not self.categories:
                 raise ValueError(f"feature {self.name!r}: dtype 'category' needs a non-empty 'categories' list")
@@ -86,6 +94,8 @@ class Feature(_Strict):
 
     def encode_column(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """:meth:`encode` over a typed column (as the offline store holds it), without a Python loop."""
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
         if self.default is not None:
             column = pc.fill_null(column, pa.scalar(self.default, type=column.type))
         if self.dtype == "category":

@@ -108,7 +108,7 @@ def model_registry(data_dir: Path) -> ModelRegistry:
 @pytest.fixture(scope="session")
 def champions(model_registry: ModelRegistry, registry: Registry, offline: OfflineStore, world: Path) -> dict[str, str]:
     """Churn and propensity models trained on the test world and registered as champions."""
-    return ensure_models(model_registry, registry, offline, world, Reporter())
+    return ensure_models(model_registry, registry, offline, Reporter())
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from training.calibrate import Calibrator
 
 ModelKind = Literal["churn", "propensity"]
 BUNDLE_FILE = "bundle.joblib"
+# Scoring happens a few rows at a time inside a request: OpenMP threads would only spin on the shared cores.
+_PREDICT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,13 @@ class ModelBundle:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, one per row of ``x``."""
-        return self.calibrator.transform(np.asarray(self.booster.predict(x), dtype=np.float64))
+        return self.calibrator.transform(
+            np.asarray(self.booster.predict(x, num_threads=_PREDICT_THREADS), dtype=np.float64)
+        )
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the raw score (SHAP values from LightGBM); last column is the bias."""
-        return np.asarray(self.booster.predict(x, pred_contrib=True), dtype=np.float64)
+        return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=_PREDICT_THREADS), dtype=np.float64)
 
     def with_actions(self, x: np.ndarray, actions: list[str]) -> np.ndarray:
         """Rows of ``x`` (one customer vector) repeated once per action with the action's code appended."""

@@ -23,7 +23,7 @@ from training.demo import DemoConfig, ensure_materialized, ensure_models, ensure
 from training.errors import TrainingError
 from training.settings import MlflowSettings
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
-from training.train import TrainingResult, TrainParams, train_churn, train_propensity
+from training.train import TrainParams, train_model
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ def build_demo(config: DemoConfig, reporter: Reporter, *, redis_url: str, force:
     )
     models = ModelRegistry(settings_from_env(MlflowSettings), offline_settings.data_dir)
     reporter.note(f"MLflow store: {models.tracking_uri}")
-    return ensure_models(models, registry, offline, world_dir, reporter, force=force, seed=config.seed)
+    return ensure_models(models, registry, offline, reporter, force=force, seed=config.seed)
 
 
 @click.command("demo")
@@ -92,17 +92,11 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
     registry = Registry.load()
     world = offline_settings.world_dir
     offline = OfflineStore(world, registry)
-    trainers: dict[str, Callable[[], TrainingResult]] = {
-        "churn": lambda: train_churn(registry, offline, world / "churn_labels.parquet", params=TrainParams(seed=seed)),
-        "propensity": lambda: train_propensity(
-            registry, offline, world / "offers.parquet", params=TrainParams(seed=seed)
-        ),
-    }
     reporter = Reporter()
     try:
         models = ModelRegistry(settings_from_env(MlflowSettings), offline_settings.data_dir)
         with reporter.step(f"Training the {kind} model on {world}"):
-            result = trainers[kind]()
+            result = train_model(kind, registry, offline, params=TrainParams(seed=seed))
         with reporter.step(f"Registering it as {models.model_name(kind)}@{alias}"):
             version = models.log_and_register(result.bundle, params=result.params, tags=result.tags, aliases=(alias,))
     except (FeatureStoreError, TrainingError) as exc:

@@ -20,7 +20,7 @@ from training.bundle import ModelKind
 from training.console import Reporter
 from training.errors import ModelNotFound
 from training.tracking import CHAMPION, ModelRegistry
-from training.train import TrainParams, train_churn, train_propensity
+from training.train import TrainParams, train_model
 from training.world import WorldConfig, simulate
 
 WORLD_STAMP = "world.json"
@@ -109,21 +109,12 @@ def ensure_models(
     models: ModelRegistry,
     registry: Registry,
     offline: OfflineStore,
-    world_dir: Path,
     reporter: Reporter,
     *,
     force: bool = False,
     seed: int = 7,
 ) -> dict[str, str]:
     """Train and register each model that has no champion yet; returns kind → champion version."""
-    trainers = {
-        "churn": lambda: train_churn(
-            registry, offline, world_dir / "churn_labels.parquet", params=TrainParams(seed=seed)
-        ),
-        "propensity": lambda: train_propensity(
-            registry, offline, world_dir / "offers.parquet", params=TrainParams(seed=seed)
-        ),
-    }
     versions: dict[str, str] = {}
     kind: ModelKind
     for kind in ("churn", "propensity"):
@@ -135,7 +126,7 @@ def ensure_models(
             except ModelNotFound:
                 pass
         with reporter.step(f"Training and registering the {kind} model"):
-            result = trainers[kind]()
+            result = train_model(kind, registry, offline, params=TrainParams(seed=seed))
             versions[kind] = models.log_and_register(
                 result.bundle, params=result.params, tags=result.tags, aliases=(CHAMPION,)
             )

@@ -56,7 +56,8 @@ class ModelRegistry:
         self.tracking_uri = settings.resolved_uri(data_dir)
         self._settings = settings
         self._artifacts = (data_dir / "artifacts").resolve()
-        self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        with _map_errors(f"MLflow store {self.tracking_uri}"):
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def model_name(self, kind: ModelKind) -> str:
         """The registered model's name for a kind of model."""

@@ -73,7 +73,11 @@ def _time_split(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Masks for train / validation / test: the last decision date tests, the one before validates."""
     dates = np.unique(ts)
     if len(dates) < 3:
-        raise DatasetError(f"need labels on at least 3 distinct dates to split by time, found {len(dates)}")
+        found = ", ".join(str(np.datetime_as_string(d, unit="D")) for d in dates)
+        raise DatasetError(
+            f"need labels on at least 3 distinct dates to split by time into train / validation / test, "
+            f"found {len(dates)}: {found or 'none'}"
+        )
     return ts < dates[-2], ts == dates[-2], ts == dates[-1]
 
 
@@ -88,12 +92,15 @@ def _fit(
     contract_version: str,
     actions: tuple[str, ...],
     params: TrainParams,
-    dataset_sha: str,
+    source: Path,
 ) -> TrainingResult:
-    train, valid, test = _time_split(ts)
+    try:
+        train, valid, test = _time_split(ts)
+    except DatasetError as exc:
+        raise DatasetError(f"{source}: {exc}") from exc
     for part, mask in (("train", train), ("validation", valid), ("test", test)):
         if len(np.unique(y[mask])) < 2:
-            raise DatasetError(f"{kind}: the {part} split has only one class; the label column cannot train")
+            raise DatasetError(f"{source}: {kind}: the {part} split has only one class; the label column cannot train")
     dtrain = lgb.Dataset(
         x[train],
         y[train],
@@ -118,7 +125,7 @@ def _fit(
     return TrainingResult(
         bundle,
         params={**asdict(params), "calibration": calibrator.method, "rows_train": int(train.sum())},
-        tags={"contract_version": contract_version, "dataset_sha256": dataset_sha, "kind": kind},
+        tags={"contract_version": contract_version, "dataset_sha256": _sha256(source), "kind": kind},
     )
 
 
@@ -154,7 +161,7 @@ def train_churn(registry: Registry, offline: OfflineStore, labels_path: Path, *,
         contract_version=registry.version,
         actions=(),
         params=params,
-        dataset_sha=_sha256(labels_path),
+        source=labels_path,
     )
 
 
@@ -184,5 +191,15 @@ def train_propensity(
         contract_version=registry.version,
         actions=actions,
         params=params,
-        dataset_sha=_sha256(offers_path),
+        source=offers_path,
     )
+
+
+LABEL_TABLES: dict[ModelKind, str] = {"churn": "churn_labels.parquet", "propensity": "offers.parquet"}
+"""The label table each model trains from, in the offline store's folder."""
+
+
+def train_model(kind: ModelKind, registry: Registry, offline: OfflineStore, *, params: TrainParams) -> TrainingResult:
+    """Train ``kind`` from its label table beside the offline store's snapshots."""
+    trainer = train_churn if kind == "churn" else train_propensity
+    return trainer(registry, offline, offline.root / LABEL_TABLES[kind], params=params)

@@ -1,0 +1,287 @@
+"""The offline store joins point-in-time: a label row sees the latest snapshot at or before it, never a later
+one, and a view older than its TTL is null, exactly as the online store would serve it."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features import EntitySchema, OfflineStore, OfflineStoreError, Registry
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+TS = pa.timestamp("us", tz="UTC")
+AGENTS = ("A1", "A2", "A3")
+ARROW_TYPE = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "category": pa.string()}
+
+
+def _at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+def _snapshot_table(schema: EntitySchema, rows: list[dict[str, Any]]) -> pa.Table:
+    """A snapshot table of ``schema``'s entity with every declared column, typed as the world writes it."""
+    fields = [
+        pa.field(schema.join_key, pa.string()),
+        pa.field("feature_ts", TS),
+        *(pa.field(f.name, ARROW_TYPE[f.dtype]) for f in schema.features),
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+def _agent_row(schema: EntitySchema, agent_id: str, hours: float, fill: int) -> dict[str, Any]:
+    values = {"float": 0.1 * fill, "int": fill, "bool": fill % 2 == 1}
+    return {
+        "agent_id": agent_id,
+        "feature_ts": _at(hours),
+        **{f.name: values[f.dtype] for f in schema.features},
+    }
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+# ---- point-in-time correctness, for every input ----------------------------------------------------
+
+
+@st.composite
+def agent_history(draw: st.DrawFn, schema: EntitySchema) -> tuple[list[dict[str, Any]], list[tuple[str, float]]]:
+    """Snapshots (unique per agent and time) and label rows, some placed exactly on a TTL boundary."""
+    value = {
+        "float": st.floats(-1e6, 1e6, allow_nan=False),
+        "int": st.integers(-(2**40), 2**40),
+        "bool": st.booleans(),
+    }
+    stamps = draw(st.lists(st.tuples(st.sampled_from(AGENTS), st.integers(0, 60 * 24)), unique=True, max_size=12))
+    snapshots = []
+    for agent_id, hours in stamps:
+        features = {f.name: draw(st.none() | value[f.dtype]) for f in schema.features}
+        snapshots.append({"agent_id": agent_id, "feature_ts": _at(hours), **features})
+    free = st.tuples(st.sampled_from((*AGENTS, "A9")), st.integers(-24, 62 * 24).map(float))
+    labels = st.lists(free, min_size=1, max_size=12)
+    if stamps:
+        # Just before a snapshot (it must not be seen), exactly at it, exactly one TTL after it (still
+        # fresh) and one second past the TTL (stale).
+        offsets = [-1.0, -1 / 3600, 0.0, 24.0, 24.0 + 1 / 3600, 30 * 24.0, 30 * 24.0 + 1 / 3600]
+        edge = st.sampled_from(stamps).flatmap(lambda s: st.sampled_from(offsets).map(lambda d: (s[0], s[1] + d)))
+        labels = st.lists(free | edge, min_size=1, max_size=12)
+    return snapshots, draw(labels)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_point_in_time_sees_the_latest_fresh_snapshot(data: st.DataObject, registry: Registry, tmp_path: Path) -> None:
+    schema = registry.entity("agent")
+    snapshots, labels = data.draw(agent_history(schema))
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    pq.write_table(_snapshot_table(schema, snapshots), root / "agent_snapshots.parquet")
+    label_table = pa.table(
+        {
+            "row": pa.array(range(len(labels)), pa.int64()),
+            "agent_id": pa.array([a for a, _ in labels], pa.string()),
+            "ts": pa.array([_at(h) for _, h in labels], TS),
+        }
+    )
+
+    out = OfflineStore(root, registry).point_in_time("agent", label_table)
+
+    assert out.num_rows == len(labels)
+    got = sorted(out.to_pylist(), key=lambda r: r["row"])
+    for (agent_id, hours), row in zip(labels, got, strict=True):
+        ts = _at(hours)
+        assert (row["agent_id"], row["ts"]) == (agent_id, ts)
+        before = [s for s in snapshots if s["agent_id"] == agent_id and s["feature_ts"] <= ts]
+        if not before:
+            assert row["feature_ts"] is None
+            assert all(row[name] is None for name in schema.names)
+            continue
+        latest = max(before, key=lambda s: s["feature_ts"])
+        assert row["feature_ts"] <= ts
+        assert row["feature_ts"] == latest["feature_ts"]
+        for view in schema.views:
+            fresh = ts - latest["feature_ts"] <= timedelta(days=view.ttl_days)
+            for feature in view.features:
+                expected = latest[feature.name] if fresh else None
+                assert _same(row[feature.name], expected), (
+                    view.name,
+                    feature.name,
+                    row[feature.name],
+                    expected,
+                )
+
+
+def test_ttl_boundary_and_defaults(registry: Registry, tmp_path: Path) -> None:
+    schema = registry.entity("agent")
+    rows = [_agent_row(schema, "A1", 0, 3), _agent_row(schema, "A1", 48, 4)]
+    pq.write_table(_snapshot_table(schema, rows), tmp_path / "agent_snapshots.parquet")
+    store = OfflineStore(tmp_path, registry)
+    labels = pa.table(
+        {
+            "agent_id": ["A1", "A1", "A1", "A1", "A2"],
+            "ts": pa.array([_at(-1), _at(24), _at(24 + 1 / 3600), _at(48 + 31 * 24), _at(10)], TS),
+            "outcome": [1, 2, 3, 4, 5],
+        }
+    )
+    out = store.point_in_time("agent", labels)
+    assert out.column("outcome").to_pylist() == [1, 5, 2, 3, 4]  # ordered by ts, then agent_id
+    assert out.column("feature_ts").to_pylist() == [None, None, _at(0), _at(0), _at(48)]
+    # agent_state (TTL 1 day) is fresh exactly one day after the snapshot and stale one second later.
+    assert out.column("current_load").to_pylist() == [None, None, 3, None, None]
+    # agent_profile (TTL 30 days) is still fresh a day later, stale 31 days later.
+    assert out.column("proficiency_sales").to_pylist() == [
+        None,
+        None,
+        pytest.approx(0.3),
+        pytest.approx(0.3),
+        None,
+    ]
+    matrix = store.matrix("agent", out)
+    load, cap, prof = (
+        schema.index["current_load"],
+        schema.index["max_load"],
+        schema.index["proficiency_sales"],
+    )
+    # Missing or stale values become the declared defaults (current_load 0, max_load 1, proficiency 0.5).
+    assert matrix[:, load].tolist() == [0.0, 0.0, 3.0, 0.0, 0.0]
+    assert matrix[:, cap].tolist() == [1.0, 1.0, 3.0, 1.0, 1.0]
+    assert matrix[:, prof].tolist() == pytest.approx([0.5, 0.5, 0.3, 0.3, 0.5])
+
+
+def test_custom_timestamp_column(registry: Registry, tmp_path: Path) -> None:
+    schema = registry.entity("agent")
+    pq.write_table(_snapshot_table(schema, [_agent_row(schema, "A1", 0, 2)]), tmp_path / "agent_snapshots.parquet")
+    labels = pa.table({"agent_id": ["A1"], "decided_at": pa.array([_at(1)], TS)})
+    out = OfflineStore(tmp_path, registry).point_in_time("agent", labels, ts_column="decided_at")
+    assert out.column("max_load").to_pylist() == [2]
+    assert out.column("feature_ts").to_pylist() == [_at(0)]
+
+
+# ---- errors ----------------------------------------------------------------------------------------
+
+
+def test_missing_table_names_the_file(registry: Registry, tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path, registry)
+    with pytest.raises(OfflineStoreError, match=r"agent_snapshots\.parquet: no snapshot table for entity 'agent'"):
+        store.latest("agent")
+    labels = pa.table({"agent_id": ["A1"], "ts": pa.array([T0], TS)})
+    with pytest.raises(OfflineStoreError, match=r"agent_snapshots\.parquet"):
+        store.point_in_time("agent", labels)
+
+
+@pytest.mark.parametrize("column", ["feature_ts", "agent_id", "max_load", "speaks_fr"])
+def test_missing_column_names_it(registry: Registry, tmp_path: Path, column: str) -> None:
+    schema = registry.entity("agent")
+    table = _snapshot_table(schema, [_agent_row(schema, "A1", 0, 1)]).drop_columns([column])
+    pq.write_table(table, tmp_path / "agent_snapshots.parquet")
+    store = OfflineStore(tmp_path, registry)
+    with pytest.raises(OfflineStoreError, match=rf"agent_snapshots\.parquet: missing column\(s\) {column}$"):
+        store.latest("agent")
+    with pytest.raises(OfflineStoreError, match=rf"missing column\(s\) {column}$"):
+        store.point_in_time("agent", pa.table({"agent_id": ["A1"], "ts": pa.array([T0], TS)}))
+
+
+@pytest.mark.parametrize(
+    ("labels", "ts_column", "missing"),
+    [
+        (pa.table({"agent_id": ["A1"], "when": pa.array([T0], TS)}), "ts", "ts"),
+        (pa.table({"agent": ["A1"], "ts": pa.array([T0], TS)}), "ts", "agent_id"),
+        (pa.table({"agent_id": ["A1"], "ts": pa.array([T0], TS)}), "decided_at", "decided_at"),
+    ],
+    ids=["no-ts", "no-join-key", "no-custom-ts"],
+)
+def test_label_table_without_a_column_names_it(
+    registry: Registry, tmp_path: Path, labels: pa.Table, ts_column: str, missing: str
+) -> None:
+    schema = registry.entity("agent")
+    pq.write_table(_snapshot_table(schema, [_agent_row(schema, "A1", 0, 1)]), tmp_path / "agent_snapshots.parquet")
+    with pytest.raises(OfflineStoreError, match=f"label table has no column '{missing}'"):
+        OfflineStore(tmp_path, registry).point_in_time("agent", labels, ts_column=ts_column)
+
+
+# ---- latest and matrix on the simulated world ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw_snapshots(world: Path) -> pa.Table:
+    return pq.read_table(world / "customer_snapshots.parquet")
+
+
+@pytest.fixture(scope="module")
+def raw_rows(raw_snapshots: pa.Table) -> list[dict[str, Any]]:
+    return raw_snapshots.to_pylist()
+
+
+def _world_end(raw: pa.Table) -> datetime:
+    end: datetime = pc.max(raw.column("feature_ts")).as_py()
+    return end
+
+
+@pytest.mark.parametrize(
+    "days_before_end",
+    [None, 0.0, 1.0, 30.0, 45.5, 200.0],
+    ids=["all", "at-end", "day-before", "at-a-snapshot", "between", "before-any"],
+)
+def test_latest_never_returns_a_newer_snapshot(
+    offline: OfflineStore,
+    registry: Registry,
+    raw_snapshots: pa.Table,
+    raw_rows: list[dict[str, Any]],
+    days_before_end: float | None,
+) -> None:
+    end = _world_end(raw_snapshots)
+    as_of = None if days_before_end is None else end - timedelta(days=days_before_end)
+    out = offline.latest("customer", as_of)
+
+    expected: dict[str, dict[str, Any]] = {}
+    for row in raw_rows:
+        if as_of is not None and row["feature_ts"] > as_of:
+            continue
+        known = expected.get(row["customer_id"])
+        if known is None or row["feature_ts"] > known["feature_ts"]:
+            expected[row["customer_id"]] = row
+    names = ("customer_id", "feature_ts", *registry.entity("customer").names)
+    assert out.column_names == list(names)
+    got = out.to_pylist()
+    assert [r["customer_id"] for r in got] == sorted(expected)  # one row per customer, ordered by id
+    assert got == [{n: expected[r["customer_id"]][n] for n in names} for r in got]
+    if as_of is not None:
+        assert all(r["feature_ts"] <= as_of for r in got)
+    if days_before_end == 200.0:
+        assert got == []
+    if days_before_end is None:
+        assert len(got) == len(set(raw_snapshots.column("customer_id").to_pylist()))
+
+
+def test_matrix_shape_and_codes(offline: OfflineStore, registry: Registry, raw_snapshots: pa.Table) -> None:
+    schema = registry.entity("customer")
+    table = offline.latest("customer")
+    x = offline.matrix("customer", table)
+    customers = len(set(raw_snapshots.column("customer_id").to_pylist()))
+    assert x.shape == (table.num_rows, len(schema.names)) == (customers, 20)
+    assert x.dtype == np.float64
+    for feature in schema.features:
+        column = x[:, schema.index[feature.name]]
+        values = table.column(feature.name).to_pylist()
+        if feature.dtype == "category":
+            assert feature.categories is not None
+            assert column.tolist() == [float(feature.categories.index(v)) for v in values]
+        elif feature.dtype == "bool":
+            assert column.tolist() == [1.0 if v else 0.0 for v in values]
+        else:
+            assert column.tolist() == [float(v) for v in values]
+    plan = x[:, schema.index["plan"]]
+    assert set(np.unique(plan).tolist()) == {0.0, 1.0, 2.0}
+    assert int((plan == 2.0).sum()) == pc.sum(pc.equal(table.column("plan"), "premium")).as_py()

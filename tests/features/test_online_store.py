@@ -1,0 +1,387 @@
+"""The online store serves exactly what the offline store holds, in one round trip, and says when it is stale.
+
+Each test opens its own ``redis.asyncio`` client inside the coroutine it runs with ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from features import (
+    EntitySchema,
+    EntityVector,
+    OfflineStore,
+    OnlineStore,
+    OnlineStoreUnavailable,
+    Registry,
+    materialize,
+)
+
+T = TypeVar("T")
+DAY = 86_400.0
+NS = "t"  # a namespace of our own for the tests that write their own rows
+
+
+def _run(redis_url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]], ns: str = NS) -> T:
+    """Run ``body`` with an online store on a client opened (and closed) inside the event loop."""
+
+    async def main() -> T:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return await body(OnlineStore(client, registry, namespace=ns))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def _defaults(schema: EntitySchema) -> np.ndarray:
+    return np.array([f.encode(None) for f in schema.features], dtype=np.float64)
+
+
+def _agent(agent_id: str, i: int) -> dict[str, Any]:
+    """A synthetic agent whose every feature differs from its defaults and from its neighbours'."""
+    return {
+        "agent_id": agent_id,
+        "skill_billing": i % 2 == 0,
+        "skill_technical": i % 3 == 0,
+        "skill_retention": True,
+        "skill_sales": i % 5 == 0,
+        "speaks_en": True,
+        "speaks_es": i % 2 == 1,
+        "speaks_fr": i % 7 == 0,
+        "proficiency_billing": 0.001 * i,
+        "proficiency_technical": 0.9 - 0.001 * i,
+        "proficiency_retention": 1 / (i + 3),
+        "proficiency_sales": 0.25,
+        "available": i % 4 != 0,
+        "current_load": i % 4,
+        "max_load": 4 + i,
+        "idle_seconds": 10 * i,
+    }
+
+
+def _expected(schema: EntitySchema, row: dict[str, Any]) -> np.ndarray:
+    return np.array([f.encode(row[f.name]) for f in schema.features], dtype=np.float64)
+
+
+# ---- round trip of the simulated world -------------------------------------------------------------
+
+
+def test_round_trip_matches_the_offline_matrix(
+    materialized: None, redis_url: str, registry: Registry, offline: OfflineStore
+) -> None:
+    customers, agents = offline.latest("customer"), offline.latest("agent")
+    schema = registry.entity("customer")
+    ttl = {v.name: v.ttl_days * DAY for v in schema.views}
+    assert len(set(ttl.values())) == 1  # every customer view shares one TTL, so a row is fresh or stale as a whole
+    now = time.time()
+    ages = [now - ts.timestamp() for ts in customers.column("feature_ts").to_pylist()]
+    fresh = [i for i, age in enumerate(ages) if age < next(iter(ttl.values())) - 60]
+    stale = [i for i, age in enumerate(ages) if age > next(iter(ttl.values())) + 60]
+    assert len(fresh) > 1_000
+    assert len(stale) > 10
+    ids = customers.column("customer_id").to_pylist()
+    agent_ids = agents.column("agent_id").to_pylist()
+
+    async def body(store: OnlineStore) -> tuple[list[EntityVector], list[EntityVector]]:
+        first, served_agents = await store.read(ids[fresh[0]], agent_ids)
+        served = [first]
+        for i in [*fresh[1:], *stale]:
+            vector, _ = await store.read(ids[i])
+            served.append(vector)
+        return served, served_agents
+
+    served, served_agents = _run(redis_url, registry, body, ns="nba")
+
+    x = offline.matrix("customer", customers)
+    got = np.stack([v.values for v in served[: len(fresh)]])
+    assert np.array_equal(got, x[fresh], equal_nan=True)
+    assert [v.entity_id for v in served] == [ids[i] for i in (*fresh, *stale)]
+    assert all(v.found and v.stale_views == () and v.known.all() and v.defaulted == () for v in served[: len(fresh)])
+    # Customers who churned long ago are still served, with every view reported stale and defaulted.
+    for vector in served[len(fresh) :]:
+        assert vector.found
+        assert vector.stale_views == tuple(ttl)
+        assert np.array_equal(vector.values, _defaults(schema), equal_nan=True)
+        assert vector.defaulted == schema.names
+        assert not vector.known.any()
+    assert np.array_equal(np.stack([a.values for a in served_agents]), offline.matrix("agent", agents), equal_nan=True)
+    assert [a.entity_id for a in served_agents] == agent_ids
+
+
+def test_unknown_id_is_a_cold_start(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
+    customer, agents = _run(redis_url, registry, lambda s: s.read("C999999", ["A9999"]))
+    for vector, schema in ((customer, registry.entity("customer")), (agents[0], registry.entity("agent"))):
+        assert vector.found is False
+        assert np.array_equal(vector.values, _defaults(schema), equal_nan=True)
+        assert vector.defaulted == schema.names
+        assert vector.known.tolist() == [False] * len(schema.names)
+        assert dict(vector.view_age_s) == {v.name: None for v in schema.views}
+        assert vector.stale_views == ()
+    assert agents[0].entity_id == "A9999"
+    # tenure_months defaults to 0, plan has no default (NaN), max_load defaults to 1.
+    assert customer.values[0] == 0.0
+    assert np.isnan(customer.values[1])
+    assert agents[0].values[registry.entity("agent").index["max_load"]] == 1.0
+
+
+# ---- one pipeline for a customer and 200 agents ----------------------------------------------------
+
+
+def _hmget_calls(client: redis.Redis) -> int:
+    stats: dict[str, Any] = client.info("commandstats")
+    return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+
+
+def test_one_customer_and_200_agents(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
+    schema = registry.entity("agent")
+    rows = [_agent(f"A{i:04d}", i) for i in range(200)]
+    now = time.time()
+    customer_row = {
+        "customer_id": "C000042",
+        "tenure_months": 17,
+        "plan": "premium",
+        "consent_marketing": True,
+    }
+
+    async def write(store: OnlineStore) -> int:
+        written = await store.write("agent", rows, observed_at=[now] * len(rows))
+        return written + await store.write("customer", [customer_row], observed_at=[now])
+
+    assert _run(redis_url, registry, write) == 201
+    before = _hmget_calls(redis_client)
+    ids = [r["agent_id"] for r in reversed(rows)]  # order of the reply follows the order asked
+    customer, agents = _run(redis_url, registry, lambda s: s.read("C000042", ids))
+    assert _hmget_calls(redis_client) - before == 201  # one HMGET per entity, all in the one pipeline
+
+    assert len(agents) == 200
+    assert [a.entity_id for a in agents] == ids
+    expected = np.stack([_expected(schema, r) for r in reversed(rows)])
+    assert np.array_equal(np.stack([a.values for a in agents]), expected)
+    assert all(a.found and a.known.all() and a.stale_views == () for a in agents)
+    c = registry.entity("customer")
+    assert customer.values[c.index["tenure_months"]] == 17.0
+    assert customer.values[c.index["plan"]] == 2.0
+    assert customer.values[c.index["consent_marketing"]] == 1.0
+    # Only customer_profile was written: its unwritten features and the other views are defaulted.
+    assert set(customer.defaulted) == set(c.names) - {"tenure_months", "plan", "consent_marketing"}
+    assert customer.view_age_s["customer_profile"] is not None
+    assert customer.view_age_s["customer_billing"] is None
+
+
+# ---- freshness, deletes, keys ----------------------------------------------------------------------
+
+
+def test_view_older_than_its_ttl_is_stale_and_defaulted(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    schema = registry.entity("agent")
+    row = _agent("A0001", 1)
+    observed = time.time() - 2 * DAY  # agent_state's TTL is 1 day, agent_profile's 30 days
+
+    async def body(store: OnlineStore) -> EntityVector:
+        await store.write("agent", [row], observed_at=[observed])
+        _, agents = await store.read("C000001", ["A0001"])
+        return agents[0]
+
+    agent = _run(redis_url, registry, body)
+    state = [f.name for f in registry.views["agent_state"].features]
+    assert agent.found
+    assert agent.stale_views == ("agent_state",)
+    assert agent.defaulted == tuple(state)
+    for name in schema.names:
+        feature = schema.feature(name)
+        expected = feature.encode(None) if name in state else feature.encode(row[name])
+        assert agent.values[schema.index[name]] == expected, name
+        assert agent.known[schema.index[name]] == (name not in state)
+    assert agent.view_age_s["agent_state"] == pytest.approx(2 * DAY, abs=60)
+    assert agent.view_age_s["agent_profile"] == pytest.approx(2 * DAY, abs=60)
+
+
+def test_writing_none_deletes_the_field(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
+    schema = registry.entity("agent")
+    first, later = time.time() - 600, time.time() - 60
+    key = f"{NS}:agent:{{A0007}}"
+
+    async def body(store: OnlineStore) -> EntityVector:
+        await store.write("agent", [_agent("A0007", 7)], observed_at=[first])
+        await store.write("agent", [{"agent_id": "A0007", "current_load": None}], observed_at=[later])
+        _, agents = await store.read("C1", ["A0007"])
+        return agents[0]
+
+    agent = _run(redis_url, registry, body)
+    assert redis_client.hget(key, "current_load") is None
+    assert redis_client.hget(key, "max_load") == b"11"
+    assert agent.found
+    assert agent.defaulted == ("current_load",)
+    assert agent.values[schema.index["current_load"]] == 0.0  # the declared default
+    assert agent.values[schema.index["max_load"]] == 11.0
+    # The delete re-stamped only the view it touched.
+    assert float(redis_client.hget(key, "_ts:agent_state") or b"nan") == pytest.approx(later)
+    assert float(redis_client.hget(key, "_ts:agent_profile") or b"nan") == pytest.approx(first)
+
+
+def test_keys_carry_the_id_as_hash_tag(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
+    now = time.time()
+    row = {"customer_id": "C000123", "plan": "basic", "consent_marketing": False, "monthly_charge": 25.5}
+
+    async def body(store: OnlineStore) -> str:
+        await store.write("customer", [row], observed_at=[now])
+        return store.key("customer", "C000123")
+
+    key = _run(redis_url, registry, body)
+    assert key == "t:customer:{C000123}"
+    assert redis_client.keys("*") == [key.encode()]
+    stored: dict[bytes, bytes] = redis_client.hgetall(key)  # type: ignore[assignment]
+    assert stored == {
+        b"plan": b"basic",
+        b"consent_marketing": b"0",
+        b"monthly_charge": b"25.5",
+        b"_ts:customer_profile": repr(now).encode(),
+    }
+
+
+def test_a_row_without_declared_features_is_ignored(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"agent_id": "A0001", "current_load": 2},
+        {"agent_id": "A0002", "nickname": "Sam"},
+    ]
+    written = _run(redis_url, registry, lambda s: s.write("agent", rows, observed_at=[time.time()] * 2))
+    assert written == 2
+    assert redis_client.hget("t:agent:{A0001}", "current_load") == b"2"
+
+
+# ---- materialization -------------------------------------------------------------------------------
+
+
+def _dump(client: redis.Redis, pattern: str) -> dict[bytes, dict[bytes, bytes]]:
+    keys = sorted(client.scan_iter(match=pattern, count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    return dict(zip(keys, pipe.execute(), strict=True))
+
+
+def test_materialize_is_idempotent(
+    redis_client: redis.Redis, redis_url: str, registry: Registry, offline: OfflineStore
+) -> None:
+    latest = offline.latest("customer")
+    progress: list[tuple[int, int]] = []
+
+    async def body(store: OnlineStore) -> tuple[int, int, int]:
+        first = await materialize(offline, store, "customer", batch_size=1_500)
+        return first, await store.count("customer"), await store.count("agent")
+
+    async def again(store: OnlineStore) -> tuple[int, int]:
+        second = await materialize(
+            offline,
+            store,
+            "customer",
+            batch_size=1_500,
+            progress=lambda done, total: progress.append((done, total)),
+        )
+        return second, await store.count("customer")
+
+    first, count, agents = _run(redis_url, registry, body)
+    snapshot = _dump(redis_client, f"{NS}:customer:*")
+    second, count_again = _run(redis_url, registry, again)
+
+    n = latest.num_rows
+    assert first == second == count == count_again == len(snapshot) == n
+    assert agents == 0
+    assert _dump(redis_client, f"{NS}:customer:*") == snapshot
+    assert progress == [(min(d, n), n) for d in range(1_500, n + 1_500, 1_500)]
+    assert all(re.fullmatch(rb"t:customer:\{C\d{6}\}", key) for key in snapshot)
+    # The stamp of every view is the snapshot's own time, not the time it was copied.
+    first_id, first_ts = latest.column("customer_id")[0].as_py(), latest.column("feature_ts")[0].as_py()
+    stamped = snapshot[f"{NS}:customer:{{{first_id}}}".encode()][b"_ts:customer_billing"]
+    assert float(stamped) == first_ts.timestamp()
+
+
+def test_materialize_as_of_serves_old_snapshots_as_stale(
+    redis_client: redis.Redis, redis_url: str, registry: Registry, offline: OfflineStore
+) -> None:
+    as_of = datetime.fromtimestamp(time.time() - 100 * DAY, tz=UTC)
+    old = offline.latest("customer", as_of)
+
+    async def body(store: OnlineStore) -> tuple[int, EntityVector]:
+        written = await materialize(offline, store, "customer", as_of=as_of)
+        vector, _ = await store.read(old.column("customer_id")[0].as_py())
+        return written, vector
+
+    written, vector = _run(redis_url, registry, body)
+    assert written == old.num_rows > 0
+    assert vector.found
+    assert vector.stale_views == tuple(v.name for v in registry.entity("customer").views)
+
+
+# ---- queues and failures ---------------------------------------------------------------------------
+
+
+def test_queue_set_and_get(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
+    async def body(store: OnlineStore) -> list[list[str]]:
+        seen = [await store.queue_members("billing")]
+        await store.set_queue("billing", ["A0003", "A0001", "A0002"])
+        seen.append(await store.queue_members("billing"))
+        await store.set_queue("billing", ["A0009"])
+        seen.append(await store.queue_members("billing"))
+        await store.set_queue("billing", [])
+        seen.append(await store.queue_members("billing"))
+        return seen
+
+    assert _run(redis_url, registry, body) == [[], ["A0001", "A0002", "A0003"], ["A0009"], []]
+    assert redis_client.exists("t:queue:billing") == 0
+
+
+DEAD = "redis://127.0.0.1:1"
+OPERATIONS: list[Callable[[OnlineStore], Awaitable[object]]] = [
+    lambda s: s.ping(),
+    lambda s: s.read("C000001", ["A0001"]),
+    lambda s: s.write("agent", [_agent("A0001", 1)], observed_at=[0.0]),
+    lambda s: s.set_queue("billing", ["A0001"]),
+    lambda s: s.queue_members("billing"),
+    lambda s: s.count("customer"),
+]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=["ping", "read", "write", "set-queue", "queue", "count"])
+def test_dead_redis_raises_unavailable(
+    registry: Registry, operation: Callable[[OnlineStore], Awaitable[object]]
+) -> None:
+    with pytest.raises(OnlineStoreUnavailable, match=r"online store unavailable: ConnectionError.*127\.0\.0\.1:1"):
+        _run(DEAD, registry, operation)
+
+
+def test_materialize_reports_a_dead_redis(registry: Registry, offline: OfflineStore) -> None:
+    with pytest.raises(OnlineStoreUnavailable, match="ConnectionError"):
+        _run(DEAD, registry, lambda s: materialize(offline, s, "agent"))
+
+
+def test_categories_travel_as_names(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
+    schema = registry.entity("customer")
+    rows = [{"customer_id": "C000001", "plan": "standard", "contract_type": "lifetime", "language": "fr"}]
+
+    async def body(store: OnlineStore) -> EntityVector:
+        await store.write("customer", rows, observed_at=[time.time()])
+        vector, _ = await store.read("C000001")
+        return vector
+
+    vector = _run(redis_url, registry, body)
+    assert redis_client.hget("t:customer:{C000001}", "plan") == b"standard"
+    assert vector.values[schema.index["plan"]] == 1.0
+    assert vector.values[schema.index["language"]] == 2.0
+    # A category the contract does not know is served as missing rather than guessed.
+    assert np.isnan(vector.values[schema.index["contract_type"]])

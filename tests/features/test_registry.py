@@ -1,0 +1,343 @@
+"""The feature contract loads, rejects broken YAML by name, hashes only what shapes the model input,
+and encodes a value the same way one at a time (Redis) and by the column (parquet)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features import Feature, Registry, RegistryError, UnknownFeatureError
+
+CUSTOMER_ORDER = (
+    "tenure_months",
+    "plan",
+    "contract_type",
+    "days_to_contract_end",
+    "monthly_charge",
+    "price_increase_pct",
+    "lifetime_value",
+    "segment",
+    "language",
+    "consent_marketing",
+    "logins_30d",
+    "usage_change_pct_30d",
+    "days_since_last_activity",
+    "contacts_30d",
+    "repeat_contacts_30d",
+    "open_complaint",
+    "failed_payments_90d",
+    "days_overdue",
+    "last_sentiment",
+    "offers_declined_90d",
+)
+DTYPES = ["float", "int", "bool", "category"]
+ARROW_TYPE = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "category": pa.string()}
+
+Contract = dict[str, Any]
+nan = math.nan
+_PACKAGED = Registry.load()
+# A category with a default: the packaged contract has none, but the rules must hold for one.
+TIER = Feature(name="tier", dtype="category", categories=("a", "b", "c"), default="b", description="d", reason="r")
+
+
+def _packaged() -> Contract:
+    text = resources.files("features").joinpath("registry.yaml").read_text(encoding="utf-8")
+    data: Contract = yaml.safe_load(text)
+    return data
+
+
+def _write(tmp_path: Path, data: Contract, name: str = "registry.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _feature(data: Contract, name: str) -> dict[str, Any]:
+    for view in data["views"]:
+        for feature in view["features"]:
+            if feature["name"] == name:
+                found: dict[str, Any] = feature
+                return found
+    raise AssertionError(f"no feature {name} in the packaged contract")
+
+
+def _view(data: Contract, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(v for v in data["views"] if v["name"] == name)
+    return found
+
+
+# ---- the packaged contract -------------------------------------------------------------------------
+
+
+def test_packaged_contract_loads(registry: Registry) -> None:
+    assert set(registry.entities) == {"customer", "agent"}
+    customer, agent = registry.entity("customer"), registry.entity("agent")
+    assert (customer.join_key, agent.join_key) == ("customer_id", "agent_id")
+    assert len(customer.names) == 20
+    assert len(agent.names) == 15
+    assert [v.name for v in agent.views] == ["agent_profile", "agent_state"]
+    assert registry.views["agent_state"].ttl_days == 1
+    assert customer.view_of["days_overdue"] == "customer_billing"
+    assert customer.feature("plan").categories == ("basic", "standard", "premium")
+    assert customer.feature("consent_marketing").default is False
+    assert customer.feature("tenure_months").default == 0
+    assert re.fullmatch(r"[0-9a-f]{12}", registry.version)
+
+
+def test_customer_feature_order_is_stable(registry: Registry, tmp_path: Path) -> None:
+    customer = registry.entity("customer")
+    assert customer.names == CUSTOMER_ORDER
+    assert customer.index == {name: i for i, name in enumerate(CUSTOMER_ORDER)}
+    assert customer.categorical_indices == [1, 2, 7, 8]
+    # Loading the same contract again, from an explicit copy, resolves the same order and the same hash.
+    again = Registry.load(_write(tmp_path, _packaged()))
+    assert again.entity("customer").names == CUSTOMER_ORDER
+    assert again.version == registry.version
+
+
+def test_unknown_names_raise_unknown_feature_error(registry: Registry) -> None:
+    with pytest.raises(UnknownFeatureError, match="'store'"):
+        registry.entity("store")
+    with pytest.raises(UnknownFeatureError, match="'shoe_size'"):
+        registry.entity("customer").feature("shoe_size")
+
+
+# ---- the version hash ------------------------------------------------------------------------------
+
+
+def _set(feature: str, key: str, value: object) -> Callable[[Contract], None]:
+    def edit(data: Contract) -> None:
+        _feature(data, feature)[key] = value
+
+    return edit
+
+
+def _swap_first_two(data: Contract) -> None:
+    features = _view(data, "customer_profile")["features"]
+    features[0], features[1] = features[1], features[0]
+
+
+def _set_view(view: str, key: str, value: object) -> Callable[[Contract], None]:
+    def edit(data: Contract) -> None:
+        _view(data, view)[key] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set("tenure_months", "dtype", "float"),
+        _set("plan", "categories", ["basic", "standard", "premium", "family"]),
+        _set("plan", "categories", ["standard", "basic", "premium"]),
+        _set("tenure_months", "default", 1),
+        _set("proficiency_sales", "default", 0.6),
+        _set("last_sentiment", "default", 0.0),
+        _swap_first_two,
+    ],
+    ids=["dtype", "category-added", "category-order", "int-default", "agent-default", "new-default", "order"],
+)
+def test_version_changes_with_the_model_input(
+    registry: Registry, tmp_path: Path, edit: Callable[[Contract], None]
+) -> None:
+    data = _packaged()
+    edit(data)
+    assert Registry.load(_write(tmp_path, data)).version != registry.version
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set("tenure_months", "description", "how long they have been with us"),
+        _set("plan", "reason", "subscribes to {value}"),
+        _set("days_to_contract_end", "reason_negative", "out of contract for {value:.0f} days"),
+        _set("plan", "pii", True),
+        _set_view("customer_profile", "description", "reworded"),
+        _set_view("customer_profile", "owner", "someone-else"),
+    ],
+    ids=["description", "reason", "reason-negative", "pii", "view-description", "owner"],
+)
+def test_version_ignores_wording(registry: Registry, tmp_path: Path, edit: Callable[[Contract], None]) -> None:
+    data = _packaged()
+    edit(data)
+    assert Registry.load(_write(tmp_path, data)).version == registry.version
+
+
+# ---- invalid contracts -----------------------------------------------------------------------------
+
+
+def _unknown_key(data: Contract) -> None:
+    _feature(data, "plan")["colour"] = "blue"
+
+
+def _duplicate_feature(data: Contract) -> None:
+    _view(data, "customer_activity")["features"].append(dict(_feature(data, "monthly_charge")))
+
+
+def _default_outside_categories(data: Contract) -> None:
+    _feature(data, "segment")["default"] = "enterprise"
+
+
+def _unknown_entity(data: Contract) -> None:
+    _view(data, "agent_state")["entity"] = "supervisor"
+
+
+def _categories_on_a_number(data: Contract) -> None:
+    _feature(data, "logins_30d")["categories"] = ["few", "many"]
+
+
+def _unknown_view_key(data: Contract) -> None:
+    _view(data, "customer_billing")["ttl"] = 3
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (_unknown_key, r"views\.0\.features\.1\.colour"),
+        (
+            _duplicate_feature,
+            r"'monthly_charge' is declared in views 'customer_profile' and 'customer_activity'",
+        ),
+        (_default_outside_categories, r"'segment': default 'enterprise' is not one of its categories"),
+        (_unknown_entity, r"view 'agent_state': unknown entity 'supervisor'"),
+        (_categories_on_a_number, r"'logins_30d': 'categories' is only for dtype 'category'"),
+        (_unknown_view_key, r"views\.3\.ttl"),
+    ],
+    ids=[
+        "unknown-key",
+        "duplicate-feature",
+        "category-default",
+        "unknown-entity",
+        "stray-categories",
+        "view-key",
+    ],
+)
+def test_invalid_contract_names_file_and_field(tmp_path: Path, edit: Callable[[Contract], None], field: str) -> None:
+    data = _packaged()
+    edit(data)
+    path = _write(tmp_path, data, "broken-contract.yaml")
+    with pytest.raises(RegistryError, match=rf"broken-contract\.yaml: .*{field}"):
+        Registry.load(path)
+
+
+def test_unreadable_contract_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(RegistryError, match=r"nowhere\.yaml: cannot read"):
+        Registry.load(missing)
+    garbled = tmp_path / "garbled.yaml"
+    garbled.write_text("entities: [unclosed\n", encoding="utf-8")
+    with pytest.raises(RegistryError, match=r"garbled\.yaml: cannot read"):
+        Registry.load(garbled)
+
+
+def test_default_of_the_wrong_type_is_rejected(tmp_path: Path) -> None:
+    data = _packaged()
+    _feature(data, "logins_30d")["default"] = "none yet"
+    with pytest.raises(RegistryError, match="logins_30d"):
+        Registry.load(_write(tmp_path, data))
+
+
+# ---- encode and encode_column agree ----------------------------------------------------------------
+
+
+def _all_features() -> list[Feature]:
+    packaged = [f for schema in _PACKAGED.entities.values() for f in schema.features]
+    with_defaults = [
+        TIER,
+        Feature(name="flag", dtype="bool", default=True, description="d", reason="r"),
+        Feature(name="level", dtype="float", default=-2.5, description="d", reason="r"),
+        Feature(name="count", dtype="int", default=3, description="d", reason="r"),
+    ]
+    return packaged + with_defaults
+
+
+FEATURES = _all_features()
+_LIMIT = 2**53  # float64 holds every integer up to here; arrow refuses a lossy int64 -> float64 cast
+
+
+def _values(feature: Feature) -> st.SearchStrategy[list[Any]]:
+    if feature.dtype == "float":
+        value: st.SearchStrategy[Any] = st.floats(allow_nan=True, allow_infinity=True)
+    elif feature.dtype == "int":
+        value = st.integers(min_value=-_LIMIT, max_value=_LIMIT)
+    elif feature.dtype == "bool":
+        value = st.booleans()
+    else:
+        assert feature.categories is not None
+        # Unknown strings are non-empty: an empty string is the separate case below.
+        value = st.sampled_from(feature.categories) | st.text(min_size=1, max_size=8)
+    return st.lists(st.none() | value, min_size=1, max_size=12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPES)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_encode_and_encode_column_agree(dtype: str, data: st.DataObject) -> None:
+    feature = data.draw(st.sampled_from([f for f in FEATURES if f.dtype == dtype]), label="feature")
+    values = data.draw(_values(feature), label="values")
+    one_by_one = np.array([feature.encode(v) for v in values], dtype=np.float64)
+    by_column = feature.encode_column(pa.array(values, type=ARROW_TYPE[feature.dtype]))
+    assert by_column.dtype == np.float64
+    assert np.array_equal(one_by_one, by_column, equal_nan=True), (values, one_by_one, by_column)
+
+
+@pytest.mark.parametrize(
+    ("feature", "values", "expected"),
+    [
+        (_PACKAGED.entity("customer").feature("plan"), ["premium", "basic", None, "gold"], [2, 0, nan, nan]),
+        (_PACKAGED.entity("customer").feature("consent_marketing"), [True, None, False], [1, 0, 0]),
+        (_PACKAGED.entity("customer").feature("last_sentiment"), [-0.5, None], [-0.5, nan]),
+        (_PACKAGED.entity("agent").feature("max_load"), [4, None], [4, 1]),
+        (TIER, ["c", None, "z"], [2, 1, nan]),
+    ],
+    ids=["category-codes", "bool-default", "float-no-default", "int-default", "category-default"],
+)
+def test_encode_column_values(feature: Feature, values: list[Any], expected: list[float]) -> None:
+    column = feature.encode_column(pa.array(values, type=ARROW_TYPE[feature.dtype]))
+    assert np.array_equal(column, np.array(expected, dtype=np.float64), equal_nan=True)
+
+
+def test_empty_string_encodes_alike_for_a_category_with_default() -> None:
+    by_column = TIER.encode_column(pa.array([""], type=pa.string()))
+    assert np.array_equal(by_column, np.array([TIER.encode("")]), equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", 1.0), ("0", 0.0), ("true", 1.0), ("False", 0.0), ("yes", 1.0), (None, 0.0), ("", 0.0)],
+    ids=["one", "zero", "true", "false", "yes", "none-default", "empty-default"],
+)
+def test_encode_reads_bool_text_from_redis(registry: Registry, raw: str | None, expected: float) -> None:
+    assert registry.entity("customer").feature("open_complaint").encode(raw) == expected
+
+
+# ---- phrases ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "phrase"),
+    [
+        ("days_to_contract_end", -30.0, "contract ended 30 days ago"),
+        ("days_to_contract_end", -1.0, "contract ended 1 days ago"),
+        ("days_to_contract_end", 12.0, "contract ends in 12 days"),
+        ("days_to_contract_end", 0.0, "contract ends in 0 days"),
+        ("days_to_contract_end", math.nan, "days until the contract ends (negative once ended) unknown"),
+        ("usage_change_pct_30d", -12.0, "usage changed -12% in 30 days"),
+        ("plan", 2.0, "on the premium plan"),
+        ("open_complaint", 1.0, "has an open complaint"),
+    ],
+    ids=["ended", "ended-yesterday", "ends", "ends-today", "unknown", "no-negative-form", "category", "bool"],
+)
+def test_phrase(registry: Registry, name: str, value: float, phrase: str) -> None:
+    assert registry.entity("customer").feature(name).phrase(value) == phrase

@@ -1,0 +1,316 @@
+"""Training on the simulated world: models that rank and are calibrated, split by time, reproducible, and
+datasets that cannot train are refused by name. Also the metric and calibration helpers on small inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import log_loss
+
+from features import OfflineStore, Registry
+from training import DatasetError
+from training.calibrate import Calibrator, choose_calibrator
+from training.evaluate import classification_metrics, expected_calibration_error, top_decile_lift
+from training.train import TrainingResult, TrainParams, train_churn, train_propensity
+
+Trainer = Callable[..., TrainingResult]
+TABLE = {"churn": "churn_labels.parquet", "propensity": "offers.parquet"}
+TRAINER: dict[str, Trainer] = {"churn": train_churn, "propensity": train_propensity}
+METRICS = {"roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile", "positive_rate", "rows"}
+
+
+@pytest.fixture(scope="module")
+def trained(registry: Registry, offline: OfflineStore, world: Path) -> dict[str, TrainingResult]:
+    return {
+        kind: TRAINER[kind](registry, offline, world / TABLE[kind], params=TrainParams())
+        for kind in ("churn", "propensity")
+    }
+
+
+def _test_rows(
+    kind: str, result: TrainingResult, offline: OfflineStore, world: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model input, labels and timestamps of ``kind``'s table, rebuilt here from the offline store."""
+    labels = pq.read_table(world / TABLE[kind])
+    if kind == "propensity":
+        labels = labels.filter(pc.not_equal(labels.column("action_id"), "no_action"))
+    frame = offline.point_in_time("customer", labels)
+    x = offline.matrix("customer", frame)
+    if kind == "propensity":
+        codes = [float(result.bundle.actions.index(a)) for a in frame.column("action_id").to_pylist()]
+        x = np.column_stack([x, codes])
+    y = frame.column("churned" if kind == "churn" else "accepted").to_numpy().astype(np.int8)
+    return x, y, frame.column("ts").to_numpy()
+
+
+# ---- models trained on the world -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["churn", "propensity"], ids=["churn", "propensity"])
+def test_models_rank_and_are_calibrated(
+    kind: str, trained: dict[str, TrainingResult], registry: Registry, offline: OfflineStore, world: Path
+) -> None:
+    result = trained[kind]
+    metrics = result.bundle.metrics
+    assert set(metrics) == METRICS | {"best_iteration"}
+    assert metrics["roc_auc"] > 0.65
+    assert metrics["ece"] < 0.05
+    assert 0 < metrics["pr_auc"] < 1
+    assert metrics["lift_top_decile"] > 1.5
+    assert result.bundle.kind == kind
+    assert result.bundle.contract_version == registry.version
+    customer = registry.entity("customer").names
+    assert result.bundle.feature_names == (customer if kind == "churn" else (*customer, "action"))
+    assert result.tags == {
+        "contract_version": registry.version,
+        "dataset_sha256": hashlib.sha256((world / TABLE[kind]).read_bytes()).hexdigest()[:16],
+        "kind": kind,
+    }
+    assert result.params["calibration"] in ("isotonic", "sigmoid")
+
+    # The metrics are the calibrated predictions on the newest date only, and training saw neither it nor
+    # the validation date before it.
+    x, y, ts = _test_rows(kind, result, offline, world)
+    dates = np.unique(ts)
+    test = ts == dates[-1]
+    assert result.params["rows_train"] == int((ts < dates[-2]).sum())
+    expected = classification_metrics(y[test], result.bundle.predict(x[test]))
+    assert expected["rows"] == float(test.sum())
+    assert {k: metrics[k] for k in METRICS} == pytest.approx(expected)
+
+
+def test_propensity_actions_exclude_no_action(trained: dict[str, TrainingResult]) -> None:
+    bundle = trained["propensity"].bundle
+    assert bundle.actions == (
+        "discount_10",
+        "loyalty_bonus",
+        "payment_plan",
+        "plan_upgrade",
+        "retention_offer",
+        "tech_callback",
+    )
+    assert trained["churn"].bundle.actions == ()
+
+
+def test_same_seed_same_predictions(
+    trained: dict[str, TrainingResult], registry: Registry, offline: OfflineStore, world: Path
+) -> None:
+    path = world / TABLE["propensity"]
+    again = train_propensity(registry, offline, path, params=TrainParams(seed=7))
+    other = train_propensity(registry, offline, path, params=TrainParams(seed=8))
+    x, _, _ = _test_rows("propensity", again, offline, world)
+    first = trained["propensity"].bundle.predict(x)
+    assert np.array_equal(again.bundle.predict(x), first)
+    assert again.bundle.metrics == trained["propensity"].bundle.metrics
+    assert not np.array_equal(other.bundle.predict(x), first)
+
+
+# ---- datasets that cannot train --------------------------------------------------------------------
+
+
+def _last_dates(world: Path, kind: str, n: int) -> tuple[pa.Table, list[datetime]]:
+    table = pq.read_table(world / TABLE[kind])
+    dates = sorted(set(table.column("ts").to_pylist()))[-n:]
+    return table.filter(pc.is_in(table.column("ts"), pa.array(dates, table.schema.field("ts").type))), dates
+
+
+@pytest.mark.parametrize("kind", ["churn", "propensity"], ids=["churn", "propensity"])
+def test_two_dates_cannot_split_by_time(
+    kind: str, tmp_path: Path, registry: Registry, offline: OfflineStore, world: Path
+) -> None:
+    table, _ = _last_dates(world, kind, 2)
+    path = tmp_path / TABLE[kind]
+    pq.write_table(table, path)
+    with pytest.raises(DatasetError, match=r"at least 3 distinct dates to split by time into train / validation / test, found 2"):
+        TRAINER[kind](registry, offline, path, params=TrainParams())
+
+
+def test_two_dates_error_names_the_dates(
+    tmp_path: Path, registry: Registry, offline: OfflineStore, world: Path
+) -> None:
+    table, dates = _last_dates(world, "churn", 2)
+    path = tmp_path / "churn_labels.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(DatasetError) as caught:
+        train_churn(registry, offline, path, params=TrainParams())
+    message = str(caught.value)
+    assert all(d.date().isoformat() in message for d in dates), message
+
+
+def test_single_class_test_date_is_refused(
+    tmp_path: Path, registry: Registry, offline: OfflineStore, world: Path
+) -> None:
+    table = pq.read_table(world / TABLE["churn"])
+    last = pc.max(table.column("ts"))
+    churned = pc.if_else(pc.equal(table.column("ts"), last), 0, table.column("churned")).cast(pa.int8())
+    path = tmp_path / "churn_labels.parquet"
+    pq.write_table(table.set_column(table.column_names.index("churned"), "churned", churned), path)
+    with pytest.raises(DatasetError, match="churn: the test split has only one class"):
+        train_churn(registry, offline, path, params=TrainParams())
+
+
+@pytest.mark.parametrize(
+    ("kind", "column"),
+    [
+        ("churn", "churned"),
+        ("churn", "ts"),
+        ("churn", "customer_id"),
+        ("propensity", "accepted"),
+        ("propensity", "action_id"),
+    ],
+    ids=["churn-label", "churn-ts", "churn-key", "propensity-label", "propensity-action"],
+)
+def test_label_table_without_a_column_names_it(
+    kind: str, column: str, tmp_path: Path, registry: Registry, offline: OfflineStore, world: Path
+) -> None:
+    path = tmp_path / TABLE[kind]
+    pq.write_table(pq.read_table(world / TABLE[kind]).drop_columns([column]), path)
+    with pytest.raises(DatasetError, match=rf"{TABLE[kind]}: missing column\(s\) {column}$"):
+        TRAINER[kind](registry, offline, path, params=TrainParams())
+
+
+def test_unusable_label_tables(tmp_path: Path, registry: Registry, offline: OfflineStore, world: Path) -> None:
+    with pytest.raises(DatasetError, match=r"absent\.parquet: no such label table"):
+        train_churn(registry, offline, tmp_path / "absent.parquet", params=TrainParams())
+    labels = pq.read_table(world / TABLE["churn"])
+    pq.write_table(labels.slice(0, 0), tmp_path / "empty.parquet")
+    with pytest.raises(DatasetError, match=r"empty\.parquet: the table is empty"):
+        train_churn(registry, offline, tmp_path / "empty.parquet", params=TrainParams())
+    offers = pq.read_table(world / TABLE["propensity"])
+    nothing = offers.filter(pc.equal(offers.column("action_id"), "no_action"))
+    pq.write_table(nothing, tmp_path / "nothing.parquet")
+    with pytest.raises(DatasetError, match=r"nothing\.parquet: no offered action besides no_action"):
+        train_propensity(registry, offline, tmp_path / "nothing.parquet", params=TrainParams())
+
+
+# ---- evaluate.py on hand-computed inputs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("y", "p", "ece"),
+    [
+        ([0, 1, 1, 1], [0.1, 0.1, 0.9, 0.9], 0.5 * 0.4 + 0.5 * 0.1),
+        ([1, 0, 0, 0], [0.25, 0.25, 0.25, 0.25], 0.0),
+        ([0, 0, 0], [0.05, 0.15, 0.95], (0.05 + 0.15 + 0.95) / 3),
+        ([0, 1], [0.0, 1.0], 0.0),
+        ([1, 1, 0, 0], [0.52, 0.58, 0.63, 0.68], 0.5 * abs(0.55 - 1) + 0.5 * abs(0.655 - 0)),
+    ],
+    ids=["two-bins", "calibrated", "three-bins", "edges", "shared-bins"],
+)
+def test_expected_calibration_error(y: list[int], p: list[float], ece: float) -> None:
+    assert expected_calibration_error(np.array(y), np.array(p)) == pytest.approx(ece)
+
+
+def test_a_prediction_on_a_bin_edge_opens_its_bin() -> None:
+    # [0.2, 0.3) holds 0.25 (y=0) and [0.3, 0.4) holds 0.3 (y=1): 0.5 * 0.25 + 0.5 * 0.7.
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.25, 0.3])) == pytest.approx(0.475)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.integers(0, 1), st.floats(0.0, 1.0)), min_size=1, max_size=50),
+)
+def test_ece_bounds_and_one_bin(pairs: list[tuple[int, float]]) -> None:
+    y = np.array([a for a, _ in pairs], dtype=float)
+    p = np.array([b for _, b in pairs])
+    ece = expected_calibration_error(y, p)
+    assert 0.0 <= ece <= 1.0
+    # With one bin, ECE is the gap between the mean prediction and the observed rate; more bins never hide it.
+    one = expected_calibration_error(y, p, bins=1)
+    assert one == pytest.approx(abs(p.mean() - y.mean()))
+    assert ece >= one - 1e-12
+
+
+@pytest.mark.parametrize(
+    ("y", "p", "lift"),
+    [
+        ([1] + [0] * 18 + [1], [0.9, *[0.1] * 18, 0.5], 0.5 / 0.1 * 2),
+        ([1] + [0] * 18 + [1], [0.9, 0.8, *[0.1] * 18], 0.5 / 0.1),
+        ([0, 0, 1, 0, 0], [0.1, 0.2, 0.9, 0.3, 0.4], 1.0 / 0.2),
+        ([1, 1, 1, 1], [0.1, 0.2, 0.3, 0.4], 1.0),
+    ],
+    ids=["both-on-top", "one-on-top", "fewer-than-ten", "all-positive"],
+)
+def test_top_decile_lift(y: list[int], p: list[float], lift: float) -> None:
+    assert top_decile_lift(np.array(y), np.array(p)) == pytest.approx(lift)
+
+
+def test_top_decile_lift_without_positives_is_nan() -> None:
+    assert math.isnan(top_decile_lift(np.zeros(20), np.linspace(0, 1, 20)))
+
+
+def test_classification_metrics_by_hand() -> None:
+    y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
+    metrics = classification_metrics(y, p)
+    assert metrics["roc_auc"] == pytest.approx(0.75)
+    assert metrics["brier"] == pytest.approx((0.01 + 0.16 + 0.65**2 + 0.04) / 4)
+    assert metrics["log_loss"] == pytest.approx(-(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4)
+    assert metrics["pr_auc"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+    assert (metrics["positive_rate"], metrics["rows"]) == (0.5, 4.0)
+    assert metrics["lift_top_decile"] == pytest.approx(2.0)
+
+
+# ---- calibrate.py on deliberately miscalibrated inputs ---------------------------------------------
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def _overconfident(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """True rates spread over (0, 1); the model's raw scores push them toward 0 and 1 (logit x 3)."""
+    truth = rng.uniform(0.02, 0.98, n)
+    return 1 / (1 + np.exp(-3 * _logit(truth))), (rng.random(n) < truth).astype(int)
+
+
+def _step(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores ranked right but the truth jumps at 0.5: no sigmoid of the logit can follow it."""
+    raw = rng.uniform(0.05, 0.95, n)
+    return raw, (rng.random(n) < np.where(raw < 0.5, 0.05, 0.95)).astype(int)
+
+
+@pytest.mark.parametrize(
+    ("make", "method"),
+    [(_overconfident, "sigmoid"), (_step, "isotonic")],
+    ids=["overconfident-sigmoid", "step-isotonic"],
+)
+def test_calibration_chooses_and_improves_log_loss(
+    make: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]], method: str
+) -> None:
+    rng = np.random.default_rng(0)
+    raw, y = make(rng, 4_000)
+    held_raw, held_y = make(rng, 4_000)
+    calibrator = choose_calibrator(raw, y, seed=0)
+    assert calibrator.method == method
+    calibrated = calibrator.transform(held_raw)
+    assert log_loss(held_y, calibrated) < 0.8 * log_loss(held_y, held_raw)
+    assert expected_calibration_error(held_y, calibrated) < 0.03
+    assert ((calibrated > 0) & (calibrated < 1)).all()
+    order = np.argsort(held_raw)
+    assert (np.diff(calibrated[order]) >= -1e-12).all()  # calibration never reorders customers
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"], ids=["isotonic", "sigmoid"])
+def test_calibrator_fit_transform(method: Literal["isotonic", "sigmoid"]) -> None:
+    rng = np.random.default_rng(1)
+    raw, y = _overconfident(rng, 2_000)
+    calibrator = Calibrator(method=method).fit(raw, y)
+    assert calibrator.method == method
+    out = calibrator.transform(np.array([0.0, 0.5, 1.0]))
+    assert out.dtype == np.float64
+    # Raw scores at the extremes are pulled in, the middle stays in the middle.
+    assert 0 < out[0] < 0.1
+    assert out[1] == pytest.approx(0.5, abs=0.1)
+    assert 0.9 < out[2] < 1
