@@ -12,7 +12,8 @@ from features.errors import (
     RegistryError,
     UnknownFeatureError,
 )
-from features.materialize import materialize
+from features.event_state import Event, EventLayout
+from features.materialize import materialize, materialize_events
 from features.offline_store import OfflineStore
 from features.online_store import EntityVector, OnlineStore
 from features.registry import EntitySchema, Feature, FeatureView, Registry
@@ -22,6 +23,8 @@ __all__ = [
     "EmbeddedValkey",
     "EntitySchema",
     "EntityVector",
+    "Event",
+    "EventLayout",
     "Feature",
     "FeatureStoreError",
     "FeatureView",
@@ -35,5 +38,6 @@ __all__ = [
     "RegistryError",
     "UnknownFeatureError",
     "materialize",
+    "materialize_events",
     "online_store_url",
 ]

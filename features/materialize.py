@@ -1,16 +1,27 @@
-"""Offline to online: copy each entity's latest snapshot into Redis.
+"""Offline to online: copy each entity's latest snapshot and its event state into Redis.
 
-Idempotent: writing the same snapshot twice leaves the same hashes. Rows go in pipelined batches so
-throughput is bounded by Redis, not by round trips.
+Idempotent: running it twice leaves the same hashes. Snapshots go in pipelined batches so throughput is
+bounded by Redis, not by round trips. Event state (day totals and newest-event fields, see
+:mod:`features.event_state`) is aggregated from the events table by DuckDB, not replayed event by event:
+it overwrites what live ingestion wrote for the same days, which is right only when the events table holds
+every event (the event sink keeps it so).
 """
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
+import duckdb
+
+from features.event_state import EventLayout, text
 from features.offline_store import TIMESTAMP_COLUMN, OfflineStore
 from features.online_store import OnlineStore
+
+Progress = Callable[[int, int], None]
+_DAY_S = 86_400
 
 
 async def materialize(
@@ -20,7 +31,7 @@ async def materialize(
     *,
     as_of: datetime | None = None,
     batch_size: int = 2_000,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write every ``entity``'s latest snapshot (at or before ``as_of``); returns how many.
 
@@ -36,3 +47,72 @@ async def materialize(
         if progress is not None:
             progress(done, total)
     return done
+
+
+def _where(conditions: list[str]) -> str:
+    return " AND ".join(conditions) if conditions else "TRUE"
+
+
+def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now: float) -> dict[str, dict[str, str]]:
+    """The event-state hash fields of every entity with events in the horizon, as of ``now``."""
+    key = offline.registry.entity(entity).join_key
+    until = datetime.fromtimestamp(now, UTC)
+    since = datetime.fromtimestamp(now - layout.horizon_days * _DAY_S, UTC)
+    events = offline.events(entity, since=since, until=until)  # noqa: F841 - read by DuckDB below
+    con = duckdb.connect()
+    today = int(now // _DAY_S)
+    state: dict[str, dict[str, str]] = defaultdict(dict)
+    for s in layout.series:
+        conditions = [f"type = '{s.event}'", f"floor(epoch(occurred_at) / 86400) > {today - s.days}"]
+        conditions += [f"{k} = {_sql_value(v)}" for k, v in s.where]
+        measure = "count(*)"
+        if s.field is not None:
+            conditions.append(f"{s.field} IS NOT NULL")
+            measure = f"sum({s.field})" if s.sums else "count(*)"
+        rows = con.sql(
+            f"SELECT {key}, CAST(floor(epoch(occurred_at) / 86400) AS BIGINT), {measure} FROM events "
+            f"WHERE {_where(conditions)} GROUP BY ALL"
+        ).fetchall()
+        for entity_id, day, value in rows:
+            state[entity_id][f"{s.name}@{day}"] = text(float(value) if s.sums else int(value))
+    for event, fields in layout.last_fields.items():
+        values = "".join(f", arg_max({f}, (occurred_at, event_id))" for f in fields)
+        rows = con.sql(
+            f"SELECT {key}, arg_max(lpad(CAST(epoch_us(occurred_at) AS VARCHAR), 20, '0') || '|' || event_id, "
+            f"(occurred_at, event_id)){values} FROM events WHERE type = '{event}' GROUP BY ALL"
+        ).fetchall()
+        for entity_id, newest, *latest in rows:
+            state[entity_id][f"last|{event}"] = newest
+            for f, value in zip(fields, latest, strict=True):
+                if value is not None:
+                    state[entity_id][f"lv|{event}|{f}"] = text(value)
+    return dict(state)
+
+
+def _sql_value(value: bool | str) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return "'{}'".format(value.replace("'", "''"))
+
+
+async def materialize_events(
+    offline: OfflineStore,
+    online: OnlineStore,
+    entity: str,
+    *,
+    now: float | None = None,
+    batch_size: int = 2_000,
+    progress: Progress | None = None,
+) -> int:
+    """Write the event state of every ``entity`` with events in the horizon; returns how many."""
+    layout = online.layout(entity)
+    if not layout.features:
+        return 0
+    state = event_state(offline, layout, entity, now=time.time() if now is None else now)
+    ids = sorted(state)
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        await online.write_event_state(entity, {i: state[i] for i in chunk})
+        if progress is not None:
+            progress(start + len(chunk), len(ids))
+    return len(ids)

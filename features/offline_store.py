@@ -1,10 +1,16 @@
-"""The offline store: parquet snapshots of each entity, joined point-in-time with DuckDB.
+"""The offline store: parquet snapshots and events of each entity, joined point-in-time with DuckDB.
 
-A table ``{entity}_snapshots.parquet`` holds rows of (join key, ``feature_ts``, the entity's declared
-features) in human form (category names, booleans, numbers). Training frames come from an as-of join:
-each label row gets the latest snapshot taken at or before its timestamp, and a view's values older than
-the view's TTL at that moment are nulled, exactly as the online store treats a stale view. Nothing
-observed after a label's timestamp can reach its row.
+Two tables per entity, in human form (category names, booleans, numbers):
+
+- ``{entity}_snapshots.parquet``: (join key, ``feature_ts``, the entity's snapshot features). Each label row
+  gets the latest snapshot taken at or before its timestamp (an as-of join); a view's values older than its
+  TTL at that moment are nulled, exactly as the online store treats a stale view.
+- ``{entity}_events.parquet``: (``event_id``, join key, ``occurred_at``, ``type``, payload columns). Event
+  features are aggregated over the events at or before each label's timestamp with the contract's window
+  semantics (see :class:`features.registry.Aggregation`), the same arithmetic the online store applies as
+  events arrive.
+
+Nothing observed after a label's timestamp can reach its row.
 """
 
 from __future__ import annotations
@@ -17,40 +23,94 @@ import numpy as np
 import pyarrow as pa
 
 from features.errors import OfflineStoreError
-from features.registry import EntitySchema, Registry
+from features.registry import EntitySchema, Feature, Registry
 
 TIMESTAMP_COLUMN = "feature_ts"
+EVENT_TIME_COLUMN = "occurred_at"
+_DAY_S = 86_400
+
+
+def _sql_path(path: Path) -> str:
+    return "read_parquet('{}')".format(str(path).replace("'", "''"))
+
+
+def _literal(value: bool | str) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return "'{}'".format(value.replace("'", "''"))
+
+
+def _aggregate_sql(feature: Feature, ttl_days: float) -> str:
+    """One SELECT expression computing ``feature`` over the joined events ``j`` of one label row."""
+    agg = feature.aggregation
+    assert agg is not None
+    conditions = [f"type = {_literal(agg.event)}", *(f"{k} = {_literal(v)}" for k, v in agg.where.items())]
+    if agg.window_days is not None:
+        conditions.append(f"_day > _label_day - {agg.window_days}")
+    else:
+        conditions.append(f"_age_s <= {ttl_days * _DAY_S}")
+    if agg.field is not None and agg.kind != "last":
+        conditions.append(f"{agg.field} IS NOT NULL")
+    where = " AND ".join(conditions)
+    call = {
+        "count": "count(*)",
+        "sum": f"sum({agg.field})",
+        "mean": f"avg({agg.field})",
+        "last": f"arg_max({agg.field}, (occurred_at, event_id))",
+        "days_since": "min(_age_s)",
+    }[agg.kind]
+    filtered = f"{call} FILTER (WHERE {where})"
+    if agg.kind == "days_since":
+        filtered = f"CAST(floor({filtered} / 86400) AS BIGINT)"
+    return f"{filtered} AS {feature.name}"
 
 
 class OfflineStore:
-    """Parquet snapshot tables under ``root``, one per entity."""
+    """Parquet snapshot and event tables under ``root``, two per entity."""
 
     def __init__(self, root: Path, registry: Registry) -> None:
         self.root = root
-        self._registry = registry
+        self.registry = registry
 
     def table_path(self, entity: str) -> Path:
         """Where ``entity``'s snapshots live."""
         return self.root / f"{entity}_snapshots.parquet"
 
-    def _source(self, schema: EntitySchema) -> str:
-        path = self.table_path(schema.name)
+    def events_path(self, entity: str) -> Path:
+        """Where ``entity``'s events live."""
+        return self.root / f"{entity}_events.parquet"
+
+    def _table(self, path: Path, required: tuple[str, ...], what: str) -> str:
         if not path.is_file():
-            raise OfflineStoreError(f"{path}: no snapshot table for entity {schema.name!r}")
-        source = "read_parquet('{}')".format(str(path).replace("'", "''"))
+            raise OfflineStoreError(f"{path}: no {what} table")
+        source = _sql_path(path)
         columns = {c[0] for c in duckdb.connect().sql(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-        missing = [c for c in (schema.join_key, TIMESTAMP_COLUMN, *schema.names) if c not in columns]
+        missing = [c for c in required if c not in columns]
         if missing:
             raise OfflineStoreError(f"{path}: missing column(s) {', '.join(missing)}")
         return source
 
+    def _snapshots(self, schema: EntitySchema) -> str:
+        return self._table(
+            self.table_path(schema.name),
+            (schema.join_key, TIMESTAMP_COLUMN, *schema.snapshot_names),
+            f"snapshot table for entity {schema.name!r}",
+        )
+
+    def _events(self, schema: EntitySchema) -> str:
+        columns = ("event_id", schema.join_key, EVENT_TIME_COLUMN, "type", *self.registry.event_columns(schema.name))
+        return self._table(self.events_path(schema.name), columns, f"events table for entity {schema.name!r}")
+
     def latest(self, entity: str, as_of: datetime | None = None) -> pa.Table:
-        """Each entity's most recent snapshot at or before ``as_of`` (all of them when None)."""
-        schema = self._registry.entity(entity)
-        source = self._source(schema)
+        """Each entity's most recent snapshot at or before ``as_of`` (all of them when None).
+
+        Snapshot features only: event features are state, materialized from the events table.
+        """
+        schema = self.registry.entity(entity)
+        source = self._snapshots(schema)
         where = "WHERE feature_ts <= $as_of" if as_of is not None else ""
         query = f"""
-            SELECT {schema.join_key}, feature_ts, {", ".join(schema.names)}
+            SELECT {schema.join_key}, feature_ts, {", ".join(schema.snapshot_names)}
             FROM {source} {where}
             QUALIFY row_number() OVER (PARTITION BY {schema.join_key} ORDER BY feature_ts DESC) = 1
             ORDER BY {schema.join_key}
@@ -58,33 +118,93 @@ class OfflineStore:
         params = {"as_of": as_of} if as_of is not None else None
         return duckdb.connect().sql(query, params=params).to_arrow_table()
 
+    def events(self, entity: str, *, since: datetime | None = None, until: datetime | None = None) -> pa.Table:
+        """The entity's events with ``since < occurred_at <= until``, oldest first (for materialization)."""
+        schema = self.registry.entity(entity)
+        source = self._events(schema)
+        bounds = [c for c, v in (("occurred_at > $since", since), ("occurred_at <= $until", until)) if v is not None]
+        where = f"WHERE {' AND '.join(bounds)}" if bounds else ""
+        params = {k: v for k, v in (("since", since), ("until", until)) if v is not None} or None
+        return (
+            duckdb.connect()
+            .sql(f"SELECT * FROM {source} {where} ORDER BY occurred_at, event_id", params=params)
+            .to_arrow_table()
+        )
+
+    def lookback_days(self, entity: str) -> int:
+        """How far back any event feature of ``entity`` looks: the horizon events must be kept for."""
+        schema = self.registry.entity(entity)
+        spans = [
+            f.aggregation.window_days or schema.view_by_name[schema.view_of[f.name]].ttl_days
+            for f in schema.event_features
+            if f.aggregation is not None
+        ]
+        return int(np.ceil(max(spans, default=0)))
+
     def point_in_time(self, entity: str, labels: pa.Table, *, ts_column: str = "ts") -> pa.Table:
         """``labels`` with the entity's features as they stood at each row's ``ts_column``.
 
-        Rows with no snapshot at or before their timestamp keep nulls (the models' defaults apply).
+        Rows with no snapshot at or before their timestamp keep nulls (the models' defaults apply); event
+        features aggregate the events at or before it.
         """
-        schema = self._registry.entity(entity)
+        schema = self.registry.entity(entity)
         for needed in (schema.join_key, ts_column):
             if needed not in labels.column_names:
                 raise OfflineStoreError(f"label table has no column {needed!r}")
-        source = self._source(schema)
+        key = schema.join_key
         fresh = ", ".join(
-            f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{view.ttl_days * 86_400} seconds' "
+            f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{view.ttl_days * _DAY_S} seconds' "
             f"THEN s.{feature.name} END AS {feature.name}"
             for view in schema.views
+            if view.source == "snapshot"
             for feature in view.features
         )
         con = duckdb.connect()
-        con.register("labels", labels)
+        con.register("labels_in", labels)
+        con.sql(f"CREATE TEMP TABLE labels AS SELECT *, row_number() OVER () AS _row FROM labels_in")
+        event_select = ""
+        event_join = ""
+        if schema.event_features:
+            aggregates = ", ".join(
+                _aggregate_sql(f, schema.view_by_name[schema.view_of[f.name]].ttl_days) for f in schema.event_features
+            )
+            events = self._events(schema)
+            types = ", ".join(_literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation})
+            horizon = self.lookback_days(entity) + 1
+            con.sql(f"""
+                CREATE TEMP TABLE event_features AS
+                SELECT _row, {aggregates}
+                FROM (
+                    SELECT l._row, e.*,
+                           floor(epoch(e.occurred_at) / 86400) AS _day,
+                           floor(epoch(l.{ts_column}) / 86400) AS _label_day,
+                           epoch(l.{ts_column}) - epoch(e.occurred_at) AS _age_s
+                    FROM labels l JOIN {events} e
+                      ON e.{key} = l.{key}
+                     AND e.occurred_at <= l.{ts_column}
+                     AND e.occurred_at > l.{ts_column} - INTERVAL '{horizon} days'
+                    WHERE e.type IN ({types})
+                ) j
+                GROUP BY _row
+            """)
+            event_select = ", " + ", ".join(f"ef.{f.name}" for f in schema.event_features)
+            event_join = "LEFT JOIN event_features ef ON ef._row = l._row"
+        snapshot_select = f", s.feature_ts, {fresh}" if schema.snapshot_features else ""
+        snapshot_join = (
+            f"ASOF LEFT JOIN {self._snapshots(schema)} s ON l.{key} = s.{key} AND l.{ts_column} >= s.feature_ts"
+            if schema.snapshot_features
+            else ""
+        )
         query = f"""
-            SELECT l.*, s.feature_ts, {fresh}
-            FROM labels l ASOF LEFT JOIN {source} s
-              ON l.{schema.join_key} = s.{schema.join_key} AND l.{ts_column} >= s.feature_ts
-            ORDER BY l.{ts_column}, l.{schema.join_key}
+            SELECT l.* EXCLUDE (_row){snapshot_select}{event_select}
+            FROM labels l {snapshot_join} {event_join}
+            ORDER BY l.{ts_column}, l.{key}, l._row
         """
         return con.sql(query).to_arrow_table()
 
     def matrix(self, entity: str, table: pa.Table) -> np.ndarray:
         """The model input for ``table``'s rows: float64, registry order, NaN for missing."""
-        schema = self._registry.entity(entity)
+        schema = self.registry.entity(entity)
         return np.column_stack([f.encode_column(table.column(f.name)) for f in schema.features])
+
+

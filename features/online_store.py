@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT, FieldT
 
 from features.errors import OnlineStoreUnavailable
+from features.event_state import APPLY_EVENT, Event, EventLayout
 from features.registry import EntitySchema, Registry
 
 _TS_PREFIX = "_ts:"
+_DAY_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +64,28 @@ class OnlineStore:
         self._namespace = namespace
         self._customer = registry.entity("customer")
         self._agent = registry.entity("agent")
-        self._fields = {
-            name: [*schema.names, *(_TS_PREFIX + v.name for v in schema.views)]
+        self._layouts = {name: EventLayout(schema) for name, schema in registry.entities.items()}
+        self._snapshot_fields = {
+            name: [*schema.snapshot_names, *(_TS_PREFIX + v.name for v in schema.views if v.source == "snapshot")]
             for name, schema in registry.entities.items()
         }
+        self._apply_sha: str | None = None
+
+    def _fields(self, entity: str, now: float) -> list[str]:
+        return [*self._snapshot_fields[entity], *self._layouts[entity].read_fields(int(now // _DAY_S))]
+
+    @staticmethod
+    def horizon_days_of(registry: Registry, entity: str) -> int:
+        """How many days back an event can still change ``entity``'s features."""
+        return EventLayout(registry.entity(entity)).horizon_days
+
+    def layout(self, entity: str) -> EventLayout:
+        """How ``entity``'s event features are kept in its hash."""
+        return self._layouts[entity]
+
+    def seen_key(self, entity: str, entity_id: str) -> str:
+        """The sorted set of event ids already applied to ``entity_id`` (same hash tag as its features)."""
+        return f"{self._namespace}:seen:{entity}:{{{entity_id}}}"
 
     def key(self, entity: str, entity_id: str) -> str:
         """The hash holding ``entity_id``'s features; the id is the cluster hash tag."""
@@ -76,18 +96,72 @@ class OnlineStore:
         with _map_errors():
             await self._client.ping()
 
-    async def read(self, customer_id: str, agent_ids: Sequence[str] = ()) -> tuple[EntityVector, list[EntityVector]]:
-        """The customer's vector and each agent's, in one pipelined round trip."""
+    async def read(
+        self, customer_id: str, agent_ids: Sequence[str] = (), *, now: float | None = None
+    ) -> tuple[EntityVector, list[EntityVector]]:
+        """The customer's vector and each agent's as of ``now`` (the clock by default), in one round trip."""
+        now = time.time() if now is None else now
         pipe = self._client.pipeline(transaction=False)
-        pipe.hmget(self.key("customer", customer_id), self._fields["customer"])
+        pipe.hmget(self.key("customer", customer_id), self._fields("customer", now))
+        agent_fields = self._fields("agent", now)
         for agent_id in agent_ids:
-            pipe.hmget(self.key("agent", agent_id), self._fields["agent"])
+            pipe.hmget(self.key("agent", agent_id), agent_fields)
         with _map_errors():
             replies = await pipe.execute()
-        now = time.time()
-        customer = _decode(self._customer, customer_id, replies[0], now)
-        agents = [_decode(self._agent, a, r, now) for a, r in zip(agent_ids, replies[1:], strict=True)]
+        customer = _decode(self._customer, self._layouts["customer"], customer_id, replies[0], now)
+        agent_layout = self._layouts["agent"]
+        agents = [_decode(self._agent, agent_layout, a, r, now) for a, r in zip(agent_ids, replies[1:], strict=True)]
         return customer, agents
+
+    async def apply_events(self, entity: str, events: Sequence[Event], *, now: float | None = None) -> list[str]:
+        """Apply each event to its entity's state, once: ``applied``, ``duplicate`` or ``too_old`` per event.
+
+        Events older than the horizon the features look back over cannot change any feature, and their ids
+        are no longer remembered, so they are refused rather than risk counting one twice. One round trip.
+        """
+        layout = self._layouts[entity]
+        horizon_s = (now if now is not None else time.time()) - layout.horizon_days * _DAY_S
+        fresh = [e for e in events if e.occurred_at > horizon_s]
+        applied: list[object] = []
+        if fresh:
+            applied = await self._run_apply(entity, fresh, layout, horizon_s)
+        results = iter(applied)
+        return [
+            ("applied" if next(results) else "duplicate") if e.occurred_at > horizon_s else "too_old" for e in events
+        ]
+
+    async def _run_apply(
+        self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float
+    ) -> list[object]:
+        """One pipeline of EVALSHA calls; the script is loaded once, and again if the server lost it."""
+        for attempt in (1, 2):
+            with _map_errors():
+                if self._apply_sha is None:
+                    self._apply_sha = str(await self._client.script_load(APPLY_EVENT))
+                pipe = self._client.pipeline(transaction=False)
+                for event in events:
+                    keys = (self.key(entity, event.entity_id), self.seen_key(entity, event.entity_id))
+                    args = (event.event_id, repr(event.occurred_at), repr(horizon_s), *layout.apply_args(event))
+                    pipe.evalsha(self._apply_sha, 2, *keys, *args)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    # A restarted or failed-over server forgot the script; nothing ran, so running again is safe.
+                    self._apply_sha = None
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def write_event_state(self, entity: str, state: Mapping[str, Mapping[str, str]]) -> int:
+        """Overwrite event-state fields per entity id (materialization); returns how many entities."""
+        pipe = self._client.pipeline(transaction=False)
+        for entity_id, fields in state.items():
+            if fields:
+                mapping: dict[FieldT, EncodableT] = dict(fields)
+                pipe.hset(self.key(entity, entity_id), mapping=mapping)
+        with _map_errors():
+            await pipe.execute()
+        return len(state)
 
     async def write(
         self,
@@ -96,7 +170,7 @@ class OnlineStore:
         *,
         observed_at: Sequence[float],
     ) -> int:
-        """Write each row's declared features (others are ignored) stamped with ``observed_at``.
+        """Write each row's snapshot features (others are ignored) stamped with ``observed_at``.
 
         A ``None`` value deletes the field, so a value that became unknown is not served stale.
         Returns the number of entities written.
@@ -106,10 +180,10 @@ class OnlineStore:
         for row, ts in zip(rows, observed_at, strict=True):
             key = self.key(entity, str(row[schema.join_key]))
             present: dict[FieldT, EncodableT] = {
-                n: _to_text(row[n]) for n in schema.names if n in row and row[n] is not None
+                n: _to_text(row[n]) for n in schema.snapshot_names if n in row and row[n] is not None
             }
-            absent = [n for n in schema.names if n in row and row[n] is None]
-            views = {schema.view_of[n] for n in schema.names if n in row}
+            absent = [n for n in schema.snapshot_names if n in row and row[n] is None]
+            views = {schema.view_of[n] for n in schema.snapshot_names if n in row}
             if not views:
                 continue
             present.update({_TS_PREFIX + v: repr(float(ts)) for v in views})
@@ -156,18 +230,21 @@ def _to_text(value: object) -> str:
     return str(value)
 
 
-def _decode(schema: EntitySchema, entity_id: str, reply: list[bytes | None], now: float) -> EntityVector:
-    n = len(schema.names)
-    raw, stamps = reply[:n], reply[n:]
-    values = np.fromiter(
-        (f.encode(None if r is None else r.decode()) for f, r in zip(schema.features, raw, strict=True)),
-        dtype=np.float64,
-        count=n,
-    )
+def _decode(
+    schema: EntitySchema, layout: EventLayout, entity_id: str, reply: list[bytes | None], now: float
+) -> EntityVector:
+    n = len(schema.snapshot_names)
+    snapshot_views = [v for v in schema.views if v.source == "snapshot"]
+    raw, stamps, events = reply[:n], reply[n : n + len(snapshot_views)], reply[n + len(snapshot_views) :]
+    values = np.empty(len(schema.names), dtype=np.float64)
+    known = np.ones(len(schema.names), dtype=bool)
+    for feature, r in zip(schema.snapshot_features, raw, strict=True):
+        i = schema.index[feature.name]
+        values[i] = feature.encode(None if r is None else r.decode())
+        known[i] = r is not None
     ages: dict[str, float | None] = {}
     stale: list[str] = []
-    missing = {name for name, r in zip(schema.names, raw, strict=True) if r is None}
-    for view, stamp in zip(schema.views, stamps, strict=True):
+    for view, stamp in zip(snapshot_views, stamps, strict=True):
         age = None if stamp is None else max(0.0, now - float(stamp))
         ages[view.name] = age
         if age is not None and age > view.ttl_days * 86_400:
@@ -175,8 +252,13 @@ def _decode(schema: EntitySchema, entity_id: str, reply: list[bytes | None], now
             stale.append(view.name)
             for feature in view.features:
                 values[schema.index[feature.name]] = feature.encode(None)
-                missing.add(feature.name)
-    known = np.array([name not in missing for name in schema.names], dtype=bool)
-    defaulted = tuple(name for name in schema.names if name in missing)
-    found = any(s is not None for s in stamps)
+                known[schema.index[feature.name]] = False
+    if layout.features:
+        event_values, event_known, event_ages = layout.decode(events, now)
+        for feature, value, is_known in zip(layout.features, event_values, event_known, strict=True):
+            values[schema.index[feature.name]], known[schema.index[feature.name]] = value, is_known
+        ages.update(event_ages)
+        stale += [v for v, age in event_ages.items() if age is not None and age > schema.view_by_name[v].ttl_days * 86_400]
+    defaulted = tuple(name for name, k in zip(schema.names, known, strict=True) if not k)
+    found = any(s is not None for s in stamps) or any(age is not None for age in ages.values())
     return EntityVector(entity_id, values, found, known, defaulted, ages, tuple(stale))

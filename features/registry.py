@@ -38,6 +38,81 @@ class Entity(_Strict):
     description: str
 
 
+AggregationKind = Literal["count", "sum", "mean", "last", "days_since"]
+
+
+class Aggregation(_Strict):
+    """How an event-sourced feature is computed from its entity's events, identically offline and online.
+
+    A window of N days holds the events of the N UTC days ending on the day of the read (or of the label),
+    that happened no later than that moment. ``last`` is the newest event's field (ties broken by event id);
+    ``days_since`` counts whole days since the newest event. Both return nothing once the newest event is
+    older than the view's TTL.
+    """
+
+    kind: AggregationKind
+    event: str
+    field: str | None = None
+    where: dict[str, bool | str] = Field(default_factory=dict)
+    window_days: int | None = Field(default=None, ge=1, le=366)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Aggregation:
+        windowed = self.kind in ("count", "sum", "mean")
+        if windowed and self.window_days is None:
+            raise ValueError(f"aggregation {self.kind!r} needs window_days")
+        if not windowed and self.window_days is not None:
+            raise ValueError(f"aggregation {self.kind!r} takes no window_days")
+        needs_field = self.kind in ("sum", "mean", "last")
+        if needs_field and self.field is None:
+            raise ValueError(f"aggregation {self.kind!r} needs a field")
+        if not needs_field and self.field is not None:
+            raise ValueError(f"aggregation {self.kind!r} takes no field")
+        return self
+
+    @property
+    def series(self) -> str:
+        """The running total this aggregation reads: features that count the same thing share one."""
+        where = ",".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        measure = "n" if self.kind == "count" else f"s.{self.field}"
+        return f"{measure}|{self.event}|{where}"
+
+    @property
+    def count_series(self) -> str:
+        """For ``mean``: the series counting the events that carry the field."""
+        where = ",".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        return f"n.{self.field}|{self.event}|{where}"
+
+
+EventDType = Literal["float", "int", "bool", "category", "str"]
+
+
+class EventField(_Strict):
+    """One field of an event's payload."""
+
+    dtype: EventDType
+    categories: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> EventField:
+        if (self.dtype == "category") != (self.categories is not None):
+            raise ValueError("'categories' is required for dtype 'category' and only for it")
+        if (self.min is not None or self.max is not None) and self.dtype not in ("float", "int"):
+            raise ValueError("'min' and 'max' apply only to numbers")
+        return self
+
+
+class EventType(_Strict):
+    """A kind of event producers send about one entity."""
+
+    entity: str
+    description: str
+    fields: dict[str, EventField] = Field(default_factory=dict)
+
+
 class Feature(_Strict):
     """One model input: its type, the value used when it is missing, and how to say it to an agent."""
 
@@ -49,6 +124,8 @@ class Feature(_Strict):
     default: float | int | bool | str | None = None
     categories: tuple[str, ...] | None = None
     pii: bool = False
+    aggregation: Aggregation | None = None
+    """Set for features of an ``events`` view: how the value is computed from events."""
 
     @model_validator(mode="after")
     def _check_categories(self) -> Feature:
@@ -133,11 +210,23 @@ class FeatureView(_Strict):
     ttl_days: float = Field(gt=0)
     owner: str
     description: str
+    source: Literal["snapshot", "events"] = "snapshot"
+    """Where values come from: a snapshot table (batch) or the entity's events (live)."""
     features: tuple[Feature, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _aggregations_match_source(self) -> FeatureView:
+        for feature in self.features:
+            if self.source == "events" and feature.aggregation is None:
+                raise ValueError(f"feature {feature.name!r}: an events view needs an aggregation on each feature")
+            if self.source == "snapshot" and feature.aggregation is not None:
+                raise ValueError(f"feature {feature.name!r}: aggregation is only for views with source: events")
+        return self
 
 
 class _Contract(_Strict):
     entities: dict[str, Entity]
+    events: dict[str, EventType] = Field(default_factory=dict)
     views: tuple[FeatureView, ...]
 
     @field_validator("views")
@@ -155,10 +244,51 @@ class _Contract(_Strict):
 
     @model_validator(mode="after")
     def _known_entities(self) -> _Contract:
+        for name, event in self.events.items():
+            if event.entity not in self.entities:
+                raise ValueError(f"event {name!r}: unknown entity {event.entity!r}")
+        columns: dict[str, str] = {}
+        for name, event in self.events.items():
+            for field_name, spec in event.fields.items():
+                if field_name in _EVENT_ENVELOPE:
+                    raise ValueError(f"event {name!r}: field {field_name!r} is reserved")
+                if columns.setdefault(field_name, spec.dtype) != spec.dtype:
+                    raise ValueError(
+                        f"event {name!r}: field {field_name!r} is a {spec.dtype} here but a {columns[field_name]} "
+                        "in another event; one name, one type"
+                    )
         for view in self.views:
             if view.entity not in self.entities:
                 raise ValueError(f"view {view.name!r}: unknown entity {view.entity!r}")
+            for feature in view.features:
+                if feature.aggregation is not None:
+                    self._check_aggregation(view, feature, feature.aggregation)
         return self
+
+    def _check_aggregation(self, view: FeatureView, feature: Feature, agg: Aggregation) -> None:
+        where = f"feature {feature.name!r}"
+        event = self.events.get(agg.event)
+        if event is None:
+            raise ValueError(f"{where}: aggregation over unknown event {agg.event!r}")
+        if event.entity != view.entity:
+            raise ValueError(f"{where}: event {agg.event!r} is about {event.entity!r}, the view about {view.entity!r}")
+        if agg.field is not None:
+            spec = event.fields.get(agg.field)
+            if spec is None:
+                raise ValueError(f"{where}: event {agg.event!r} has no field {agg.field!r}")
+            if agg.kind in ("sum", "mean") and spec.dtype not in ("float", "int"):
+                raise ValueError(f"{where}: {agg.kind} needs a number, {agg.event}.{agg.field} is a {spec.dtype}")
+        for key, value in agg.where.items():
+            spec = event.fields.get(key)
+            if spec is None or spec.dtype not in ("bool", "category"):
+                raise ValueError(f"{where}: 'where' may test only bool or category fields of {agg.event!r}: {key!r}")
+            if spec.dtype == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{where}: 'where.{key}' must be true or false")
+            if spec.dtype == "category" and value not in (spec.categories or ()):
+                raise ValueError(f"{where}: 'where.{key}' must be one of {spec.categories}")
+
+
+_EVENT_ENVELOPE = ("event_id", "type", "occurred_at", "customer_id", "agent_id")
 
 
 class EntitySchema:
@@ -172,6 +302,12 @@ class EntitySchema:
         self.names: tuple[str, ...] = tuple(f.name for f in self.features)
         self.view_of: dict[str, str] = {f.name: v.name for v in views for f in v.features}
         self.index: dict[str, int] = {n: i for i, n in enumerate(self.names)}
+        self.snapshot_features: tuple[Feature, ...] = tuple(
+            f for v in views if v.source == "snapshot" for f in v.features
+        )
+        self.snapshot_names: tuple[str, ...] = tuple(f.name for f in self.snapshot_features)
+        self.event_features: tuple[Feature, ...] = tuple(f for v in views if v.source == "events" for f in v.features)
+        self.view_by_name: dict[str, FeatureView] = {v.name: v for v in views}
 
     def feature(self, name: str) -> Feature:
         """The declared feature called ``name``."""
@@ -196,6 +332,15 @@ class Registry:
             for name, entity in contract.entities.items()
         }
         self.views: dict[str, FeatureView] = {v.name: v for v in contract.views}
+        self.events: dict[str, EventType] = dict(contract.events)
+
+    def event_columns(self, entity: str) -> dict[str, EventDType]:
+        """The payload columns of ``entity``'s events table: every declared field, each with its one type."""
+        columns: dict[str, EventDType] = {}
+        for event in self.events.values():
+            if event.entity == entity:
+                columns.update({name: spec.dtype for name, spec in event.fields.items()})
+        return columns
 
     @classmethod
     def load(cls, path: Path | None = None) -> Registry:
@@ -229,7 +374,14 @@ class Registry:
         left out so that rephrasing a reason does not orphan every registered model.
         """
         shape = [
-            (name, [(f.name, f.dtype, f.categories, f.default) for f in schema.features])
+            (
+                name,
+                [
+                    (f.name, f.dtype, f.categories, f.default, f.aggregation and f.aggregation.model_dump(mode="json"))
+                    for f in schema.features
+                ],
+                [(v.name, v.source, v.ttl_days) for v in schema.views],
+            )
             for name, schema in sorted(self.entities.items())
         ]
         canonical = json.dumps(shape, sort_keys=True)

@@ -10,14 +10,14 @@ from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY
+from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 
-from features import OnlineStore, Registry
+from features import OnlineStore, OnlineStoreUnavailable, Registry
 from service.catalog import Catalog
 from service.decisions import DecisionService
 from service.errors import BadRequest
 from service.model_holder import ModelHolder
-from service.routes import assign, health, ready, recommend
+from service.routes import assign, health, ingest_events, ready, recommend
 from service.settings import Settings
 from training import ModelRegistry
 
@@ -36,6 +36,13 @@ def _bad_request(_: Request, exc: BadRequest) -> Response[dict[str, object]]:
     return Response(
         {"status_code": 422, "detail": str(exc), "errors": [{"key": exc.field, "message": str(exc)}]},
         status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+    )
+
+
+def _store_unavailable(_: Request, exc: OnlineStoreUnavailable) -> Response[dict[str, object]]:
+    """Where a request cannot degrade (events must not be lost), Redis down means: retry shortly."""
+    return Response(
+        {"status_code": 503, "detail": str(exc)}, status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}
     )
 
 
@@ -67,9 +74,13 @@ def create_app(settings: Settings) -> Litestar:
             await client.aclose()
 
     return Litestar(
-        route_handlers=[health, ready, recommend, assign],
+        route_handlers=[health, ready, recommend, assign, ingest_events],
         dependencies={"decisions": Provide(lambda: decisions, sync_to_thread=False)},
-        exception_handlers={ValidationException: _validation_error, BadRequest: _bad_request},
+        exception_handlers={
+            ValidationException: _validation_error,
+            BadRequest: _bad_request,
+            OnlineStoreUnavailable: _store_unavailable,
+        },
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="nba-copilot",

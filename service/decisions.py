@@ -10,7 +10,10 @@ import uuid
 
 import numpy as np
 
+from pydantic import BaseModel
+
 from features import EntityVector, OnlineStore, OnlineStoreUnavailable, Registry
+from features.events import to_event
 from service.catalog import Catalog
 from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
 from service.errors import BadRequest, ModelsUnavailable
@@ -23,6 +26,8 @@ from service.schemas import (
     AssignResponse,
     CustomerSummary,
     ExcludedOut,
+    EventResult,
+    EventsResponse,
     RecommendRequest,
     RecommendResponse,
 )
@@ -147,6 +152,33 @@ class DecisionService:
             model_versions=self._versions(),
             degraded=bool(degraded),
             degraded_reasons=degraded,
+        )
+
+
+    async def ingest(self, events: list[BaseModel]) -> EventsResponse:
+        """Apply a validated batch to the online state, each event once, in one round trip per entity kind.
+
+        Redis being down is not degraded here: the producer must retry, so the error reaches the client
+        as 503 with Retry-After (nothing was applied).
+        """
+        by_entity: dict[str, list[int]] = {}
+        parsed = [to_event(e, self.registry) for e in events]
+        for i, (entity, _) in enumerate(parsed):
+            by_entity.setdefault(entity, []).append(i)
+        statuses: list[str] = [""] * len(parsed)
+        for entity, positions in by_entity.items():
+            outcome = await self.store.apply_events(entity, [parsed[i][1] for i in positions])
+            for i, status in zip(positions, outcome, strict=True):
+                statuses[i] = status
+        results = [
+            EventResult(event_id=event.event_id, status=status)  # type: ignore[arg-type]
+            for (_, event), status in zip(parsed, statuses, strict=True)
+        ]
+        return EventsResponse(
+            applied=statuses.count("applied"),
+            duplicates=statuses.count("duplicate"),
+            too_old=statuses.count("too_old"),
+            results=results,
         )
 
 

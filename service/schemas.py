@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features import Registry
+from features.events import batch_model
 from service.catalog import Channel
 
 Intent = Literal["billing", "technical", "cancel", "sales"]
@@ -129,3 +131,26 @@ class Readiness(BaseModel):
     models: str
     model_versions: dict[str, str]
     feature_contract: str
+
+
+EventBatch = batch_model(Registry.load())
+"""``{"events": [...]}``: the contract's event types, validated field by field (see features.events)."""
+
+
+class EventResult(BaseModel):
+    """What became of one event."""
+
+    event_id: str
+    status: Literal["applied", "duplicate", "too_old"] = Field(
+        description="applied: the state changed; duplicate: this event_id was applied before; too_old: older "
+        "than any feature looks back, so it cannot change the state."
+    )
+
+
+class EventsResponse(BaseModel):
+    """The outcome of an event batch, in the order sent."""
+
+    applied: int
+    duplicates: int
+    too_old: int
+    results: list[EventResult]

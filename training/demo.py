@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import redis.asyncio as aioredis
 
-from features import OfflineStore, OnlineStore, Registry, materialize
+from features import OfflineStore, OnlineStore, Registry, materialize, materialize_events
 from training.bundle import ModelKind
 from training.console import Reporter
 from training.errors import ModelNotFound
@@ -91,11 +91,13 @@ async def ensure_materialized(
             return
         for entity in ("customer", "agent"):
             total = offline.latest(entity).num_rows
-            with (
-                reporter.step(f"Materializing {total:,} {entity}s into Redis"),
-                reporter.bar(entity + "s", total) as bar,
-            ):
+            with reporter.step(f"Materializing {total:,} {entity} snapshots into Redis"), reporter.bar(
+                entity + "s", total
+            ) as bar:
                 await materialize(offline, store, entity, progress=bar)
+        with reporter.step("Materializing customer event state (windowed counts, last values) into Redis"):
+            written = await materialize_events(offline, store, "customer")
+            reporter.note(f"{written:,} customers with events in the last {store.layout('customer').horizon_days} days")
         agents = offline.latest("agent")
         for skill in QUEUE_SKILLS:
             members = agents.filter(pc.equal(agents.column(f"skill_{skill}"), True)).column("agent_id").to_pylist()

@@ -5,9 +5,17 @@ world whose causal rules are written down here. Every outcome the simulation dra
 functions below (``true_accept_probability``, ``true_churn_probability``, ``true_resolution_probability``),
 so evaluation can compare a policy with the truth instead of with another model.
 
-Churn is a logistic hazard on the observed snapshot features (no hidden terms), so a perfect model is
-possible. A latent "drift toward churn" moves those features month to month: drifting customers log in
-less, call more, complain and get angrier. Offers act on the churn log-odds:
+The world writes what a real contact center would hold: monthly snapshots of the batch features (profile,
+usage, billing standing) and a stream of events (logins, ended contacts, complaints, failed payments,
+sentiment scores, offers presented and answered) from which the other customer features are aggregated,
+exactly as the feature contract says. The oracles read the features as the models see them at decision
+time (the label's ``ts``, a day after the snapshot): the snapshot's values and the event aggregates
+computed by :func:`event_features_at` from the events that happened by then. Churn is a logistic hazard on
+those observed features (no hidden terms), so a perfect model is possible. A latent "drift toward churn"
+moves the customer month to month: drifting customers log in less, call more, complain and get angrier,
+and the events they produce say so. Missing aggregates are neutral: no sentiment measured in 90 days reads
+as 0, no open complaint on record as none, no login in 90 days as 90 days inactive, no offer in 180 days
+as no offer fatigue. Offers act on the churn log-odds:
 
 =================  =========================================  ==============================================
 action             accepted mostly by                         effect on churn log-odds
@@ -28,15 +36,23 @@ loyalty_bonus      long-tenure customers                      -0.02 per month of
 =================  =========================================  ==============================================
 
 Sales offers (retention_offer, discount_10, plan_upgrade, loyalty_bonus) are accepted ~7x less often by
-customers without marketing consent and less often after declined offers. Because the premium segment is
-put off by price offers, targeting the riskiest customers with a retention offer is not the best policy.
+customers without marketing consent, less often after declined offers, after offers accepted in the last 90
+days, and within 30 days of the last offer. Because the premium segment is put off by price offers,
+targeting the riskiest customers with a retention offer is not the best policy.
+
+Timeline of a simulated month ending with the snapshot at midnight ``S``: the month's events fall in
+``[S - 28 days, S)``, the snapshot is taken at ``S``, the decision (and label) is at ``S + 1 day``, and the
+decision's offer is presented a minute later and answered a few minutes after that, so it only shows in
+the next month's features. Nothing happens after ``end`` midnight: the last month's decisions are logged
+in ``offers.parquet`` but their offer events would fall after the world's end and are not written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +90,15 @@ ACTION_COST: dict[str, float] = {
     "payment_plan": 15.0,
 }
 PLAN_PRICE = np.array([25.0, 50.0, 90.0])
+EVENT_ENVELOPE: tuple[str, ...] = ("event_id", "customer_id", "occurred_at", "type")
+"""The columns every row of ``customer_events.parquet`` starts with; the payload columns follow."""
 _SEGMENT_HORIZON = np.array([20.0, 30.0, 40.0])  # months of expected future revenue behind lifetime_value
 _INTENT_SKILL = {"billing": "billing", "technical": "technical", "cancel": "retention", "sales": "sales"}
 _WARMUP_MONTHS = 3  # simulated but not written, so the first snapshot already has 90-day histories
-_US_PER_DAY = 86_400_000_000
+_US_PER_S = 1_000_000
+_US_PER_DAY = 86_400 * _US_PER_S
+_ACTIVE_DAYS = 28  # a month's events fall in the 28 days before its snapshot, all inside its 30-day windows
+_LABELS: dict[str, tuple[str, ...]] = {"intent": INTENTS, "action_id": ACTIONS}  # codes of string fields
 
 Columns = Mapping[str, np.ndarray]
 
@@ -86,8 +107,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _num(c: Columns, name: str) -> np.ndarray:
-    return np.asarray(c[name], dtype=np.float64)
+def _num(c: Columns, name: str, missing: float = 0.0) -> np.ndarray:
+    """A column as floats, with nulls (None or NaN) read as ``missing``."""
+    raw = np.asarray(c[name])
+    if raw.dtype == object:
+        raw = pa.array(raw, from_pandas=True).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    values = raw.astype(np.float64)
+    return np.where(np.isnan(values), missing, values)
 
 
 def _is(c: Columns, name: str, value: str) -> np.ndarray:
@@ -109,13 +135,15 @@ def _baseline_logit(c: Columns) -> np.ndarray:
         + 0.8 * _out_of_contract(c)
         - 0.35 * np.log1p(_num(c, "logins_30d"))
         - 0.008 * np.clip(_num(c, "usage_change_pct_30d"), -100.0, 100.0)
-        + 0.02 * np.minimum(_num(c, "days_since_last_activity"), 90.0)
+        + 0.02 * np.minimum(_num(c, "days_since_last_activity", missing=90.0), 90.0)
         + 0.15 * np.minimum(_num(c, "contacts_30d"), 8.0)
         + 0.3 * np.minimum(_num(c, "repeat_contacts_30d"), 5.0)
-        + 0.8 * np.asarray(c["open_complaint"], dtype=np.float64)
+        + 0.15 * np.minimum(_num(c, "transfers_30d"), 3.0)
+        + 0.8 * _num(c, "open_complaint")
         + 0.3 * np.minimum(_num(c, "failed_payments_90d"), 3.0)
         + 0.01 * np.minimum(_num(c, "days_overdue"), 90.0)
-        - 1.0 * _num(c, "last_sentiment")
+        - 0.8 * _num(c, "last_sentiment")
+        - 0.4 * _num(c, "sentiment_mean_30d")
         + 0.06 * _num(c, "price_increase_pct")
         - 0.2 * _is(c, "segment", "small_business")
         - 0.3 * _is(c, "segment", "premium")
@@ -138,11 +166,7 @@ def true_accept_probability(customers: Columns, action: str) -> np.ndarray:
         logit = -2.5 + 0.12 * np.minimum(_num(c, "logins_30d"), 30.0) + 0.5 * premium_seg
         logit = np.where(_is(c, "plan", "premium"), -np.inf, logit)
     elif action == "tech_callback":
-        logit = (
-            -1.2
-            + 0.6 * np.minimum(_num(c, "repeat_contacts_30d"), 4.0)
-            + 0.7 * np.asarray(c["open_complaint"], dtype=np.float64)
-        )
+        logit = -1.2 + 0.6 * np.minimum(_num(c, "repeat_contacts_30d"), 4.0) + 0.7 * _num(c, "open_complaint")
     elif action == "loyalty_bonus":
         logit = -1.8 + 0.04 * np.minimum(_num(c, "tenure_months"), 60.0)
     elif action == "payment_plan":
@@ -154,7 +178,12 @@ def true_accept_probability(customers: Columns, action: str) -> np.ndarray:
     else:
         raise ValueError(f"unknown action {action!r}; expected one of {ACTIONS}")
     if action in SALES_ACTIONS:
-        logit = logit - 0.3 * _num(c, "offers_declined_90d")
+        logit = (
+            logit
+            - 0.3 * _num(c, "offers_declined_90d")
+            - 0.5 * np.minimum(_num(c, "offers_accepted_90d"), 2.0)
+            - 0.4 * (_num(c, "days_since_last_offer", missing=math.inf) < 30)
+        )
     p = _sigmoid(logit)
     if action in SALES_ACTIONS:
         p = np.where(np.asarray(c["consent_marketing"], dtype=bool), p, 0.15 * p)
@@ -180,7 +209,7 @@ def _accept_effect(c: Columns, action: str) -> np.ndarray:
     if action == "tech_callback":
         return (
             -0.4 * np.minimum(_num(c, "repeat_contacts_30d"), 3.0)
-            - 0.5 * np.asarray(c["open_complaint"], dtype=np.float64)
+            - 0.5 * _num(c, "open_complaint")
             - 0.3 * (_num(c, "usage_change_pct_30d") < -20)
         )
     if action == "payment_plan":
@@ -230,7 +259,7 @@ def behaviour_probabilities(customers: Columns) -> np.ndarray:
     """
     c = customers
     risky = (
-        0.8 * np.asarray(c["open_complaint"], dtype=np.float64)
+        0.8 * _num(c, "open_complaint")
         + 0.6 * _out_of_contract(c)
         + 0.5 * (_num(c, "last_sentiment") < -0.2)
         + 0.2 * np.minimum(_num(c, "contacts_30d"), 3.0)
@@ -271,6 +300,229 @@ def true_resolution_probability(intent: np.ndarray, language: np.ndarray, agents
     return np.clip(p, 0.0, 1.0)
 
 
+# --------------------------------------------------------------------------------------------------------
+# Event aggregation: the contract's semantics in numpy, shared by the simulation and event_features_at.
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Typed:
+    """The events of one type, as numbers: key index, time (µs since the epoch), tie order, payload.
+
+    Payload fields are float64 with NaN for null; string and category fields hold codes into ``labels``.
+    """
+
+    key: np.ndarray
+    t: np.ndarray
+    seq: np.ndarray
+    fields: dict[str, np.ndarray]
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _aggregate(
+    reg: Registry, events: Mapping[str, _Typed], q_key: np.ndarray, q_at: np.ndarray, entity: str = "customer"
+) -> dict[str, np.ndarray]:
+    """Every event-derived feature of ``entity`` for the queries (``q_key[i]`` read at ``q_at[i]`` µs).
+
+    Windows hold the events with ``t <= at`` whose UTC day is one of the ``window_days`` days ending on the
+    day of ``at``; ``last``/``days_since`` take the newest event with ``t <= at`` (ties: larger ``seq``)
+    and are null (NaN/None) when it is more than the view's TTL older than ``at``.
+    """
+    schema = reg.entity(entity)
+    n_q = len(q_key)
+    q_key, q_at = np.asarray(q_key, dtype=np.int64), np.asarray(q_at, dtype=np.int64)
+    q_day = q_at // _US_PER_DAY
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out: dict[str, np.ndarray] = {}
+    for feature in schema.event_features:
+        agg = feature.aggregation
+        assert agg is not None
+        typed = events.get(agg.event)
+        if typed is None:
+            empty = np.zeros(0, dtype=np.int64)
+            typed = _Typed(empty, empty, empty, fields={})
+        if agg.event not in pairs:
+            pairs[agg.event] = _pairs(typed, q_key, q_at)
+        pq_, pe = pairs[agg.event]
+        match = np.ones(len(pq_), dtype=bool)
+        for name, wanted in agg.where.items():
+            values = typed.fields.get(name, np.full(len(typed.t), np.nan))[pe]
+            labels = typed.labels.get(name)
+            if labels is not None:
+                code = labels.index(str(wanted)) if str(wanted) in labels else -1
+                match &= values == code
+            else:
+                match &= values == float(wanted)
+        if agg.kind in ("count", "sum", "mean"):
+            assert agg.window_days is not None
+            match &= typed.t[pe] // _US_PER_DAY > q_day[pq_] - agg.window_days
+            if agg.kind == "count":
+                out[feature.name] = np.bincount(pq_[match], minlength=n_q).astype(np.int64)
+                continue
+            assert agg.field is not None
+            values = typed.fields.get(agg.field, np.full(len(typed.t), np.nan))[pe][match]
+            carried = ~np.isnan(values)
+            rows = pq_[match][carried]
+            total = np.bincount(rows, weights=values[carried], minlength=n_q).astype(np.float64)
+            if agg.kind == "sum":
+                out[feature.name] = total
+            else:
+                count = np.bincount(rows, minlength=n_q)
+                out[feature.name] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            continue
+        # last / days_since: each query's newest matching event (latest t, then largest seq).
+        rows, ev = _newest(pq_[match], pe[match], typed, n_q)
+        age = q_at[rows] - typed.t[ev]
+        ttl_us = round(reg.views[schema.view_of[feature.name]].ttl_days * _US_PER_DAY)
+        fresh = age <= ttl_us
+        rows, ev, age = rows[fresh], ev[fresh], age[fresh]
+        if agg.kind == "days_since":
+            result = np.full(n_q, np.nan)
+            result[rows] = age // _US_PER_DAY
+            out[feature.name] = result
+            continue
+        assert agg.field is not None
+        values = typed.fields.get(agg.field, np.full(len(typed.t), np.nan))[ev]
+        labels = typed.labels.get(agg.field)
+        if labels is None:
+            result = np.full(n_q, np.nan)
+            result[rows] = values
+        else:
+            result = np.full(n_q, None, dtype=object)
+            known = ~np.isnan(values)
+            result[rows[known]] = np.asarray(labels, dtype=object)[values[known].astype(np.int64)]
+        out[feature.name] = result
+    return out
+
+
+def _pairs(typed: _Typed, q_key: np.ndarray, q_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, event index) for every event of the query's key at or before the query's time."""
+    if len(np.unique(q_key)) == len(q_key):  # one query per key (the simulation): a lookup, no expansion
+        by_key = np.argsort(q_key, kind="stable")
+        sorted_keys = q_key[by_key]
+        pos = np.minimum(np.searchsorted(sorted_keys, typed.key), max(len(q_key) - 1, 0))
+        found = sorted_keys[pos] == typed.key if len(q_key) else np.zeros(len(typed.key), dtype=bool)
+        pe = np.flatnonzero(found)
+        pq_ = by_key[pos[pe]]
+    else:
+        order = np.argsort(typed.key, kind="stable")
+        keys = typed.key[order]
+        starts = np.searchsorted(keys, q_key, side="left")
+        counts = np.searchsorted(keys, q_key, side="right") - starts
+        pq_ = np.repeat(np.arange(len(q_key)), counts)
+        offsets = np.arange(len(pq_)) - np.repeat(np.cumsum(counts) - counts, counts)
+        pe = order[np.repeat(starts, counts) + offsets]
+    keep = typed.t[pe] <= q_at[pq_]
+    return pq_[keep], pe[keep]
+
+
+def _newest(rows: np.ndarray, ev: np.ndarray, typed: _Typed, n_q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query row, its newest event among the pairs: the latest ``t``, ties to the largest ``seq``."""
+    low = np.iinfo(np.int64).min
+    t, seq = typed.t[ev], typed.seq[ev]
+    latest = np.full(n_q, low, dtype=np.int64)
+    np.maximum.at(latest, rows, t)
+    tied = t == latest[rows]
+    top = np.full(n_q, low, dtype=np.int64)
+    np.maximum.at(top, rows[tied], seq[tied])
+    pick = tied & (seq == top[rows])
+    return rows[pick], ev[pick]
+
+
+def _to_us(at: dt.datetime | Sequence[dt.datetime] | np.ndarray | pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
+    """Read times as µs since the epoch (UTC; naive datetimes are taken as UTC), broadcast to ``n`` rows."""
+    if isinstance(at, dt.datetime):
+        moment = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+        delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        us = (delta.days * 86_400 + delta.seconds) * _US_PER_S + delta.microseconds
+        return np.full(n, us, dtype=np.int64)
+    if isinstance(at, pa.Array | pa.ChunkedArray):
+        arr = at
+    else:
+        raw = np.asarray(at)
+        if raw.dtype.kind == "M":
+            values = raw.astype("datetime64[us]").astype(np.int64)
+            return np.broadcast_to(values, (n,)).copy() if values.ndim == 0 else values
+        arr = pa.array(list(raw))
+    ts = pc.cast(arr, pa.timestamp("us", tz=getattr(arr.type, "tz", None) or "UTC"))
+    values = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(values) != n:
+        raise ValueError(f"'at' has {len(values)} times for {n} ids")
+    return values
+
+
+def _as_float(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """A payload column as floats (NaN for null); strings become codes into the returned labels."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        encoded = pc.dictionary_encode(column)
+        codes = encoded.indices.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return codes, tuple(encoded.dictionary.to_pylist())
+    return column.cast(pa.float64()).to_numpy(zero_copy_only=False), None
+
+
+def event_features_at(
+    events: pa.Table,
+    registry: Registry,
+    ids: np.ndarray | Sequence[str],
+    at: dt.datetime | Sequence[dt.datetime] | np.ndarray | pa.Array | pa.ChunkedArray,
+) -> dict[str, np.ndarray]:
+    """Every event-derived customer feature of the contract, for each id read at ``at``.
+
+    ``events`` is a ``customer_events`` table (``event_id``, ``customer_id``, ``occurred_at``, ``type`` and
+    the payload columns); ``at`` is one moment for all ids or one per id (ids may repeat with different
+    times). Semantics, the same as the offline and online stores':
+
+    - a window of N days at T holds the events with ``occurred_at <= T`` whose UTC day number
+      ``floor(epoch_seconds / 86400)`` is greater than T's day number minus N;
+    - ``count`` counts the window's events of the type whose ``where`` fields equal the given values;
+      ``sum``/``mean`` run over the field's non-null values (mean is null with none);
+    - ``last`` is the field of the newest event of the type (and ``where``) at or before T, ties broken by
+      the larger ``event_id``, whether or not that field is null; ``days_since`` is the whole days
+      ``floor((T - occurred_at) / 1 day)`` since it; both are null when it is more than the view's
+      ``ttl_days`` older than T, or when there is none.
+
+    Returns one array per feature aligned with ``ids``: counts as int64; sums, means, ``days_since`` and
+    ``last`` of numbers or bools as float64 with NaN for null (bools as 1.0/0.0); ``last`` of strings as
+    object arrays with None.
+    """
+    schema = registry.entity("customer")
+    query = pa.array(np.asarray(ids, dtype=object), pa.string())
+    keys = pc.unique(query)
+    q_key = pc.index_in(query, value_set=keys).to_numpy(zero_copy_only=False).astype(np.int64)
+    q_at = _to_us(at, len(q_key))
+    seq = np.empty(events.num_rows, dtype=np.int64)
+    seq[pc.sort_indices(events, [("event_id", "ascending")]).to_numpy()] = np.arange(events.num_rows)
+    key = pc.index_in(events.column(schema.join_key), value_set=keys).to_numpy(zero_copy_only=False)
+    t = pc.cast(pc.cast(events.column("occurred_at"), pa.timestamp("us", tz="UTC")), pa.int64())
+    t_us = t.to_numpy().astype(np.int64)
+    type_col = events.column("type")
+    typed: dict[str, _Typed] = {}
+    for name, spec in registry.events.items():
+        if spec.entity != "customer":
+            continue
+        is_type = pc.fill_null(pc.equal(type_col, name), False).to_numpy(zero_copy_only=False)
+        mask = np.asarray(is_type, dtype=bool) & ~np.isnan(key.astype(np.float64))
+        fields: dict[str, np.ndarray] = {}
+        labels: dict[str, tuple[str, ...]] = {}
+        rows = pa.array(np.flatnonzero(mask))
+        for field_name in spec.fields:
+            if field_name not in events.column_names:
+                continue
+            values, names = _as_float(events.column(field_name).take(rows))
+            fields[field_name] = values
+            if names is not None:
+                labels[field_name] = names
+        typed[name] = _Typed(key[mask].astype(np.int64), t_us[mask], seq[mask], fields, labels)
+    return _aggregate(registry, typed, q_key, q_at)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The simulation.
+# --------------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorldConfig:
     """Size, length and seed of a simulated world; ``end`` is the date of the last monthly snapshot."""
@@ -300,6 +552,7 @@ class WorldSummary:
     offers: int
     agent_snapshots: int
     contacts: int
+    events: int
 
 
 def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
@@ -337,73 +590,208 @@ def _agents(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     return a
 
 
-def _check(reg: Registry, entity: str, cols: Mapping[str, np.ndarray]) -> list[str]:
+def _check(entity: str, expected: Sequence[str], cols: Mapping[str, np.ndarray], reg: Registry) -> list[str]:
     """Fail loudly if the world drifted from the feature contract; return the contract's column order."""
-    schema = reg.entity(entity)
-    if set(cols) != set(schema.names):
-        diff = sorted(set(cols) ^ set(schema.names))
+    if set(cols) != set(expected):
+        diff = sorted(set(cols) ^ set(expected))
         raise ValueError(f"{entity} columns differ from the registry: {diff}")
-    for f in schema.features:
-        if f.dtype == "category" and not set(np.unique(cols[f.name])) <= set(f.categories or ()):
-            raise ValueError(f"{entity} feature {f.name!r} has values outside the registry's categories")
-    return list(schema.names)
+    for name in expected:
+        f = reg.entity(entity).feature(name)
+        if f.dtype == "category" and not set(np.unique(cols[name])) <= set(f.categories or ()):
+            raise ValueError(f"{entity} feature {name!r} has values outside the registry's categories")
+    return list(expected)
+
+
+def _check_events(reg: Registry, produced: Mapping[str, Sequence[str]]) -> None:
+    """Fail loudly if the events the world emits are not the contract's (types, fields, categories)."""
+    declared = {name: tuple(spec.fields) for name, spec in reg.events.items() if spec.entity == "customer"}
+    if {k: set(v) for k, v in declared.items()} != {k: set(v) for k, v in produced.items()}:
+        raise ValueError(f"customer events differ from the registry: {declared} vs {dict(produced)}")
+    for name, spec in reg.events.items():
+        for field_name, field_spec in spec.fields.items():
+            if field_spec.dtype == "category" and set(_LABELS[field_name]) != set(field_spec.categories or ()):
+                raise ValueError(f"event field {name}.{field_name} has categories the registry does not declare")
+
+
+class _EventLog:
+    """The events emitted so far, per month and type, numbered in the order they were made."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[int, str, dict[str, np.ndarray]]] = []
+        self.made = 0
+
+    def add(self, step: int, kind: str, key: np.ndarray, t: np.ndarray, **fields: np.ndarray) -> None:
+        n = len(key)
+        seq = np.arange(self.made, self.made + n, dtype=np.int64)
+        self.made += n
+        arrays = {"key": np.asarray(key, np.int64), "t": np.asarray(t, np.int64), "seq": seq}
+        self.chunks.append((step, kind, arrays | {f: np.asarray(v, np.float64) for f, v in fields.items()}))
+
+    def typed(self, reg: Registry, since: Mapping[str, int]) -> dict[str, _Typed]:
+        """Each type's events from the months at or after ``since[type]``, for :func:`_aggregate`."""
+        out: dict[str, _Typed] = {}
+        for name, spec in reg.events.items():
+            parts = [a for step, kind, a in self.chunks if kind == name and step >= since.get(name, 0)]
+            if not parts:
+                continue
+            cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            fields = {f: cat[f] for f in spec.fields}
+            out[name] = _Typed(
+                cat["key"], cat["t"], cat["seq"], fields, {f: _LABELS[f] for f in fields if f in _LABELS}
+            )
+        return out
+
+    def table(self, reg: Registry, customer_ids: pa.Array) -> pa.Table:
+        """The ``customer_events`` table: envelope, then every payload column, sorted by (time, event_id)."""
+        names = [name for name, spec in reg.events.items() if spec.entity == "customer"]
+        chunks = [(names.index(kind), arrays) for _, kind, arrays in self.chunks]  # in seq order
+        sizes = np.array([len(arrays["key"]) for _, arrays in chunks], dtype=np.int64)
+        total = int(sizes.sum())
+
+        def gather(column: str) -> np.ndarray:
+            return np.concatenate([arrays[column] for _, arrays in chunks] or [np.zeros(0, np.int64)])
+
+        t = gather("t")
+        order = np.argsort(t, kind="stable")  # chunks are in seq order, so ties stay in seq order
+        kind = np.repeat(np.array([code for code, _ in chunks], dtype=np.int64), sizes)[order]
+        columns: dict[str, pa.Array] = {
+            "event_id": _ids("E", np.arange(1, total + 1), 10),
+            "customer_id": customer_ids.take(pa.array(gather("key")[order])),
+            "occurred_at": _ts(t[order]),
+            "type": pa.array(names, pa.string()).take(pa.array(kind)),
+        }
+        ends = np.cumsum(sizes)
+        for column, dtype in reg.event_columns("customer").items():
+            values = np.full(total, np.nan)
+            for (_, arrays), stop, size in zip(chunks, ends, sizes, strict=True):
+                if column in arrays:
+                    values[stop - size : stop] = arrays[column]
+            values = values[order]
+            null = np.isnan(values)
+            if dtype in ("category", "str"):
+                codes = pa.array(np.where(null, 0, values).astype(np.int32), mask=null)
+                columns[column] = pa.array(_LABELS[column], pa.string()).take(codes)
+            elif dtype == "bool":
+                columns[column] = pa.array(values == 1.0, pa.bool_(), mask=null)
+            elif dtype == "int":
+                columns[column] = pa.array(np.where(null, 0, values).astype(np.int64), pa.int64(), mask=null)
+            else:
+                columns[column] = pa.array(values, pa.float64(), mask=null)
+        return pa.table(columns)
+
+
+def _times(rng: np.random.Generator, n: int, snapshot_us: int) -> np.ndarray:
+    """``n`` whole-second moments in the month's active period ``[snapshot - 28 days, snapshot - 1 hour)``."""
+    span = _ACTIVE_DAYS * 86_400 - 3_600
+    start: int = snapshot_us - _ACTIVE_DAYS * _US_PER_DAY
+    return start + rng.integers(0, span, n).astype(np.int64) * _US_PER_S
 
 
 def _contacts(
     rng: np.random.Generator,
-    c: Columns,
-    cust_id: pa.Array,
-    ts_us: int,
+    who: np.ndarray,
+    n_contacts: np.ndarray,
+    n_repeat: np.ndarray,
+    latent: Mapping[str, np.ndarray],
     agents: dict[str, np.ndarray],
-    agent_ids: pa.Array,
-) -> pa.Table:
-    """The contacts counted in a snapshot's ``contacts_30d``, each routed to an agent and resolved or not."""
-    rows = np.repeat(np.arange(len(cust_id)), np.asarray(c["contacts_30d"]))
-    sub = {k: np.asarray(v)[rows] for k, v in c.items()}
+    snapshot_us: int,
+) -> dict[str, np.ndarray]:
+    """A month's contacts of customers ``who``: when, why, routed to whom, resolved, transferred, repeated.
+
+    Contacts come grouped by customer in time order; a customer's last ``n_repeat`` contacts of the month
+    are repeats about the first one's issue (same intent).
+    """
+    counts = n_contacts[who]
+    owner = np.repeat(who, counts)
+    n = len(owner)
+    t = _times(rng, n, snapshot_us)
+    order = np.lexsort((t, owner))
+    owner, t = owner[order], t[order]
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    rank = np.arange(n) - first
+    repeat = rank >= np.repeat(counts - n_repeat[who], counts)
+    lat = {k: v[owner] for k, v in latent.items()}
     weights = np.stack(
         [
-            1.0 + 2.0 * (sub["failed_payments_90d"] > 0) + (sub["price_increase_pct"] > 0),
-            1.0 + 1.5 * (sub["repeat_contacts_30d"] > 0),
-            0.3 + 2.0 * sub["open_complaint"] + (sub["last_sentiment"] < -0.3),
-            np.full(len(rows), 0.6),
+            1.0 + 2.0 * (lat["failed"] > 0) + (lat["price_rise"] > 0),
+            1.0 + 1.5 * (lat["repeat"] > 0),
+            0.3 + 2.0 * lat["complaint"] + (lat["sentiment"] < -0.3),
+            np.full(n, 0.6),
         ],
         axis=1,
     )
-    intent = np.asarray(INTENTS)[_sample(rng, weights)]
-    channel_code = _sample(rng, np.tile([0.5, 0.35, 0.15], (len(rows), 1)))
-    language = sub["language"]
-    agent = rng.integers(0, len(agents["available"]), len(rows))
-    matched = rng.random(len(rows)) < 0.85  # routing usually respects language
+    intent_code = _sample(rng, weights)
+    intent_code = np.where(repeat, intent_code[first], intent_code)
+    intent = np.asarray(INTENTS)[intent_code]
+    channel = _sample(rng, np.tile([0.5, 0.35, 0.15], (n, 1)))
+    language = np.asarray(LANGUAGES)[lat["language"]]
+    agent = rng.integers(0, len(agents["available"]), n)
+    matched = rng.random(n) < 0.85  # routing usually respects language
     for lang in LANGUAGES:
         pool = np.flatnonzero(agents[f"speaks_{lang}"])
         m = matched & (language == lang)
         agent[m] = pool[rng.integers(0, len(pool), int(m.sum()))]
     pair = {k: v[agent] for k, v in agents.items()}
-    resolved = rng.random(len(rows)) < true_resolution_probability(intent, language, pair)
-    base_time = np.array([420.0, 600.0, 900.0])[channel_code]
-    handle = base_time * rng.lognormal(0.0, 0.4, len(rows)) * np.where(resolved, 1.0, 1.3)
-    return pa.table(
-        {
-            "customer_id": cust_id.take(pa.array(rows)),
-            "ts": _ts(ts_us - rng.integers(0, 30 * _US_PER_DAY, len(rows))),
-            "intent": pa.array(intent, pa.string()),
-            "channel": pa.array(np.asarray(CHANNELS)[channel_code], pa.string()),
-            "language": pa.array(language, pa.string()),
-            "agent_id": agent_ids.take(pa.array(agent)),
-            "resolved": resolved.astype(np.int8),
-            "handle_time_s": np.round(handle, 1),
-        }
-    )
+    resolved = rng.random(n) < true_resolution_probability(intent, language, pair)
+    skill = np.asarray([_INTENT_SKILL[i] for i in INTENTS])[intent_code]
+    skilled = np.zeros(n, dtype=bool)
+    speaks = np.zeros(n, dtype=bool)
+    for s in set(_INTENT_SKILL.values()):
+        skilled |= (skill == s) & pair[f"skill_{s}"]
+    for lang in LANGUAGES:
+        speaks |= (language == lang) & pair[f"speaks_{lang}"]
+    transfer_logit = -2.6 + 1.0 * ~skilled + 1.2 * ~speaks + 0.5 * (intent_code == INTENTS.index("cancel"))
+    transferred = rng.random(n) < _sigmoid(transfer_logit)
+    base_time = np.array([420.0, 600.0, 900.0])[channel]
+    handle = base_time * rng.lognormal(0.0, 0.4, n) * np.where(resolved, 1.0, 1.3) * np.where(transferred, 1.4, 1.0)
+    return {
+        "owner": owner,
+        "t": t,
+        "intent": intent_code,
+        "channel": channel,
+        "language": lat["language"],
+        "agent": agent,
+        "resolved": resolved,
+        "transferred": transferred,
+        "repeat": repeat,
+        "handle_time_s": np.round(handle, 1),
+    }
+
+
+def _lookback(reg: Registry) -> dict[str, int]:
+    """Per event type, how many earlier months can still shape a feature (the longest window or TTL)."""
+    schema = reg.entity("customer")
+    horizon: dict[str, float] = {}
+    for f in schema.event_features:
+        agg = f.aggregation
+        assert agg is not None
+        days = agg.window_days + 1 if agg.window_days is not None else reg.views[schema.view_of[f.name]].ttl_days
+        horizon[agg.event] = max(horizon.get(agg.event, 0.0), float(days))
+    return {name: math.ceil(days / 30) + 1 for name, days in horizon.items()}
 
 
 def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     """Simulate the world month by month and write its parquet tables into ``out``.
 
-    Each month the latent drift moves, the observable features follow it, ~40% of active customers get a
-    decision from the logging policy, and one churn draw per customer-month (under the treatment actually
-    given) decides who is gone by the next snapshot. Churn labels and offers share that draw.
+    Each month the latent drift moves, the customer's events for the month follow it, ~40% of active
+    customers get a decision from the logging policy on the features observed at that moment (snapshot plus
+    event aggregates), and one churn draw per customer-month (under the treatment actually given) decides
+    who is gone by the next snapshot. Churn labels and offers share that draw.
     """
     reg = Registry.load()
+    schema = reg.entity("customer")
+    produced = {
+        "login": (),
+        "contact_ended": ("intent", "resolved", "transferred", "repeat", "handle_time_s"),
+        "complaint": ("open",),
+        "payment_failed": ("amount",),
+        "sentiment": ("score",),
+        "offer_presented": ("action_id",),
+        "offer_accepted": ("action_id",),
+        "offer_declined": ("action_id",),
+    }
+    _check_events(reg, produced)
+    lookback = _lookback(reg)
     rng = np.random.default_rng(config.seed)
     n = config.customers
     segment = _sample(rng, np.tile([0.7, 0.2, 0.1], (n, 1)))
@@ -424,15 +812,16 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     z = rng.normal(0.0, 0.75, n)
     u_prev = np.exp(usage_base - 0.6 * z)
     rise_pct, months_since_rise = np.zeros(n), np.full(n, 99)
-    fail_hist, decline_hist = np.zeros((3, n), dtype=bool), np.zeros((3, n), dtype=np.int64)
+    fail_hist = np.zeros((3, n), dtype=bool)
     complaint, overdue = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
-    inactive, sentiment = np.zeros(n, dtype=np.int64), np.zeros(n)
+    sentiment = np.zeros(n)
     alive = np.ones(n, dtype=bool)
     agents = _agents(rng, config.agents)
     agent_ids = _ids("A", np.arange(1, config.agents + 1), 4)
     customer_ids = _ids("C", np.arange(1, n + 1), 6)
     cost = np.array([ACTION_COST[a] for a in ACTIONS])
     end_us = int(np.datetime64(config.end, "D").astype("datetime64[us]").astype(np.int64))
+    log = _EventLog()
     snaps: list[pa.Table] = []
     labels: list[pa.Table] = []
     offers: list[pa.Table] = []
@@ -442,6 +831,7 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     for step in range(total):
         k = total - 1 - step  # months before `end`; only the last `months` are written
         ts_us = end_us - k * 30 * _US_PER_DAY
+        decision_us = ts_us + _US_PER_DAY
         if step > 0:
             tenure += 1
             days_end -= 30
@@ -455,9 +845,6 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         logins = rng.poisson(u)
         usage_change = np.round(np.clip(100.0 * (u / u_prev - 1.0), -100.0, 300.0), 1)
         u_prev = u
-        recent = np.minimum(rng.geometric(np.minimum(1.0, (logins + 1) / 30.0)) - 1, 29)
-        idle = np.where(inactive >= 30, inactive + 30, 30 + rng.integers(0, 30, n))
-        inactive = np.where(logins > 0, recent, idle)
         fail_hist = np.roll(fail_hist, 1, axis=0)
         fail_hist[0] = rng.random(n) < _sigmoid(pay_trait + 0.5 * z)
         paid = np.where(rng.random(n) < 0.6, 0, overdue)
@@ -465,37 +852,70 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         n_contacts = rng.poisson(0.25 + 0.6 * _sigmoid(1.5 * z - 0.5) + 0.4 * complaint + 0.5 * fail_hist[0])
         repeat = rng.binomial(np.maximum(n_contacts - 1, 0), _sigmoid(z - 0.3))
         opens, closes = rng.random(n) < _sigmoid(-3.5 + 1.2 * z + 0.5 * repeat), rng.random(n) < 0.45
+        was_open = complaint
         complaint = np.where(complaint, ~closes, opens)
         mood = np.tanh(0.4 - 0.7 * z - 0.4 * complaint)
         sentiment = np.clip(0.5 * sentiment + 0.5 * mood + rng.normal(0.0, 0.15, n), -1.0, 1.0)
-        decline_hist = np.roll(decline_hist, 1, axis=0)
-        decline_hist[0] = 0
         charge = PLAN_PRICE[plan] * charge_noise * price_factor
         ltv = charge * _SEGMENT_HORIZON[segment] * ltv_noise * (1.0 + np.minimum(tenure, 60) / 60.0)
+        price_increase = np.where(months_since_rise < 3, rise_pct, 0.0)
         idx = np.flatnonzero(alive)
-        full: dict[str, np.ndarray] = {
+
+        # The month's events, in [snapshot - 28 days, snapshot): all inside the decision's 30-day windows.
+        who = np.repeat(idx, logins[idx])
+        log.add(step, "login", who, _times(rng, len(who), ts_us))
+        latent = {
+            "failed": fail_hist.sum(axis=0),
+            "price_rise": price_increase,
+            "repeat": repeat,
+            "complaint": complaint,
+            "sentiment": sentiment,
+            "language": language,
+        }
+        con = _contacts(rng, idx, n_contacts, repeat, latent, agents, ts_us)
+        log.add(
+            step,
+            "contact_ended",
+            con["owner"],
+            con["t"],
+            intent=con["intent"],
+            resolved=con["resolved"],
+            transferred=con["transferred"],
+            repeat=con["repeat"],
+            handle_time_s=con["handle_time_s"],
+        )
+        # Speech analytics scores most conversations; the month's last score is close to the latent mood.
+        scored = np.flatnonzero(rng.random(len(con["owner"])) < 0.75)
+        owner = con["owner"][scored]
+        last = np.r_[owner[1:] != owner[:-1], True] if len(owner) else np.zeros(0, dtype=bool)
+        noise = rng.normal(0.0, 1.0, len(owner)) * np.where(last, 0.05, 0.25)
+        score = np.round(np.clip(sentiment[owner] + noise, -1.0, 1.0), 3)
+        log.add(step, "sentiment", owner, con["t"][scored] + rng.integers(1, 121, len(owner)) * _US_PER_S, score=score)
+        changed = idx[was_open[idx] != complaint[idx]]
+        log.add(step, "complaint", changed, _times(rng, len(changed), ts_us), open=complaint[changed])
+        failed = idx[fail_hist[0][idx]]
+        amount = np.round(charge[failed] * rng.uniform(1.0, 1.2, len(failed)), 2)
+        log.add(step, "payment_failed", failed, _times(rng, len(failed), ts_us), amount=amount)
+
+        # What the models see at the decision: the snapshot taken at ts_us and the events so far.
+        since = {name: step - back for name, back in lookback.items()}
+        observed = _aggregate(reg, log.typed(reg, since), idx, np.full(len(idx), decision_us))
+        snapshot: dict[str, np.ndarray] = {
             "tenure_months": tenure,
             "plan": np.asarray(PLANS)[plan],
             "contract_type": np.asarray(CONTRACTS)[contract],
             "days_to_contract_end": days_end,
             "monthly_charge": np.round(charge, 2),
-            "price_increase_pct": np.where(months_since_rise < 3, rise_pct, 0.0),
+            "price_increase_pct": price_increase,
             "lifetime_value": np.round(ltv, 2),
             "segment": np.asarray(SEGMENTS)[segment],
             "language": np.asarray(LANGUAGES)[language],
             "consent_marketing": consent,
-            "logins_30d": logins,
             "usage_change_pct_30d": usage_change,
-            "days_since_last_activity": inactive,
-            "contacts_30d": n_contacts,
-            "repeat_contacts_30d": repeat,
-            "open_complaint": complaint,
-            "failed_payments_90d": fail_hist.sum(axis=0),
             "days_overdue": overdue,
-            "last_sentiment": np.round(sentiment, 3),
-            "offers_declined_90d": decline_hist[1:].sum(axis=0),
         }
-        c = {name: np.asarray(v)[idx] for name, v in full.items()}
+        snap = {name: np.asarray(v)[idx] for name, v in snapshot.items()}
+        c = snap | observed
         m = len(idx)
         decided = rng.random(m) < np.clip(0.3 + 0.08 * c["contacts_30d"], 0.0, 0.8)
         probs = behaviour_probabilities(c)
@@ -517,13 +937,23 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         z[took["tech_callback"]] -= 0.5
         overdue[took["payment_plan"]] = 0
         pay_trait[took["payment_plan"]] -= 0.5
-        decline_hist[0, idx[decided & (choice > 0) & ~accepted]] += 1
+        # The offer is presented a minute after the decision and answered within minutes; never after `end`.
+        made = np.flatnonzero(decided & (choice > 0))
+        presented_us = decision_us + 60 * _US_PER_S
+        answered = presented_us + rng.integers(60, 601, len(made)) * _US_PER_S
+        if k > 0:
+            given = choice[made]
+            log.add(step, "offer_presented", idx[made], np.full(len(made), presented_us), action_id=given)
+            yes = accepted[made]
+            log.add(step, "offer_accepted", idx[made][yes], answered[yes], action_id=given[yes])
+            log.add(step, "offer_declined", idx[made][~yes], answered[~yes], action_id=given[~yes])
         if k >= config.months:
             continue
-        order = order or _check(reg, "customer", c)
+        order = order or _check("customer", schema.snapshot_names, snap, reg)
+        _check("customer", schema.names, c, reg)
         ids = customer_ids.take(pa.array(idx))
-        feature_ts, decision_ts = _ts(np.full(m, ts_us)), _ts(np.full(m, ts_us + _US_PER_DAY))
-        snaps.append(pa.table({"customer_id": ids, "feature_ts": feature_ts, **{f: c[f] for f in order}}))
+        feature_ts, decision_ts = _ts(np.full(m, ts_us)), _ts(np.full(m, decision_us))
+        snaps.append(pa.table({"customer_id": ids, "feature_ts": feature_ts, **{f: snap[f] for f in order}}))
         labels.append(pa.table({"customer_id": ids, "ts": decision_ts, "churned": churned.astype(np.int8)}))
         d = pa.array(decided)
         offers.append(
@@ -540,9 +970,24 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
                 }
             )
         )
-        contacts.append(_contacts(rng, c, ids, ts_us, agents, agent_ids))
+        contacts.append(
+            pa.table(
+                {
+                    "customer_id": customer_ids.take(pa.array(con["owner"])),
+                    "ts": _ts(con["t"]),
+                    "intent": pa.array(np.asarray(INTENTS)[con["intent"]], pa.string()),
+                    "channel": pa.array(np.asarray(CHANNELS)[con["channel"]], pa.string()),
+                    "language": pa.array(np.asarray(LANGUAGES)[con["language"]], pa.string()),
+                    "agent_id": agent_ids.take(pa.array(con["agent"])),
+                    "resolved": con["resolved"].astype(np.int8),
+                    "transferred": con["transferred"].astype(np.int8),
+                    "repeat": con["repeat"].astype(np.int8),
+                    "handle_time_s": con["handle_time_s"],
+                }
+            )
+        )
         alive[idx[churned]] = False
-    agent_order = _check(reg, "agent", agents)
+    agent_order = _check("agent", reg.entity("agent").names, agents, reg)
     agent_table = pa.table(
         {
             "agent_id": agent_ids,
@@ -552,14 +997,27 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     )
     contact_table = pa.concat_tables(contacts)
     contact_table = contact_table.add_column(0, "contact_id", _ids("T", np.arange(1, contact_table.num_rows + 1), 8))
+    events = log.table(reg, customer_ids)
+    if events.column_names != [*EVENT_ENVELOPE, *reg.event_columns("customer")]:
+        raise ValueError(f"customer_events columns differ from the registry: {events.column_names}")
     tables = {
         "customer_snapshots": pa.concat_tables(snaps),
         "churn_labels": pa.concat_tables(labels),
         "offers": pa.concat_tables(offers),
         "agent_snapshots": agent_table,
         "contacts": contact_table,
+        "customer_events": events,
     }
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         pq.write_table(table, out / f"{name}.parquet")
-    return WorldSummary(out=out, **{name: t.num_rows for name, t in tables.items()})
+    rows = {name: t.num_rows for name, t in tables.items()}
+    return WorldSummary(
+        out=out,
+        customer_snapshots=rows["customer_snapshots"],
+        churn_labels=rows["churn_labels"],
+        offers=rows["offers"],
+        agent_snapshots=rows["agent_snapshots"],
+        contacts=rows["contacts"],
+        events=rows["customer_events"],
+    )

@@ -7,20 +7,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from features.registry import Registry
 from training.world import (
     ACTIONS,
+    EVENT_ENVELOPE,
     WorldConfig,
     behaviour_probabilities,
+    event_features_at,
     simulate,
+    true_accept_probability,
     true_churn_probability,
     true_expected_value,
 )
 
 END = dt.date(2024, 6, 30)
-TABLES = ("customer_snapshots", "churn_labels", "offers", "agent_snapshots", "contacts")
+TABLES = ("customer_snapshots", "churn_labels", "offers", "agent_snapshots", "contacts", "customer_events")
+UTC = dt.UTC
 
 
 def _read(out: Path) -> dict[str, pd.DataFrame]:
@@ -28,10 +34,26 @@ def _read(out: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("world")
-    simulate(WorldConfig(customers=2000, agents=20, months=6, seed=3, end=END), out)
-    return _read(out)
+    summary = simulate(WorldConfig(customers=2000, agents=20, months=6, seed=3, end=END), out)
+    assert summary.events == pq.read_metadata(out / "customer_events.parquet").num_rows
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(world_dir: Path) -> dict[str, pd.DataFrame]:
+    return _read(world_dir)
+
+
+@pytest.fixture(scope="module")
+def observed(world_dir: Path, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every snapshot row with the event features as of its decision (the label ts): what the models see."""
+    snaps = world["customer_snapshots"]
+    ts = (snaps["feature_ts"] + pd.Timedelta(days=1)).to_numpy()
+    events = pq.read_table(world_dir / "customer_events.parquet")
+    derived = event_features_at(events, Registry.load(), snaps["customer_id"].to_numpy(), ts)
+    return snaps.assign(ts=snaps["feature_ts"] + pd.Timedelta(days=1), **derived)
 
 
 def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -49,20 +71,106 @@ def test_same_seed_is_identical_and_other_seed_differs(tmp_path: Path) -> None:
         file = f"{name}.parquet"
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
     assert not a["customer_snapshots"].equals(c["customer_snapshots"])
+    assert not a["customer_events"].equals(c["customer_events"])
 
 
 def test_columns_follow_the_registry(world: dict[str, pd.DataFrame]) -> None:
     reg = Registry.load()
     snaps, agents = world["customer_snapshots"], world["agent_snapshots"]
-    assert set(snaps.columns) - {"customer_id", "feature_ts"} == set(reg.entity("customer").names)
+    assert list(snaps.columns) == ["customer_id", "feature_ts", *reg.entity("customer").snapshot_names]
     assert set(agents.columns) - {"agent_id", "feature_ts"} == set(reg.entity("agent").names)
-    for feature in reg.entity("customer").features:
+    for feature in reg.entity("customer").snapshot_features:
         if feature.dtype == "category":
             assert set(snaps[feature.name]) <= set(feature.categories or ())
     assert str(snaps["feature_ts"].dtype) == "datetime64[us, UTC]"
     assert snaps["customer_id"].str.fullmatch(r"C\d{6}").all()
     assert agents[["speaks_en", "speaks_es", "speaks_fr"]].any(axis=1).all()
     assert snaps.groupby("customer_id")["tenure_months"].diff().dropna().eq(1).all()
+
+
+def test_events_table_follows_the_registry(world_dir: Path) -> None:
+    reg = Registry.load()
+    events = pq.read_table(world_dir / "customer_events.parquet")
+    columns = reg.event_columns("customer")
+    assert events.column_names == [*EVENT_ENVELOPE, *columns]
+    arrow = {"category": pa.string(), "str": pa.string(), "bool": pa.bool_(), "float": pa.float64(), "int": pa.int64()}
+    assert events.schema.field("occurred_at").type == pa.timestamp("us", tz="UTC")
+    for name in ("event_id", "customer_id", "type"):
+        assert events.schema.field(name).type == pa.string()
+    for name, dtype in columns.items():
+        assert events.schema.field(name).type == arrow[dtype], name
+    frame = events.to_pandas()
+    assert frame["event_id"].is_unique
+    assert set(frame["type"]) == {name for name, e in reg.events.items() if e.entity == "customer"}
+    assert frame["customer_id"].str.fullmatch(r"C\d{6}").all()
+    sorted_frame = frame.sort_values(["occurred_at", "event_id"], kind="stable")
+    assert (sorted_frame.index == frame.index).all()
+    for kind, spec in reg.events.items():
+        rows = frame[frame["type"] == kind]
+        for name in columns:
+            carried = name in spec.fields
+            assert rows[name].notna().all() if carried else rows[name].isna().all(), (kind, name)
+        for name, field in spec.fields.items():
+            if field.categories is not None:
+                assert set(rows[name]) <= set(field.categories)
+            if field.min is not None:
+                assert (rows[name] >= field.min).all()
+            if field.max is not None:
+                assert (rows[name] <= field.max).all()
+    assert set(frame.loc[frame["type"].str.startswith("offer_"), "action_id"]) <= set(ACTIONS) - {"no_action"}
+    # The demo-sized world stays modest: a few dozen events per customer-month.
+    assert len(frame) < 2000 * 9 * 40
+
+
+def test_no_event_after_the_end_and_history_before_the_first_snapshot(world: dict[str, pd.DataFrame]) -> None:
+    events, snaps = world["customer_events"], world["customer_snapshots"]
+    end = pd.Timestamp(END, tz="UTC")
+    assert events["occurred_at"].max() <= end
+    first = snaps["feature_ts"].min()
+    assert events["occurred_at"].min() <= first - pd.Timedelta(days=85)
+    # Events come only from customers still there: none after the snapshot following a churn.
+    labels = world["churn_labels"]
+    gone = labels[labels["churned"] == 1].set_index("customer_id")["ts"]
+    after = events.join(gone.rename("gone"), on="customer_id", how="inner")
+    non_offer = ~after["type"].str.startswith("offer_")
+    assert (after.loc[non_offer, "occurred_at"] < after.loc[non_offer, "gone"]).all()
+
+
+def test_contacts_are_contact_events(world: dict[str, pd.DataFrame]) -> None:
+    contacts, events = world["contacts"], world["customer_events"]
+    ended = events[events["type"] == "contact_ended"]
+    joined = contacts.merge(
+        ended, left_on=["customer_id", "ts"], right_on=["customer_id", "occurred_at"], suffixes=("", "_ev")
+    )
+    assert len(joined) >= len(contacts)
+    assert (joined["intent"] == joined["intent_ev"]).mean() > 0.99
+    assert contacts["transferred"].between(0, 1).all()
+    assert 0.03 < contacts["transferred"].mean() < 0.4
+    assert contacts["repeat"].mean() > 0
+
+
+def test_offer_events_follow_their_decision(world: dict[str, pd.DataFrame]) -> None:
+    offers, events = world["offers"], world["customer_events"]
+    made = offers[offers["action_id"] != "no_action"]
+    end = pd.Timestamp(END, tz="UTC")
+    for kind, keep in (("offer_presented", made), ("offer_accepted", made[made["accepted"] == 1])):
+        ev = events[events["type"] == kind]
+        joined = keep.merge(ev, on=["customer_id", "action_id"])
+        # Match each decision with its own offer event: the first one after it.
+        joined = joined[joined["occurred_at"] > joined["ts"]]
+        own = joined.sort_values("occurred_at").groupby("decision_id").first()
+        written = keep[keep["ts"] < end]
+        assert set(own.index) == set(written["decision_id"]), kind
+        assert (own["occurred_at"] > own["ts"]).all()
+        assert (own["occurred_at"] - own["ts"] < pd.Timedelta(minutes=15)).all()
+    declined = events[events["type"] == "offer_declined"]
+    assert len(declined) > 0
+    # No offer event falls between a snapshot and its decision: a decision never sees its own offer.
+    offer_events = events[events["type"].str.startswith("offer_")]
+    label_days = set(pd.to_datetime(offers["ts"]).dt.normalize())
+    assert set(offer_events["occurred_at"].dt.normalize()) <= label_days | {
+        t - pd.Timedelta(days=30 * k) for t in label_days for k in (1, 2, 3)
+    }
 
 
 def test_labels_and_offers_agree(world: dict[str, pd.DataFrame]) -> None:
@@ -81,33 +189,71 @@ def test_labels_and_offers_agree(world: dict[str, pd.DataFrame]) -> None:
     assert (later["feature_ts"] < later["gone"]).all()
 
 
-def test_propensities_match_the_behaviour_policy(world: dict[str, pd.DataFrame]) -> None:
-    snaps, offers = world["customer_snapshots"], world["offers"]
+def test_propensities_match_the_behaviour_policy(observed: pd.DataFrame, world: dict[str, pd.DataFrame]) -> None:
+    # The policy was evaluated on the features the simulation computed; recomputing them from the written
+    # events with event_features_at must give the same propensities, so the two computations agree.
+    offers = world["offers"]
     assert offers["propensity"].between(0.03, 1.0).all()
-    rows = snaps.assign(ts=snaps["feature_ts"] + pd.Timedelta(days=1)).merge(offers, on=["customer_id", "ts"])
+    rows = observed.merge(offers, on=["customer_id", "ts"])
     probs = behaviour_probabilities(_columns(rows))
     assert np.allclose(probs.sum(axis=1), 1.0)
     chosen = probs[np.arange(len(rows)), [ACTIONS.index(a) for a in rows["action_id"]]]
     assert np.allclose(chosen, rows["propensity"].to_numpy())
 
 
-def test_churn_rates_and_monotone_ground_truth(world: dict[str, pd.DataFrame]) -> None:
-    snaps, labels = world["customer_snapshots"], world["churn_labels"]
+def test_event_features_look_like_the_latent_world(observed: pd.DataFrame) -> None:
+    assert observed["logins_30d"].mean() > 5
+    assert (observed["logins_7d"] <= observed["logins_30d"]).all()
+    assert (observed["contacts_7d"] <= observed["contacts_30d"]).all()
+    assert (observed["contacts_30d"] <= observed["contacts_90d"]).all()
+    assert (observed["repeat_contacts_30d"] < observed["contacts_30d"].clip(lower=1)).all()
+    assert observed["days_since_last_activity"].between(1, 90).mean() > 0.95
+    assert observed["failed_payments_90d"].between(0, 3).all()
+    assert observed["last_sentiment"].notna().mean() > 0.3
+    assert observed["last_sentiment"].dropna().between(-1, 1).all()
+    assert 0.02 < observed["open_complaint"].fillna(0).mean() < 0.3
+    first = observed["feature_ts"] == observed["feature_ts"].min()
+    assert observed.loc[first, "offers_declined_90d"].sum() > 0
+    assert observed.loc[~first, "offers_accepted_90d"].sum() > 0
+    assert observed["days_since_last_offer"].dropna().isin([29, 59, 89, 119, 149, 179]).all()
+
+
+def test_churn_rates_and_monotone_ground_truth(observed: pd.DataFrame, world: dict[str, pd.DataFrame]) -> None:
+    labels = world["churn_labels"]
     rate = labels["churned"].mean()
     assert 0.03 <= rate <= 0.08
-    complaint = snaps["open_complaint"].to_numpy()
+    complaint = observed["open_complaint"].fillna(0).to_numpy() == 1
     churned = labels["churned"].to_numpy()
     assert churned[complaint].mean() > 1.5 * churned[~complaint].mean()
-    p = true_churn_probability(_columns(snaps))
+    c = _columns(observed)
+    p = true_churn_probability(c)
+    assert np.isfinite(p).all()
     assert p[complaint].mean() > p[~complaint].mean()
     assert abs(p.mean() - rate) < 0.01
-    tenure = snaps["tenure_months"].to_numpy()
+    tenure = observed["tenure_months"].to_numpy()
     assert p[tenure > 48].mean() < p[tenure < 12].mean()
+    transfers = observed["transfers_30d"].to_numpy()
+    assert p[transfers > 0].mean() > p[transfers == 0].mean()
 
 
-def test_risk_ranking_is_not_the_best_policy(world: dict[str, pd.DataFrame]) -> None:
-    snaps = world["customer_snapshots"]
-    c = _columns(snaps[snaps["feature_ts"] == snaps["feature_ts"].max()])
+def test_missing_event_features_are_neutral(observed: pd.DataFrame) -> None:
+    c = _columns(observed.head(200))
+    unknown = dict(c, last_sentiment=np.full(200, np.nan), sentiment_mean_30d=np.full(200, np.nan))
+    zero = dict(c, last_sentiment=np.zeros(200), sentiment_mean_30d=np.zeros(200))
+    np.testing.assert_allclose(true_churn_probability(unknown), true_churn_probability(zero))
+    for action in ACTIONS:
+        assert np.isfinite(true_accept_probability(unknown, action)).all()
+    no_offer = dict(c, days_since_last_offer=np.full(200, np.nan), offers_accepted_90d=np.zeros(200))
+    fatigued = dict(no_offer, days_since_last_offer=np.full(200, 29.0))
+    accepted = dict(no_offer, offers_accepted_90d=np.ones(200))
+    offered = true_accept_probability(no_offer, "discount_10")
+    assert (true_accept_probability(fatigued, "discount_10") <= offered).all()
+    assert (true_accept_probability(accepted, "discount_10") <= offered).all()
+    assert (true_accept_probability(accepted, "discount_10") < offered).any()
+
+
+def test_risk_ranking_is_not_the_best_policy(observed: pd.DataFrame) -> None:
+    c = _columns(observed[observed["feature_ts"] == observed["feature_ts"].max()])
     risk = true_churn_probability(c)
     value = np.stack([true_expected_value(c, a) for a in ACTIONS], axis=1)
     best = value.argmax(axis=1)
@@ -122,6 +268,126 @@ def test_risk_ranking_is_not_the_best_policy(world: dict[str, pd.DataFrame]) -> 
     rows = np.arange(len(risk))
     assert value[rows, best].sum() > value[rows, by_risk].sum() * 1.005
     assert len(set(best.tolist())) >= 4
+
+
+def _event_table(rows: list[dict[str, object]]) -> pa.Table:
+    reg = Registry.load()
+    arrow = {"category": pa.string(), "str": pa.string(), "bool": pa.bool_(), "float": pa.float64(), "int": pa.int64()}
+    schema = pa.schema(
+        [
+            ("event_id", pa.string()),
+            ("customer_id", pa.string()),
+            ("occurred_at", pa.timestamp("us", tz="UTC")),
+            ("type", pa.string()),
+            *((name, arrow[dtype]) for name, dtype in reg.event_columns("customer").items()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _at(day: int, hour: int = 0, minute: int = 0, second: int = 0) -> dt.datetime:
+    return dt.datetime(2024, 3, day, hour, minute, second, tzinfo=UTC)
+
+
+def test_event_features_at_by_hand() -> None:
+    reg = Registry.load()
+    t = _at(20, 12)  # the 7-day window at T holds March 14..20, up to 12:00 on the 20th
+    rows: list[dict[str, object]] = [
+        # C1: logins at the window's edges and after T.
+        {"event_id": "e01", "customer_id": "C1", "occurred_at": _at(14, 0, 0, 0), "type": "login"},
+        {"event_id": "e02", "customer_id": "C1", "occurred_at": _at(14, 23, 59, 59), "type": "login"},
+        {"event_id": "e03", "customer_id": "C1", "occurred_at": _at(13, 23, 59, 59), "type": "login"},
+        {"event_id": "e04", "customer_id": "C1", "occurred_at": _at(20, 12), "type": "login"},
+        {"event_id": "e05", "customer_id": "C1", "occurred_at": _at(20, 12, 0, 1), "type": "login"},
+        # C1: contacts; the where-filters and the 30-day window (Feb 20..Mar 20 in a leap year).
+        *(
+            {
+                "event_id": f"c{i}",
+                "customer_id": "C1",
+                "occurred_at": when,
+                "type": "contact_ended",
+                "intent": "billing",
+                "resolved": False,
+                "transferred": transferred,
+                "repeat": repeat,
+                "handle_time_s": 300.0,
+            }
+            for i, (when, transferred, repeat) in enumerate(
+                [
+                    (_at(19), True, False),
+                    (_at(10), False, True),
+                    (dt.datetime(2024, 2, 20, 0, 0, 0, tzinfo=UTC), True, True),
+                    (dt.datetime(2024, 2, 19, 23, 59, 59, tzinfo=UTC), True, True),
+                ]
+            )
+        ),
+        # C1: complaint opened then closed at the same moment: the larger event id (closed) wins.
+        {"event_id": "k2", "customer_id": "C1", "occurred_at": _at(5), "type": "complaint", "open": True},
+        {"event_id": "k3", "customer_id": "C1", "occurred_at": _at(5), "type": "complaint", "open": False},
+        # C1: sentiment, one in the 30-day window and a newer one after T.
+        {"event_id": "s1", "customer_id": "C1", "occurred_at": _at(1), "type": "sentiment", "score": -0.5},
+        {"event_id": "s2", "customer_id": "C1", "occurred_at": _at(2), "type": "sentiment", "score": 0.1},
+        {"event_id": "s3", "customer_id": "C1", "occurred_at": _at(21), "type": "sentiment", "score": 0.9},
+        # C2: only old events: sentiment 91 days before T (past the 90-day TTL), an open complaint 90 days
+        # before T to the second (still within it), a login 3.5 days before T, an offer within 180 days.
+        {
+            "event_id": "x1",
+            "customer_id": "C2",
+            "occurred_at": t - dt.timedelta(days=91),
+            "type": "sentiment",
+            "score": 0.7,
+        },
+        {
+            "event_id": "x2",
+            "customer_id": "C2",
+            "occurred_at": t - dt.timedelta(days=90),
+            "type": "complaint",
+            "open": True,
+        },
+        {"event_id": "x3", "customer_id": "C2", "occurred_at": t - dt.timedelta(days=3, hours=12), "type": "login"},
+        *(
+            {"event_id": f"o{i}", "customer_id": "C2", "occurred_at": when, "type": kind, "action_id": "discount_10"}
+            for i, (when, kind) in enumerate(
+                [
+                    (t - dt.timedelta(days=100), "offer_presented"),
+                    (t - dt.timedelta(days=100) + dt.timedelta(minutes=3), "offer_accepted"),
+                    (t - dt.timedelta(days=40), "offer_presented"),
+                    (t - dt.timedelta(days=40) + dt.timedelta(minutes=3), "offer_declined"),
+                ]
+            )
+        ),
+    ]
+    f = event_features_at(_event_table(rows), reg, ["C1", "C2", "C3", "C1"], np.array([t, t, t, _at(20, 12, 0, 1)]))
+    assert set(f) == {feature.name for feature in reg.entity("customer").event_features}
+    assert f["logins_7d"].tolist() == [3, 1, 0, 4]  # e01, e02, e04 (e03 a day too early, e05 after T)
+    assert f["logins_30d"].tolist() == [4, 1, 0, 5]
+    np.testing.assert_array_equal(f["days_since_last_activity"], [0.0, 3.0, np.nan, 0.0])
+    assert f["contacts_7d"].tolist() == [1, 0, 0, 1]
+    assert f["contacts_30d"].tolist() == [3, 0, 0, 3]  # Feb 20 00:00 is on the window's first day
+    assert f["contacts_90d"].tolist() == [4, 0, 0, 4]
+    assert f["repeat_contacts_30d"].tolist() == [2, 0, 0, 2]
+    assert f["transfers_30d"].tolist() == [2, 0, 0, 2]
+    np.testing.assert_array_equal(f["open_complaint"], [0.0, 1.0, np.nan, 0.0])
+    assert f["last_sentiment"][0] == pytest.approx(0.1)
+    assert np.isnan(f["last_sentiment"][1:3]).all()
+    assert f["sentiment_mean_30d"][0] == pytest.approx(-0.2)
+    assert np.isnan(f["sentiment_mean_30d"][1:3]).all()
+    assert f["offers_declined_90d"].tolist() == [0, 1, 0, 0]
+    assert f["offers_accepted_90d"].tolist() == [0, 0, 0, 0]  # accepted 100 days ago: outside 90 days
+    np.testing.assert_array_equal(f["days_since_last_offer"], [np.nan, 40.0, np.nan, np.nan])
+    assert f["failed_payments_90d"].tolist() == [0, 0, 0, 0]
+    # One moment for all ids gives the same as that moment per id.
+    g = event_features_at(_event_table(rows), reg, np.array(["C1", "C2"]), t)
+    for name, values in g.items():
+        np.testing.assert_array_equal(values, f[name][:2])
+
+
+def test_event_features_at_on_an_empty_table() -> None:
+    reg = Registry.load()
+    f = event_features_at(_event_table([]), reg, ["C1"], _at(1))
+    assert f["logins_30d"].tolist() == [0]
+    assert np.isnan(f["last_sentiment"]).all()
+    assert np.isnan(f["days_since_last_activity"]).all()
 
 
 def test_config_validation_names_the_field() -> None:

@@ -1,0 +1,87 @@
+"""Event schemas, generated from the contract's event catalogue, so producers are validated against it.
+
+Each event type in ``registry.yaml`` becomes a pydantic model (the envelope ``event_id``, ``type``,
+``occurred_at`` and the entity's id, plus its declared fields with their types and bounds); a body is an
+``EventBatch`` of any mix of them, told apart by ``type``. A wrong field fails validation with its path
+(``events.3.score``) and nothing of the batch is stored.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, field_validator
+
+from features.event_state import Event
+from features.registry import EventField, Registry
+
+MAX_BATCH = 1_000
+CLOCK_SKEW = timedelta(minutes=5)
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(pattern=_ID, description="Unique per event: a retried event is counted once.")
+    occurred_at: AwareDatetime = Field(description="When it happened, with a time zone; not in the future.")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime) -> datetime:
+        if value > datetime.now(UTC) + CLOCK_SKEW:
+            raise ValueError("is in the future")
+        return value
+
+
+def _annotation(spec: EventField) -> Any:
+    if spec.dtype == "category":
+        base: Any = Literal[tuple(spec.categories or ())]  # type: ignore[misc]
+    else:
+        base = {"float": float, "int": int, "bool": bool, "str": str}[spec.dtype]
+    constraints: dict[str, Any] = {}
+    if spec.min is not None:
+        constraints["ge"] = spec.min
+    if spec.max is not None:
+        constraints["le"] = spec.max
+    if spec.dtype == "str":
+        constraints["max_length"] = 128
+    annotation = Annotated[base, Field(**constraints)] if constraints else base
+    return (annotation, ...) if spec.required else (annotation | None, None)
+
+
+def event_models(registry: Registry) -> dict[str, type[BaseModel]]:
+    """One model per event type of the contract."""
+    models: dict[str, type[BaseModel]] = {}
+    for name, event in registry.events.items():
+        key = registry.entity(event.entity).join_key
+        fields: dict[str, Any] = {
+            "type": (Literal[name], Field(description=event.description)),  # type: ignore[valid-type]
+            key: (str, Field(pattern=_ID)),
+        }
+        fields.update({f: _annotation(spec) for f, spec in event.fields.items()})
+        models[name] = create_model(f"{name.title().replace('_', '')}Event", __base__=_Envelope, **fields)
+    return models
+
+
+def batch_model(registry: Registry) -> type[BaseModel]:
+    """``{"events": [...]}``: 1 to :data:`MAX_BATCH` events of any declared type."""
+    union = Union[tuple(event_models(registry).values())]  # type: ignore[valid-type]  # noqa: UP007
+    item = Annotated[union, Field(discriminator="type")]
+    return create_model(
+        "EventBatch",
+        __config__=ConfigDict(extra="forbid"),
+        events=(list[item], Field(min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+    )
+
+
+def to_event(model: BaseModel, registry: Registry) -> tuple[str, Event]:
+    """The entity kind and the store's :class:`Event` for one validated event model."""
+    data = model.model_dump()
+    event_type = data.pop("type")
+    entity = registry.events[event_type].entity
+    entity_id = data.pop(registry.entity(entity).join_key)
+    event_id = data.pop("event_id")
+    occurred_at = data.pop("occurred_at").timestamp()
+    return entity, Event(event_id=event_id, entity_id=entity_id, type=event_type, occurred_at=occurred_at, fields=data)
