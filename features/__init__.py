@@ -15,6 +15,7 @@ from features.errors import (
 from features.materialize import materialize
 from features.offline_store import OfflineStore
 from features.online_store import EntityVector, OnlineStore
+from features.redis_client import OnlineClient, connect
 from features.registry import EntitySchema, Feature, FeatureView, Registry
 from features.settings import OfflineSettings, RedisSettings
 
@@ -28,12 +29,14 @@ __all__ = [
     "OfflineSettings",
     "OfflineStore",
     "OfflineStoreError",
+    "OnlineClient",
     "OnlineStore",
     "OnlineStoreUnavailable",
     "RedisSettings",
     "Registry",
     "RegistryError",
     "UnknownFeatureError",
+    "connect",
     "materialize",
     "online_store_url",
 ]

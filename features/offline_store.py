@@ -9,7 +9,7 @@ observed after a label's timestamp can reach its row.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -44,19 +44,31 @@ class OfflineStore:
             raise OfflineStoreError(f"{path}: missing column(s) {', '.join(missing)}")
         return source
 
-    def latest(self, entity: str, as_of: datetime | None = None) -> pa.Table:
-        """Each entity's most recent snapshot at or before ``as_of`` (all of them when None)."""
+    def latest(self, entity: str, as_of: datetime | None = None, *, since: datetime | None = None) -> pa.Table:
+        """Each entity's most recent snapshot at or before ``as_of`` (all of them when None).
+
+        ``since`` keeps only the entities whose latest snapshot was observed at or after it: incremental
+        materialization by event time. It filters after the latest row is picked, so an entity comes with its
+        latest row or not at all; a naive ``since`` is read as UTC, like the parquet timestamps.
+        """
         schema = self._registry.entity(entity)
         source = self._source(schema)
-        where = "WHERE feature_ts <= $as_of" if as_of is not None else ""
+        params: dict[str, datetime] = {}
+        where = ""
+        if as_of is not None:
+            where = "WHERE feature_ts <= $as_of"
+            params["as_of"] = as_of
+        recent = ""
+        if since is not None:
+            recent = "AND feature_ts >= $since"
+            params["since"] = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
         query = f"""
             SELECT {schema.join_key}, feature_ts, {", ".join(schema.names)}
             FROM {source} {where}
-            QUALIFY row_number() OVER (PARTITION BY {schema.join_key} ORDER BY feature_ts DESC) = 1
+            QUALIFY row_number() OVER (PARTITION BY {schema.join_key} ORDER BY feature_ts DESC) = 1 {recent}
             ORDER BY {schema.join_key}
         """
-        params = {"as_of": as_of} if as_of is not None else None
-        return duckdb.connect().sql(query, params=params).to_arrow_table()
+        return duckdb.connect().sql(query, params=params or None).to_arrow_table()
 
     def point_in_time(self, entity: str, labels: pa.Table, *, ts_column: str = "ts") -> pa.Table:
         """``labels`` with the entity's features as they stood at each row's ``ts_column``.

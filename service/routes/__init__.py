@@ -1,7 +1,8 @@
 """The API's route handlers, one module per resource."""
 
 from service.routes.assign import assign
+from service.routes.customers import customer_features, erase_customer
 from service.routes.health import health, ready
 from service.routes.recommend import recommend
 
-__all__ = ["assign", "health", "ready", "recommend"]
+__all__ = ["assign", "customer_features", "erase_customer", "health", "ready", "recommend"]
