@@ -16,6 +16,7 @@ from features.event_state import Event, EventLayout
 from features.materialize import materialize, materialize_events
 from features.offline_store import OfflineStore
 from features.online_store import EntityVector, OnlineStore
+from features.redis_client import OnlineClient, connect
 from features.registry import EntitySchema, Feature, FeatureView, Registry
 from features.settings import OfflineSettings, RedisSettings
 
@@ -31,12 +32,14 @@ __all__ = [
     "OfflineSettings",
     "OfflineStore",
     "OfflineStoreError",
+    "OnlineClient",
     "OnlineStore",
     "OnlineStoreUnavailable",
     "RedisSettings",
     "Registry",
     "RegistryError",
     "UnknownFeatureError",
+    "connect",
     "materialize",
     "materialize_events",
     "online_store_url",

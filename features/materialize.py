@@ -30,14 +30,17 @@ async def materialize(
     entity: str,
     *,
     as_of: datetime | None = None,
+    since: datetime | None = None,
     batch_size: int = 2_000,
     progress: Progress | None = None,
 ) -> int:
     """Write every ``entity``'s latest snapshot (at or before ``as_of``); returns how many.
 
-    ``progress(done, total)`` is called after each batch, for a progress bar.
+    ``since`` limits the copy to entities whose latest snapshot is at or after it (see
+    :meth:`OfflineStore.latest`), so a nightly run sends only what changed. ``progress(done, total)`` is
+    called after each batch, for a progress bar.
     """
-    table = offline.latest(entity, as_of)
+    table = offline.latest(entity, as_of, since=since)
     total = table.num_rows
     done = 0
     for batch in table.to_batches(max_chunksize=batch_size):

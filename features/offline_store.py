@@ -15,7 +15,7 @@ Nothing observed after a label's timestamp can reach its row.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -62,6 +62,9 @@ def _aggregate_sql(feature: Feature, ttl_days: float) -> str:
     filtered = f"{call} FILTER (WHERE {where})"
     if agg.kind == "days_since":
         filtered = f"CAST(floor({filtered} / 86400) AS BIGINT)"
+    elif agg.kind in ("count", "sum"):
+        # No matching event is a total of 0, as online (a row with no events at all is filled after the join).
+        filtered = f"coalesce({filtered}, 0)"
     return f"{filtered} AS {feature.name}"
 
 
@@ -101,22 +104,32 @@ class OfflineStore:
         columns = ("event_id", schema.join_key, EVENT_TIME_COLUMN, "type", *self.registry.event_columns(schema.name))
         return self._table(self.events_path(schema.name), columns, f"events table for entity {schema.name!r}")
 
-    def latest(self, entity: str, as_of: datetime | None = None) -> pa.Table:
+    def latest(self, entity: str, as_of: datetime | None = None, *, since: datetime | None = None) -> pa.Table:
         """Each entity's most recent snapshot at or before ``as_of`` (all of them when None).
 
-        Snapshot features only: event features are state, materialized from the events table.
+        Snapshot features only: event features are state, materialized from the events table. ``since`` keeps
+        only the entities whose latest snapshot was observed at or after it: incremental materialization by
+        event time. It filters after the latest row is picked, so an entity comes with its latest row or not
+        at all; a naive ``since`` is read as UTC, like the parquet timestamps.
         """
         schema = self.registry.entity(entity)
         source = self._snapshots(schema)
-        where = "WHERE feature_ts <= $as_of" if as_of is not None else ""
+        params: dict[str, datetime] = {}
+        where = ""
+        if as_of is not None:
+            where = "WHERE feature_ts <= $as_of"
+            params["as_of"] = as_of
+        recent = ""
+        if since is not None:
+            recent = "AND feature_ts >= $since"
+            params["since"] = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
         query = f"""
             SELECT {schema.join_key}, feature_ts, {", ".join(schema.snapshot_names)}
             FROM {source} {where}
-            QUALIFY row_number() OVER (PARTITION BY {schema.join_key} ORDER BY feature_ts DESC) = 1
+            QUALIFY row_number() OVER (PARTITION BY {schema.join_key} ORDER BY feature_ts DESC) = 1 {recent}
             ORDER BY {schema.join_key}
         """
-        params = {"as_of": as_of} if as_of is not None else None
-        return duckdb.connect().sql(query, params=params).to_arrow_table()
+        return duckdb.connect().sql(query, params=params or None).to_arrow_table()
 
     def events(self, entity: str, *, since: datetime | None = None, until: datetime | None = None) -> pa.Table:
         """The entity's events with ``since < occurred_at <= until``, oldest first (for materialization)."""
@@ -161,7 +174,7 @@ class OfflineStore:
         )
         con = duckdb.connect()
         con.register("labels_in", labels)
-        con.sql(f"CREATE TEMP TABLE labels AS SELECT *, row_number() OVER () AS _row FROM labels_in")
+        con.sql("CREATE TEMP TABLE labels AS SELECT *, row_number() OVER () AS _row FROM labels_in")
         event_select = ""
         event_join = ""
         if schema.event_features:
@@ -169,7 +182,9 @@ class OfflineStore:
                 _aggregate_sql(f, schema.view_by_name[schema.view_of[f.name]].ttl_days) for f in schema.event_features
             )
             events = self._events(schema)
-            types = ", ".join(_literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation})
+            types = ", ".join(
+                _literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation}
+            )
             horizon = self.lookback_days(entity) + 1
             con.sql(f"""
                 CREATE TEMP TABLE event_features AS
@@ -187,7 +202,12 @@ class OfflineStore:
                 ) j
                 GROUP BY _row
             """)
-            event_select = ", " + ", ".join(f"ef.{f.name}" for f in schema.event_features)
+            event_select = ", " + ", ".join(
+                f"coalesce(ef.{f.name}, 0) AS {f.name}"
+                if f.aggregation is not None and f.aggregation.kind in ("count", "sum")
+                else f"ef.{f.name}"
+                for f in schema.event_features
+            )
             event_join = "LEFT JOIN event_features ef ON ef._row = l._row"
         snapshot_select = f", s.feature_ts, {fresh}" if schema.snapshot_features else ""
         snapshot_join = (
@@ -202,9 +222,22 @@ class OfflineStore:
         """
         return con.sql(query).to_arrow_table()
 
+    def as_of(self, entity: str, ids: list[str], at: datetime | None = None) -> pa.Table:
+        """Every feature of ``ids`` as it stood at ``at`` (now by default), in the order of ``ids``.
+
+        What the online store should be serving for them at that moment: the reference for parity checks
+        and for scoring a list of entities in batch.
+        """
+        when = at if at is not None else datetime.now(UTC)
+        key = self.registry.entity(entity).join_key
+        labels = pa.table(
+            {key: pa.array(ids, pa.string()), "ts": pa.array([when] * len(ids), pa.timestamp("us", "UTC"))}
+        )
+        table = self.point_in_time(entity, labels).drop_columns(["ts"])
+        order = {entity_id: i for i, entity_id in enumerate(table.column(key).to_pylist())}
+        return table.take([order[i] for i in ids])
+
     def matrix(self, entity: str, table: pa.Table) -> np.ndarray:
         """The model input for ``table``'s rows: float64, registry order, NaN for missing."""
         schema = self.registry.entity(entity)
         return np.column_stack([f.encode_column(table.column(f.name)) for f in schema.features])
-
-

@@ -5,6 +5,8 @@ text, as a person would read it in ``HGETALL``) and one ``_ts:{view}`` field per
 the epoch seconds the view's values were observed at. The entity id sits in a hash tag, so on a Redis
 Cluster every key of one entity lands on one shard. A request issues one ``HMGET`` per entity (the
 customer plus any candidate agents) in a single pipeline: one network round trip however many agents.
+On a cluster (:func:`features.redis_client.connect` with ``cluster=True``) the same pipeline is split by
+redis-py per shard and the shards are asked concurrently, so a read still costs one round trip of wall time.
 """
 
 from __future__ import annotations
@@ -15,16 +17,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT, FieldT
 
 from features.errors import OnlineStoreUnavailable
 from features.event_state import APPLY_EVENT, Event, EventLayout
+from features.redis_client import OnlineClient
 from features.registry import EntitySchema, Registry
 
 _TS_PREFIX = "_ts:"
 _DAY_S = 86_400
+# DEL then SADD in slices: Lua's unpack() cannot spread more than a few thousand values onto its stack.
+_REPLACE_SET = """
+redis.call('DEL', KEYS[1])
+for i = 1, #ARGV, 1000 do
+    redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return #ARGV
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +58,21 @@ class EntityVector:
 
 @contextmanager
 def _map_errors() -> Iterator[None]:
-    """Translate redis-py's exceptions into the feature store's one unavailable error."""
+    """Translate redis-py's exceptions into the feature store's one unavailable error.
+
+    ``RedisClusterException`` is not a ``RedisError``: the cluster client raises it when no node answers
+    or a slot has no owner, and it must degrade the answer like any other outage, not become a 500.
+    """
     try:
         yield
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         raise OnlineStoreUnavailable(f"online store unavailable: {type(exc).__name__}: {exc}") from exc
 
 
 class OnlineStore:
     """Reads and writes entity feature hashes; every method is one round trip to Redis."""
 
-    def __init__(self, client: aioredis.Redis, registry: Registry, *, namespace: str = "nba") -> None:
+    def __init__(self, client: OnlineClient, registry: Registry, *, namespace: str = "nba") -> None:
         self._client = client
         self._registry = registry
         self._namespace = namespace
@@ -130,9 +144,7 @@ class OnlineStore:
             ("applied" if next(results) else "duplicate") if e.occurred_at > horizon_s else "too_old" for e in events
         ]
 
-    async def _run_apply(
-        self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float
-    ) -> list[object]:
+    async def _run_apply(self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float) -> list[object]:
         """One pipeline of EVALSHA calls; the script is loaded once, and again if the server lost it."""
         for attempt in (1, 2):
             with _map_errors():
@@ -157,7 +169,7 @@ class OnlineStore:
         pipe = self._client.pipeline(transaction=False)
         for entity_id, fields in state.items():
             if fields:
-                mapping: dict[FieldT, EncodableT] = dict(fields)
+                mapping: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
                 pipe.hset(self.key(entity, entity_id), mapping=mapping)
         with _map_errors():
             await pipe.execute()
@@ -194,18 +206,36 @@ class OnlineStore:
             await pipe.execute()
         return len(rows)
 
+    async def erase(self, entity: str, entity_id: str) -> bool:
+        """Delete everything the online store keeps for ``entity_id`` (right to erasure); True if anything was there.
+
+        That is the entity's hash (snapshot and event features) and the ids of the events applied to it. A
+        component that keys more state by the entity id must delete it here too, so an erasure cannot miss it.
+        """
+        with _map_errors():
+            # Two commands, not one multi-key DEL: on a cluster both keys share a slot, but a plain client
+            # pipeline keeps this the same code for both.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(self.key(entity, entity_id))
+            pipe.delete(self.seen_key(entity, entity_id))
+            deleted = await pipe.execute()
+        return bool(deleted[0])
+
     def queue_key(self, queue: str) -> str:
         """The set of agent ids that serve ``queue``."""
         return f"{self._namespace}:queue:{queue}"
 
     async def set_queue(self, queue: str, agent_ids: Sequence[str]) -> None:
-        """Replace ``queue``'s members atomically (a reader sees the old set or the new one)."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.delete(self.queue_key(queue))
-        if agent_ids:
-            pipe.sadd(self.queue_key(queue), *agent_ids)
+        """Replace ``queue``'s members atomically (a reader sees the old set or the new one).
+
+        One Lua script (DEL then SADD) rather than a ``MULTI`` pipeline: a script runs atomically on a single
+        server and on the cluster node owning the key's slot alike. redis-py's asyncio cluster runs the
+        commands of a ``transaction=True`` pipeline through ``asyncio.run`` in a helper thread, so a client
+        whose slot map is not loaded yet (a fresh one, or one refreshing after a failover) opens connections
+        bound to a throwaway event loop, and its next use or ``aclose`` fails with "Event loop is closed".
+        """
         with _map_errors():
-            await pipe.execute()
+            await self._client.eval(_REPLACE_SET, 1, self.queue_key(queue), *agent_ids)
 
     async def queue_members(self, queue: str) -> list[str]:
         """The agent ids of ``queue``, sorted (empty when the queue is unknown)."""
@@ -214,7 +244,10 @@ class OnlineStore:
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     async def count(self, entity: str) -> int:
-        """How many entities of this kind the store holds (a SCAN: admin use, not the hot path)."""
+        """How many entities of this kind the store holds (a SCAN: admin use, not the hot path).
+
+        On a cluster redis-py's ``scan_iter`` runs the SCAN on every primary, so the count covers all shards.
+        """
         total = 0
         with _map_errors():
             async for _ in self._client.scan_iter(match=f"{self._namespace}:{entity}:*", count=1000):
@@ -258,7 +291,12 @@ def _decode(
         for feature, value, is_known in zip(layout.features, event_values, event_known, strict=True):
             values[schema.index[feature.name]], known[schema.index[feature.name]] = value, is_known
         ages.update(event_ages)
-        stale += [v for v, age in event_ages.items() if age is not None and age > schema.view_by_name[v].ttl_days * 86_400]
-    defaulted = tuple(name for name, k in zip(schema.names, known, strict=True) if not k)
+        stale += [
+            v for v, age in event_ages.items() if age is not None and age > schema.view_by_name[v].ttl_days * 86_400
+        ]
     found = any(s is not None for s in stamps) or any(age is not None for age in ages.values())
+    if not found:
+        # A cold start: an empty window's zero is a fact only about an entity the store knows.
+        known[:] = False
+    defaulted = tuple(name for name, k in zip(schema.names, known, strict=True) if not k)
     return EntityVector(entity_id, values, found, known, defaulted, ages, tuple(stale))

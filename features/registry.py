@@ -20,7 +20,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from features.errors import RegistryError, UnknownFeatureError
 
@@ -126,6 +135,23 @@ class Feature(_Strict):
     pii: bool = False
     aggregation: Aggregation | None = None
     """Set for features of an ``events`` view: how the value is computed from events."""
+
+    @field_validator("aggregation", mode="wrap")
+    @classmethod
+    def _name_the_feature(
+        cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Aggregation | None:
+        """Say which feature a malformed aggregation belongs to, as every other contract error does."""
+        try:
+            aggregation: Aggregation | None = handler(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) + ': ' if err['loc'] else ''}"
+                f"{err['msg'].removeprefix('Value error, ')}"
+                for err in exc.errors()
+            )
+            raise ValueError(f"feature {info.data.get('name')!r}: {problems}") from exc
+        return aggregation
 
     @model_validator(mode="after")
     def _check_categories(self) -> Feature:

@@ -1,14 +1,15 @@
 """Where the online and offline stores live, read from the environment once.
 
-``REDIS_URL`` (or ``NBA_REDIS_URL``) points at any Redis or Valkey; without it the project starts its
-own embedded Valkey server with its data under ``NBA_DATA_DIR``.
+``REDIS_URL`` (or ``NBA_REDIS_URL``) points at any Redis or Valkey, or at one node of a Redis Cluster with
+``NBA_REDIS_CLUSTER=true``; without it the project starts its own embedded Valkey server with its data under
+``NBA_DATA_DIR``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +27,23 @@ class RedisSettings(BaseSettings):
     timeout_ms: int = Field(
         default=100, gt=0, le=60_000, description="Socket timeout of a read; past it the service degrades."
     )
+    cluster: bool = Field(
+        default=False,
+        description=(
+            "True when the URL is a node of a Redis Cluster: the client then follows the slot map and sends "
+            "one pipelined round trip per shard, in parallel. Checked against the server at start-up."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_tcp_url(self) -> RedisSettings:
+        """A cluster is reached over TCP: the embedded server is a single node and redis-py has no unix:// cluster."""
+        if self.cluster and (self.url is None or self.url.startswith("unix://")):
+            raise ValueError(
+                f"cluster=true (NBA_REDIS_CLUSTER) needs a redis:// or rediss:// REDIS_URL of a cluster node, "
+                f"got url={self.url!r}"
+            )
+        return self
 
 
 class OfflineSettings(BaseSettings):

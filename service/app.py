@@ -5,21 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 
-from features import OnlineStore, OnlineStoreUnavailable, Registry
+from features import OnlineStore, OnlineStoreUnavailable, Registry, connect
 from service.catalog import Catalog
+from service.customers import CustomerService
 from service.decisions import DecisionService
-from service.errors import BadRequest
+from service.errors import BadRequest, CustomerNotFound
 from service.model_holder import ModelHolder
-from service.routes import assign, health, ingest_events, ready, recommend
+from service.routes import assign, customer_features, erase_customer, health, ingest_events, ready, recommend
 from service.settings import Settings
 from training import ModelRegistry
+
+RETRY_AFTER_S = 5
+"""What a 503 tells the client to wait before retrying: a Redis failover usually takes a few seconds."""
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response[dict[str, object]]:
@@ -39,10 +42,16 @@ def _bad_request(_: Request, exc: BadRequest) -> Response[dict[str, object]]:
     )
 
 
+def _not_found(_: Request, exc: CustomerNotFound) -> Response[dict[str, object]]:
+    return Response({"status_code": 404, "detail": str(exc)}, status_code=HTTP_404_NOT_FOUND)
+
+
 def _store_unavailable(_: Request, exc: OnlineStoreUnavailable) -> Response[dict[str, object]]:
-    """Where a request cannot degrade (events must not be lost), Redis down means: retry shortly."""
+    """Only routes that must not degrade (customer lookups, erasure) let this escape; decisions fall back."""
     return Response(
-        {"status_code": 503, "detail": str(exc)}, status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}
+        {"status_code": 503, "detail": str(exc)},
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
@@ -52,10 +61,7 @@ def create_app(settings: Settings) -> Litestar:
         raise ValueError("settings.redis.url is unset: start the embedded server first (nba run does)")
     registry = Registry.load()
     catalog = Catalog.load(registry, settings.service.catalog_path)
-    timeout = settings.redis.timeout_ms / 1000
-    client = aioredis.Redis.from_url(
-        settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
-    )
+    client = connect(settings.redis.url, timeout_s=settings.redis.timeout_ms / 1000, cluster=settings.redis.cluster)
     holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)
     decisions = DecisionService(
         store=OnlineStore(client, registry, namespace=settings.redis.namespace),
@@ -64,6 +70,7 @@ def create_app(settings: Settings) -> Litestar:
         holder=holder,
         top_k=settings.service.top_k,
     )
+    customers = CustomerService(store=decisions.store, registry=registry)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -74,11 +81,15 @@ def create_app(settings: Settings) -> Litestar:
             await client.aclose()
 
     return Litestar(
-        route_handlers=[health, ready, recommend, assign, ingest_events],
-        dependencies={"decisions": Provide(lambda: decisions, sync_to_thread=False)},
+        route_handlers=[health, ready, recommend, assign, ingest_events, customer_features, erase_customer],
+        dependencies={
+            "decisions": Provide(lambda: decisions, sync_to_thread=False),
+            "customers": Provide(lambda: customers, sync_to_thread=False),
+        },
         exception_handlers={
             ValidationException: _validation_error,
             BadRequest: _bad_request,
+            CustomerNotFound: _not_found,
             OnlineStoreUnavailable: _store_unavailable,
         },
         lifespan=[lifespan],

@@ -9,6 +9,7 @@ import click
 import uvicorn
 
 from features import FeatureStoreError, OfflineSettings, RedisSettings, online_store_url
+from features.cli import features as features_commands
 from service.app import create_app
 from service.errors import CatalogError
 from service.settings import ServiceSettings, Settings
@@ -70,3 +71,4 @@ def run(no_demo: bool) -> None:
 
 main.add_command(demo)
 main.add_command(train)
+main.add_command(features_commands)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
-
 from pydantic import BaseModel
 
 from features import EntityVector, OnlineStore, OnlineStoreUnavailable, Registry
@@ -25,9 +24,9 @@ from service.schemas import (
     AssignRequest,
     AssignResponse,
     CustomerSummary,
-    ExcludedOut,
     EventResult,
     EventsResponse,
+    ExcludedOut,
     RecommendRequest,
     RecommendResponse,
 )
@@ -153,7 +152,6 @@ class DecisionService:
             degraded=bool(degraded),
             degraded_reasons=degraded,
         )
-
 
     async def ingest(self, events: list[BaseModel]) -> EventsResponse:
         """Apply a validated batch to the online state, each event once, in one round trip per entity kind.

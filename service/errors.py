@@ -3,7 +3,8 @@
 ServiceError
 ├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
 ├── BadRequest         a request that validated but cannot be served as asked (names the field)
-└── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
+├── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
+└── CustomerNotFound   the online store holds nothing for a customer a read-only route asked about (404)
 """
 
 from __future__ import annotations
@@ -27,3 +28,11 @@ class BadRequest(ServiceError):
 
 class ModelsUnavailable(ServiceError):
     """No model bundle is loaded; recommend and assign fall back to rules."""
+
+
+class CustomerNotFound(ServiceError):
+    """The online store holds nothing for this customer; decisions treat that as a cold start, lookups as 404."""
+
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"customer {customer_id!r} is not in the online store")
+        self.customer_id = customer_id

@@ -133,6 +133,48 @@ class Readiness(BaseModel):
     feature_contract: str
 
 
+CUSTOMER_ID_PATTERN = _ID
+"""What a customer id may look like, for path parameters (bodies use the same ``_ID`` through their fields)."""
+
+
+class FeatureValueOut(BaseModel):
+    """One feature of a customer as the online store serves it."""
+
+    name: str
+    view: str
+    value: bool | int | float | str | None = Field(
+        description="Human form: category name, bool or number; null when unknown without a default; "
+        "'<redacted>' for a PII feature."
+    )
+    defaulted: bool = Field(description="True when the store had no fresh value and the contract's default stands in.")
+
+
+class ViewFreshnessOut(BaseModel):
+    """How old one feature view's values are, against its freshness budget."""
+
+    name: str
+    age_seconds: float | None = Field(description="Seconds since the view was observed; null if never written.")
+    stale: bool = Field(description="Older than its TTL: its features are served as defaults.")
+    ttl_seconds: float
+
+
+class CustomerFeaturesResponse(BaseModel):
+    """A customer's online feature values and their freshness, for debugging a decision."""
+
+    customer_id: str
+    found: bool
+    features: list[FeatureValueOut] = Field(description="In the feature contract's order.")
+    views: list[ViewFreshnessOut]
+    feature_contract: str
+
+
+class ErasureResponse(BaseModel):
+    """The outcome of erasing a customer's online state."""
+
+    customer_id: str
+    erased: bool = Field(description="False when the online store held nothing for this customer.")
+
+
 EventBatch = batch_model(Registry.load())
 """``{"events": [...]}``: the contract's event types, validated field by field (see features.events)."""
 

@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pyarrow as pa
 import pytest
 import redis
 import uvicorn
 
-from features import EmbeddedValkey, OfflineSettings, OfflineStore, RedisSettings, Registry
+from features import EmbeddedValkey, EntitySchema, OfflineSettings, OfflineStore, RedisSettings, Registry
 from service import ServiceSettings, Settings, create_app
 from training import MlflowSettings, ModelRegistry
 from training.console import Reporter
@@ -113,9 +115,24 @@ def champions(model_registry: ModelRegistry, registry: Registry, offline: Offlin
 
 @pytest.fixture
 def materialized(redis_client: redis.Redis, redis_url: str, registry: Registry, offline: OfflineStore) -> None:
-    """The test world's latest snapshots in a freshly flushed Redis."""
-    stamp = {"built_at": f"test-{time.time_ns()}"}
+    """The test world's latest snapshots and its event state in a freshly flushed Redis."""
+    stamp: dict[str, object] = {"built_at": f"test-{time.time_ns()}"}
     asyncio.run(ensure_materialized(redis_url, "nba", registry, offline, stamp, Reporter()))
+
+
+def served_known(schema: EntitySchema, table: pa.Table) -> np.ndarray:
+    """Which features the online store serves as known for ``table``'s rows (from :meth:`OfflineStore.as_of`).
+
+    Those the offline store holds a value for, and every windowed count or sum of an entity the store knows:
+    an empty window is a zero, not a gap. (Offline that zero is a null when no event at all joins the row.)
+    """
+    windowed = {f.name for f in schema.event_features if f.aggregation and f.aggregation.kind in ("count", "sum")}
+    return np.column_stack(
+        [
+            np.full(table.num_rows, True) if f.name in windowed else np.array(table.column(f.name).is_valid())
+            for f in schema.features
+        ]
+    )
 
 
 def free_port() -> int:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TypeVar
 
 import click
-from pydantic import ValidationError
 
 from features import (
     FeatureStoreError,
@@ -17,6 +14,7 @@ from features import (
     Registry,
     online_store_url,
 )
+from features.console import settings_from_env
 from training.bundle import ModelKind
 from training.console import Reporter, abort
 from training.demo import DemoConfig, ensure_materialized, ensure_models, ensure_world
@@ -24,18 +22,6 @@ from training.errors import TrainingError
 from training.settings import MlflowSettings
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
 from training.train import TrainParams, train_model
-
-T = TypeVar("T")
-
-
-def settings_from_env(factory: Callable[[], T]) -> T:
-    """Build a settings object from the environment, turning a bad variable into one clear line."""
-    try:
-        return factory()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        abort(f"invalid environment setting: {problems}")
-        raise  # unreachable: abort raises
 
 
 def build_demo(config: DemoConfig, reporter: Reporter, *, redis_url: str, force: bool = False) -> dict[str, str]:
@@ -47,7 +33,16 @@ def build_demo(config: DemoConfig, reporter: Reporter, *, redis_url: str, force:
     offline = OfflineStore(world_dir, registry)
     stamp = ensure_world(world_dir, config, reporter, force=force)
     asyncio.run(
-        ensure_materialized(redis_url, redis_settings.namespace, registry, offline, stamp, reporter, force=force)
+        ensure_materialized(
+            redis_url,
+            redis_settings.namespace,
+            registry,
+            offline,
+            stamp,
+            reporter,
+            force=force,
+            cluster=redis_settings.cluster,
+        )
     )
     models = ModelRegistry(settings_from_env(MlflowSettings), offline_settings.data_dir)
     reporter.note(f"MLflow store: {models.tracking_uri}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
-import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.console import abort, progress_bar
+
+__all__ = ["Reporter", "abort"]
 
 
 class Reporter:
@@ -33,25 +35,6 @@ class Reporter:
         """A line of information between steps."""
         self.console.print(f"  {text}")
 
-    @contextmanager
-    def bar(self, title: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    def bar(self, title: str, total: int) -> AbstractContextManager[Callable[[int, int], None]]:
         """A progress bar; the yielded ``update(done, total)`` moves it."""
-        with Progress(
-            TextColumn("  {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        ) as progress:
-            task = progress.add_task(title, total=total)
-
-            def update(done: int, of: int) -> None:
-                progress.update(task, completed=done, total=of)
-
-            yield update
-
-
-def abort(message: str) -> None:
-    """Stop the command with one clear line and a non-zero exit: the one way user mistakes leave."""
-    raise click.ClickException(message)
+        return progress_bar(self.console, title, total)

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.compute as pc
-import redis.asyncio as aioredis
 
-from features import OfflineStore, OnlineStore, Registry, materialize, materialize_events
+from features import OfflineStore, OnlineStore, Registry, connect, materialize, materialize_events
 from training.bundle import ModelKind
 from training.console import Reporter
 from training.errors import ModelNotFound
@@ -26,6 +25,9 @@ from training.world import WorldConfig, simulate
 WORLD_STAMP = "world.json"
 MARKER_KEY = "meta:materialized"
 QUEUE_SKILLS = ("billing", "technical", "retention", "sales")
+# Materializing writes pipelines of thousands of hashes: far slower than a request's read, but a server
+# that stops answering must still end the demo with an error rather than hang it.
+MATERIALIZE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,9 +81,13 @@ async def ensure_materialized(
     reporter: Reporter,
     *,
     force: bool = False,
+    cluster: bool = False,
 ) -> None:
-    """Copy the world's latest snapshots into Redis unless Redis already holds this world."""
-    client = aioredis.Redis.from_url(url)
+    """Copy the world's latest snapshots into Redis unless Redis already holds this world.
+
+    ``cluster`` says that ``url`` is a node of a Redis Cluster (``RedisSettings.cluster``).
+    """
+    client = connect(url, timeout_s=MATERIALIZE_TIMEOUT_S, cluster=cluster)
     try:
         store = OnlineStore(client, registry, namespace=namespace)
         marker_key = f"{namespace}:{MARKER_KEY}"
@@ -91,9 +97,10 @@ async def ensure_materialized(
             return
         for entity in ("customer", "agent"):
             total = offline.latest(entity).num_rows
-            with reporter.step(f"Materializing {total:,} {entity} snapshots into Redis"), reporter.bar(
-                entity + "s", total
-            ) as bar:
+            with (
+                reporter.step(f"Materializing {total:,} {entity} snapshots into Redis"),
+                reporter.bar(entity + "s", total) as bar,
+            ):
                 await materialize(offline, store, entity, progress=bar)
         with reporter.step("Materializing customer event state (windowed counts, last values) into Redis"):
             written = await materialize_events(offline, store, "customer")

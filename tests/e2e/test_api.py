@@ -52,9 +52,9 @@ def test_recommend_ranks_actions_from_the_registered_models(
     assert len({a["action_id"] for a in actions}) == len(actions)
     assert all(a["reasons"] and all(isinstance(r, str) and r for r in a["reasons"]) for a in actions)
 
-    # The churn risk is the champion's prediction on the customer's latest snapshot: same model, same vector.
-    latest = offline.latest("customer")
-    row = latest.filter(latest.column("customer_id").to_numpy(zero_copy_only=False) == DEMO_CUSTOMER)
+    # The churn risk is the champion's prediction on the customer's features as they stand now (latest
+    # snapshot and events aggregated up to now): same model, same vector.
+    row = offline.as_of("customer", [DEMO_CUSTOMER])
     x = offline.matrix("customer", row)
     churn, _ = model_registry.load("churn")
     propensity, _ = model_registry.load("propensity")

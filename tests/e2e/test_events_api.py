@@ -35,8 +35,17 @@ def test_events_change_the_state_once(http: httpx.Client, redis_url: str, regist
     before = _features(redis_url, registry, customer)
     batch = {
         "events": [
-            {"type": "contact_ended", "event_id": "t-1", "customer_id": customer, "occurred_at": _now(30),
-             "intent": "billing", "resolved": False, "transferred": True, "repeat": True, "handle_time_s": 420.0},
+            {
+                "type": "contact_ended",
+                "event_id": "t-1",
+                "customer_id": customer,
+                "occurred_at": _now(30),
+                "intent": "billing",
+                "resolved": False,
+                "transferred": True,
+                "repeat": True,
+                "handle_time_s": 420.0,
+            },
             {"type": "sentiment", "event_id": "t-2", "customer_id": customer, "occurred_at": _now(29), "score": -0.9},
             {"type": "complaint", "event_id": "t-3", "customer_id": customer, "occurred_at": _now(28), "open": True},
         ]
@@ -61,8 +70,17 @@ def test_the_next_recommendation_sees_the_event(http: httpx.Client) -> None:
     before = http.post("/v1/recommend", json=body).json()["customer"]
     http.post(
         "/v1/events",
-        json={"events": [{"type": "sentiment", "event_id": "s-1", "customer_id": "C000042",
-                          "occurred_at": _now(1), "score": -1.0}]},
+        json={
+            "events": [
+                {
+                    "type": "sentiment",
+                    "event_id": "s-1",
+                    "customer_id": "C000042",
+                    "occurred_at": _now(1),
+                    "score": -1.0,
+                }
+            ]
+        },
     )
     after = http.post("/v1/recommend", json=body).json()["customer"]
     assert after["sentiment"] == -1.0
@@ -113,4 +131,4 @@ def test_without_redis_events_are_refused_with_retry_after(data_dir: Path, champ
             timeout=10,
         )
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
+    assert int(response.headers["retry-after"]) > 0

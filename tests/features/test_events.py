@@ -40,7 +40,9 @@ def _random_events(rng: random.Random, registry: Registry, customer: str, n: int
             elif f.dtype == "category":
                 fields[name] = rng.choice(f.categories or ("x",))
             elif f.dtype == "float":
-                fields[name] = round(rng.uniform(f.min if f.min is not None else -5, f.max if f.max is not None else 5), 3)
+                fields[name] = round(
+                    rng.uniform(f.min if f.min is not None else -5, f.max if f.max is not None else 5), 3
+                )
             else:
                 fields[name] = rng.choice(["retention_offer", "discount_10"])
         events.append(Event(f"e{i:04d}-{customer}", customer, kind, float(occurred), fields))
@@ -71,7 +73,9 @@ def _offline(tmp: Path, registry: Registry, events: list[Event]) -> OfflineStore
     ids = sorted({e.entity_id for e in events})
     snapshot: dict[str, pa.Array] = {
         "customer_id": pa.array(ids),
-        "feature_ts": pa.array([datetime.fromtimestamp(NOW - 86_400, UTC)] * len(ids), type=pa.timestamp("us", tz="UTC")),
+        "feature_ts": pa.array(
+            [datetime.fromtimestamp(NOW - 86_400, UTC)] * len(ids), type=pa.timestamp("us", tz="UTC")
+        ),
     }
     for f in schema.snapshot_features:
         value = {"int": 1, "float": 1.5, "bool": True, "category": (f.categories or ("",))[0]}[f.dtype]
@@ -82,7 +86,10 @@ def _offline(tmp: Path, registry: Registry, events: list[Event]) -> OfflineStore
 
 def _offline_vectors(offline: OfflineStore, ids: list[str], at: float) -> np.ndarray:
     labels = pa.table(
-        {"customer_id": ids, "ts": pa.array([datetime.fromtimestamp(at, UTC)] * len(ids), type=pa.timestamp("us", tz="UTC"))}
+        {
+            "customer_id": ids,
+            "ts": pa.array([datetime.fromtimestamp(at, UTC)] * len(ids), type=pa.timestamp("us", tz="UTC")),
+        }
     )
     frame = offline.point_in_time("customer", labels)
     order = {c: i for i, c in enumerate(frame.column("customer_id").to_pylist())}
@@ -206,7 +213,9 @@ def test_a_retried_event_counts_once_and_a_newer_value_wins(
     assert values[schema.index["sentiment_mean_30d"]] == pytest.approx((-0.8 + 0.4) / 2)
 
 
-def test_an_event_older_than_the_horizon_is_refused(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
+def test_an_event_older_than_the_horizon_is_refused(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
     ancient = Event("old", "H1", "login", NOW - timedelta(days=400).total_seconds(), {})
 
     async def run() -> list[str]:

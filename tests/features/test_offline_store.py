@@ -252,7 +252,8 @@ def test_latest_never_returns_a_newer_snapshot(
         known = expected.get(row["customer_id"])
         if known is None or row["feature_ts"] > known["feature_ts"]:
             expected[row["customer_id"]] = row
-    names = ("customer_id", "feature_ts", *registry.entity("customer").names)
+    # Snapshot features only: event features are aggregated from the events table, not snapshotted.
+    names = ("customer_id", "feature_ts", *registry.entity("customer").snapshot_names)
     assert out.column_names == list(names)
     got = out.to_pylist()
     assert [r["customer_id"] for r in got] == sorted(expected)  # one row per customer, ordered by id
@@ -267,21 +268,32 @@ def test_latest_never_returns_a_newer_snapshot(
 
 def test_matrix_shape_and_codes(offline: OfflineStore, registry: Registry, raw_snapshots: pa.Table) -> None:
     schema = registry.entity("customer")
-    table = offline.latest("customer")
+    ids = sorted(set(raw_snapshots.column("customer_id").to_pylist()), reverse=True)
+    table = offline.as_of("customer", ids)
+    assert table.column("customer_id").to_pylist() == ids  # rows in the order asked
+    assert table.column_names == ["customer_id", "feature_ts", *schema.names]
     x = offline.matrix("customer", table)
-    customers = len(set(raw_snapshots.column("customer_id").to_pylist()))
-    assert x.shape == (table.num_rows, len(schema.names)) == (customers, 20)
+    assert x.shape == (table.num_rows, len(schema.names)) == (len(ids), 27)
     assert x.dtype == np.float64
     for feature in schema.features:
         column = x[:, schema.index[feature.name]]
-        values = table.column(feature.name).to_pylist()
+        values = [feature.default if v is None else v for v in table.column(feature.name).to_pylist()]
         if feature.dtype == "category":
             assert feature.categories is not None
-            assert column.tolist() == [float(feature.categories.index(v)) for v in values]
+            expected = [math.nan if v is None else float(feature.categories.index(v)) for v in values]
         elif feature.dtype == "bool":
-            assert column.tolist() == [1.0 if v else 0.0 for v in values]
+            expected = [math.nan if v is None else 1.0 if v else 0.0 for v in values]
         else:
-            assert column.tolist() == [float(v) for v in values]
+            expected = [math.nan if v is None else float(v) for v in values]
+        assert np.array_equal(column, np.array(expected), equal_nan=True), feature.name
     plan = x[:, schema.index["plan"]]
-    assert set(np.unique(plan).tolist()) == {0.0, 1.0, 2.0}
+    assert set(np.unique(plan[~np.isnan(plan)]).tolist()) == {0.0, 1.0, 2.0}
     assert int((plan == 2.0).sum()) == pc.sum(pc.equal(table.column("plan"), "premium")).as_py()
+    # Event features are there too, aggregated from events: counts never missing, a window within a wider one.
+    logins_7d, logins_30d = x[:, schema.index["logins_7d"]], x[:, schema.index["logins_30d"]]
+    assert not np.isnan(logins_30d).any()
+    assert (logins_7d <= logins_30d).all()
+    assert logins_30d.sum() > 0
+    contacts = [x[:, schema.index[f"contacts_{d}d"]] for d in (7, 30, 90)]
+    assert (contacts[0] <= contacts[1]).all()
+    assert (contacts[1] <= contacts[2]).all()

@@ -25,7 +25,9 @@ from features import (
     OnlineStoreUnavailable,
     Registry,
     materialize,
+    materialize_events,
 )
+from tests.conftest import served_known
 
 T = TypeVar("T")
 DAY = 86_400.0
@@ -78,44 +80,92 @@ def _expected(schema: EntitySchema, row: dict[str, Any]) -> np.ndarray:
 # ---- round trip of the simulated world -------------------------------------------------------------
 
 
+def _newest_events(offline: OfflineStore, since: float, until: float) -> dict[tuple[str, str], float]:
+    """Epoch seconds of each (customer, event type)'s newest event in ``(since, until]``."""
+    events = offline.events(
+        "customer", since=datetime.fromtimestamp(since, UTC), until=datetime.fromtimestamp(until, UTC)
+    )
+    newest = events.group_by(["customer_id", "type"]).aggregate([("occurred_at", "max")])
+    return {
+        (c, t): ts.timestamp()
+        for c, t, ts in zip(
+            newest.column("customer_id").to_pylist(),
+            newest.column("type").to_pylist(),
+            newest.column("occurred_at_max").to_pylist(),
+            strict=True,
+        )
+    }
+
+
 def test_round_trip_matches_the_offline_matrix(
     materialized: None, redis_url: str, registry: Registry, offline: OfflineStore
 ) -> None:
     customers, agents = offline.latest("customer"), offline.latest("agent")
     schema = registry.entity("customer")
-    ttl = {v.name: v.ttl_days * DAY for v in schema.views}
-    assert len(set(ttl.values())) == 1  # every customer view shares one TTL, so a row is fresh or stale as a whole
+    snapshot_views = [v for v in schema.views if v.source == "snapshot"]
+    ttl = {v.name: v.ttl_days * DAY for v in snapshot_views}
+    # Every snapshot view shares one TTL, so a customer's snapshot is fresh or stale as a whole.
+    assert len(set(ttl.values())) == 1
     now = time.time()
     ages = [now - ts.timestamp() for ts in customers.column("feature_ts").to_pylist()]
-    fresh = [i for i, age in enumerate(ages) if age < next(iter(ttl.values())) - 60]
-    stale = [i for i, age in enumerate(ages) if age > next(iter(ttl.values())) + 60]
+    fresh = [i for i, age in enumerate(ages) if age <= next(iter(ttl.values()))]
+    stale = [i for i, age in enumerate(ages) if age > next(iter(ttl.values()))]
     assert len(fresh) > 1_000
     assert len(stale) > 10
     ids = customers.column("customer_id").to_pylist()
     agent_ids = agents.column("agent_id").to_pylist()
 
     async def body(store: OnlineStore) -> tuple[list[EntityVector], list[EntityVector]]:
-        first, served_agents = await store.read(ids[fresh[0]], agent_ids)
+        first, served_agents = await store.read(ids[0], agent_ids, now=now)
         served = [first]
-        for i in [*fresh[1:], *stale]:
-            vector, _ = await store.read(ids[i])
+        for customer_id in ids[1:]:
+            vector, _ = await store.read(customer_id, now=now)
             served.append(vector)
         return served, served_agents
 
     served, served_agents = _run(redis_url, registry, body, ns="nba")
 
-    x = offline.matrix("customer", customers)
-    got = np.stack([v.values for v in served[: len(fresh)]])
-    assert np.array_equal(got, x[fresh], equal_nan=True)
-    assert [v.entity_id for v in served] == [ids[i] for i in (*fresh, *stale)]
-    assert all(v.found and v.stale_views == () and v.known.all() and v.defaulted == () for v in served[: len(fresh)])
-    # Customers who churned long ago are still served, with every view reported stale and defaulted.
-    for vector in served[len(fresh) :]:
-        assert vector.found
-        assert vector.stale_views == tuple(ttl)
-        assert np.array_equal(vector.values, _defaults(schema), equal_nan=True)
-        assert vector.defaulted == schema.names
-        assert not vector.known.any()
+    # Every customer, fresh or stale, is served what the offline store says about them at the same moment.
+    expected = offline.as_of("customer", ids, at=datetime.fromtimestamp(now, UTC))
+    assert np.array_equal(np.stack([v.values for v in served]), offline.matrix("customer", expected), equal_nan=True)
+    assert [v.entity_id for v in served] == ids
+    assert all(v.found for v in served)
+    known = served_known(schema, expected)
+    assert np.array_equal(np.stack([v.known for v in served]), known)
+    assert [v.defaulted for v in served] == [
+        tuple(n for n, k in zip(schema.names, row, strict=True) if not k) for row in known
+    ]
+    # Each view's age: a snapshot view's from the snapshot, an events view's from its newest event of its types.
+    horizon = OnlineStore.horizon_days_of(registry, "customer")
+    newest = _newest_events(offline, now - horizon * DAY, now)
+    for vector, age in zip(served, ages, strict=True):
+        for view in schema.views:
+            if view.source == "snapshot":
+                want: float | None = age
+            else:
+                seen = [
+                    newest[(vector.entity_id, e)]
+                    for e in {f.aggregation.event for f in view.features if f.aggregation}
+                    if (vector.entity_id, e) in newest
+                ]
+                want = now - max(seen) if seen else None
+            got = vector.view_age_s[view.name]
+            assert (got is None) == (want is None), (vector.entity_id, view.name)
+            if want is not None:
+                assert got == pytest.approx(want, abs=1e-3), (vector.entity_id, view.name)
+        assert vector.stale_views == tuple(
+            v.name for v in schema.views if (a := vector.view_age_s[v.name]) is not None and a > v.ttl_days * DAY
+        )
+    # Customers who churned long ago are still served, with every snapshot view reported stale and defaulted.
+    snapshot_at = [schema.index[n] for n in schema.snapshot_names]
+    for i in stale:
+        vector = served[i]
+        assert set(ttl) <= set(vector.stale_views)
+        assert np.array_equal(vector.values[snapshot_at], _defaults(schema)[snapshot_at], equal_nan=True)
+        assert not vector.known[snapshot_at].any()
+    for i in fresh:
+        assert not set(ttl) & set(served[i].stale_views)
+        assert served[i].known[snapshot_at].all()
     assert np.array_equal(np.stack([a.values for a in served_agents]), offline.matrix("agent", agents), equal_nan=True)
     assert [a.entity_id for a in served_agents] == agent_ids
 
@@ -174,10 +224,15 @@ def test_one_customer_and_200_agents(redis_client: redis.Redis, redis_url: str, 
     assert customer.values[c.index["tenure_months"]] == 17.0
     assert customer.values[c.index["plan"]] == 2.0
     assert customer.values[c.index["consent_marketing"]] == 1.0
-    # Only customer_profile was written: its unwritten features and the other views are defaulted.
-    assert set(customer.defaulted) == set(c.names) - {"tenure_months", "plan", "consent_marketing"}
+    # Only customer_profile was written: its unwritten features and the other views are defaulted, but for
+    # the windowed counts of a customer the store knows (no event state: no events, so zero of each).
+    counts = {f.name for f in c.event_features if f.aggregation and f.aggregation.kind == "count"}
+    assert set(customer.defaulted) == set(c.names) - {"tenure_months", "plan", "consent_marketing"} - counts
+    assert all(customer.values[c.index[n]] == 0.0 for n in counts)
     assert customer.view_age_s["customer_profile"] is not None
-    assert customer.view_age_s["customer_billing"] is None
+    assert customer.view_age_s["customer_account"] is None
+    assert all(customer.view_age_s[v.name] is None for v in c.views if v.source == "events")
+    assert customer.stale_views == ()
 
 
 # ---- freshness, deletes, keys ----------------------------------------------------------------------
@@ -281,11 +336,14 @@ def test_materialize_is_idempotent(
     latest = offline.latest("customer")
     progress: list[tuple[int, int]] = []
 
-    async def body(store: OnlineStore) -> tuple[int, int, int]:
-        first = await materialize(offline, store, "customer", batch_size=1_500)
-        return first, await store.count("customer"), await store.count("agent")
+    now = time.time()
 
-    async def again(store: OnlineStore) -> tuple[int, int]:
+    async def body(store: OnlineStore) -> tuple[int, int, int, int]:
+        first = await materialize(offline, store, "customer", batch_size=1_500)
+        events = await materialize_events(offline, store, "customer", now=now)
+        return first, events, await store.count("customer"), await store.count("agent")
+
+    async def again(store: OnlineStore) -> tuple[int, int, int]:
         second = await materialize(
             offline,
             store,
@@ -293,39 +351,69 @@ def test_materialize_is_idempotent(
             batch_size=1_500,
             progress=lambda done, total: progress.append((done, total)),
         )
-        return second, await store.count("customer")
+        events = await materialize_events(offline, store, "customer", now=now, batch_size=1_500)
+        return second, events, await store.count("customer")
 
-    first, count, agents = _run(redis_url, registry, body)
+    first, events, count, agents = _run(redis_url, registry, body)
     snapshot = _dump(redis_client, f"{NS}:customer:*")
-    second, count_again = _run(redis_url, registry, again)
+    second, events_again, count_again = _run(redis_url, registry, again)
 
     n = latest.num_rows
     assert first == second == count == count_again == len(snapshot) == n
+    assert 0 < events == events_again <= n  # customers with events in the horizon, all of them snapshotted
     assert agents == 0
     assert _dump(redis_client, f"{NS}:customer:*") == snapshot
+    assert sum(any(f.startswith(b"last|") for f in fields) for fields in snapshot.values()) == events
     assert progress == [(min(d, n), n) for d in range(1_500, n + 1_500, 1_500)]
     assert all(re.fullmatch(rb"t:customer:\{C\d{6}\}", key) for key in snapshot)
     # The stamp of every view is the snapshot's own time, not the time it was copied.
     first_id, first_ts = latest.column("customer_id")[0].as_py(), latest.column("feature_ts")[0].as_py()
-    stamped = snapshot[f"{NS}:customer:{{{first_id}}}".encode()][b"_ts:customer_billing"]
+    stamped = snapshot[f"{NS}:customer:{{{first_id}}}".encode()][b"_ts:customer_account"]
     assert float(stamped) == first_ts.timestamp()
 
 
 def test_materialize_as_of_serves_old_snapshots_as_stale(
     redis_client: redis.Redis, redis_url: str, registry: Registry, offline: OfflineStore
 ) -> None:
-    as_of = datetime.fromtimestamp(time.time() - 100 * DAY, tz=UTC)
+    schema = registry.entity("customer")
+    then = time.time() - 100 * DAY
+    as_of = datetime.fromtimestamp(then, tz=UTC)
     old = offline.latest("customer", as_of)
+    active = offline.as_of("customer", old.column("customer_id").to_pylist(), at=as_of)
+    # A customer with a fresh snapshot, a login and a sentiment within their TTLs when the state was taken:
+    # 100 days later every snapshot view and customer_activity (TTL 90 d) are past their TTL.
+    customer_id = next(
+        r["customer_id"]
+        for r in active.to_pylist()
+        if r["tenure_months"] is not None
+        and r["days_since_last_activity"] is not None
+        and r["last_sentiment"] is not None
+    )
 
-    async def body(store: OnlineStore) -> tuple[int, EntityVector]:
+    async def body(store: OnlineStore) -> tuple[int, int, EntityVector, EntityVector]:
         written = await materialize(offline, store, "customer", as_of=as_of)
-        vector, _ = await store.read(old.column("customer_id")[0].as_py())
-        return written, vector
+        events = await materialize_events(offline, store, "customer", now=then)
+        vector, _ = await store.read(customer_id)
+        at_the_time, _ = await store.read(customer_id, now=then)
+        return written, events, vector, at_the_time
 
-    written, vector = _run(redis_url, registry, body)
+    written, events, vector, at_the_time = _run(redis_url, registry, body)
     assert written == old.num_rows > 0
+    assert events > 0
     assert vector.found
-    assert vector.stale_views == tuple(v.name for v in registry.entity("customer").views)
+    snapshot_views = tuple(v.name for v in schema.views if v.source == "snapshot")
+    assert vector.stale_views[: len(snapshot_views)] == snapshot_views
+    assert "customer_activity" in vector.stale_views
+    assert vector.view_age_s["customer_activity"] >= 100 * DAY  # type: ignore[operator]
+    assert vector.stale_views == tuple(
+        v.name for v in schema.views if (age := vector.view_age_s[v.name]) is not None and age > v.ttl_days * DAY
+    )
+    for name in ("days_since_last_activity", "last_sentiment", "plan"):
+        assert name in vector.defaulted
+    # Read at the moment it was taken, the same state is fresh and is what the offline store held then.
+    assert not {*snapshot_views, "customer_activity", "customer_sentiment"} & set(at_the_time.stale_views)
+    row = offline.as_of("customer", [customer_id], at=as_of)
+    assert np.array_equal(at_the_time.values, offline.matrix("customer", row)[0], equal_nan=True)
 
 
 # ---- queues and failures ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from features import Feature, Registry, RegistryError, UnknownFeatureError
 
 CUSTOMER_ORDER = (
+    # snapshot views: customer_profile, customer_usage, customer_account
     "tenure_months",
     "plan",
     "contract_type",
@@ -30,17 +31,27 @@ CUSTOMER_ORDER = (
     "segment",
     "language",
     "consent_marketing",
-    "logins_30d",
     "usage_change_pct_30d",
+    "days_overdue",
+    # events views: customer_activity, customer_contacts, customer_payments, customer_sentiment, customer_offers
+    "logins_7d",
+    "logins_30d",
     "days_since_last_activity",
+    "contacts_7d",
     "contacts_30d",
+    "contacts_90d",
     "repeat_contacts_30d",
+    "transfers_30d",
     "open_complaint",
     "failed_payments_90d",
-    "days_overdue",
     "last_sentiment",
+    "sentiment_mean_30d",
     "offers_declined_90d",
+    "offers_accepted_90d",
+    "days_since_last_offer",
 )
+SNAPSHOT_VIEWS = ("customer_profile", "customer_usage", "customer_account")
+EVENT_VIEWS = ("customer_activity", "customer_contacts", "customer_payments", "customer_sentiment", "customer_offers")
 DTYPES = ["float", "int", "bool", "category"]
 ARROW_TYPE = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "category": pa.string()}
 
@@ -84,11 +95,30 @@ def test_packaged_contract_loads(registry: Registry) -> None:
     assert set(registry.entities) == {"customer", "agent"}
     customer, agent = registry.entity("customer"), registry.entity("agent")
     assert (customer.join_key, agent.join_key) == ("customer_id", "agent_id")
-    assert len(customer.names) == 20
+    assert len(customer.names) == 27
     assert len(agent.names) == 15
+    assert [v.name for v in customer.views] == [*SNAPSHOT_VIEWS, *EVENT_VIEWS]
     assert [v.name for v in agent.views] == ["agent_profile", "agent_state"]
     assert registry.views["agent_state"].ttl_days == 1
-    assert customer.view_of["days_overdue"] == "customer_billing"
+    assert customer.view_of["days_overdue"] == "customer_account"
+    assert {v.name: v.source for v in customer.views} == {
+        **dict.fromkeys(SNAPSHOT_VIEWS, "snapshot"),
+        **dict.fromkeys(EVENT_VIEWS, "events"),
+    }
+    assert {v.source for v in agent.views} == {"snapshot"}
+    # Snapshot features come first, then event features; together they are the whole entity, in order.
+    assert customer.snapshot_names + tuple(f.name for f in customer.event_features) == customer.names
+    assert customer.snapshot_names == CUSTOMER_ORDER[:12]
+    assert all(f.aggregation is None for f in customer.snapshot_features)
+    assert all(f.aggregation is not None for f in customer.event_features)
+    assert customer.view_by_name["customer_activity"] is registry.views["customer_activity"]
+    logins = customer.feature("logins_7d").aggregation
+    assert logins is not None
+    assert (logins.kind, logins.event, logins.window_days) == ("count", "login", 7)
+    assert set(registry.events) >= {"login", "contact_ended", "complaint", "payment_failed", "sentiment"}
+    assert registry.event_columns("customer")["score"] == "float"
+    assert registry.event_columns("customer")["repeat"] == "bool"
+    assert registry.event_columns("agent") == {}
     assert customer.feature("plan").categories == ("basic", "standard", "premium")
     assert customer.feature("consent_marketing").default is False
     assert customer.feature("tenure_months").default == 0
@@ -182,7 +212,7 @@ def _unknown_key(data: Contract) -> None:
 
 
 def _duplicate_feature(data: Contract) -> None:
-    _view(data, "customer_activity")["features"].append(dict(_feature(data, "monthly_charge")))
+    _view(data, "customer_usage")["features"].append(dict(_feature(data, "monthly_charge")))
 
 
 def _default_outside_categories(data: Contract) -> None:
@@ -198,7 +228,7 @@ def _categories_on_a_number(data: Contract) -> None:
 
 
 def _unknown_view_key(data: Contract) -> None:
-    _view(data, "customer_billing")["ttl"] = 3
+    _view(data, "customer_account")["ttl"] = 3
 
 
 @pytest.mark.parametrize(
@@ -207,12 +237,12 @@ def _unknown_view_key(data: Contract) -> None:
         (_unknown_key, r"views\.0\.features\.1\.colour"),
         (
             _duplicate_feature,
-            r"'monthly_charge' is declared in views 'customer_profile' and 'customer_activity'",
+            r"'monthly_charge' is declared in views 'customer_profile' and 'customer_usage'",
         ),
         (_default_outside_categories, r"'segment': default 'enterprise' is not one of its categories"),
         (_unknown_entity, r"view 'agent_state': unknown entity 'supervisor'"),
         (_categories_on_a_number, r"'logins_30d': 'categories' is only for dtype 'category'"),
-        (_unknown_view_key, r"views\.3\.ttl"),
+        (_unknown_view_key, r"views\.2\.ttl"),
     ],
     ids=[
         "unknown-key",
@@ -229,6 +259,62 @@ def test_invalid_contract_names_file_and_field(tmp_path: Path, edit: Callable[[C
     path = _write(tmp_path, data, "broken-contract.yaml")
     with pytest.raises(RegistryError, match=rf"broken-contract\.yaml: .*{field}"):
         Registry.load(path)
+
+
+def _aggregation(feature: str, **changes: object) -> Callable[[Contract], None]:
+    def edit(data: Contract) -> None:
+        _feature(data, feature)["aggregation"].update(changes)
+
+    return edit
+
+
+def _drop_aggregation(data: Contract) -> None:
+    del _feature(data, "contacts_30d")["aggregation"]
+
+
+def _aggregation_on_a_snapshot(data: Contract) -> None:
+    _feature(data, "days_overdue")["aggregation"] = {"kind": "count", "event": "payment_failed", "window_days": 30}
+
+
+def _field_with_two_dtypes(data: Contract) -> None:
+    # payment_failed.amount is a float; the same column name declared as an int elsewhere is ambiguous.
+    data["events"]["complaint"]["fields"]["amount"] = {"dtype": "int"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "name"),
+    [
+        (_aggregation("logins_7d", event="logon"), r"'logins_7d': aggregation over unknown event 'logon'"),
+        (_aggregation("repeat_contacts_30d", where={"handle_time_s": True}), r"'repeat_contacts_30d'.*'handle_time_s'"),
+        (_aggregation("repeat_contacts_30d", where={"repeat": "yes"}), r"'repeat_contacts_30d': 'where\.repeat'"),
+        (_aggregation("open_complaint", window_days=30), r"'open_complaint': aggregation 'last' takes no window_days"),
+        (_aggregation("contacts_7d", window_days=None), r"'contacts_7d': aggregation 'count' needs window_days"),
+        (_aggregation("last_sentiment", field="mood"), r"'last_sentiment': event 'sentiment' has no field 'mood'"),
+        (_aggregation("sentiment_mean_30d", kind="median"), r"'sentiment_mean_30d': kind: "),
+        (_drop_aggregation, r"'contacts_30d': an events view needs an aggregation"),
+        (_aggregation_on_a_snapshot, r"'days_overdue': aggregation is only for views with source: events"),
+        (_field_with_two_dtypes, r"field 'amount' is a float here but a int"),
+    ],
+    ids=[
+        "unknown-event",
+        "where-on-a-number",
+        "where-not-a-bool",
+        "window-on-last",
+        "count-without-window",
+        "unknown-event-field",
+        "unknown-kind",
+        "events-feature-without-aggregation",
+        "aggregation-on-a-snapshot",
+        "field-with-two-dtypes",
+    ],
+)
+def test_invalid_event_contract_names_the_feature_or_field(
+    tmp_path: Path, edit: Callable[[Contract], None], name: str
+) -> None:
+    data = _packaged()
+    edit(data)
+    with pytest.raises(RegistryError, match=name):
+        Registry.load(_write(tmp_path, data))
 
 
 def test_unreadable_contract_names_the_file(tmp_path: Path) -> None:

@@ -77,15 +77,15 @@ def test_run_rejects_a_bad_environment_variable_naming_it(tmp_path: Path) -> Non
     assert "invalid environment setting: port" in done.stderr
 
 
-def _readme_curls(port: int) -> list[tuple[str, dict[str, object]]]:
-    """The README's curl lines, as (path, JSON body), pointed at ``port``."""
-    calls = []
+def _readme_curls() -> dict[str, dict[str, object]]:
+    """The README's curl lines, as path → JSON body."""
+    calls: dict[str, dict[str, object]] = {}
     for line in README.read_text().splitlines():
         if line.startswith("curl ") and "/v1/" in line:
             words = shlex.split(line)
             url = next(w for w in words if w.startswith("http://127.0.0.1:8000/"))
-            calls.append((url.removeprefix("http://127.0.0.1:8000"), json.loads(words[words.index("-d") + 1])))
-    assert len(calls) == 2, "the README should show one curl line for recommend and one for assign"
+            calls[url.removeprefix("http://127.0.0.1:8000")] = json.loads(words[words.index("-d") + 1])
+    assert set(calls) == {"/v1/recommend", "/v1/assign", "/v1/events"}, "one README curl line per decision endpoint"
     return calls
 
 
@@ -123,9 +123,13 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     data_dir, port = tmp_path, free_port()
     proc, _ = _run_until_ready(data_dir, port)
     try:
-        (rec_path, rec_body), (assign_path, assign_body) = _readme_curls(port)
-        recommended = httpx.post(f"http://127.0.0.1:{port}{rec_path}", json=rec_body, timeout=10).json()
-        assigned = httpx.post(f"http://127.0.0.1:{port}{assign_path}", json=assign_body, timeout=10).json()
+        calls = {
+            path: httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10)
+            for path, body in _readme_curls().items()
+        }
+        recommended = calls["/v1/recommend"].json()
+        assigned = calls["/v1/assign"].json()
+        ingested = calls["/v1/events"].json()
     finally:
         first_output = _stop(proc)
     assert proc.returncode == 0
@@ -135,6 +139,7 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     assert scores == sorted(scores, reverse=True)
     assert assigned["agents"]
     assert assigned["degraded"] is False
+    assert ingested["applied"] == 1
     assert re.search(r"✓ Simulating the demo world .*\(\d+\.\d s\)", first_output)
     assert "Training and registering the churn model" in first_output
 

@@ -133,7 +133,9 @@ def test_two_dates_cannot_split_by_time(
     table, _ = _last_dates(world, kind, 2)
     path = tmp_path / TABLE[kind]
     pq.write_table(table, path)
-    with pytest.raises(DatasetError, match=r"at least 3 distinct dates to split by time into train / validation / test, found 2"):
+    with pytest.raises(
+        DatasetError, match=r"at least 3 distinct dates to split by time into train / validation / test, found 2"
+    ):
         TRAINER[kind](registry, offline, path, params=TrainParams())
 
 

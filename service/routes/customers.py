@@ -1,0 +1,44 @@
+"""``GET /v1/customers/{customer_id}/features`` and ``DELETE /v1/customers/{customer_id}``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import delete, get
+from litestar.openapi.spec import Example
+from litestar.params import Parameter
+
+from service.customers import CustomerService
+from service.schemas import CUSTOMER_ID_PATTERN, CustomerFeaturesResponse, ErasureResponse
+
+CustomerId = Annotated[
+    str, Parameter(pattern=CUSTOMER_ID_PATTERN, description="Our customer id.", examples=[Example(value="C000042")])
+]
+
+
+@get(
+    "/v1/customers/{customer_id:str}/features",
+    operation_id="customer_features",
+    summary="A customer's online feature values and their freshness",
+    description="The values the models would score now, in the feature contract's order and human form, with "
+    "which ones are defaults and how old each view is. 404 for an unknown customer; 503 with Retry-After when "
+    "Redis does not answer (a debugging read does not degrade).",
+    tags=["customers"],
+)
+async def customer_features(customer_id: CustomerId, customers: CustomerService) -> CustomerFeaturesResponse:
+    """The online state of ``customer_id``."""
+    return await customers.features(customer_id)
+
+
+@delete(
+    "/v1/customers/{customer_id:str}",
+    operation_id="erase_customer",
+    summary="Erase a customer's online state (right to erasure)",
+    description="Deletes everything the online store keeps for the customer; `erased` is false when there was "
+    "nothing. Afterwards recommend treats the customer as a cold start. The offline store is not erased.",
+    status_code=200,
+    tags=["customers"],
+)
+async def erase_customer(customer_id: CustomerId, customers: CustomerService) -> ErasureResponse:
+    """Erase ``customer_id`` from the online store."""
+    return await customers.erase(customer_id)

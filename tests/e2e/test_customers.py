@@ -1,0 +1,256 @@
+"""The customer routes over HTTP: the online state read back as data, and erased on request.
+
+Real uvicorn, real Redis (the test world materialized), real MLflow. Where a test needs the store in a state
+materialization does not produce (a missing field, a stale view) it writes the raw hash with redis-py, the
+way a partial event update or an old snapshot would leave it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from features import OfflineStore, Registry
+from features.event_state import stamp
+from tests.conftest import free_port, serve, settings_for
+
+CUSTOMER = "C000042"
+DAY = 86_400.0
+
+
+def _as_of_row(offline: OfflineStore, customer_id: str) -> dict[str, Any]:
+    """Every feature of the customer as the online store should serve it now (snapshot and events)."""
+    row: dict[str, Any] = offline.as_of("customer", [customer_id]).to_pylist()[0]
+    return row
+
+
+def _newest_events(offline: OfflineStore, customer_id: str) -> dict[str, datetime]:
+    """The time of the customer's newest event of each type: what an events view's age is measured from."""
+    events = offline.events("customer").to_pylist()
+    newest: dict[str, datetime] = {}
+    for event in events:
+        if event["customer_id"] == customer_id:
+            newest[event["type"]] = max(event["occurred_at"], newest.get(event["type"], event["occurred_at"]))
+    return newest
+
+
+def _by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in items}
+
+
+def test_features_are_the_latest_snapshot_in_contract_order(
+    http: httpx.Client, offline: OfflineStore, registry: Registry
+) -> None:
+    row = _as_of_row(offline, CUSTOMER)
+    observed: datetime = row["feature_ts"]
+    assert time.time() - observed.timestamp() < 45 * DAY, "the test customer's snapshot should be fresh"
+    schema = registry.entity("customer")
+    missing = {n for n in schema.names if row[n] is None}
+    assert not missing & set(schema.snapshot_names), "the test customer's snapshot should be complete"
+    assert missing, "the test customer should lack some event feature (no complaint, no recent sentiment)"
+
+    response = http.get(f"/v1/customers/{CUSTOMER}/features")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["customer_id"] == CUSTOMER
+    assert body["found"] is True
+    assert body["feature_contract"] == registry.version
+    assert [f["name"] for f in body["features"]] == list(schema.names)
+    assert {f["name"]: f["view"] for f in body["features"]} == schema.view_of
+    # What the offline store does not know is served as the declared default (None when there is none).
+    assert {f["name"]: f["value"] for f in body["features"]} == {
+        n: schema.feature(n).default if row[n] is None else row[n] for n in schema.names
+    }
+    assert {f["name"] for f in body["features"] if f["defaulted"]} == missing
+    # Human form: category names and booleans, not the codes the models see.
+    values = {f["name"]: f["value"] for f in body["features"]}
+    assert values["plan"] == row["plan"]
+    assert isinstance(values["plan"], str)
+    assert values["consent_marketing"] is row["consent_marketing"]
+    assert isinstance(values["tenure_months"], int)
+    assert isinstance(values["logins_30d"], int)
+    assert values["open_complaint"] is False
+
+    # A snapshot view is as old as the snapshot; an events view as its newest event of the types it reads.
+    newest = _newest_events(offline, CUSTOMER)
+    views = _by_name(body["views"])
+    assert list(views) == [v.name for v in schema.views]
+    for view in schema.views:
+        out = views[view.name]
+        assert out["ttl_seconds"] == view.ttl_days * DAY
+        if view.source == "snapshot":
+            expected: float | None = time.time() - observed.timestamp()
+        else:
+            seen = [
+                newest[f.aggregation.event] for f in view.features if f.aggregation and f.aggregation.event in newest
+            ]
+            expected = time.time() - max(seen).timestamp() if seen else None
+        if expected is None:
+            assert out["age_seconds"] is None, view.name
+        else:
+            assert out["age_seconds"] == pytest.approx(expected, abs=60), view.name
+        assert out["stale"] is (expected is not None and expected > view.ttl_days * DAY), view.name
+    assert not any(views[v]["stale"] for v in ("customer_profile", "customer_usage", "customer_account"))
+    assert views["customer_activity"]["age_seconds"] is not None  # the demo customer logs in
+
+
+def test_a_missing_field_is_served_as_its_default_and_flagged(
+    http: httpx.Client, redis_client: redis.Redis, offline: OfflineStore, registry: Registry
+) -> None:
+    key = f"nba:customer:{{{CUSTOMER}}}"
+    before = {f["name"] for f in http.get(f"/v1/customers/{CUSTOMER}/features").json()["features"] if f["defaulted"]}
+    assert not before & {"price_increase_pct", "last_sentiment"}
+    # price_increase_pct has a default (0.0); last_sentiment has none, so it is unknown. A snapshot feature is
+    # a field of its own; a `last` event feature is the newest event's field, `lv|{event}|{field}`.
+    assert redis_client.hdel(key, "price_increase_pct", "lv|sentiment|score") == 2
+    body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
+    features = _by_name(body["features"])
+    assert features["price_increase_pct"] == {
+        "name": "price_increase_pct",
+        "view": "customer_profile",
+        "value": 0.0,
+        "defaulted": True,
+    }
+    assert features["last_sentiment"] == {
+        "name": "last_sentiment",
+        "view": "customer_sentiment",
+        "value": None,
+        "defaulted": True,
+    }
+    defaulted = {name for name, f in features.items() if f["defaulted"]}
+    assert defaulted == before | {"price_increase_pct", "last_sentiment"}
+    assert features["tenure_months"]["value"] == _as_of_row(offline, CUSTOMER)["tenure_months"]
+    # The view is still as fresh as its newest event: a missing value is not a stale view.
+    assert not _by_name(body["views"])["customer_sentiment"]["stale"]
+
+
+def test_a_view_past_its_ttl_is_stale_and_served_as_defaults(
+    http: httpx.Client, redis_client: redis.Redis, registry: Registry
+) -> None:
+    redis_client.hset(f"nba:customer:{{{CUSTOMER}}}", "_ts:customer_profile", repr(time.time() - 100 * DAY))
+    body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
+    views = _by_name(body["views"])
+    assert views["customer_profile"]["stale"] is True
+    assert views["customer_profile"]["age_seconds"] == pytest.approx(100 * DAY, abs=60)
+    assert [name for name, v in views.items() if v["stale"]] == ["customer_profile"]
+
+    features = _by_name(body["features"])
+    profile = registry.views["customer_profile"].features
+    assert {f.name: features[f.name]["value"] for f in profile} == {
+        "tenure_months": 0,
+        "plan": None,  # no default: unknown
+        "contract_type": None,
+        "days_to_contract_end": None,
+        "monthly_charge": None,
+        "price_increase_pct": 0.0,
+        "lifetime_value": None,
+        "segment": None,
+        "language": None,
+        "consent_marketing": False,
+    }
+    assert {f.name for f in profile} <= {name for name, f in features.items() if f["defaulted"]}
+    # The other snapshot views keep their values.
+    assert features["days_overdue"]["defaulted"] is False
+
+
+def test_an_events_view_whose_newest_event_is_past_its_ttl_is_stale(
+    http: httpx.Client, redis_client: redis.Redis, registry: Registry
+) -> None:
+    # The state a customer who last logged in 100 days ago has: no login in any window, the newest one old.
+    key = f"nba:customer:{{{CUSTOMER}}}"
+    fields: list[bytes] = redis_client.hkeys(key)  # type: ignore[assignment]
+    logins = [k for k in fields if k.startswith(b"n|login|")]
+    assert logins, "the demo customer should have logins in the last 30 days"
+    redis_client.hdel(key, *logins)
+    redis_client.hset(key, "last|login", stamp(time.time() - 100 * DAY, "old-login"))
+    body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
+    views = _by_name(body["views"])
+    assert views["customer_activity"]["stale"] is True
+    assert views["customer_activity"]["age_seconds"] == pytest.approx(100 * DAY, abs=60)
+    assert [name for name, v in views.items() if v["stale"]] == ["customer_activity"]
+
+    features = _by_name(body["features"])
+    activity = registry.views["customer_activity"].features
+    assert {f.name: features[f.name]["value"] for f in activity} == {
+        "logins_7d": 0,
+        "logins_30d": 0,
+        "days_since_last_activity": None,  # past the TTL: unknown, not 100
+    }
+    # A count over an empty window is a fact (zero logins), not a default; the newest event's age is not.
+    assert {f.name for f in activity if features[f.name]["defaulted"]} == {"days_since_last_activity"}
+
+
+def test_unknown_customer_is_404_naming_the_id(http: httpx.Client) -> None:
+    response = http.get("/v1/customers/C999999/features")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "customer 'C999999' is not in the online store"
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize(
+    "customer_id",
+    ["C0 42;DROP", "-C000042", "C" * 65, "C00004%"],
+    ids=["space-and-semicolon", "leading-dash", "too-long", "percent"],
+)
+def test_a_malformed_id_is_422_naming_customer_id(http: httpx.Client, method: str, customer_id: str) -> None:
+    path = f"/v1/customers/{customer_id}" + ("/features" if method == "GET" else "")
+    response = http.request(method, path)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("customer_id: ")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", f"/v1/customers/{CUSTOMER}/features"), ("DELETE", f"/v1/customers/{CUSTOMER}")]
+)
+def test_without_redis_customer_routes_are_503_with_retry_after(
+    data_dir: Path, champions: dict[str, str], method: str, path: str
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    with (
+        serve(settings_for(data_dir, dead)) as served,
+        httpx.Client(base_url=served.url, timeout=10) as client,
+    ):
+        response = client.request(method, path)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.json()["detail"].startswith("online store unavailable: ")
+
+
+def test_erase_deletes_the_online_state_once_then_recommend_is_a_cold_start(
+    http: httpx.Client, redis_client: redis.Redis
+) -> None:
+    key = f"nba:customer:{{{CUSTOMER}}}"
+    neighbour = "nba:customer:{C000043}"
+    assert redis_client.exists(key, neighbour) == 2
+
+    first = http.delete(f"/v1/customers/{CUSTOMER}")
+    assert first.status_code == 200
+    assert first.json() == {"customer_id": CUSTOMER, "erased": True}
+    assert redis_client.exists(key) == 0
+    assert redis_client.exists(neighbour) == 1
+
+    second = http.delete(f"/v1/customers/{CUSTOMER}")
+    assert second.status_code == 200
+    assert second.json() == {"customer_id": CUSTOMER, "erased": False}
+
+    recommended = http.post("/v1/recommend", json={"customer_id": CUSTOMER, "channel": "voice"}).json()
+    assert recommended["cold_start"] is True
+    assert recommended["degraded"] is False
+    assert http.get(f"/v1/customers/{CUSTOMER}/features").status_code == 404
+
+
+def test_openapi_documents_the_customer_routes(http: httpx.Client) -> None:
+    schema = http.get("/schema/openapi.json").json()
+    features = schema["paths"]["/v1/customers/{customer_id}/features"]["get"]
+    erase = schema["paths"]["/v1/customers/{customer_id}"]["delete"]
+    assert features["operationId"] == "customer_features"
+    assert erase["operationId"] == "erase_customer"
+    (parameter,) = features["parameters"]
+    assert parameter["name"] == "customer_id"
+    assert parameter["schema"]["pattern"] == r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"

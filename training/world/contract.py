@@ -1,0 +1,46 @@
+"""Where the world meets the feature contract: checks that it emits what the registry declares, and lookbacks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from features.registry import Registry
+from training.world.config import _LABELS
+
+
+def _check(entity: str, expected: Sequence[str], cols: Mapping[str, np.ndarray], reg: Registry) -> list[str]:
+    """Fail loudly if the world drifted from the feature contract; return the contract's column order."""
+    if set(cols) != set(expected):
+        diff = sorted(set(cols) ^ set(expected))
+        raise ValueError(f"{entity} columns differ from the registry: {diff}")
+    for name in expected:
+        f = reg.entity(entity).feature(name)
+        if f.dtype == "category" and not set(np.unique(cols[name])) <= set(f.categories or ()):
+            raise ValueError(f"{entity} feature {name!r} has values outside the registry's categories")
+    return list(expected)
+
+
+def _check_events(reg: Registry, produced: Mapping[str, Sequence[str]]) -> None:
+    """Fail loudly if the events the world emits are not the contract's (types, fields, categories)."""
+    declared = {name: tuple(spec.fields) for name, spec in reg.events.items() if spec.entity == "customer"}
+    if {k: set(v) for k, v in declared.items()} != {k: set(v) for k, v in produced.items()}:
+        raise ValueError(f"customer events differ from the registry: {declared} vs {dict(produced)}")
+    for name, spec in reg.events.items():
+        for field_name, field_spec in spec.fields.items():
+            if field_spec.dtype == "category" and set(_LABELS[field_name]) != set(field_spec.categories or ()):
+                raise ValueError(f"event field {name}.{field_name} has categories the registry does not declare")
+
+
+def _lookback(reg: Registry) -> dict[str, int]:
+    """Per event type, how many earlier months can still shape a feature (the longest window or TTL)."""
+    schema = reg.entity("customer")
+    horizon: dict[str, float] = {}
+    for f in schema.event_features:
+        agg = f.aggregation
+        assert agg is not None
+        days = agg.window_days + 1 if agg.window_days is not None else reg.views[schema.view_of[f.name]].ttl_days
+        horizon[agg.event] = max(horizon.get(agg.event, 0.0), float(days))
+    return {name: math.ceil(days / 30) + 1 for name, days in horizon.items()}
