@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from features.event_state import EventLayout, text
-from features.offline_store import TIMESTAMP_COLUMN, OfflineStore
+from features.offline_store import TIMESTAMP_COLUMN, OfflineStore, sql_literal
 from features.online_store import OnlineStore
 
 Progress = Callable[[int, int], None]
@@ -61,13 +61,13 @@ def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now:
     key = offline.registry.entity(entity).join_key
     until = datetime.fromtimestamp(now, UTC)
     since = datetime.fromtimestamp(now - layout.horizon_days * _DAY_S, UTC)
-    events = offline.events(entity, since=since, until=until)  # noqa: F841 - read by DuckDB below
     con = duckdb.connect()
+    con.register("events", offline.events(entity, since=since, until=until))
     today = int(now // _DAY_S)
     state: dict[str, dict[str, str]] = defaultdict(dict)
     for s in layout.series:
         conditions = [f"type = '{s.event}'", f"floor(epoch(occurred_at) / 86400) > {today - s.days}"]
-        conditions += [f"{k} = {_sql_value(v)}" for k, v in s.where]
+        conditions += [f"{k} = {sql_literal(v)}" for k, v in s.where]
         measure = "count(*)"
         if s.field is not None:
             conditions.append(f"{s.field} IS NOT NULL")
@@ -90,12 +90,6 @@ def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now:
                 if value is not None:
                     state[entity_id][f"lv|{event}|{f}"] = text(value)
     return dict(state)
-
-
-def _sql_value(value: bool | str) -> str:
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return "'{}'".format(value.replace("'", "''"))
 
 
 async def materialize_events(

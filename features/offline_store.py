@@ -34,7 +34,8 @@ def _sql_path(path: Path) -> str:
     return "read_parquet('{}')".format(str(path).replace("'", "''"))
 
 
-def _literal(value: bool | str) -> str:
+def sql_literal(value: bool | str) -> str:
+    """A contract value (a bool or a category) as a SQL literal."""
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     return "'{}'".format(value.replace("'", "''"))
@@ -44,7 +45,7 @@ def _aggregate_sql(feature: Feature, ttl_days: float) -> str:
     """One SELECT expression computing ``feature`` over the joined events ``j`` of one label row."""
     agg = feature.aggregation
     assert agg is not None
-    conditions = [f"type = {_literal(agg.event)}", *(f"{k} = {_literal(v)}" for k, v in agg.where.items())]
+    conditions = [f"type = {sql_literal(agg.event)}", *(f"{k} = {sql_literal(v)}" for k, v in agg.where.items())]
     if agg.window_days is not None:
         conditions.append(f"_day > _label_day - {agg.window_days}")
     else:
@@ -183,7 +184,7 @@ class OfflineStore:
             )
             events = self._events(schema)
             types = ", ".join(
-                _literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation}
+                sql_literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation}
             )
             horizon = self.lookback_days(entity) + 1
             con.sql(f"""
