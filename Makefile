@@ -10,6 +10,7 @@ help:
 	@echo "make run    set up .venv, build the demo on first run, serve the API on 127.0.0.1:8000"
 	@echo "make test   set up .venv with the dev extras and run the test suite"
 	@echo "make lint   ruff and mypy"
+	@echo "make bench  print the online store's figures against same-run baselines"
 	@echo "make clean  remove .venv and the local data under .nba/"
 
 $(BIN)/python:
@@ -34,6 +35,9 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.online_store
 
 clean:
 	rm -rf $(VENV) .nba

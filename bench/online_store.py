@@ -1,0 +1,119 @@
+"""The online store in-process, against an embedded Valkey holding the demo world.
+
+Each figure is printed beside a baseline measured in the same process, on the same server, in the same
+run, because these machines are noisy: a PING round trip for reads, and a pipelined HINCRBYFLOAT of the
+same fields for event ingestion.
+
+    .venv/bin/python -m bench.online_store
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from features import (
+    EmbeddedValkey,
+    Event,
+    OfflineStore,
+    OnlineStore,
+    Registry,
+    connect,
+    materialize,
+    materialize_events,
+)
+from training.world import WorldConfig, simulate
+
+READS = 3_000
+EVENTS = 100_000
+BATCH = 1_000
+
+
+def _pct(samples: list[float]) -> tuple[float, float]:
+    return float(np.percentile(samples, 50)) * 1e3, float(np.percentile(samples, 99)) * 1e3
+
+
+async def _run(url: str, world: Path) -> None:
+    registry = Registry.load()
+    offline = OfflineStore(world, registry)
+    client = connect(url, timeout_s=30)
+    store = OnlineStore(client, registry)
+    try:
+        start = time.perf_counter()
+        written = await materialize(offline, store, "customer")
+        snap_s = time.perf_counter() - start
+        start = time.perf_counter()
+        with_events = await materialize_events(offline, store, "customer")
+        events_s = time.perf_counter() - start
+        await materialize(offline, store, "agent")
+        print(f"materialize snapshots: {written / snap_s:,.0f} entities/s ({written:,} in {snap_s:.2f} s)")
+        print(
+            f"materialize event state: {with_events / events_s:,.0f} entities/s ({with_events:,} in {events_s:.2f} s)"
+        )
+
+        customers = offline.latest("customer").column("customer_id").to_pylist()
+        agents = offline.latest("agent").column("agent_id").to_pylist()[:100]
+        rng = random.Random(7)
+        pings, reads = [], []
+        for _ in range(READS):
+            t = time.perf_counter()
+            await client.ping()
+            pings.append(time.perf_counter() - t)
+            cid = rng.choice(customers)
+            t = time.perf_counter()
+            await store.read(cid, agents)
+            reads.append(time.perf_counter() - t)
+        (ping50, _), (read50, read99) = _pct(pings), _pct(reads)
+        print(
+            f"read 1 customer + 100 agents: p50 {read50:.3f} ms p99 {read99:.3f} ms  "
+            f"(PING p50 {ping50:.3f} ms; ratio {read50 / ping50:.1f}x)"
+        )
+        reads.clear()
+        for _ in range(READS):
+            t = time.perf_counter()
+            await store.read(rng.choice(customers))
+            reads.append(time.perf_counter() - t)
+        r50, r99 = _pct(reads)
+        print(f"read 1 customer: p50 {r50:.3f} ms p99 {r99:.3f} ms  (ratio to PING {r50 / ping50:.1f}x)")
+
+        now = time.time()
+        events = [
+            Event(f"b{i}", rng.choice(customers), "sentiment", now - rng.uniform(0, 30 * 86_400), {"score": 0.1})
+            for i in range(EVENTS)
+        ]
+        start = time.perf_counter()
+        for i in range(0, EVENTS, BATCH):
+            await store.apply_events("customer", events[i : i + BATCH], now=now)
+        ingest_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(0, EVENTS, BATCH):
+            pipe = client.pipeline(transaction=False)
+            for e in events[i : i + BATCH]:
+                pipe.hincrbyfloat(f"bench:{{{e.entity_id}}}", "x", 1)
+            await pipe.execute()
+        base_s = time.perf_counter() - start
+        print(
+            f"ingest events (batches of {BATCH}): {EVENTS / ingest_s:,.0f} events/s  "
+            f"(pipelined HINCRBYFLOAT baseline {EVENTS / base_s:,.0f}/s; ratio {base_s / ingest_s:.2f})"
+        )
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    """Build the demo world in a temporary folder, start a private Valkey, measure."""
+    with tempfile.TemporaryDirectory(prefix="nba-bench-") as tmp:
+        world = Path(tmp) / "world"
+        simulate(WorldConfig(customers=5_000, agents=100, months=6, seed=7, end=datetime.now(UTC).date()), world)
+        with EmbeddedValkey(Path(tmp) / "valkey", persist=False) as server:
+            asyncio.run(_run(server.url, world))
+
+
+if __name__ == "__main__":
+    main()
