@@ -23,9 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from features.registry import EntitySchema, Feature
+from features.registry import DAY_SECONDS, EntitySchema, Feature
 
-_DAY_S = 86_400
 # Day fields this many days behind a window are swept when the series is next written, so a hash does not
 # keep a field per day forever.
 _SWEEP_DAYS = 31
@@ -134,15 +133,13 @@ class EventLayout:
             last_fields.setdefault(agg.event, set())
         self.series = tuple(series.values())
         self.last_fields = {e: tuple(sorted(fs)) for e, fs in last_fields.items()}
-        self.ttl_s = {f.name: schema.view_by_name[schema.view_of[f.name]].ttl_days * _DAY_S for f in self.features}
+        self.ttl_s = {f.name: schema.view_for(f).ttl_seconds for f in self.features}
         self.view_events = {
             v.name: tuple(sorted({f.aggregation.event for f in v.features if f.aggregation}))
             for v in schema.views
             if v.source == "events"
         }
-        self.horizon_days = max(
-            [s.days for s in self.series] + [math.ceil(t / _DAY_S) for t in self.ttl_s.values()], default=0
-        )
+        self.horizon_days = schema.event_horizon_days
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -195,7 +192,7 @@ class EventLayout:
             if seen is None or now - seen > self.ttl_s[feature.name]:
                 values[i], known[i] = feature.encode(None), False
             elif agg.kind == "days_since":
-                values[i] = math.floor((now - seen) / _DAY_S)
+                values[i] = math.floor((now - seen) / DAY_SECONDS)
             else:
                 assert agg.field is not None
                 raw = latest_value[(agg.event, agg.field)]
@@ -211,7 +208,7 @@ class EventLayout:
 
     def apply_args(self, event: Event) -> list[str]:
         """ARGV for :data:`APPLY_EVENT` (after the event id, time and horizon)."""
-        day = int(event.occurred_at // _DAY_S)
+        day = int(event.occurred_at // DAY_SECONDS)
         increments: list[str] = []
         sweep: list[str] = []
         for s in self.series:

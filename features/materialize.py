@@ -19,9 +19,9 @@ import duckdb
 from features.event_state import EventLayout, text
 from features.offline_store import TIMESTAMP_COLUMN, OfflineStore, sql_literal
 from features.online_store import OnlineStore
+from features.registry import DAY_SECONDS
 
 Progress = Callable[[int, int], None]
-_DAY_S = 86_400
 
 
 async def materialize(
@@ -60,10 +60,10 @@ def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now:
     """The event-state hash fields of every entity with events in the horizon, as of ``now``."""
     key = offline.registry.entity(entity).join_key
     until = datetime.fromtimestamp(now, UTC)
-    since = datetime.fromtimestamp(now - layout.horizon_days * _DAY_S, UTC)
+    since = datetime.fromtimestamp(now - layout.horizon_days * DAY_SECONDS, UTC)
     con = duckdb.connect()
     con.register("events", offline.events(entity, since=since, until=until))
-    today = int(now // _DAY_S)
+    today = int(now // DAY_SECONDS)
     state: dict[str, dict[str, str]] = defaultdict(dict)
     for s in layout.series:
         conditions = [f"type = '{s.event}'", f"floor(epoch(occurred_at) / 86400) > {today - s.days}"]

@@ -23,11 +23,10 @@ import numpy as np
 import pyarrow as pa
 
 from features.errors import OfflineStoreError
-from features.registry import EntitySchema, Feature, Registry
+from features.registry import EntitySchema, Feature, FeatureView, Registry
 
 TIMESTAMP_COLUMN = "feature_ts"
 EVENT_TIME_COLUMN = "occurred_at"
-_DAY_S = 86_400
 
 
 def _sql_path(path: Path) -> str:
@@ -41,7 +40,7 @@ def sql_literal(value: bool | str) -> str:
     return "'{}'".format(value.replace("'", "''"))
 
 
-def _aggregate_sql(feature: Feature, ttl_days: float) -> str:
+def _aggregate_sql(feature: Feature, view: FeatureView) -> str:
     """One SELECT expression computing ``feature`` over the joined events ``j`` of one label row."""
     agg = feature.aggregation
     assert agg is not None
@@ -49,7 +48,7 @@ def _aggregate_sql(feature: Feature, ttl_days: float) -> str:
     if agg.window_days is not None:
         conditions.append(f"_day > _label_day - {agg.window_days}")
     else:
-        conditions.append(f"_age_s <= {ttl_days * _DAY_S}")
+        conditions.append(f"_age_s <= {view.ttl_seconds}")
     if agg.field is not None and agg.kind != "last":
         conditions.append(f"{agg.field} IS NOT NULL")
     where = " AND ".join(conditions)
@@ -145,16 +144,6 @@ class OfflineStore:
             .to_arrow_table()
         )
 
-    def lookback_days(self, entity: str) -> int:
-        """How far back any event feature of ``entity`` looks: the horizon events must be kept for."""
-        schema = self.registry.entity(entity)
-        spans = [
-            f.aggregation.window_days or schema.view_by_name[schema.view_of[f.name]].ttl_days
-            for f in schema.event_features
-            if f.aggregation is not None
-        ]
-        return int(np.ceil(max(spans, default=0)))
-
     def point_in_time(self, entity: str, labels: pa.Table, *, ts_column: str = "ts") -> pa.Table:
         """``labels`` with the entity's features as they stood at each row's ``ts_column``.
 
@@ -167,7 +156,7 @@ class OfflineStore:
                 raise OfflineStoreError(f"label table has no column {needed!r}")
         key = schema.join_key
         fresh = ", ".join(
-            f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{view.ttl_days * _DAY_S} seconds' "
+            f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{view.ttl_seconds} seconds' "
             f"THEN s.{feature.name} END AS {feature.name}"
             for view in schema.views
             if view.source == "snapshot"
@@ -179,14 +168,12 @@ class OfflineStore:
         event_select = ""
         event_join = ""
         if schema.event_features:
-            aggregates = ", ".join(
-                _aggregate_sql(f, schema.view_by_name[schema.view_of[f.name]].ttl_days) for f in schema.event_features
-            )
+            aggregates = ", ".join(_aggregate_sql(f, schema.view_for(f)) for f in schema.event_features)
             events = self._events(schema)
             types = ", ".join(
                 sql_literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation}
             )
-            horizon = self.lookback_days(entity) + 1
+            horizon = schema.event_horizon_days + 1
             con.sql(f"""
                 CREATE TEMP TABLE event_features AS
                 SELECT _row, {aggregates}

@@ -23,10 +23,9 @@ from redis.typing import EncodableT, FieldT
 from features.errors import OnlineStoreUnavailable
 from features.event_state import APPLY_EVENT, Event, EventLayout
 from features.redis_client import OnlineClient
-from features.registry import EntitySchema, Registry
+from features.registry import DAY_SECONDS, EntitySchema, Registry
 
 _TS_PREFIX = "_ts:"
-_DAY_S = 86_400
 # DEL then SADD in slices: Lua's unpack() cannot spread more than a few thousand values onto its stack.
 _REPLACE_SET = """
 redis.call('DEL', KEYS[1])
@@ -86,12 +85,7 @@ class OnlineStore:
         self._apply_sha: str | None = None
 
     def _fields(self, entity: str, now: float) -> list[str]:
-        return [*self._snapshot_fields[entity], *self._layouts[entity].read_fields(int(now // _DAY_S))]
-
-    @staticmethod
-    def horizon_days_of(registry: Registry, entity: str) -> int:
-        """How many days back an event can still change ``entity``'s features."""
-        return EventLayout(registry.entity(entity)).horizon_days
+        return [*self._snapshot_fields[entity], *self._layouts[entity].read_fields(int(now // DAY_SECONDS))]
 
     def layout(self, entity: str) -> EventLayout:
         """How ``entity``'s event features are kept in its hash."""
@@ -134,7 +128,7 @@ class OnlineStore:
         are no longer remembered, so they are refused rather than risk counting one twice. One round trip.
         """
         layout = self._layouts[entity]
-        horizon_s = (now if now is not None else time.time()) - layout.horizon_days * _DAY_S
+        horizon_s = (now if now is not None else time.time()) - layout.horizon_days * DAY_SECONDS
         fresh = [e for e in events if e.occurred_at > horizon_s]
         applied: list[object] = []
         if fresh:
@@ -280,7 +274,7 @@ def _decode(
     for view, stamp in zip(snapshot_views, stamps, strict=True):
         age = None if stamp is None else max(0.0, now - float(stamp))
         ages[view.name] = age
-        if age is not None and age > view.ttl_days * 86_400:
+        if age is not None and age > view.ttl_seconds:
             # Past its TTL a value is treated as missing, exactly as the point-in-time join does.
             stale.append(view.name)
             for feature in view.features:
@@ -291,9 +285,7 @@ def _decode(
         for feature, value, is_known in zip(layout.features, event_values, event_known, strict=True):
             values[schema.index[feature.name]], known[schema.index[feature.name]] = value, is_known
         ages.update(event_ages)
-        stale += [
-            v for v, age in event_ages.items() if age is not None and age > schema.view_by_name[v].ttl_days * 86_400
-        ]
+        stale += [v for v, age in event_ages.items() if age is not None and age > schema.view_by_name[v].ttl_seconds]
     found = any(s is not None for s in stamps) or any(age is not None for age in ages.values())
     if not found:
         # A cold start: an empty window's zero is a fact only about an entity the store knows.

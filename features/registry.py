@@ -34,6 +34,8 @@ from pydantic import (
 from features.errors import RegistryError, UnknownFeatureError
 
 DType = Literal["float", "int", "bool", "category"]
+DAY_SECONDS = 86_400
+"""Windows, TTLs and ``days_since`` all count whole days of this many seconds (UTC, no leap seconds)."""
 
 
 class _Strict(BaseModel):
@@ -240,6 +242,11 @@ class FeatureView(_Strict):
     """Where values come from: a snapshot table (batch) or the entity's events (live)."""
     features: tuple[Feature, ...] = Field(min_length=1)
 
+    @property
+    def ttl_seconds(self) -> float:
+        """The freshness budget in seconds, as every age is compared."""
+        return self.ttl_days * DAY_SECONDS
+
     @model_validator(mode="after")
     def _aggregations_match_source(self) -> FeatureView:
         for feature in self.features:
@@ -334,6 +341,17 @@ class EntitySchema:
         self.snapshot_names: tuple[str, ...] = tuple(f.name for f in self.snapshot_features)
         self.event_features: tuple[Feature, ...] = tuple(f for v in views if v.source == "events" for f in v.features)
         self.view_by_name: dict[str, FeatureView] = {v.name: v for v in views}
+
+    def view_for(self, feature: Feature) -> FeatureView:
+        """The view that declares ``feature``."""
+        return self.view_by_name[self.view_of[feature.name]]
+
+    @property
+    def event_horizon_days(self) -> int:
+        """How far back an event can still change a feature: the longest window, or the TTL of a ``last`` or
+        ``days_since``. Older events are refused online and left out of the offline join."""
+        spans = [f.aggregation.window_days or self.view_for(f).ttl_days for f in self.event_features if f.aggregation]
+        return math.ceil(max(spans, default=0))
 
     def feature(self, name: str) -> Feature:
         """The declared feature called ``name``."""

@@ -46,7 +46,7 @@ class CustomerService:
                 name=v.name,
                 age_seconds=vector.view_age_s[v.name],
                 stale=v.name in vector.stale_views,
-                ttl_seconds=v.ttl_days * 86_400,
+                ttl_seconds=v.ttl_seconds,
             )
             for v in self._schema.views
         ]

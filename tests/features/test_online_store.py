@@ -136,7 +136,7 @@ def test_round_trip_matches_the_offline_matrix(
         tuple(n for n, k in zip(schema.names, row, strict=True) if not k) for row in known
     ]
     # Each view's age: a snapshot view's from the snapshot, an events view's from its newest event of its types.
-    horizon = OnlineStore.horizon_days_of(registry, "customer")
+    horizon = registry.entity("customer").event_horizon_days
     newest = _newest_events(offline, now - horizon * DAY, now)
     for vector, age in zip(served, ages, strict=True):
         for view in schema.views:
