@@ -1,68 +1,98 @@
-"""Event features online: how an event changes an entity's hash, and how the hash reads back as features.
+"""Event features online: how an event changes an entity's state hash, and how the hash reads back as features.
 
-An entity's event state lives in its own feature hash (same key, same cluster slot), in three kinds of field:
+An entity's event state lives in a hash of its own (beside its packed snapshot, in the same cluster slot), in
+four kinds of field:
 
 - ``{series}@{day}``: a running total for one UTC day (``n|login|`` counts logins, ``s.score|sentiment|``
-  sums sentiment scores, ``n.score|sentiment|`` counts the scores summed). A window of N days reads the N
-  day fields ending today, so late events land in their own day and windows slide without any job.
+  sums sentiment scores, ``n.score|sentiment|`` counts the scores summed). A window of N days sums the day
+  fields of the N days ending today, so late events land in their own day and windows slide without any job.
 - ``last|{event}``: ``{occurred_at in µs, 20 digits}|{event_id}`` of the newest event of a type; the text
   compares the way the offline store orders (time, then event id).
 - ``lv|{event}|{field}``: that newest event's field, for ``last`` features.
+- ``sw|{series}``: the day up to which the series' old day fields were deleted (housekeeping only).
 
-Applying an event is one Lua script: it checks the event id against a per-entity sorted set of seen ids (so
-a retried event counts once), adds to the day totals, and replaces the newest-event fields only when the
-event is newer. The arithmetic mirrors :mod:`features.offline_store`'s SQL, and a parity test holds the two
-together.
+Applying a batch of events is one Lua script call: it checks each event id against a per-entity sorted set of
+seen ids (so a retried event counts once), adds to the day totals, deletes day fields that no window can
+reach any more, and replaces the newest-event fields only when the event is newer. The arithmetic mirrors
+:mod:`features.offline_store`'s SQL, and a parity test holds the two together.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
 from features.registry import DAY_SECONDS, EntitySchema, Feature
 
-# Day fields this many days behind a window are swept when the series is next written, so a hash does not
-# keep a field per day forever.
-_SWEEP_DAYS = 31
+# The first sweep of a series reaches this many days behind the window; later sweeps start where the last
+# one stopped (``sw|{series}``), so each day field is deleted once and an event costs O(1) deletions.
+_FIRST_SWEEP_DAYS = 32
 
-APPLY_EVENT = """
--- KEYS[1]: the entity's feature hash; KEYS[2]: its sorted set of seen event ids (score = occurred_at)
--- ARGV: event_id, occurred_at_s, horizon_s, stamp_field, stamp, n_incr, (field, amount)*, n_set, (field, value)*,
---       n_sweep, field*
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
-local i = 7
-for _ = 1, tonumber(ARGV[6]) do
-  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
+APPLY_EVENTS = """
+-- Applies a batch of events, each at most once. KEYS: per entity, its state hash then its seen-id sorted set.
+-- ARGV[1]: the horizon (epoch seconds); then per event:
+--   key index (1-based pair), event_id, occurred_at_s, stamp_field, stamp,
+--   n_incr, (series, day, window_days, amount)*, n_set, (field, value)*
+-- Returns one integer per event: 1 applied, 0 already seen.
+local horizon = ARGV[1]
+local trimmed = {}
+local out = {}
+local i = 2
+local function sweep(h, series, upto)
+  local mark = 'sw|' .. series
+  local from = tonumber(redis.call('HGET', h, mark)) or (upto - FIRST_SWEEP)
+  if upto <= from then return end
+  from = math.max(from, upto - 400)
+  local fields = {}
+  for d = from + 1, upto do fields[#fields + 1] = series .. '@' .. d end
+  redis.call('HDEL', h, unpack(fields))
+  redis.call('HSET', h, mark, upto)
 end
-local n_set = tonumber(ARGV[i])
-i = i + 1
-local current = redis.call('HGET', KEYS[1], ARGV[4])
-if (not current) or current < ARGV[5] then
-  redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
-  for _ = 1, n_set do
-    if ARGV[i + 1] == '' then
-      redis.call('HDEL', KEYS[1], ARGV[i])
-    else
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+while i <= #ARGV do
+  local k = tonumber(ARGV[i]) * 2
+  local h, seen = KEYS[k - 1], KEYS[k]
+  local id, at, stamp_field, stamp = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local n_incr = tonumber(ARGV[i + 5])
+  i = i + 6
+  local fresh = not redis.call('ZSCORE', seen, id)
+  if fresh then
+    redis.call('ZADD', seen, at, id)
+    if not trimmed[seen] then
+      redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. horizon)
+      trimmed[seen] = true
     end
-    i = i + 2
+    for _ = 1, n_incr do
+      local series, day, days = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+      redis.call('HINCRBYFLOAT', h, series .. '@' .. day, ARGV[i + 3])
+      sweep(h, series, day - days)
+      i = i + 4
+    end
+  else
+    i = i + 4 * n_incr
   end
-else
+  local n_set = tonumber(ARGV[i])
+  i = i + 1
+  if fresh then
+    local current = redis.call('HGET', h, stamp_field)
+    if (not current) or current < stamp then
+      redis.call('HSET', h, stamp_field, stamp)
+      for j = i, i + 2 * n_set - 1, 2 do
+        if ARGV[j + 1] == '' then
+          redis.call('HDEL', h, ARGV[j])
+        else
+          redis.call('HSET', h, ARGV[j], ARGV[j + 1])
+        end
+      end
+    end
+  end
   i = i + 2 * n_set
+  out[#out + 1] = fresh and 1 or 0
 end
-local n_sweep = tonumber(ARGV[i])
-if n_sweep > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i + 1, i + n_sweep))
-end
-return 1
-"""
+return out
+""".replace("FIRST_SWEEP", str(_FIRST_SWEEP_DAYS))
 
 
 @dataclass(frozen=True)
@@ -148,54 +178,54 @@ class EventLayout:
 
     # ---- reading -----------------------------------------------------------------------------------
 
-    @lru_cache(maxsize=2)  # noqa: B019 - two days at most, one layout per process
-    def read_fields(self, today: int) -> tuple[str, ...]:
-        """The hash fields a read on UTC day ``today`` asks for (changes once a day, so cached)."""
-        buckets = [f"{s.name}@{day}" for s in self.series for day in range(today - s.days + 1, today + 1)]
-        stamps = [f"last|{e}" for e in self.last_fields]
-        values = [f"lv|{e}|{f}" for e, fs in self.last_fields.items() for f in fs]
-        return (*buckets, *stamps, *values)
+    def decode(
+        self, state: Mapping[bytes, bytes], now: float
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, float | None]]:
+        """Feature values (registry order of the event features), which are known, and each view's age.
 
-    def decode(self, reply: list[bytes | None], now: float) -> tuple[np.ndarray, np.ndarray, dict[str, float | None]]:
-        """Feature values (registry order of the event features), which are known, and each view's age."""
-        offset = 0
-        totals: dict[str, list[float]] = {}
-        for s in self.series:
-            totals[s.name] = [float(v) if v is not None else 0.0 for v in reply[offset : offset + s.days]]
-            offset += s.days
-        newest: dict[str, float | None] = {}
-        for e in self.last_fields:
-            raw = reply[offset]
-            offset += 1
-            newest[e] = None if raw is None else _stamp_seconds(raw)
-        latest_value: dict[tuple[str, str], bytes | None] = {}
-        for e, fs in self.last_fields.items():
-            for f in fs:
-                latest_value[(e, f)] = reply[offset]
-                offset += 1
+        ``state`` is the entity's whole state hash (``HGETALL``): day fields outside every window and the
+        sweep marks are skipped, so the hash may hold more than the read needs.
+        """
+        today = int(now // DAY_SECONDS)
+        buckets: dict[str, list[tuple[int, float]]] = {s.name: [] for s in self.series}
+        newest: dict[str, float] = {}
+        latest_value: dict[str, bytes] = {}
+        for raw_key, raw_value in state.items():
+            key = raw_key.decode()
+            series, at, day = key.rpartition("@")
+            if at:
+                if series in buckets:
+                    buckets[series].append((int(day), float(raw_value)))
+            elif key.startswith("last|"):
+                newest[key[5:]] = _stamp_seconds(raw_value)
+            elif key.startswith("lv|"):
+                latest_value[key] = raw_value
+        for days in buckets.values():
+            days.sort()
         values = np.empty(len(self.features), dtype=np.float64)
         known = np.ones(len(self.features), dtype=bool)
         for i, feature in enumerate(self.features):
             agg = feature.aggregation
             assert agg is not None
             if agg.window_days is not None:
-                days = agg.window_days
-                total = sum(totals[agg.series][-days:])
+                # Summed oldest day first, as the first encoding did, so totals stay bit-equal to the offline join.
+                first = today - agg.window_days + 1
+                total = sum(v for d, v in buckets[agg.series] if first <= d <= today)
                 if agg.kind == "mean":
-                    count = sum(totals[agg.count_series][-days:])
+                    count = sum(v for d, v in buckets[agg.count_series] if first <= d <= today)
                     values[i] = total / count if count else feature.encode(None)
                     known[i] = bool(count)
                 else:
                     values[i] = total
                 continue
-            seen = newest[agg.event]
+            seen = newest.get(agg.event)
             if seen is None or now - seen > self.ttl_s[feature.name]:
                 values[i], known[i] = feature.encode(None), False
             elif agg.kind == "days_since":
                 values[i] = math.floor((now - seen) / DAY_SECONDS)
             else:
                 assert agg.field is not None
-                raw = latest_value[(agg.event, agg.field)]
+                raw = latest_value.get(f"lv|{agg.event}|{agg.field}")
                 values[i] = feature.encode(None if raw is None else raw.decode())
                 known[i] = raw is not None
         ages: dict[str, float | None] = {}
@@ -207,10 +237,9 @@ class EventLayout:
     # ---- writing -----------------------------------------------------------------------------------
 
     def apply_args(self, event: Event) -> list[str]:
-        """ARGV for :data:`APPLY_EVENT` (after the event id, time and horizon)."""
+        """The per-event part of :data:`APPLY_EVENTS`'s ARGV (after the key index, event id and time)."""
         day = int(event.occurred_at // DAY_SECONDS)
         increments: list[str] = []
-        sweep: list[str] = []
         for s in self.series:
             if s.event != event.type or any(event.fields.get(k) != v for k, v in s.where):
                 continue
@@ -221,8 +250,7 @@ class EventLayout:
                 if value is None:
                     continue
                 amount = value if s.sums else 1
-            increments += [f"{s.name}@{day}", text(amount)]
-            sweep += [f"{s.name}@{d}" for d in range(day - s.days - _SWEEP_DAYS, day - s.days + 1)]
+            increments += [s.name, str(day), str(s.days), text(amount)]
         sets: list[str] = []
         for f in self.last_fields.get(event.type, ()):
             value = event.fields.get(f)
@@ -230,10 +258,8 @@ class EventLayout:
         return [
             f"last|{event.type}",
             stamp(event.occurred_at, event.event_id),
-            str(len(increments) // 2),
+            str(len(increments) // 4),
             *increments,
             str(len(sets) // 2),
             *sets,
-            str(len(sweep)),
-            *sweep,
         ]

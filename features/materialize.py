@@ -15,6 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.event_state import EventLayout, text
 from features.offline_store import TIMESTAMP_COLUMN, OfflineStore, sql_literal
@@ -31,7 +33,7 @@ async def materialize(
     *,
     as_of: datetime | None = None,
     since: datetime | None = None,
-    batch_size: int = 2_000,
+    batch_size: int = 20_000,
     progress: Progress | None = None,
 ) -> int:
     """Write every ``entity``'s latest snapshot (at or before ``as_of``); returns how many.
@@ -44,9 +46,8 @@ async def materialize(
     total = table.num_rows
     done = 0
     for batch in table.to_batches(max_chunksize=batch_size):
-        rows = batch.to_pylist()
-        stamps = [row.pop(TIMESTAMP_COLUMN).timestamp() for row in rows]
-        done += await online.write(entity, rows, observed_at=stamps)
+        stamps = pc.divide(pc.cast(batch.column(TIMESTAMP_COLUMN).cast(pa.timestamp("us", "UTC")), pa.int64()), 1e6)
+        done += await online.write_table(entity, pa.Table.from_batches([batch]), stamps.to_numpy())
         if progress is not None:
             progress(done, total)
     return done

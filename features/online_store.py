@@ -1,31 +1,42 @@
 """The online store: each entity's latest feature values in Redis, read in one round trip.
 
-Layout: one hash per entity, ``{namespace}:{entity}:{{id}}``, with one field per feature (its value as
-text, as a person would read it in ``HGETALL``) and one ``_ts:{view}`` field per feature view holding
-the epoch seconds the view's values were observed at. The entity id sits in a hash tag, so on a Redis
-Cluster every key of one entity lands on one shard. A request issues one ``HMGET`` per entity (the
-customer plus any candidate agents) in a single pipeline: one network round trip however many agents.
-On a cluster (:func:`features.redis_client.connect` with ``cluster=True``) the same pipeline is split by
-redis-py per shard and the shards are asked concurrently, so a read still costs one round trip of wall time.
+Layout, per entity (the id sits in a hash tag, so on a Redis Cluster every key of one entity lands on one
+shard):
+
+- ``{namespace}:{entity}:{{id}}``: a string, the snapshot features packed as float64 (see
+  :mod:`features.packed`, which also says why this encoding and not a hash per entity).
+- ``{namespace}:ev:{entity}:{{id}}``: a hash, the event state (day totals and newest-event fields, see
+  :mod:`features.event_state`), for entities whose contract has event features.
+- ``{namespace}:seen:{entity}:{{id}}``: a sorted set of the event ids already applied.
+
+A read is one pipeline: ``GET`` (and ``HGETALL`` of the event state) for the customer and one ``MGET`` for
+all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
+``cluster=True``) the agents are asked with one ``GET`` each, since an ``MGET`` cannot span slots; redis-py
+splits the pipeline per shard and asks the shards concurrently, so a read still costs one round trip of
+wall time.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
+import pyarrow as pa
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT, FieldT
 
 from features.errors import OnlineStoreUnavailable
-from features.event_state import APPLY_EVENT, Event, EventLayout
+from features.event_state import APPLY_EVENTS, Event, EventLayout
+from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
 
-_TS_PREFIX = "_ts:"
 # DEL then SADD in slices: Lua's unpack() cannot spread more than a few thousand values onto its stack.
 _REPLACE_SET = """
 redis.call('DEL', KEYS[1])
@@ -34,6 +45,20 @@ for i = 1, #ARGV, 1000 do
 end
 return #ARGV
 """
+# Writes some view segments of a packed value; a value that is absent or of another layout starts empty.
+# ARGV: the empty value (tag + zeros), then (byte offset, bytes)*.
+_WRITE_SEGMENTS = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or #cur ~= #ARGV[1] or string.sub(cur, 1, 8) ~= string.sub(ARGV[1], 1, 8) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+for i = 2, #ARGV, 2 do
+  redis.call('SETRANGE', KEYS[1], tonumber(ARGV[i]), ARGV[i + 1])
+end
+return 1
+"""
+_MSET_ROWS = 2_000
+"""Entities per MSET when materializing: big enough to amortise the call, small enough not to stall Redis."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +72,67 @@ class EntityVector:
     """False when the store holds nothing for this id (a cold start)."""
     known: np.ndarray
     """bool per feature: True where the value came from the store, False where a default stands in."""
-    defaulted: tuple[str, ...]
-    """Names of the features that ``known`` marks False."""
+    names: tuple[str, ...]
+    """The registry's feature names, in the order of ``values``."""
     view_age_s: Mapping[str, float | None]
     """Seconds since each view was observed; None where the view was never written."""
     stale_views: tuple[str, ...]
     """Views older than their TTL: served, but reported so nobody mistakes them for fresh."""
+
+    @property
+    def defaulted(self) -> tuple[str, ...]:
+        """Names of the features that ``known`` marks False."""
+        return tuple(name for name, k in zip(self.names, self.known, strict=True) if not k)
+
+
+class EntityBatch(Sequence[EntityVector]):
+    """Many entities of one kind read together (the candidate agents), as matrices.
+
+    Scoring code should use the matrices; indexing or iterating builds an :class:`EntityVector` per entity,
+    which costs a few microseconds each.
+    """
+
+    def __init__(
+        self,
+        schema: EntitySchema,
+        ids: Sequence[str],
+        values: np.ndarray,
+        known: np.ndarray,
+        found: np.ndarray,
+        ages: np.ndarray,
+    ) -> None:
+        self.schema = schema
+        self.ids = tuple(ids)
+        self.values = values
+        """entities x features, float64."""
+        self.known = known
+        """entities x features, bool."""
+        self.found = found
+        """bool per entity."""
+        self.ages = ages
+        """entities x views (the schema's order), seconds; NaN where never written."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, i: int) -> EntityVector: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[EntityVector]: ...
+
+    def __getitem__(self, i: int | slice) -> EntityVector | list[EntityVector]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self.ids)))]
+        row = list(zip(self.schema.views, self.ages[i].tolist(), strict=True))
+        ages = {v.name: None if math.isnan(a) else a for v, a in row}
+        stale = tuple(v.name for v, a in row if a > v.ttl_seconds)
+        return EntityVector(
+            self.ids[i], self.values[i], bool(self.found[i]), self.known[i], self.schema.names, ages, stale
+        )
+
+    def __iter__(self) -> Iterator[EntityVector]:
+        return (self[i] for i in range(len(self.ids)))
 
 
 @contextmanager
@@ -68,36 +148,92 @@ def _map_errors() -> Iterator[None]:
         raise OnlineStoreUnavailable(f"online store unavailable: {type(exc).__name__}: {exc}") from exc
 
 
+class _Kind:
+    """What the store resolves once per entity kind: its schema, packed layout and event layout."""
+
+    def __init__(self, schema: EntitySchema) -> None:
+        self.schema = schema
+        self.packed = PackedLayout(schema)
+        self.events = EventLayout(schema)
+        position = schema.index
+        self.snapshot_at = np.array([position[f.name] for f in self.packed.features], dtype=np.intp)
+        self.event_at = np.array([position[f.name] for f in self.events.features], dtype=np.intp)
+        views = self.packed.views
+        view_at = {v.name: i for i, v in enumerate(schema.views)}
+        self.snapshot_view_at = np.array([view_at[v.name] for v in views], dtype=np.intp)
+        self.snapshot_ttl = np.array([v.ttl_seconds for v in views], dtype=np.float64)
+        of_view = {f.name: i for i, v in enumerate(views) for f in v.features}
+        self.feature_view = np.array([of_view[f.name] for f in self.packed.features], dtype=np.intp)
+
+    def decode(
+        self,
+        ids: Sequence[str],
+        blobs: Sequence[bytes | None],
+        states: Sequence[Mapping[bytes, bytes]] | None,
+        now: float,
+    ) -> EntityBatch:
+        """Matrices for ``ids`` from their packed values and (when the kind has event features) state hashes."""
+        n, schema = len(ids), self.schema
+        slots, present = self.packed.unpack(blobs)
+        stamps = slots[:, self.packed.stamp_slots]
+        written = stamps > 0
+        snapshot_ages = np.where(written, np.maximum(now - stamps, 0.0), np.nan)
+        stale = snapshot_ages > self.snapshot_ttl
+        raw = slots[:, self.packed.value_slots]
+        # Past its TTL a view's values count as missing, exactly as the point-in-time join treats them.
+        missing = np.isnan(raw) | stale[:, self.feature_view] | ~written[:, self.feature_view]
+        values = np.empty((n, len(schema.names)), dtype=np.float64)
+        known = np.empty((n, len(schema.names)), dtype=bool)
+        values[:, self.snapshot_at] = np.where(missing, self.packed.defaults, raw)
+        known[:, self.snapshot_at] = ~missing
+        ages = np.full((n, len(schema.views)), np.nan)
+        ages[:, self.snapshot_view_at] = snapshot_ages
+        found = present & written.any(axis=1)
+        if states is not None:
+            view_at = {v.name: i for i, v in enumerate(schema.views)}
+            for row, state in enumerate(states):
+                event_values, event_known, event_ages = self.events.decode(state, now)
+                values[row, self.event_at] = event_values
+                known[row, self.event_at] = event_known
+                for view, age in event_ages.items():
+                    if age is not None:
+                        ages[row, view_at[view]] = age
+                        found[row] = True
+        # A cold start: an empty window's zero is a fact only about an entity the store knows.
+        known[~found] = False
+        return EntityBatch(schema, ids, values, known, found, ages)
+
+
 class OnlineStore:
-    """Reads and writes entity feature hashes; every method is one round trip to Redis."""
+    """Reads and writes entity features; every method is one round trip to Redis."""
 
     def __init__(self, client: OnlineClient, registry: Registry, *, namespace: str = "nba") -> None:
         self._client = client
         self._registry = registry
         self._namespace = namespace
-        self._customer = registry.entity("customer")
-        self._agent = registry.entity("agent")
-        self._layouts = {name: EventLayout(schema) for name, schema in registry.entities.items()}
-        self._snapshot_fields = {
-            name: [*schema.snapshot_names, *(_TS_PREFIX + v.name for v in schema.views if v.source == "snapshot")]
-            for name, schema in registry.entities.items()
-        }
+        self._kinds = {name: _Kind(schema) for name, schema in registry.entities.items()}
+        self._cluster = isinstance(client, RedisCluster)
         self._apply_sha: str | None = None
 
-    def _fields(self, entity: str, now: float) -> list[str]:
-        return [*self._snapshot_fields[entity], *self._layouts[entity].read_fields(int(now // DAY_SECONDS))]
-
     def layout(self, entity: str) -> EventLayout:
-        """How ``entity``'s event features are kept in its hash."""
-        return self._layouts[entity]
+        """How ``entity``'s event features are kept in its state hash."""
+        return self._kinds[entity].events
+
+    def packed(self, entity: str) -> PackedLayout:
+        """How ``entity``'s snapshot features are packed."""
+        return self._kinds[entity].packed
+
+    def key(self, entity: str, entity_id: str) -> str:
+        """The packed snapshot value of ``entity_id``; the id is the cluster hash tag."""
+        return f"{self._namespace}:{entity}:{{{entity_id}}}"
+
+    def state_key(self, entity: str, entity_id: str) -> str:
+        """The event-state hash of ``entity_id`` (same hash tag as its snapshot)."""
+        return f"{self._namespace}:ev:{entity}:{{{entity_id}}}"
 
     def seen_key(self, entity: str, entity_id: str) -> str:
         """The sorted set of event ids already applied to ``entity_id`` (same hash tag as its features)."""
         return f"{self._namespace}:seen:{entity}:{{{entity_id}}}"
-
-    def key(self, entity: str, entity_id: str) -> str:
-        """The hash holding ``entity_id``'s features; the id is the cluster hash tag."""
-        return f"{self._namespace}:{entity}:{{{entity_id}}}"
 
     async def ping(self) -> None:
         """Raise :class:`OnlineStoreUnavailable` unless Redis answers."""
@@ -106,31 +242,66 @@ class OnlineStore:
 
     async def read(
         self, customer_id: str, agent_ids: Sequence[str] = (), *, now: float | None = None
-    ) -> tuple[EntityVector, list[EntityVector]]:
-        """The customer's vector and each agent's as of ``now`` (the clock by default), in one round trip."""
+    ) -> tuple[EntityVector, EntityBatch]:
+        """The customer's vector and the agents' batch as of ``now`` (the clock by default), in one round trip."""
         now = time.time() if now is None else now
+        customer, agent = self._kinds["customer"], self._kinds["agent"]
         pipe = self._client.pipeline(transaction=False)
-        pipe.hmget(self.key("customer", customer_id), self._fields("customer", now))
-        agent_fields = self._fields("agent", now)
-        for agent_id in agent_ids:
-            pipe.hmget(self.key("agent", agent_id), agent_fields)
+        self._ask(pipe, "customer", [customer_id])
+        if agent_ids:
+            self._ask(pipe, "agent", agent_ids)
         with _map_errors():
             replies = await pipe.execute()
-        customer = _decode(self._customer, self._layouts["customer"], customer_id, replies[0], now)
-        agent_layout = self._layouts["agent"]
-        agents = [_decode(self._agent, agent_layout, a, r, now) for a, r in zip(agent_ids, replies[1:], strict=True)]
-        return customer, agents
+        customers, rest = self._take(customer, [customer_id], replies, now)
+        agents, _ = self._take(agent, agent_ids, rest, now) if agent_ids else (self._none(agent), [])
+        return customers[0], agents
+
+    def _ask(self, pipe: object, entity: str, ids: Sequence[str]) -> None:
+        """Queue the commands reading ``ids`` on ``pipe``: their packed values, then their state hashes."""
+        keys = [self.key(entity, i) for i in ids]
+        if self._cluster or len(keys) == 1:
+            for key in keys:
+                pipe.get(key)  # type: ignore[attr-defined]
+        else:
+            pipe.mget(keys)  # type: ignore[attr-defined]
+        if self._kinds[entity].events.features:
+            for entity_id in ids:
+                pipe.hgetall(self.state_key(entity, entity_id))  # type: ignore[attr-defined]
+
+    def _take(
+        self, kind: _Kind, ids: Sequence[str], replies: list[object], now: float
+    ) -> tuple[EntityBatch, list[object]]:
+        """Decode the replies :meth:`_ask` queued for ``ids``; returns the batch and the replies after them."""
+        if self._cluster or len(ids) == 1:
+            blobs, replies = replies[: len(ids)], replies[len(ids) :]
+        else:
+            blobs, replies = replies[0], replies[1:]  # type: ignore[assignment]
+        states = None
+        if kind.events.features:
+            states, replies = replies[: len(ids)], replies[len(ids) :]
+        batch = kind.decode(ids, blobs, states, now)  # type: ignore[arg-type]
+        return batch, replies
+
+    @staticmethod
+    def _none(kind: _Kind) -> EntityBatch:
+        width = len(kind.schema.names)
+        empty = np.empty((0, width))
+        return EntityBatch(
+            kind.schema, (), empty, empty.astype(bool), np.empty(0, dtype=bool), np.empty((0, len(kind.schema.views)))
+        )
 
     async def apply_events(self, entity: str, events: Sequence[Event], *, now: float | None = None) -> list[str]:
         """Apply each event to its entity's state, once: ``applied``, ``duplicate`` or ``too_old`` per event.
 
         Events older than the horizon the features look back over cannot change any feature, and their ids
-        are no longer remembered, so they are refused rather than risk counting one twice. One round trip.
+        are no longer remembered, so they are refused rather than risk counting one twice. One round trip:
+        on a single server one script call for the whole batch; on a cluster one call per entity (a script
+        may only touch keys of one slot), pipelined.
         """
-        layout = self._layouts[entity]
+        layout = self._kinds[entity].events
         horizon_s = (now if now is not None else time.time()) - layout.horizon_days * DAY_SECONDS
         fresh = [e for e in events if e.occurred_at > horizon_s]
-        applied: list[object] = []
+        applied: list[int] = []
         if fresh:
             applied = await self._run_apply(entity, fresh, layout, horizon_s)
         results = iter(applied)
@@ -138,24 +309,51 @@ class OnlineStore:
             ("applied" if next(results) else "duplicate") if e.occurred_at > horizon_s else "too_old" for e in events
         ]
 
-    async def _run_apply(self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float) -> list[object]:
-        """One pipeline of EVALSHA calls; the script is loaded once, and again if the server lost it."""
+    def _apply_calls(
+        self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float
+    ) -> list[tuple[list[str], list[str], list[int]]]:
+        """(KEYS, ARGV, positions in ``events``) of each script call: one in all, or one per entity on a cluster."""
+        groups: dict[str, list[int]] = {}
+        for position, event in enumerate(events):
+            groups.setdefault(event.entity_id if self._cluster else "", []).append(position)
+        calls = []
+        for positions in groups.values():
+            keys: list[str] = []
+            slot: dict[str, int] = {}
+            argv = [repr(horizon_s)]
+            for position in positions:
+                event = events[position]
+                if event.entity_id not in slot:
+                    keys += [self.state_key(entity, event.entity_id), self.seen_key(entity, event.entity_id)]
+                    slot[event.entity_id] = len(slot) + 1
+                argv += [str(slot[event.entity_id]), event.event_id, repr(event.occurred_at)]
+                argv += layout.apply_args(event)
+            calls.append((keys, argv, positions))
+        return calls
+
+    async def _run_apply(self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float) -> list[int]:
+        """The script calls of one batch; the script is loaded once, and again if the server lost it."""
+        calls = self._apply_calls(entity, events, layout, horizon_s)
         for attempt in (1, 2):
             with _map_errors():
                 if self._apply_sha is None:
-                    self._apply_sha = str(await self._client.script_load(APPLY_EVENT))
+                    self._apply_sha = str(await self._client.script_load(APPLY_EVENTS))
                 pipe = self._client.pipeline(transaction=False)
-                for event in events:
-                    keys = (self.key(entity, event.entity_id), self.seen_key(entity, event.entity_id))
-                    args = (event.event_id, repr(event.occurred_at), repr(horizon_s), *layout.apply_args(event))
-                    pipe.evalsha(self._apply_sha, 2, *keys, *args)
+                for keys, argv, _ in calls:
+                    pipe.evalsha(self._apply_sha, len(keys), *keys, *argv)
                 try:
-                    return list(await pipe.execute())
+                    replies = await pipe.execute()
                 except NoScriptError:
                     # A restarted or failed-over server forgot the script; nothing ran, so running again is safe.
                     self._apply_sha = None
                     if attempt == 2:
                         raise
+                    continue
+            results = [0] * len(events)
+            for (_, _, positions), reply in zip(calls, replies, strict=True):
+                for position, flag in zip(positions, reply, strict=True):
+                    results[position] = int(flag)
+            return results
         raise AssertionError("unreachable")
 
     async def write_event_state(self, entity: str, state: Mapping[str, Mapping[str, str]]) -> int:
@@ -164,10 +362,31 @@ class OnlineStore:
         for entity_id, fields in state.items():
             if fields:
                 mapping: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
-                pipe.hset(self.key(entity, entity_id), mapping=mapping)
+                pipe.hset(self.state_key(entity, entity_id), mapping=mapping)
         with _map_errors():
             await pipe.execute()
         return len(state)
+
+    async def write_table(self, entity: str, table: pa.Table, observed_at: np.ndarray) -> int:
+        """Write every row of a snapshot table whole (all its views stamped ``observed_at``); returns how many.
+
+        The materialization path: rows are packed column-wise by numpy and sent as MSETs (a pipeline of
+        SETs on a cluster, where one MSET cannot span slots).
+        """
+        kind = self._kinds[entity]
+        ids = table.column(kind.schema.join_key).cast(pa.string()).to_pylist()
+        values = kind.packed.pack_table(table, observed_at)
+        pipe = self._client.pipeline(transaction=False)
+        if self._cluster:
+            for entity_id, value in zip(ids, values, strict=True):
+                pipe.set(self.key(entity, entity_id), value)
+        else:
+            for start in range(0, len(ids), _MSET_ROWS):
+                chunk = range(start, min(start + _MSET_ROWS, len(ids)))
+                pipe.mset({self.key(entity, ids[i]): values[i] for i in chunk})
+        with _map_errors():
+            await pipe.execute()
+        return len(ids)
 
     async def write(
         self,
@@ -176,26 +395,19 @@ class OnlineStore:
         *,
         observed_at: Sequence[float],
     ) -> int:
-        """Write each row's snapshot features (others are ignored) stamped with ``observed_at``.
+        """Write the features each row carries and stamp their views ``observed_at``; the rest keep their values.
 
-        A ``None`` value deletes the field, so a value that became unknown is not served stale.
-        Returns the number of entities written.
+        A None value is stored missing, so a value that became unknown is not served stale. Features the
+        contract does not declare are ignored. Returns the number of entities written.
         """
-        schema = self._registry.entity(entity)
+        kind = self._kinds[entity]
         pipe = self._client.pipeline(transaction=False)
+        empty = kind.packed.empty
         for row, ts in zip(rows, observed_at, strict=True):
-            key = self.key(entity, str(row[schema.join_key]))
-            present: dict[FieldT, EncodableT] = {
-                n: _to_text(row[n]) for n in schema.snapshot_names if n in row and row[n] is not None
-            }
-            absent = [n for n in schema.snapshot_names if n in row and row[n] is None]
-            views = {schema.view_of[n] for n in schema.snapshot_names if n in row}
-            if not views:
-                continue
-            present.update({_TS_PREFIX + v: repr(float(ts)) for v in views})
-            pipe.hset(key, mapping=present)
-            if absent:
-                pipe.hdel(key, *absent)
+            segments = kind.packed.pack_segments(row, float(ts))
+            if segments:
+                argv = [empty, *(part for offset, data in segments for part in (str(offset), data))]
+                pipe.eval(_WRITE_SEGMENTS, 1, self.key(entity, str(row[kind.schema.join_key])), *argv)
         with _map_errors():
             await pipe.execute()
         return len(rows)
@@ -203,17 +415,17 @@ class OnlineStore:
     async def erase(self, entity: str, entity_id: str) -> bool:
         """Delete everything the online store keeps for ``entity_id`` (right to erasure); True if anything was there.
 
-        That is the entity's hash (snapshot and event features) and the ids of the events applied to it. A
-        component that keys more state by the entity id must delete it here too, so an erasure cannot miss it.
+        That is the packed snapshot, the event state and the ids of the events applied. A component that keys
+        more state by the entity id must delete it here too, so an erasure cannot miss it.
         """
         with _map_errors():
-            # Two commands, not one multi-key DEL: on a cluster both keys share a slot, but a plain client
+            # Separate commands, not one multi-key DEL: on a cluster the keys share a slot, but a plain client
             # pipeline keeps this the same code for both.
             pipe = self._client.pipeline(transaction=False)
-            pipe.delete(self.key(entity, entity_id))
-            pipe.delete(self.seen_key(entity, entity_id))
+            for key in (self.key, self.state_key, self.seen_key):
+                pipe.delete(key(entity, entity_id))
             deleted = await pipe.execute()
-        return bool(deleted[0])
+        return bool(deleted[0] or deleted[1])
 
     def queue_key(self, queue: str) -> str:
         """The set of agent ids that serve ``queue``."""
@@ -240,55 +452,12 @@ class OnlineStore:
     async def count(self, entity: str) -> int:
         """How many entities of this kind the store holds (a SCAN: admin use, not the hot path).
 
-        On a cluster redis-py's ``scan_iter`` runs the SCAN on every primary, so the count covers all shards.
+        An entity counts once whether it has a snapshot, event state or both. On a cluster redis-py's
+        ``scan_iter`` runs the SCAN on every primary, so the count covers all shards.
         """
-        total = 0
+        ids: set[bytes] = set()
         with _map_errors():
-            async for _ in self._client.scan_iter(match=f"{self._namespace}:{entity}:*", count=1000):
-                total += 1
-        return total
-
-
-def _to_text(value: object) -> str:
-    if isinstance(value, bool | np.bool_):
-        return "1" if value else "0"
-    if isinstance(value, float | np.floating):
-        return repr(float(value))
-    return str(value)
-
-
-def _decode(
-    schema: EntitySchema, layout: EventLayout, entity_id: str, reply: list[bytes | None], now: float
-) -> EntityVector:
-    n = len(schema.snapshot_names)
-    snapshot_views = [v for v in schema.views if v.source == "snapshot"]
-    raw, stamps, events = reply[:n], reply[n : n + len(snapshot_views)], reply[n + len(snapshot_views) :]
-    values = np.empty(len(schema.names), dtype=np.float64)
-    known = np.ones(len(schema.names), dtype=bool)
-    for feature, r in zip(schema.snapshot_features, raw, strict=True):
-        i = schema.index[feature.name]
-        values[i] = feature.encode(None if r is None else r.decode())
-        known[i] = r is not None
-    ages: dict[str, float | None] = {}
-    stale: list[str] = []
-    for view, stamp in zip(snapshot_views, stamps, strict=True):
-        age = None if stamp is None else max(0.0, now - float(stamp))
-        ages[view.name] = age
-        if age is not None and age > view.ttl_seconds:
-            # Past its TTL a value is treated as missing, exactly as the point-in-time join does.
-            stale.append(view.name)
-            for feature in view.features:
-                values[schema.index[feature.name]] = feature.encode(None)
-                known[schema.index[feature.name]] = False
-    if layout.features:
-        event_values, event_known, event_ages = layout.decode(events, now)
-        for feature, value, is_known in zip(layout.features, event_values, event_known, strict=True):
-            values[schema.index[feature.name]], known[schema.index[feature.name]] = value, is_known
-        ages.update(event_ages)
-        stale += [v for v, age in event_ages.items() if age is not None and age > schema.view_by_name[v].ttl_seconds]
-    found = any(s is not None for s in stamps) or any(age is not None for age in ages.values())
-    if not found:
-        # A cold start: an empty window's zero is a fact only about an entity the store knows.
-        known[:] = False
-    defaulted = tuple(name for name, k in zip(schema.names, known, strict=True) if not k)
-    return EntityVector(entity_id, values, found, known, defaulted, ages, tuple(stale))
+            for pattern in (self.key(entity, "*"), self.state_key(entity, "*")):
+                async for key in self._client.scan_iter(match=pattern, count=1000):
+                    ids.add(key[key.rindex(b"{") :])
+        return len(ids)

@@ -174,15 +174,16 @@ class Feature(_Strict):
             raise ValueError(f"feature {self.name!r}: 'categories' is only for dtype 'category'")
         return self
 
-    def encode(self, raw: str | float | int | bool | None) -> float:
+    def encode(self, raw: str | float | int | bool | None, *, apply_default: bool = True) -> float:
         """Turn one stored value into the float the models see (NaN for missing).
 
         Categories become their index in ``categories`` (LightGBM's native categorical input); an
         unknown category is treated as missing rather than guessed. :meth:`encode_column` is the same
-        rule over a whole column, and a property test holds the two together.
+        rule over a whole column, and a property test holds the two together. ``apply_default=False``
+        keeps a missing value NaN: the online store stores it so and applies the default when it reads.
         """
         if raw is None or raw == "":
-            raw = self.default
+            raw = self.default if apply_default else None
             if raw is None:
                 return math.nan
         if self.dtype == "category":
@@ -197,11 +198,11 @@ class Feature(_Strict):
             return 1.0 if raw else 0.0
         return float(raw)
 
-    def encode_column(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    def encode_column(self, column: pa.Array | pa.ChunkedArray, *, apply_default: bool = True) -> np.ndarray:
         """:meth:`encode` over a typed column (as the offline store holds it), without a Python loop."""
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
-        if self.default is not None:
+        if apply_default and self.default is not None:
             column = pc.fill_null(column, pa.scalar(self.default, type=column.type))
         if self.dtype == "category":
             assert self.categories is not None

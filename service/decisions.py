@@ -7,6 +7,7 @@ answer says ``degraded``; no models means the catalog's priors rank the actions.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -49,7 +50,7 @@ class DecisionService:
 
     async def _read(
         self, customer_id: str, agent_ids: list[str], degraded: list[str]
-    ) -> tuple[EntityVector | None, list[EntityVector] | None]:
+    ) -> tuple[EntityVector | None, Sequence[EntityVector] | None]:
         try:
             return await self.store.read(customer_id, agent_ids)
         except OnlineStoreUnavailable as exc:

@@ -13,6 +13,7 @@ are not flooded. Ties go to the longest-idle agent, then the id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from features import EntitySchema, EntityVector
@@ -58,7 +59,7 @@ def _constraint_failure(agent: EntityVector, schema: EntitySchema, skill: str, l
 
 
 def rank_agents(
-    agents: list[EntityVector], *, schema: EntitySchema, intent: str, language: str, churn_risk: float | None
+    agents: Sequence[EntityVector], *, schema: EntitySchema, intent: str, language: str, churn_risk: float | None
 ) -> tuple[list[RankedAgent], list[ExcludedAgent]]:
     """Eligible agents best first, and the excluded with their reason."""
     skill = INTENT_SKILL[intent]

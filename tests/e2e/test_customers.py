@@ -7,6 +7,8 @@ way a partial event update or an old snapshot would leave it.
 
 from __future__ import annotations
 
+import math
+import struct
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ import redis
 
 from features import OfflineStore, Registry
 from features.event_state import stamp
+from features.packed import TAG_BYTES, PackedLayout
 from tests.conftest import free_port, serve, settings_for
 
 CUSTOMER = "C000042"
@@ -103,12 +106,15 @@ def test_features_are_the_latest_snapshot_in_contract_order(
 def test_a_missing_field_is_served_as_its_default_and_flagged(
     http: httpx.Client, redis_client: redis.Redis, offline: OfflineStore, registry: Registry
 ) -> None:
-    key = f"nba:customer:{{{CUSTOMER}}}"
     before = {f["name"] for f in http.get(f"/v1/customers/{CUSTOMER}/features").json()["features"] if f["defaulted"]}
     assert not before & {"price_increase_pct", "last_sentiment"}
     # price_increase_pct has a default (0.0); last_sentiment has none, so it is unknown. A snapshot feature is
-    # a field of its own; a `last` event feature is the newest event's field, `lv|{event}|{field}`.
-    assert redis_client.hdel(key, "price_increase_pct", "lv|sentiment|score") == 2
+    # a slot of the packed value (NaN when missing); a `last` event feature is the newest event's field,
+    # `lv|{event}|{field}` of the event state.
+    layout = PackedLayout(registry.entity("customer"))
+    slot = int(layout.value_slots[[f.name for f in layout.features].index("price_increase_pct")])
+    redis_client.setrange(f"nba:customer:{{{CUSTOMER}}}", TAG_BYTES + 8 * slot, struct.pack("<d", math.nan))
+    assert redis_client.hdel(f"nba:ev:customer:{{{CUSTOMER}}}", "lv|sentiment|score") == 1
     body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
     features = _by_name(body["features"])
     assert features["price_increase_pct"] == {
@@ -133,7 +139,9 @@ def test_a_missing_field_is_served_as_its_default_and_flagged(
 def test_a_view_past_its_ttl_is_stale_and_served_as_defaults(
     http: httpx.Client, redis_client: redis.Redis, registry: Registry
 ) -> None:
-    redis_client.hset(f"nba:customer:{{{CUSTOMER}}}", "_ts:customer_profile", repr(time.time() - 100 * DAY))
+    first, _ = PackedLayout(registry.entity("customer")).segments["customer_profile"]
+    stamp_at = TAG_BYTES + 8 * first
+    redis_client.setrange(f"nba:customer:{{{CUSTOMER}}}", stamp_at, struct.pack("<d", time.time() - 100 * DAY))
     body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
     views = _by_name(body["views"])
     assert views["customer_profile"]["stale"] is True
@@ -163,7 +171,7 @@ def test_an_events_view_whose_newest_event_is_past_its_ttl_is_stale(
     http: httpx.Client, redis_client: redis.Redis, registry: Registry
 ) -> None:
     # The state a customer who last logged in 100 days ago has: no login in any window, the newest one old.
-    key = f"nba:customer:{{{CUSTOMER}}}"
+    key = f"nba:ev:customer:{{{CUSTOMER}}}"
     fields: list[bytes] = redis_client.hkeys(key)  # type: ignore[assignment]
     logins = [k for k in fields if k.startswith(b"n|login|")]
     assert logins, "the demo customer should have logins in the last 30 days"
@@ -232,7 +240,7 @@ def test_erase_deletes_the_online_state_once_then_recommend_is_a_cold_start(
     first = http.delete(f"/v1/customers/{CUSTOMER}")
     assert first.status_code == 200
     assert first.json() == {"customer_id": CUSTOMER, "erased": True}
-    assert redis_client.exists(key) == 0
+    assert redis_client.exists(key, f"nba:ev:customer:{{{CUSTOMER}}}", f"nba:seen:customer:{{{CUSTOMER}}}") == 0
     assert redis_client.exists(neighbour) == 1
 
     second = http.delete(f"/v1/customers/{CUSTOMER}")

@@ -38,6 +38,7 @@ from features import (
     online_store_url,
 )
 from features.event_state import EventLayout
+from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from tests.conftest import serve, served_known, settings_for
 from training.console import Reporter
@@ -186,10 +187,10 @@ def test_one_customer_and_200_agents_match_the_offline_matrix(
     # The 200 agent keys (known and unknown) hash to every shard, so the pipeline really is split.
     assert all(any(s.owns(f"nba:agent:{{{a}}}") for a in agent_ids + unknown) for s in clustered.shards)
 
-    before = _calls(clustered, "hmget")
+    before = _calls(clustered, "get")
     customer, served = _run(clustered.url, registry, lambda s: s.read(customer_id, agent_ids + unknown, now=now))
-    per_node = [after - b for after, b in zip(_calls(clustered, "hmget"), before, strict=True)]
-    assert sum(per_node) == 201  # one HMGET per entity, each answered by the shard owning its key
+    per_node = [after - b for after, b in zip(_calls(clustered, "get"), before, strict=True)]
+    assert sum(per_node) == 201  # one GET per entity (no MGET across slots), each answered by its own shard
     assert all(n > 0 for n in per_node)
 
     assert customer.entity_id == customer_id
@@ -239,48 +240,50 @@ def test_every_customer_reads_back_like_a_single_server(
 def test_keys_are_spread_over_all_shards_and_each_entity_sits_on_one(
     clustered: Cluster, registry: Registry, offline: OfflineStore
 ) -> None:
-    # What materialization writes: the snapshot features and one _ts field per snapshot view, plus the event
-    # state (day totals of each series, the newest event of each type and its fields; see features.event_state).
-    stamps = {
-        name: {f"_ts:{v.name}" for v in schema.views if v.source == "snapshot"}
-        for name, schema in registry.entities.items()
-    }
+    # What materialization writes: each entity's packed snapshot (features.packed) and, for customers with
+    # events, the event state: day totals of each series, the newest event of each type and its fields.
     declared: dict[str, set[str]] = {}
     series: dict[str, set[str]] = {}
     for name, schema in registry.entities.items():
         layout = EventLayout(schema)
         last = {f"last|{e}" for e in layout.events}
         values = {f"lv|{e}|{f}" for e, fields in layout.last_fields.items() for f in fields}
-        declared[name] = {*schema.snapshot_names, *stamps[name], *last, *values}
+        declared[name] = {*last, *values}
         series[name] = {s.name for s in layout.series}
     assert series["customer"]
     assert {"last|login", "lv|sentiment|score"} <= declared["customer"]
-    holders: dict[str, list[int]] = {}
+    packed = {name: PackedLayout(schema) for name, schema in registry.entities.items()}
+    holders: dict[str, set[int]] = {}
     with_events: set[str] = set()
     per_node: list[dict[str, int]] = []
     for n, shard in enumerate(clustered.shards):
         with shard.client() as client:
-            keys = [k.decode() for k in client.scan_iter(match="nba:*:{*}", count=1000)]
+            keys = [k.decode() for k in client.scan_iter(match="nba:*{*}", count=1000)]
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.execute_command("CLUSTER", "KEYSLOT", key)
-                pipe.hkeys(key)
+                pipe.hkeys(key) if key.startswith("nba:ev:") else pipe.get(key)
             replies = pipe.execute()
         assert keys, f"shard on port {shard.port} holds no entity"
-        for key, slot, fields in zip(keys, replies[::2], replies[1::2], strict=True):
-            entity, entity_id = key.split(":")[1], key[key.index("{") + 1 : -1]
+        snapshots = {"customer": 0, "agent": 0}
+        for key, slot, value in zip(keys, replies[::2], replies[1::2], strict=True):
+            entity_id = key[key.index("{") + 1 : -1]
             assert slot == key_slot(key.encode()) == key_slot(entity_id.encode())  # the id alone picks the slot
             assert shard.owns(key)
-            names = {f.decode() for f in fields}
-            # The whole entity is here: every snapshot view's timestamp and nothing but its declared fields.
-            assert stamps[entity] <= names, key
-            buckets = {n for n in names if "@" in n}
-            assert names - buckets <= declared[entity], key
-            assert all(n.split("@")[0] in series[entity] and n.split("@")[1].isdigit() for n in buckets), key
-            if names & declared[entity] - stamps[entity] - set(registry.entity(entity).snapshot_names):
-                with_events.add(key)
-            holders.setdefault(key, []).append(n)
-        per_node.append({e: sum(k.startswith(f"nba:{e}:") for k in keys) for e in ("customer", "agent")})
+            holders.setdefault(entity_id, set()).add(n)
+            if key.startswith("nba:ev:"):
+                entity = key.split(":")[2]
+                names = {f.decode() for f in value}
+                buckets = {n for n in names if "@" in n}
+                assert names - buckets <= declared[entity], key  # nothing but declared fields and day totals
+                assert all(n.split("@")[0] in series[entity] and n.split("@")[1].isdigit() for n in buckets), key
+                with_events.add(entity_id)
+            else:
+                entity = key.split(":")[1]
+                assert len(value) == packed[entity].size, key
+                assert value.startswith(packed[entity].tag), key
+                snapshots[entity] += 1
+        per_node.append(snapshots)
     assert all(len(nodes) == 1 for nodes in holders.values())  # no entity is split over two shards
     assert len(with_events) > len(holders) / 2  # most customers carry event state, on their own shard
     assert all(n["customer"] > 0 and n["agent"] > 0 for n in per_node)

@@ -245,4 +245,4 @@ def test_a_server_that_forgot_the_script_is_given_it_again(
             await client.aclose()
 
     assert asyncio.run(run()) == [["applied"], ["applied"]]
-    assert redis_client.hget("nba:customer:{F1}", f"n|login|@{int(NOW // 86_400)}") == b"2"
+    assert redis_client.hget("nba:ev:customer:{F1}", f"n|login|@{int(NOW // 86_400)}") == b"2"

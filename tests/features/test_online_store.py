@@ -27,6 +27,7 @@ from features import (
     materialize,
     materialize_events,
 )
+from features.packed import PackedLayout
 from tests.conftest import served_known
 
 T = TypeVar("T")
@@ -189,9 +190,9 @@ def test_unknown_id_is_a_cold_start(redis_client: redis.Redis, redis_url: str, r
 # ---- one pipeline for a customer and 200 agents ----------------------------------------------------
 
 
-def _hmget_calls(client: redis.Redis) -> int:
+def _calls(client: redis.Redis) -> dict[str, int]:
     stats: dict[str, Any] = client.info("commandstats")
-    return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+    return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
 
 
 def test_one_customer_and_200_agents(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
@@ -210,10 +211,18 @@ def test_one_customer_and_200_agents(redis_client: redis.Redis, redis_url: str, 
         return written + await store.write("customer", [customer_row], observed_at=[now])
 
     assert _run(redis_url, registry, write) == 201
-    before = _hmget_calls(redis_client)
+    redis_client.config_resetstat()
     ids = [r["agent_id"] for r in reversed(rows)]  # order of the reply follows the order asked
     customer, agents = _run(redis_url, registry, lambda s: s.read("C000042", ids))
-    assert _hmget_calls(redis_client) - before == 201  # one HMGET per entity, all in the one pipeline
+    # The customer's packed value and event state, and one MGET for all 200 agents, in the one pipeline.
+    calls = _calls(redis_client)
+    assert {k: calls.get(k) for k in ("get", "hgetall", "mget", "hmget", "evalsha")} == {
+        "get": 1,
+        "hgetall": 1,
+        "mget": 1,
+        "hmget": None,
+        "evalsha": None,
+    }
 
     assert len(agents) == 200
     assert [a.entity_id for a in agents] == ids
@@ -276,15 +285,16 @@ def test_writing_none_deletes_the_field(redis_client: redis.Redis, redis_url: st
         return agents[0]
 
     agent = _run(redis_url, registry, body)
-    assert redis_client.hget(key, "current_load") is None
-    assert redis_client.hget(key, "max_load") == b"11"
     assert agent.found
     assert agent.defaulted == ("current_load",)
     assert agent.values[schema.index["current_load"]] == 0.0  # the declared default
     assert agent.values[schema.index["max_load"]] == 11.0
-    # The delete re-stamped only the view it touched.
-    assert float(redis_client.hget(key, "_ts:agent_state") or b"nan") == pytest.approx(later)
-    assert float(redis_client.hget(key, "_ts:agent_profile") or b"nan") == pytest.approx(first)
+    # The write re-stamped only the view it touched.
+    layout = PackedLayout(schema)
+    slots, present = layout.unpack([redis_client.get(key)])  # type: ignore[list-item]
+    assert present.tolist() == [True]
+    stamps = dict(zip((v.name for v in layout.views), slots[0, layout.stamp_slots].tolist(), strict=True))
+    assert stamps == {"agent_profile": first, "agent_state": later}
 
 
 def test_keys_carry_the_id_as_hash_tag(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
@@ -298,13 +308,42 @@ def test_keys_carry_the_id_as_hash_tag(redis_client: redis.Redis, redis_url: str
     key = _run(redis_url, registry, body)
     assert key == "t:customer:{C000123}"
     assert redis_client.keys("*") == [key.encode()]
-    stored: dict[bytes, bytes] = redis_client.hgetall(key)  # type: ignore[assignment]
-    assert stored == {
-        b"plan": b"basic",
-        b"consent_marketing": b"0",
-        b"monthly_charge": b"25.5",
-        b"_ts:customer_profile": repr(now).encode(),
+    schema = registry.entity("customer")
+    layout = PackedLayout(schema)
+    stored = redis_client.get(key)
+    assert isinstance(stored, bytes)
+    assert len(stored) == layout.size
+    assert stored.startswith(layout.tag)
+    slots = layout.unpack([stored])[0][0]
+    values = dict(zip((f.name for f in layout.features), slots[layout.value_slots].tolist(), strict=True))
+    assert {n: v for n, v in values.items() if not np.isnan(v)} == {
+        "plan": 0.0,
+        "consent_marketing": 0.0,
+        "monthly_charge": 25.5,
     }
+    stamps = dict(zip((v.name for v in layout.views), slots[layout.stamp_slots].tolist(), strict=True))
+    assert stamps == {v.name: now if v.name == "customer_profile" else 0.0 for v in layout.views}
+
+
+def test_a_value_of_another_layout_reads_as_absent(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """After a contract change the old packed values are not misread: the entity reads as a cold start."""
+    now = time.time()
+    _run(redis_url, registry, lambda s: s.write("agent", [_agent("A0001", 1)], observed_at=[now]))
+    key = "t:agent:{A0001}"
+    stored = redis_client.get(key)
+    assert isinstance(stored, bytes)
+    redis_client.set(key, b"\x00" * 8 + stored[8:])  # same size, another layout's tag
+    _, agents = _run(redis_url, registry, lambda s: s.read("C1", ["A0001"]))
+    assert not agents[0].found
+    # A partial write onto it starts from an empty value rather than keeping the foreign bytes.
+    _run(redis_url, registry, lambda s: s.write("agent", [{"agent_id": "A0001", "current_load": 3}], observed_at=[now]))
+    _, agents = _run(redis_url, registry, lambda s: s.read("C1", ["A0001"]))
+    schema = registry.entity("agent")
+    assert agents[0].found
+    assert agents[0].values[schema.index["current_load"]] == 3.0
+    assert set(agents[0].defaulted) == set(schema.names) - {"current_load"}
 
 
 def test_a_row_without_declared_features_is_ignored(
@@ -316,17 +355,22 @@ def test_a_row_without_declared_features_is_ignored(
     ]
     written = _run(redis_url, registry, lambda s: s.write("agent", rows, observed_at=[time.time()] * 2))
     assert written == 2
-    assert redis_client.hget("t:agent:{A0001}", "current_load") == b"2"
+    _, agents = _run(redis_url, registry, lambda s: s.read("C1", ["A0001", "A0002"]))
+    assert agents[0].values[registry.entity("agent").index["current_load"]] == 2.0
+    assert agents[0].found
+    assert not agents[1].found
+    assert redis_client.exists("t:agent:{A0002}") == 0
 
 
 # ---- materialization -------------------------------------------------------------------------------
 
 
-def _dump(client: redis.Redis, pattern: str) -> dict[bytes, dict[bytes, bytes]]:
+def _dump(client: redis.Redis, pattern: str) -> dict[bytes, Any]:
+    """Every key matching ``pattern`` with its value: the bytes of a string, the fields of a hash."""
     keys = sorted(client.scan_iter(match=pattern, count=1000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
-        pipe.hgetall(key)
+        pipe.hgetall(key) if client.type(key) == b"hash" else pipe.get(key)
     return dict(zip(keys, pipe.execute(), strict=True))
 
 
@@ -356,20 +400,23 @@ def test_materialize_is_idempotent(
 
     first, events, count, agents = _run(redis_url, registry, body)
     snapshot = _dump(redis_client, f"{NS}:customer:*")
+    state = _dump(redis_client, f"{NS}:ev:customer:*")
     second, events_again, count_again = _run(redis_url, registry, again)
 
     n = latest.num_rows
     assert first == second == count == count_again == len(snapshot) == n
-    assert 0 < events == events_again <= n  # customers with events in the horizon, all of them snapshotted
+    assert 0 < events == events_again == len(state) <= n  # customers with events in the horizon
     assert agents == 0
     assert _dump(redis_client, f"{NS}:customer:*") == snapshot
-    assert sum(any(f.startswith(b"last|") for f in fields) for fields in snapshot.values()) == events
+    assert _dump(redis_client, f"{NS}:ev:customer:*") == state
+    assert all(any(f.startswith(b"last|") for f in fields) for fields in state.values())
     assert progress == [(min(d, n), n) for d in range(1_500, n + 1_500, 1_500)]
     assert all(re.fullmatch(rb"t:customer:\{C\d{6}\}", key) for key in snapshot)
     # The stamp of every view is the snapshot's own time, not the time it was copied.
     first_id, first_ts = latest.column("customer_id")[0].as_py(), latest.column("feature_ts")[0].as_py()
-    stamped = snapshot[f"{NS}:customer:{{{first_id}}}".encode()][b"_ts:customer_account"]
-    assert float(stamped) == first_ts.timestamp()
+    layout = PackedLayout(registry.entity("customer"))
+    slots = layout.unpack([snapshot[f"{NS}:customer:{{{first_id}}}".encode()]])[0][0]
+    assert set(slots[layout.stamp_slots].tolist()) == {first_ts.timestamp()}
 
 
 def test_materialize_as_of_serves_old_snapshots_as_stale(
@@ -468,8 +515,8 @@ def test_categories_travel_as_names(redis_client: redis.Redis, redis_url: str, r
         return vector
 
     vector = _run(redis_url, registry, body)
-    assert redis_client.hget("t:customer:{C000001}", "plan") == b"standard"
     assert vector.values[schema.index["plan"]] == 1.0
     assert vector.values[schema.index["language"]] == 2.0
     # A category the contract does not know is served as missing rather than guessed.
     assert np.isnan(vector.values[schema.index["contract_type"]])
+    assert "contract_type" in vector.defaulted
