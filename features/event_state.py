@@ -20,7 +20,7 @@ reach any more, and replaces the newest-event fields only when the event is newe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +137,21 @@ class _Series:
     days: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """How :meth:`EventLayout.decode` computes one feature, resolved from the contract once."""
+
+    kind: str
+    event: str
+    series: str
+    count_series: str
+    window_days: int
+    value_field: str
+    ttl_s: float
+    missing: float
+    encode: Callable[[str | None], float]
+
+
 class EventLayout:
     """The event state of one entity kind, compiled from the contract once."""
 
@@ -170,6 +185,22 @@ class EventLayout:
             if v.source == "events"
         }
         self.horizon_days = schema.event_horizon_days
+        self._plan = [self._step(f) for f in self.features]
+
+    def _step(self, feature: Feature) -> _Step:
+        agg = feature.aggregation
+        assert agg is not None
+        return _Step(
+            kind=agg.kind,
+            event=agg.event,
+            series=agg.series if agg.window_days is not None else "",
+            count_series=agg.count_series if agg.kind == "mean" else "",
+            window_days=agg.window_days or 0,
+            value_field=f"lv|{agg.event}|{agg.field}",
+            ttl_s=self.ttl_s[feature.name],
+            missing=feature.encode(None),
+            encode=feature.encode,
+        )
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -204,29 +235,26 @@ class EventLayout:
             days.sort()
         values = np.empty(len(self.features), dtype=np.float64)
         known = np.ones(len(self.features), dtype=bool)
-        for i, feature in enumerate(self.features):
-            agg = feature.aggregation
-            assert agg is not None
-            if agg.window_days is not None:
+        for i, step in enumerate(self._plan):
+            if step.window_days:
                 # Summed oldest day first, as the first encoding did, so totals stay bit-equal to the offline join.
-                first = today - agg.window_days + 1
-                total = sum(v for d, v in buckets[agg.series] if first <= d <= today)
-                if agg.kind == "mean":
-                    count = sum(v for d, v in buckets[agg.count_series] if first <= d <= today)
-                    values[i] = total / count if count else feature.encode(None)
+                first = today - step.window_days + 1
+                total = sum(v for d, v in buckets[step.series] if first <= d <= today)
+                if step.kind == "mean":
+                    count = sum(v for d, v in buckets[step.count_series] if first <= d <= today)
+                    values[i] = total / count if count else step.missing
                     known[i] = bool(count)
                 else:
                     values[i] = total
                 continue
-            seen = newest.get(agg.event)
-            if seen is None or now - seen > self.ttl_s[feature.name]:
-                values[i], known[i] = feature.encode(None), False
-            elif agg.kind == "days_since":
+            seen = newest.get(step.event)
+            if seen is None or now - seen > step.ttl_s:
+                values[i], known[i] = step.missing, False
+            elif step.kind == "days_since":
                 values[i] = math.floor((now - seen) / DAY_SECONDS)
             else:
-                assert agg.field is not None
-                raw = latest_value.get(f"lv|{agg.event}|{agg.field}")
-                values[i] = feature.encode(None if raw is None else raw.decode())
+                raw = latest_value.get(step.value_field)
+                values[i] = step.encode(None if raw is None else raw.decode())
                 known[i] = raw is not None
         ages: dict[str, float | None] = {}
         for view, events in self.view_events.items():

@@ -31,6 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT, FieldT
 
+from features import resp
 from features.errors import OnlineStoreUnavailable
 from features.event_state import APPLY_EVENTS, Event, EventLayout
 from features.packed import PackedLayout
@@ -178,10 +179,10 @@ class _Kind:
         stamps = slots[:, self.packed.stamp_slots]
         written = stamps > 0
         snapshot_ages = np.where(written, np.maximum(now - stamps, 0.0), np.nan)
-        stale = snapshot_ages > self.snapshot_ttl
-        raw = slots[:, self.packed.value_slots]
         # Past its TTL a view's values count as missing, exactly as the point-in-time join treats them.
-        missing = np.isnan(raw) | stale[:, self.feature_view] | ~written[:, self.feature_view]
+        fresh = written & ~(snapshot_ages > self.snapshot_ttl)
+        raw = slots[:, self.packed.value_slots]
+        missing = np.isnan(raw) | ~fresh[:, self.feature_view]
         values = np.empty((n, len(schema.names)), dtype=np.float64)
         known = np.empty((n, len(schema.names)), dtype=bool)
         values[:, self.snapshot_at] = np.where(missing, self.packed.defaults, raw)
@@ -199,8 +200,9 @@ class _Kind:
                     if age is not None:
                         ages[row, view_at[view]] = age
                         found[row] = True
-        # A cold start: an empty window's zero is a fact only about an entity the store knows.
-        known[~found] = False
+        if not found.all():
+            # A cold start: an empty window's zero is a fact only about an entity the store knows.
+            known[~found] = False
         return EntityBatch(schema, ids, values, known, found, ages)
 
 
@@ -213,6 +215,7 @@ class OnlineStore:
         self._namespace = namespace
         self._kinds = {name: _Kind(schema) for name, schema in registry.entities.items()}
         self._cluster = isinstance(client, RedisCluster)
+        self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"ev:{e}")}
         self._apply_sha: str | None = None
 
     def layout(self, entity: str) -> EventLayout:
@@ -246,41 +249,54 @@ class OnlineStore:
         """The customer's vector and the agents' batch as of ``now`` (the clock by default), in one round trip."""
         now = time.time() if now is None else now
         customer, agent = self._kinds["customer"], self._kinds["agent"]
-        pipe = self._client.pipeline(transaction=False)
-        self._ask(pipe, "customer", [customer_id])
-        if agent_ids:
-            self._ask(pipe, "agent", agent_ids)
         with _map_errors():
-            replies = await pipe.execute()
-        customers, rest = self._take(customer, [customer_id], replies, now)
-        agents, _ = self._take(agent, agent_ids, rest, now) if agent_ids else (self._none(agent), [])
+            if self._cluster:
+                replies = await self._read_cluster(customer_id, agent_ids)
+            else:
+                replies = await self._read_single(customer_id, agent_ids)
+        states = [replies[1]] if customer.events.features else None
+        customers = customer.decode([customer_id], [replies[0]], states, now)  # type: ignore[list-item, arg-type]
+        rest = replies[2 if states else 1 :]
+        if not agent_ids:
+            return customers[0], self._none(agent)
+        blobs = rest if self._cluster else rest[0]
+        agent_states = rest[-len(agent_ids) :] if agent.events.features else None
+        agents = agent.decode(agent_ids, blobs, agent_states, now)  # type: ignore[arg-type]
         return customers[0], agents
 
-    def _ask(self, pipe: object, entity: str, ids: Sequence[str]) -> None:
-        """Queue the commands reading ``ids`` on ``pipe``: their packed values, then their state hashes."""
-        keys = [self.key(entity, i) for i in ids]
-        if self._cluster or len(keys) == 1:
-            for key in keys:
-                pipe.get(key)  # type: ignore[attr-defined]
-        else:
-            pipe.mget(keys)  # type: ignore[attr-defined]
-        if self._kinds[entity].events.features:
-            for entity_id in ids:
-                pipe.hgetall(self.state_key(entity, entity_id))  # type: ignore[attr-defined]
+    async def _read_single(self, customer_id: str, agent_ids: Sequence[str]) -> list[object]:
+        """GET (+ HGETALL) for the customer and one MGET (+ HGETALLs) for the agents, sent as one write."""
+        commands = [resp.command(b"GET", [self._key_bytes("customer", customer_id)])]
+        hashes: list[int] = []  # positions of the HGETALL replies: a map in RESP3, a flat list in RESP2
+        if self._kinds["customer"].events.features:
+            hashes.append(len(commands))
+            commands.append(resp.command(b"HGETALL", [self._key_bytes("ev:customer", customer_id)]))
+        if agent_ids:
+            commands.append(resp.command(b"MGET", [self._key_bytes("agent", a) for a in agent_ids]))
+            if self._kinds["agent"].events.features:
+                hashes += range(len(commands), len(commands) + len(agent_ids))
+                commands += [resp.command(b"HGETALL", [self._key_bytes("ev:agent", a)]) for a in agent_ids]
+        replies = await resp.exchange(self._client, b"".join(commands), len(commands))  # type: ignore[arg-type]
+        for i in hashes:
+            if isinstance(flat := replies[i], list):
+                replies[i] = dict(zip(flat[::2], flat[1::2], strict=True))
+        return replies
 
-    def _take(
-        self, kind: _Kind, ids: Sequence[str], replies: list[object], now: float
-    ) -> tuple[EntityBatch, list[object]]:
-        """Decode the replies :meth:`_ask` queued for ``ids``; returns the batch and the replies after them."""
-        if self._cluster or len(ids) == 1:
-            blobs, replies = replies[: len(ids)], replies[len(ids) :]
-        else:
-            blobs, replies = replies[0], replies[1:]  # type: ignore[assignment]
-        states = None
-        if kind.events.features:
-            states, replies = replies[: len(ids)], replies[len(ids) :]
-        batch = kind.decode(ids, blobs, states, now)  # type: ignore[arg-type]
-        return batch, replies
+    async def _read_cluster(self, customer_id: str, agent_ids: Sequence[str]) -> list[object]:
+        """The same reads through redis-py's cluster pipeline, one GET per agent (MGET cannot span slots)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(self.key("customer", customer_id))
+        if self._kinds["customer"].events.features:
+            pipe.hgetall(self.state_key("customer", customer_id))
+        for agent_id in agent_ids:
+            pipe.get(self.key("agent", agent_id))
+        if agent_ids and self._kinds["agent"].events.features:
+            for agent_id in agent_ids:
+                pipe.hgetall(self.state_key("agent", agent_id))
+        return list(await pipe.execute())
+
+    def _key_bytes(self, prefix: str, entity_id: str) -> bytes:
+        return b"%s%s}" % (self._prefixes[prefix], entity_id.encode())
 
     @staticmethod
     def _none(kind: _Kind) -> EntityBatch:
