@@ -27,9 +27,8 @@ import numpy as np
 
 from features.registry import DAY_SECONDS, EntitySchema, Feature
 
-# The first sweep of a series reaches this many days behind the window; later sweeps start where the last
+# Day fields no window can reach are deleted when the series is next written: the sweep starts where the last
 # one stopped (``sw|{series}``), so each day field is deleted once and an event costs O(1) deletions.
-_FIRST_SWEEP_DAYS = 32
 
 APPLY_EVENTS = """
 -- Applies a batch of events, each at most once. KEYS: per entity, its state hash then its seen-id sorted set.
@@ -43,7 +42,13 @@ local out = {}
 local i = 2
 local function sweep(h, series, upto)
   local mark = 'sw|' .. series
-  local from = tonumber(redis.call('HGET', h, mark)) or (upto - FIRST_SWEEP)
+  local from = tonumber(redis.call('HGET', h, mark))
+  if not from then
+    -- Materialization marks every series it writes, and a series begun by live events is marked from its
+    -- first event, so an unmarked series holds nothing this old: mark it without a sweep.
+    redis.call('HSET', h, mark, upto)
+    return
+  end
   if upto <= from then return end
   from = math.max(from, upto - 400)
   local fields = {}
@@ -92,7 +97,7 @@ while i <= #ARGV do
   out[#out + 1] = fresh and 1 or 0
 end
 return out
-""".replace("FIRST_SWEEP", str(_FIRST_SWEEP_DAYS))
+"""
 
 
 @dataclass(frozen=True)

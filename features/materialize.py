@@ -79,6 +79,8 @@ def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now:
         ).fetchall()
         for entity_id, day, value in rows:
             state[entity_id][f"{s.name}@{day}"] = text(float(value) if s.sums else int(value))
+            # Nothing older than the window was written: live events need not sweep behind it.
+            state[entity_id][f"sw|{s.name}"] = str(today - s.days)
     for event, fields in layout.last_fields.items():
         values = "".join(f", arg_max({f}, (occurred_at, event_id))" for f in fields)
         rows = con.sql(

@@ -248,7 +248,7 @@ def test_keys_are_spread_over_all_shards_and_each_entity_sits_on_one(
         layout = EventLayout(schema)
         last = {f"last|{e}" for e in layout.events}
         values = {f"lv|{e}|{f}" for e, fields in layout.last_fields.items() for f in fields}
-        declared[name] = {*last, *values}
+        declared[name] = {*last, *values, *(f"sw|{s.name}" for s in layout.series)}
         series[name] = {s.name for s in layout.series}
     assert series["customer"]
     assert {"last|login", "lv|sentiment|score"} <= declared["customer"]
