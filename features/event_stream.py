@@ -7,7 +7,8 @@ The stream is ``{namespace}:events``; each entry is one event, as the contract's
 1. validates each entry with the contract's event models; an invalid one goes to the dead-letter stream
    ``{namespace}:events:dead`` with the error naming the field and the original payload;
 2. applies the valid ones to the online store (:meth:`OnlineStore.apply_events`: idempotent by event id);
-3. archives those applied, and those already applied (duplicates), to the offline store as one parquet part;
+3. archives those applied, and those already applied (duplicates), to the offline store as one parquet part
+   (every ``compact_every`` parts, the small ones are merged into one);
 4. acknowledges the batch.
 
 Nothing is acknowledged before it is both online and archived, so a consumer killed at any point loses
@@ -24,6 +25,7 @@ only once every group has acknowledged them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from redis.exceptions import ResponseError
 
+from features.errors import OnlineStoreUnavailable
 from features.event_archive import EventArchive
 from features.event_state import Event
 from features.events import event_adapter, to_event, to_payload, validation_message
@@ -45,6 +48,8 @@ EVENT_FIELD = "event"
 DEFAULT_GROUP = "nba-ingest"
 DEAD_LETTER_MAX_LEN = 100_000
 """Dead letters kept at most (approximately): enough to inspect a bad producer, not a second event store."""
+_FIRST_PAUSE_S, _LAST_PAUSE_S = 0.5, 30.0
+"""How long the consumer waits after Redis failed, doubling while it stays down."""
 
 
 def stream_key(namespace: str) -> str:
@@ -127,6 +132,7 @@ class StreamConsumer:
         block_ms: int = 1_000,
         claim_idle_ms: int = 60_000,
         trim_every_s: float = 10.0,
+        compact_every: int = 100,
     ) -> None:
         self._client = client
         self._store = store
@@ -141,6 +147,8 @@ class StreamConsumer:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.trim_every_s = trim_every_s
+        self.compact_every = compact_every
+        self._parts_written: dict[str, int] = {}
         self._own_pending_done = False
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
@@ -228,7 +236,7 @@ class StreamConsumer:
             stats.duplicates += statuses.count("duplicate")
             stats.too_old += statuses.count("too_old")
             kept = [e for e, s in zip(events, statuses, strict=True) if s != "too_old"]
-            await asyncio.to_thread(self._archive.append, entity, kept)
+            await asyncio.to_thread(self._archive_batch, entity, kept)
         stats.dead = len(dead)
         pipe = self._client.pipeline(transaction=False)
         for entry_id, raw, error in dead:
@@ -238,6 +246,16 @@ class StreamConsumer:
         with _map_errors():
             await pipe.execute()
         return stats
+
+    def _archive_batch(self, entity: str, events: list[Event]) -> None:
+        """One part per batch, and every ``compact_every`` parts the small ones merged, so reads stay few files."""
+        if self._archive.append(entity, events) is None:
+            return
+        written = self._parts_written.get(entity, 0) + 1
+        if written >= self.compact_every:
+            self._archive.compact(entity)
+            written = 0
+        self._parts_written[entity] = written
 
     async def trim(self) -> None:
         """Drop the entries every consumer group has acknowledged (``XTRIM MINID ~``), never one still owed.
@@ -266,16 +284,33 @@ class StreamConsumer:
         *,
         max_events: int | None = None,
         report: Callable[[ConsumeStats], None] | None = None,
+        on_outage: Callable[[OnlineStoreUnavailable, float], None] | None = None,
     ) -> ConsumeStats:
         """Poll until ``stop`` is set or ``max_events`` entries were handled; ``report`` sees the running totals.
 
         ``stop`` is looked at between batches, so a stop finishes the batch in hand (acknowledged) and waits
-        at most ``block_ms`` for a read.
+        at most ``block_ms`` for a read. Redis going away does not end the loop: nothing of the failed batch
+        was acknowledged, so after a pause (``on_outage`` is told how long) it re-reads its own pending entries
+        and carries on; a worker that outlives a failover needs no supervisor to restart it.
         """
-        await self.join()
         total = ConsumeStats()
+        pause = _FIRST_PAUSE_S
+        joined = False
         while not stop.is_set() and (max_events is None or total.entries < max_events):
-            total.add(await self.poll())
+            try:
+                if not joined:
+                    await self.join()
+                    joined = True
+                total.add(await self.poll())
+                pause = _FIRST_PAUSE_S
+            except OnlineStoreUnavailable as exc:
+                self._own_pending_done = False
+                if on_outage is not None:
+                    on_outage(exc, pause)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                pause = min(pause * 2, _LAST_PAUSE_S)
+                continue
             if report is not None:
                 report(total)
         return total

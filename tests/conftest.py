@@ -26,7 +26,15 @@ import pytest
 import redis
 import uvicorn
 
-from features import EmbeddedValkey, EntitySchema, OfflineSettings, OfflineStore, RedisSettings, Registry
+from features import (
+    EmbeddedValkey,
+    EntitySchema,
+    EventStreamSettings,
+    OfflineSettings,
+    OfflineStore,
+    RedisSettings,
+    Registry,
+)
 from service import ServiceSettings, Settings, create_app
 from training import MlflowSettings, ModelRegistry
 from training.console import Reporter
@@ -98,6 +106,7 @@ def settings_for(data_dir: Path, redis_url: str, *, port: int = 8000) -> Setting
         redis=RedisSettings(url=redis_url, namespace="nba", timeout_ms=200),
         offline=OfflineSettings(data_dir=data_dir),
         mlflow=MlflowSettings(tracking_uri=None, experiment="nba-tests", model_prefix="nba"),
+        events=EventStreamSettings(stream_max_len=1_000_000),
     )
 
 
