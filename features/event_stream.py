@@ -149,22 +149,29 @@ class StreamConsumer:
         self.trim_every_s = trim_every_s
         self.compact_every = compact_every
         self._parts_written: dict[str, int] = {}
+        self._joined = False
         self._own_pending_done = False
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._next_trim = time.monotonic() + trim_every_s
 
     async def join(self) -> None:
-        """Create the group (and the stream) if missing, reading from the stream's start so nothing is skipped."""
+        """Create the group (and the stream) if missing, reading from the stream's start so nothing is skipped.
+
+        :meth:`poll` joins by itself; a producer may call this to make the group exist before its first event.
+        """
         with _map_errors():
             try:
                 await self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+        self._joined = True
 
     async def poll(self) -> ConsumeStats:
         """Read and process one batch: this consumer's own pending entries first, then idle ones, then new ones."""
+        if not self._joined:
+            await self.join()
         if not self._own_pending_done:
             entries = await self._read("0", block_ms=None)
             if entries:
@@ -295,16 +302,14 @@ class StreamConsumer:
         """
         total = ConsumeStats()
         pause = _FIRST_PAUSE_S
-        joined = False
         while not stop.is_set() and (max_events is None or total.entries < max_events):
             try:
-                if not joined:
-                    await self.join()
-                    joined = True
                 total.add(await self.poll())
                 pause = _FIRST_PAUSE_S
             except OnlineStoreUnavailable as exc:
-                self._own_pending_done = False
+                # A server that failed over or restarted may have lost the group, and what this consumer read
+                # before the failure is pending: join again, and re-read its own pending entries first.
+                self._joined = self._own_pending_done = False
                 if on_outage is not None:
                     on_outage(exc, pause)
                 with contextlib.suppress(TimeoutError):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from features import Event, EventArchive, OfflineStore, Registry
 from features.event_archive import archived_parts, parts_dir
+from tests.conftest import write_snapshots
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC).timestamp()
 DAY = 86_400.0
@@ -28,19 +29,6 @@ def _event(i: int, customer: str = "C1", *, days_ago: float = 1.0, score: float 
     ]
     kind, fields = kinds[i % len(kinds)]
     return Event(f"ev-{i}", customer, kind, NOW - days_ago * DAY - i, fields)
-
-
-def _snapshots(root: Path, registry: Registry, customers: list[str]) -> None:
-    """One snapshot per customer, so the point-in-time join has rows to join events to."""
-    schema = registry.entity("customer")
-    table: dict[str, pa.Array] = {
-        "customer_id": pa.array(customers),
-        "feature_ts": pa.array([datetime.fromtimestamp(NOW - DAY, UTC)] * len(customers), pa.timestamp("us", "UTC")),
-    }
-    for f in schema.snapshot_features:
-        value = {"int": 1, "float": 1.5, "bool": True, "category": (f.categories or ("",))[0]}[f.dtype]
-        table[f.name] = pa.array([value] * len(customers))
-    pq.write_table(pa.table(table), root / "customer_snapshots.parquet")
 
 
 def _frame(offline: OfflineStore, customers: list[str]) -> list[dict[str, object]]:
@@ -104,7 +92,7 @@ def test_a_half_written_part_is_never_read(tmp_path: Path, registry: Registry) -
 
 def test_compaction_merges_the_small_parts_and_reads_the_same(tmp_path: Path, registry: Registry) -> None:
     archive = EventArchive(tmp_path, registry)
-    _snapshots(tmp_path, registry, ["C1", "C2"])
+    write_snapshots(tmp_path, registry, ["C1", "C2"], at=NOW - DAY)
     for start in range(0, 12, 3):
         archive.append("customer", [_event(i, f"C{1 + i % 2}") for i in range(start, start + 4)])  # overlapping
     offline = OfflineStore(tmp_path, registry)
@@ -125,7 +113,7 @@ def test_compaction_leaves_big_parts_alone(tmp_path: Path, registry: Registry) -
 
 
 def test_without_an_events_table_the_parts_alone_are_the_events(tmp_path: Path, registry: Registry) -> None:
-    _snapshots(tmp_path, registry, ["C1"])
+    write_snapshots(tmp_path, registry, ["C1"], at=NOW - DAY)
     EventArchive(tmp_path, registry).append("customer", [_event(0), _event(4)])
     frame = _frame(OfflineStore(tmp_path, registry), ["C1"])
     assert frame[0]["logins_7d"] == 2
@@ -140,11 +128,11 @@ def test_however_events_are_split_and_repeated_the_frame_is_that_of_each_event_o
     customers = ["C1", "C2", "C3"]
     events = [_event(i, rng.choice(customers), days_ago=rng.uniform(0, 40)) for i in range(n)]
     once = tmp_path_factory.mktemp("once")
-    _snapshots(once, registry, customers)
+    write_snapshots(once, registry, customers, at=NOW - DAY)
     pq.write_table(EventArchive(once, registry).table("customer", events), once / "customer_events.parquet")
 
     split = tmp_path_factory.mktemp("split")
-    _snapshots(split, registry, customers)
+    write_snapshots(split, registry, customers, at=NOW - DAY)
     archive = EventArchive(split, registry)
     sent = events + [rng.choice(events) for _ in range(repeats)]
     rng.shuffle(sent)
