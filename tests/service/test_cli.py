@@ -48,7 +48,7 @@ def _clean_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
         ["events", "consume"],
         ["events", "publish"],
     ],
-    ids=["nba", "run", "demo", "train", "train-churn", "train-propensity", "events", "events-consume", "events-publish"],
+    ids=lambda args: "-".join(args) or "nba",
 )
 def test_every_command_has_help(args: list[str]) -> None:
     result = CliRunner().invoke(main, [*args, "--help"])
