@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.online_store
+	$(BIN)/python -m bench.event_stream
 
 clean:
 	rm -rf $(VENV) .nba

@@ -12,20 +12,26 @@ from features.errors import (
     RegistryError,
     UnknownFeatureError,
 )
+from features.event_archive import EventArchive
 from features.event_state import Event, EventLayout
+from features.event_stream import ConsumeStats, EventPublisher, StreamConsumer
 from features.materialize import materialize, materialize_events
 from features.offline_store import OfflineStore
 from features.online_store import EntityVector, OnlineStore
 from features.redis_client import OnlineClient, connect
 from features.registry import EntitySchema, Feature, FeatureView, Registry
-from features.settings import OfflineSettings, RedisSettings
+from features.settings import EventStreamSettings, OfflineSettings, RedisSettings
 
 __all__ = [
+    "ConsumeStats",
     "EmbeddedValkey",
     "EntitySchema",
     "EntityVector",
     "Event",
+    "EventArchive",
     "EventLayout",
+    "EventPublisher",
+    "EventStreamSettings",
     "Feature",
     "FeatureStoreError",
     "FeatureView",
@@ -38,6 +44,7 @@ __all__ = [
     "RedisSettings",
     "Registry",
     "RegistryError",
+    "StreamConsumer",
     "UnknownFeatureError",
     "connect",
     "materialize",

@@ -67,15 +67,35 @@ class EmbeddedValkey:
         self.stop()
 
 
+def _running(valkey_dir: Path) -> str | None:
+    """The URL of an embedded server another command (``nba run``) already serves from ``valkey_dir``, if any."""
+    socket = valkey_dir.resolve() / "valkey.sock"
+    if not socket.exists():
+        return None
+    url = f"unix://{socket}"
+    try:
+        check(url, timeout_s=1)
+    except (redis.RedisError, OSError):
+        return None  # a socket file left by a server that died: start a new one
+    return url
+
+
 @contextmanager
 def online_store_url(redis_settings: RedisSettings, offline: OfflineSettings) -> Iterator[str]:
     """The URL of a Redis that answers: ``REDIS_URL`` checked with a PING, else an embedded server.
+
+    Without ``REDIS_URL``, an embedded server already running under the data dir (``nba run`` in another
+    terminal) is shared rather than a second one started on the same files.
 
     With ``redis_settings.cluster`` every primary of the cluster must answer. Raises
     :class:`OnlineStoreUnavailable` with a message saying which URL failed and what to do, including when
     the server's cluster mode and ``NBA_REDIS_CLUSTER`` disagree.
     """
     if redis_settings.url is None:
+        running = _running(offline.valkey_dir)
+        if running is not None:
+            yield running
+            return
         with EmbeddedValkey(offline.valkey_dir) as server:
             yield server.url
         return

@@ -11,7 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from features.event_state import Event
 from features.registry import EventField, Registry
@@ -69,10 +78,15 @@ def event_models(registry: Registry) -> dict[str, type[BaseModel]]:
     return models
 
 
+def _any_event(registry: Registry) -> Any:
+    """One event of any declared type, told apart by ``type`` (so an error names the type's own field)."""
+    union: Any = Union[tuple(event_models(registry).values())]  # noqa: UP007 - built at run time
+    return Annotated[union, Field(discriminator="type")]
+
+
 def batch_model(registry: Registry) -> type[BaseModel]:
     """``{"events": [...]}``: 1 to :data:`MAX_BATCH` events of any declared type."""
-    union: Any = Union[tuple(event_models(registry).values())]  # noqa: UP007 - built at run time
-    item: Any = Annotated[union, Field(discriminator="type")]
+    item: Any = _any_event(registry)
     return create_model(
         "EventBatch",
         __config__=ConfigDict(extra="forbid"),
@@ -80,12 +94,45 @@ def batch_model(registry: Registry) -> type[BaseModel]:
     )
 
 
-def to_event(model: BaseModel, registry: Registry) -> tuple[str, Event]:
-    """The entity kind and the store's :class:`Event` for one validated event model."""
+def event_adapter(registry: Registry) -> TypeAdapter[BaseModel]:
+    """Validates one event on its own (a stream entry), with the same models as a POSTed batch."""
+    return TypeAdapter(_any_event(registry))
+
+
+def validation_message(exc: ValidationError) -> str:
+    """Every problem of ``exc`` as ``path.to.field: message``, joined: the field comes first, as in a 422."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors())
+
+
+def to_event(model: BaseModel, registry: Registry, *, received_at: float | None = None) -> tuple[str, Event]:
+    """The entity kind and the store's :class:`Event` for one validated event model.
+
+    An event without ``occurred_at`` happened when it was received: ``received_at`` (epoch seconds; a stream
+    entry's id carries when it was added), else now.
+    """
     data = model.model_dump()
     event_type = data.pop("type")
     entity = registry.events[event_type].entity
     entity_id = data.pop(registry.entity(entity).join_key)
     event_id = data.pop("event_id")
-    occurred_at = (data.pop("occurred_at") or datetime.now(UTC)).timestamp()
+    stated = data.pop("occurred_at")
+    if stated is not None:
+        occurred_at = stated.timestamp()
+    else:
+        occurred_at = received_at if received_at is not None else datetime.now(UTC).timestamp()
     return entity, Event(event_id=event_id, entity_id=entity_id, type=event_type, occurred_at=occurred_at, fields=data)
+
+
+def to_payload(entity: str, event: Event, registry: Registry) -> dict[str, object]:
+    """The contract's JSON form of a stored event, ``occurred_at`` stated: what a producer would have sent.
+
+    The inverse of :func:`to_event`, so an event the service applied can be handed on (to the stream, and so
+    to the offline store) with the very time the online state placed it at.
+    """
+    return {
+        "type": event.type,
+        "event_id": event.event_id,
+        registry.entity(entity).join_key: event.entity_id,
+        "occurred_at": datetime.fromtimestamp(event.occurred_at, UTC).isoformat(),
+        **{name: value for name, value in event.fields.items() if value is not None},
+    }

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from features.errors import OfflineStoreError
+from features.event_archive import archived_parts, events_source
 from features.registry import EntitySchema, Feature, FeatureView, Registry
 
 TIMESTAMP_COLUMN = "feature_ts"
@@ -80,13 +81,15 @@ class OfflineStore:
         return self.root / f"{entity}_snapshots.parquet"
 
     def events_path(self, entity: str) -> Path:
-        """Where ``entity``'s events live."""
+        """Where ``entity``'s events live (live events are archived beside it, see :mod:`features.event_archive`)."""
         return self.root / f"{entity}_events.parquet"
 
     def _table(self, path: Path, required: tuple[str, ...], what: str) -> str:
         if not path.is_file():
             raise OfflineStoreError(f"{path}: no {what} table")
-        source = _sql_path(path)
+        return self._checked(_sql_path(path), path, required)
+
+    def _checked(self, source: str, path: Path, required: tuple[str, ...]) -> str:
         columns = {c[0] for c in duckdb.connect().sql(f"DESCRIBE SELECT * FROM {source}").fetchall()}
         missing = [c for c in required if c not in columns]
         if missing:
@@ -101,8 +104,14 @@ class OfflineStore:
         )
 
     def _events(self, schema: EntitySchema) -> str:
+        """The events table, plus the live events archived beside it, each (entity, event id) once."""
         columns = ("event_id", schema.join_key, EVENT_TIME_COLUMN, "type", *self.registry.event_columns(schema.name))
-        return self._table(self.events_path(schema.name), columns, f"events table for entity {schema.name!r}")
+        base = self.events_path(schema.name)
+        parts = archived_parts(self.root, schema.name)
+        if not parts:
+            return self._table(base, columns, f"events table for entity {schema.name!r}")
+        files = [base, *parts] if base.is_file() else parts
+        return self._checked(events_source(files, schema.join_key), base, columns)
 
     def latest(self, entity: str, as_of: datetime | None = None, *, since: datetime | None = None) -> pa.Table:
         """Each entity's most recent snapshot at or before ``as_of`` (all of them when None).

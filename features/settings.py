@@ -46,6 +46,22 @@ class RedisSettings(BaseSettings):
         return self
 
 
+class EventStreamSettings(BaseSettings):
+    """The stream ``POST /v1/events`` appends the events it applied to, and ``nba events consume`` reads."""
+
+    model_config = SettingsConfigDict(env_prefix="NBA_EVENTS_", extra="forbid", populate_by_name=True)
+
+    stream_max_len: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        description=(
+            "Entries the stream keeps at most (approximately). The consumer trims what every group acknowledged, "
+            "so this only bites when no consumer runs: then the oldest events, already applied online, are "
+            "dropped before reaching the offline store, rather than Redis running out of memory."
+        ),
+    )
+
+
 class OfflineSettings(BaseSettings):
     """Where the offline store's parquet tables and the embedded server's files live."""
 

@@ -11,7 +11,7 @@ from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 
-from features import OnlineStore, OnlineStoreUnavailable, Registry, connect
+from features import EventPublisher, OnlineStore, OnlineStoreUnavailable, Registry, connect
 from service.catalog import Catalog
 from service.customers import CustomerService
 from service.decisions import DecisionService
@@ -65,6 +65,9 @@ def create_app(settings: Settings) -> Litestar:
     holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)
     decisions = DecisionService(
         store=OnlineStore(client, registry, namespace=settings.redis.namespace),
+        publisher=EventPublisher(
+            client, registry, namespace=settings.redis.namespace, max_len=settings.events.stream_max_len
+        ),
         registry=registry,
         catalog=catalog,
         holder=holder,

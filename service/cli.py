@@ -8,8 +8,9 @@ import socket
 import click
 import uvicorn
 
-from features import FeatureStoreError, OfflineSettings, RedisSettings, online_store_url
+from features import EventStreamSettings, FeatureStoreError, OfflineSettings, RedisSettings, online_store_url
 from features.cli import features as features_commands
+from features.event_cli import events as events_commands
 from service.app import create_app
 from service.errors import CatalogError
 from service.settings import ServiceSettings, Settings
@@ -49,6 +50,7 @@ def run(no_demo: bool) -> None:
     redis_settings = settings_from_env(RedisSettings)
     offline = settings_from_env(OfflineSettings)
     mlflow = settings_from_env(MlflowSettings)
+    events = settings_from_env(EventStreamSettings)
     _check_port_free(service.host, service.port)
     reporter = Reporter()
     try:
@@ -61,6 +63,7 @@ def run(no_demo: bool) -> None:
                 redis=redis_settings.model_copy(update={"url": url}),
                 offline=offline,
                 mlflow=mlflow,
+                events=events,
             )
             app = create_app(settings)
             reporter.note(f"serving on http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)")
@@ -72,3 +75,4 @@ def run(no_demo: bool) -> None:
 main.add_command(demo)
 main.add_command(train)
 main.add_command(features_commands)
+main.add_command(events_commands)

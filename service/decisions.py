@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from features import EntityVector, OnlineStore, OnlineStoreUnavailable, Registry
+from features import EntityVector, EventPublisher, OnlineStore, OnlineStoreUnavailable, Registry
 from features.events import to_event
 from service.catalog import Catalog
 from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
@@ -37,9 +37,17 @@ class DecisionService:
     """Answers recommend and assign from the online store, the catalog and the champion models."""
 
     def __init__(
-        self, *, store: OnlineStore, registry: Registry, catalog: Catalog, holder: ModelHolder, top_k: int
+        self,
+        *,
+        store: OnlineStore,
+        publisher: EventPublisher,
+        registry: Registry,
+        catalog: Catalog,
+        holder: ModelHolder,
+        top_k: int,
     ) -> None:
         self.store = store
+        self.publisher = publisher
         self.registry = registry
         self.catalog = catalog
         self.holder = holder
@@ -157,8 +165,10 @@ class DecisionService:
     async def ingest(self, events: list[BaseModel]) -> EventsResponse:
         """Apply a validated batch to the online state, each event once, in one round trip per entity kind.
 
-        Redis being down is not degraded here: the producer must retry, so the error reaches the client
-        as 503 with Retry-After (nothing was applied).
+        Then hand the accepted events (applied, and duplicates too, in case an earlier try applied but never
+        got this far) to the events stream, whose consumer archives them to the offline store: one more round
+        trip, and no parquet write, before the answer. Redis being down is not degraded here: the producer must
+        retry, so the error reaches the client as 503 with Retry-After, and the retry is safe.
         """
         by_entity: dict[str, list[int]] = {}
         parsed = [to_event(e, self.registry) for e in events]
@@ -169,6 +179,7 @@ class DecisionService:
             outcome = await self.store.apply_events(entity, [parsed[i][1] for i in positions])
             for i, status in zip(positions, outcome, strict=True):
                 statuses[i] = status
+        await self.publisher.publish_events([p for p, s in zip(parsed, statuses, strict=True) if s != "too_old"])
         results = [
             EventResult(event_id=event.event_id, status=status)  # type: ignore[arg-type]
             for (_, event), status in zip(parsed, statuses, strict=True)

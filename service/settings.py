@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features import OfflineSettings, RedisSettings
+from features import EventStreamSettings, OfflineSettings, RedisSettings
 from training import MlflowSettings
 
 
@@ -32,3 +32,4 @@ class Settings(BaseModel):
     redis: RedisSettings
     offline: OfflineSettings
     mlflow: MlflowSettings
+    events: EventStreamSettings

@@ -22,11 +22,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 import uvicorn
 
-from features import EmbeddedValkey, EntitySchema, OfflineSettings, OfflineStore, RedisSettings, Registry
+from features import (
+    EmbeddedValkey,
+    EntitySchema,
+    EventStreamSettings,
+    OfflineSettings,
+    OfflineStore,
+    RedisSettings,
+    Registry,
+)
 from service import ServiceSettings, Settings, create_app
 from training import MlflowSettings, ModelRegistry
 from training.console import Reporter
@@ -98,6 +107,7 @@ def settings_for(data_dir: Path, redis_url: str, *, port: int = 8000) -> Setting
         redis=RedisSettings(url=redis_url, namespace="nba", timeout_ms=200),
         offline=OfflineSettings(data_dir=data_dir),
         mlflow=MlflowSettings(tracking_uri=None, experiment="nba-tests", model_prefix="nba"),
+        events=EventStreamSettings(stream_max_len=1_000_000),
     )
 
 
@@ -118,6 +128,18 @@ def materialized(redis_client: redis.Redis, redis_url: str, registry: Registry, 
     """The test world's latest snapshots and its event state in a freshly flushed Redis."""
     stamp: dict[str, object] = {"built_at": f"test-{time.time_ns()}"}
     asyncio.run(ensure_materialized(redis_url, "nba", registry, offline, stamp, Reporter()))
+
+
+def write_snapshots(root: Path, registry: Registry, customers: list[str], *, at: float) -> None:
+    """One plain snapshot per customer taken at ``at``, so a point-in-time join has rows to join events to."""
+    table: dict[str, pa.Array] = {
+        "customer_id": pa.array(customers),
+        "feature_ts": pa.array([datetime.fromtimestamp(at, UTC)] * len(customers), pa.timestamp("us", "UTC")),
+    }
+    for f in registry.entity("customer").snapshot_features:
+        value = {"int": 1, "float": 1.5, "bool": True, "category": (f.categories or ("",))[0]}[f.dtype]
+        table[f.name] = pa.array([value] * len(customers))
+    pq.write_table(pa.table(table), root / "customer_snapshots.parquet")
 
 
 def served_known(schema: EntitySchema, table: pa.Table) -> np.ndarray:

@@ -10,7 +10,7 @@ import httpx
 import redis
 import redis.asyncio as aioredis
 
-from features import OnlineStore, Registry
+from features import ConsumeStats, EventArchive, OfflineStore, OnlineStore, Registry, StreamConsumer
 from tests.conftest import free_port, serve, settings_for
 
 
@@ -132,3 +132,45 @@ def test_without_redis_events_are_refused_with_retry_after(data_dir: Path, champ
         )
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
+
+
+def test_a_posted_event_reaches_the_offline_store_through_the_stream(
+    http: httpx.Client, redis_url: str, registry: Registry, world: Path, tmp_path: Path
+) -> None:
+    """Applied online by the POST, archived by the consumer: the next training frame sees what serving saw."""
+    for table in ("customer_snapshots.parquet", "customer_events.parquet"):
+        (tmp_path / table).symlink_to(world / table)  # the session's world, with an archive of this test's own
+    event = {
+        "type": "contact_ended",
+        "event_id": "arch-1",
+        "customer_id": "C000042",
+        "occurred_at": _now(30),
+        "intent": "billing",
+        "resolved": True,
+        "transferred": False,
+        "repeat": False,
+        "handle_time_s": 300.0,
+    }
+    assert http.post("/v1/events", json={"events": [event]}).json()["applied"] == 1
+
+    async def consume() -> ConsumeStats:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            store = OnlineStore(client, registry)
+            consumer = StreamConsumer(
+                client, store, EventArchive(tmp_path, registry), registry, namespace="nba", consumer="t", block_ms=50
+            )
+            return await consumer.run(asyncio.Event(), max_events=1)
+        finally:
+            await client.aclose()
+
+    stats = asyncio.run(consume())
+    assert (stats.entries, stats.applied, stats.duplicates) == (1, 0, 1)  # the API had applied it already
+    archived = OfflineStore(tmp_path, registry).events("customer", since=datetime.now(UTC) - timedelta(hours=1))
+    row = next(r for r in archived.to_pylist() if r["event_id"] == "arch-1")
+    assert row["occurred_at"] == datetime.fromisoformat(event["occurred_at"])  # the time it was placed at online
+    assert (row["intent"], row["handle_time_s"]) == ("billing", 300.0)
+    served = OfflineStore(tmp_path, registry).as_of("customer", ["C000042"]).to_pylist()[0]
+    trained_without = OfflineStore(world, registry).as_of("customer", ["C000042"]).to_pylist()[0]
+    assert served["contacts_7d"] == trained_without["contacts_7d"] + 1
+    assert _features(redis_url, registry, "C000042")["contacts_7d"] == served["contacts_7d"]

@@ -37,8 +37,18 @@ def _clean_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["run"], ["demo"], ["train"], ["train", "churn"], ["train", "propensity"]],
-    ids=["nba", "run", "demo", "train", "train-churn", "train-propensity"],
+    [
+        [],
+        ["run"],
+        ["demo"],
+        ["train"],
+        ["train", "churn"],
+        ["train", "propensity"],
+        ["events"],
+        ["events", "consume"],
+        ["events", "publish"],
+    ],
+    ids=lambda args: "-".join(args) or "nba",
 )
 def test_every_command_has_help(args: list[str]) -> None:
     result = CliRunner().invoke(main, [*args, "--help"])
