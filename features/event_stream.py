@@ -39,7 +39,7 @@ from features.errors import OnlineStoreUnavailable
 from features.event_archive import EventArchive
 from features.event_state import Event
 from features.events import event_adapter, to_event, to_payload, validation_message
-from features.online_store import OnlineStore, _map_errors
+from features.online_store import OnlineStore, map_errors
 from features.redis_client import OnlineClient
 from features.registry import Registry
 
@@ -86,7 +86,7 @@ class EventPublisher:
         pipe = self._client.pipeline(transaction=False)
         for payload in payloads:
             pipe.xadd(self._stream, {EVENT_FIELD: payload}, maxlen=self._max_len, approximate=True)
-        with _map_errors():
+        with map_errors():
             ids = await pipe.execute()
         return [_text(i) for i in ids]
 
@@ -160,7 +160,7 @@ class StreamConsumer:
 
         :meth:`poll` joins by itself; a producer may call this to make the group exist before its first event.
         """
-        with _map_errors():
+        with map_errors():
             try:
                 await self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
@@ -187,7 +187,7 @@ class StreamConsumer:
         return stats
 
     async def _read(self, start: str, *, block_ms: int | None) -> list[Entry]:
-        with _map_errors():
+        with map_errors():
             reply = await self._client.xreadgroup(
                 self.group, self.consumer, {self.stream: start}, count=self.batch, block=block_ms
             )
@@ -200,7 +200,7 @@ class StreamConsumer:
         Walks the pending list a batch at a time; once the walk is through it rests until the idle time has
         passed again, since nothing younger can be claimed.
         """
-        with _map_errors():
+        with map_errors():
             reply = await self._client.xautoclaim(
                 self.stream,
                 self.group,
@@ -250,7 +250,7 @@ class StreamConsumer:
             fields_: dict[str, bytes | str] = {EVENT_FIELD: raw, "error": error, "entry_id": entry_id}
             pipe.xadd(self.dead_letters, fields_, maxlen=DEAD_LETTER_MAX_LEN, approximate=True)  # type: ignore[arg-type]
         pipe.xack(self.stream, self.group, *(entry_id for entry_id, _ in entries))
-        with _map_errors():
+        with map_errors():
             await pipe.execute()
         return stats
 
@@ -271,7 +271,7 @@ class StreamConsumer:
         last one delivered; entries below it have been acknowledged by everybody.
         """
         self._next_trim = time.monotonic() + self.trim_every_s
-        with _map_errors():
+        with map_errors():
             groups = await self._client.xinfo_groups(self.stream)
             floors: list[tuple[int, int]] = []
             for group in groups:

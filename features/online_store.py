@@ -137,7 +137,7 @@ class EntityBatch(Sequence[EntityVector]):
 
 
 @contextmanager
-def _map_errors() -> Iterator[None]:
+def map_errors() -> Iterator[None]:
     """Translate redis-py's exceptions into the feature store's one unavailable error.
 
     ``RedisClusterException`` is not a ``RedisError``: the cluster client raises it when no node answers
@@ -240,7 +240,7 @@ class OnlineStore:
 
     async def ping(self) -> None:
         """Raise :class:`OnlineStoreUnavailable` unless Redis answers."""
-        with _map_errors():
+        with map_errors():
             await self._client.ping()
 
     async def read(
@@ -249,7 +249,7 @@ class OnlineStore:
         """The customer's vector and the agents' batch as of ``now`` (the clock by default), in one round trip."""
         now = time.time() if now is None else now
         customer, agent = self._kinds["customer"], self._kinds["agent"]
-        with _map_errors():
+        with map_errors():
             if self._cluster:
                 replies = await self._read_cluster(customer_id, agent_ids)
             else:
@@ -351,7 +351,7 @@ class OnlineStore:
         """The script calls of one batch; the script is loaded once, and again if the server lost it."""
         calls = self._apply_calls(entity, events, layout, horizon_s)
         for attempt in (1, 2):
-            with _map_errors():
+            with map_errors():
                 if self._apply_sha is None:
                     self._apply_sha = str(await self._client.script_load(APPLY_EVENTS))
                 try:
@@ -390,7 +390,7 @@ class OnlineStore:
             if fields:
                 mapping: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
                 pipe.hset(self.state_key(entity, entity_id), mapping=mapping)
-        with _map_errors():
+        with map_errors():
             await pipe.execute()
         return len(state)
 
@@ -411,7 +411,7 @@ class OnlineStore:
             for start in range(0, len(ids), _MSET_ROWS):
                 chunk = range(start, min(start + _MSET_ROWS, len(ids)))
                 pipe.mset({self.key(entity, ids[i]): values[i] for i in chunk})
-        with _map_errors():
+        with map_errors():
             await pipe.execute()
         return len(ids)
 
@@ -435,7 +435,7 @@ class OnlineStore:
             if segments:
                 argv = [empty, *(part for offset, data in segments for part in (str(offset), data))]
                 pipe.eval(_WRITE_SEGMENTS, 1, self.key(entity, str(row[kind.schema.join_key])), *argv)
-        with _map_errors():
+        with map_errors():
             await pipe.execute()
         return len(rows)
 
@@ -445,7 +445,7 @@ class OnlineStore:
         That is the packed snapshot, the event state and the ids of the events applied. A component that keys
         more state by the entity id must delete it here too, so an erasure cannot miss it.
         """
-        with _map_errors():
+        with map_errors():
             # Separate commands, not one multi-key DEL: on a cluster the keys share a slot, but a plain client
             # pipeline keeps this the same code for both.
             pipe = self._client.pipeline(transaction=False)
@@ -467,12 +467,12 @@ class OnlineStore:
         whose slot map is not loaded yet (a fresh one, or one refreshing after a failover) opens connections
         bound to a throwaway event loop, and its next use or ``aclose`` fails with "Event loop is closed".
         """
-        with _map_errors():
+        with map_errors():
             await self._client.eval(_REPLACE_SET, 1, self.queue_key(queue), *agent_ids)
 
     async def queue_members(self, queue: str) -> list[str]:
         """The agent ids of ``queue``, sorted (empty when the queue is unknown)."""
-        with _map_errors():
+        with map_errors():
             members = await self._client.smembers(self.queue_key(queue))
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
@@ -483,7 +483,7 @@ class OnlineStore:
         ``scan_iter`` runs the SCAN on every primary, so the count covers all shards.
         """
         ids: set[bytes] = set()
-        with _map_errors():
+        with map_errors():
             for pattern in (self.key(entity, "*"), self.state_key(entity, "*")):
                 async for key in self._client.scan_iter(match=pattern, count=1000):
                     ids.add(key[key.rindex(b"{") :])
