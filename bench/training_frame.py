@@ -1,12 +1,15 @@
 """A training frame at scale: the point-in-time join of a label table over millions of events.
 
 Synthetic offline tables shaped by the feature contract (every customer event type of ``registry.yaml``
-with its declared payload fields, and monthly snapshots of every snapshot view) are written as parquet in a
+with its declared payload fields, and a snapshot of every snapshot view every 30 days) are written as parquet in a
 temporary folder by a child process, so neither the generation's time nor its memory is counted. This
 process then times :meth:`features.OfflineStore.point_in_time` for the labels and prints the frame's size,
 seconds and rows/s, its own peak RSS (DuckDB runs in-process, so its memory is in that figure) and the
 machine's cores. These machines are noisy, so the join is printed beside a same-run baseline: one DuckDB
 scan and group-by of the same events file.
+
+The join's work is each label times its customer's events within the contract's event horizon, so
+``--customers`` matters as much as ``--events``: fewer customers for the same events is a denser history.
 
     .venv/bin/python -m bench.training_frame [--events N --labels M --customers C]
 """
