@@ -10,7 +10,7 @@ help:
 	@echo "make run    set up .venv, build the demo on first run, serve the API on 127.0.0.1:8000"
 	@echo "make test   set up .venv with the dev extras and run the test suite"
 	@echo "make lint   ruff and mypy"
-	@echo "make bench  print the online store's figures against same-run baselines"
+	@echo "make bench  print the online store's and the training frame's figures against same-run baselines"
 	@echo "make clean  remove .venv and the local data under .nba/"
 
 $(BIN)/python:
@@ -39,6 +39,7 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.online_store
 	$(BIN)/python -m bench.event_stream
+	$(BIN)/python -m bench.training_frame
 
 clean:
 	rm -rf $(VENV) .nba

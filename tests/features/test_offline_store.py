@@ -3,7 +3,9 @@ one, and a view older than its TTL is null, exactly as the online store would se
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import EntitySchema, OfflineStore, OfflineStoreError, Registry
+from tests.features.test_events import NOW, _events_table, _random_events
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 TS = pa.timestamp("us", tz="UTC")
@@ -121,6 +124,110 @@ def test_point_in_time_sees_the_latest_fresh_snapshot(data: st.DataObject, regis
                     row[feature.name],
                     expected,
                 )
+
+
+CUSTOMERS = ("K1", "K2")
+DAY_US = 86_400 * 1_000_000
+# Moments on a coarse grid (whole days back from NOW's day, at a few times of day) so that events, snapshots
+# and labels often share a second or a day, where an off-by-one in a bound would show.
+MOMENT = st.builds(
+    lambda days, second: (int(NOW) // 86_400 - days) * DAY_US + second * 1_000_000,
+    st.integers(0, 100),
+    st.sampled_from([0, 1, 43_200, 86_399]),
+)
+
+
+def _customer_snapshots(schema: EntitySchema, stamps: list[tuple[int, str, int]]) -> pa.Table:
+    """Snapshots at (fill, customer, microsecond) stamps, each value derived from its fill number."""
+    rows = []
+    for fill, customer, us in stamps:
+        values = {"float": 0.5 * fill, "int": fill, "bool": fill % 2 == 1}
+        rows.append(
+            {
+                "customer_id": customer,
+                "feature_ts": datetime.fromtimestamp(us / 1e6, UTC),
+                **{
+                    f.name: (f.categories or ("",))[fill % len(f.categories or ("",))]
+                    if f.dtype == "category"
+                    else values[f.dtype]
+                    for f in schema.snapshot_features
+                },
+            }
+        )
+    fields = [
+        pa.field("customer_id", pa.string()),
+        pa.field("feature_ts", TS),
+        *(pa.field(f.name, ARROW_TYPE[f.dtype]) for f in schema.snapshot_features),
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    event_moments=st.lists(st.tuples(st.sampled_from(CUSTOMERS), MOMENT), min_size=1, max_size=40),
+    snapshot_moments=st.lists(st.tuples(st.sampled_from(CUSTOMERS), MOMENT), unique=True, max_size=8),
+    label_moments=st.lists(st.tuples(st.sampled_from(CUSTOMERS), MOMENT), min_size=1, max_size=10),
+    cut=MOMENT,
+)
+def test_nothing_after_a_label_reaches_its_row(
+    registry: Registry,
+    tmp_path: Path,
+    seed: int,
+    event_moments: list[tuple[str, int]],
+    snapshot_moments: list[tuple[str, int]],
+    label_moments: list[tuple[str, int]],
+    cut: int,
+) -> None:
+    """Every label at or before ``cut`` gets the same row whether or not the history after ``cut`` exists.
+
+    The history always holds events of every type and a snapshot one microsecond after the cut, and the
+    drawn labels fall on both sides of it, so a bound that lets the future in fails here.
+    """
+    schema = registry.entity("customer")
+    rng = random.Random(seed)
+    # Enough random events that every customer has one of every type to copy past the cut.
+    samples = [e for c in CUSTOMERS for e in _random_events(rng, registry, c, 100)]
+    future = {(e.entity_id, e.type): e for e in samples}
+    assert len(future) == len(CUSTOMERS) * sum(spec.entity == "customer" for spec in registry.events.values())
+    events = [
+        dataclasses.replace(e, entity_id=c, occurred_at=us / 1e6, event_id=f"x{i:03d}")
+        for i, ((c, us), e) in enumerate(zip(event_moments, samples, strict=False))
+    ]
+    events += [
+        dataclasses.replace(e, occurred_at=(cut + 1) / 1e6, event_id=f"future-{e.type}-{e.entity_id}")
+        for e in future.values()
+    ]
+    snapshots = [*snapshot_moments, *((c, cut + 1) for c in CUSTOMERS if (c, cut + 1) not in snapshot_moments)]
+    numbered = [(fill, c, us) for fill, (c, us) in enumerate(snapshots)]
+    labels = pa.table(
+        {
+            "row": pa.array(range(len(label_moments)), pa.int64()),
+            "customer_id": pa.array([c for c, _ in label_moments], pa.string()),
+            "ts": pa.array([datetime.fromtimestamp(us / 1e6, UTC) for _, us in label_moments], TS),
+        }
+    )
+
+    def frame(until: int | None) -> list[dict[str, Any]]:
+        """The rows of the labels up to the cut, over the history up to ``until`` (all of it when None)."""
+        root = Path(tempfile.mkdtemp(dir=tmp_path))
+        kept = [e for e in events if until is None or e.occurred_at <= until / 1e6]
+        pq.write_table(_events_table(registry, kept), root / "customer_events.parquet")
+        stamps = [s for s in numbered if until is None or s[2] <= until]
+        pq.write_table(_customer_snapshots(schema, stamps), root / "customer_snapshots.parquet")
+        out = OfflineStore(root, registry).point_in_time("customer", labels).to_pylist()
+        return sorted((r for r in out if r["ts"] <= datetime.fromtimestamp(cut / 1e6, UTC)), key=lambda r: r["row"])
+
+    everything, until_cut = frame(None), frame(cut)
+
+    assert len(everything) == sum(us <= cut for _, us in label_moments)
+    for full, truncated in zip(everything, until_cut, strict=True):
+        for name, value in full.items():
+            other = truncated[name]
+            if isinstance(value, float) and isinstance(other, float):
+                assert math.isclose(value, other, rel_tol=1e-12, abs_tol=1e-12), (name, value, other)
+            else:
+                assert value == other, (name, value, other)
 
 
 def test_ttl_boundary_and_defaults(registry: Registry, tmp_path: Path) -> None:
