@@ -170,7 +170,7 @@ class CustomerFeaturesResponse(BaseModel):
 
 
 class ErasureResponse(BaseModel):
-    """The outcome of erasing a customer's online state."""
+    """The outcome of erasing a customer (the offline mark is always made; ``erased`` is about Redis)."""
 
     customer_id: str
     erased: bool = Field(description="False when the online store held nothing for this customer.")
