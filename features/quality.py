@@ -63,7 +63,8 @@ def bin_edges(feature: Feature, values: np.ndarray) -> np.ndarray:
     finite = values[~np.isnan(values)]
     if finite.size == 0:
         return np.empty(0)
-    return np.unique(np.quantile(finite, np.linspace(0.0, 1.0, BINS + 1)[1:-1]))
+    # "lower": cuts are values the reference holds, so a count's bins are whole numbers, not 0.2 or 0.7.
+    return np.unique(np.quantile(finite, np.linspace(0.0, 1.0, BINS + 1)[1:-1], method="lower"))
 
 
 def proportions(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
