@@ -319,7 +319,9 @@ def test_erase_then_materialize_leaves_the_customer_out(
     assert redis_client.exists("nba:customer:{C000043}") == 1
 
 
-@pytest.mark.parametrize("customer_id", ["C 42", "", ".C1", "C" * 65], ids=["space", "empty", "leading-dot", "too-long"])
+@pytest.mark.parametrize(
+    "customer_id", ["C 42", "", ".C1", "C" * 65], ids=["space", "empty", "leading-dot", "too-long"]
+)
 def test_erase_rejects_a_malformed_id_without_echoing_it(
     tmp_path: Path, world: Path, redis_url: str, customer_id: str
 ) -> None:
