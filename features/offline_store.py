@@ -180,6 +180,8 @@ class OfflineStore:
             for feature in view.features
         )
         con = duckdb.connect()
+        # DuckDB draws a progress bar on stdout for a join over two seconds: it would corrupt a command's output.
+        con.sql("SET enable_progress_bar = false")
         con.register("labels_in", labels)
         con.sql("CREATE TEMP TABLE labels AS SELECT *, row_number() OVER () AS _row FROM labels_in")
         event_select = ""
