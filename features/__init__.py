@@ -5,7 +5,9 @@ training frames from it; the online store (Redis) serves the same vectors to the
 """
 
 from features.embedded import EmbeddedValkey, online_store_url
+from features.erasure import ErasureLedger
 from features.errors import (
+    EmptySampleError,
     FeatureStoreError,
     OfflineStoreError,
     OnlineStoreUnavailable,
@@ -22,8 +24,10 @@ from features.settings import OfflineSettings, RedisSettings
 
 __all__ = [
     "EmbeddedValkey",
+    "EmptySampleError",
     "EntitySchema",
     "EntityVector",
+    "ErasureLedger",
     "Event",
     "EventLayout",
     "Feature",

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from features import EntityVector, Feature, OnlineStore, Registry
-from features.erasure import ErasureLedger
+from features import EntityVector, ErasureLedger, Feature, OnlineStore, Registry
 from service.errors import CustomerNotFound
 from service.schemas import CustomerFeaturesResponse, ErasureResponse, FeatureValueOut, ViewFreshnessOut
 
