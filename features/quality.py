@@ -14,7 +14,7 @@ same tables and the same join give the same frame; MLflow records the label tabl
 PSI uses ten quantile bins of the reference (numbers; fewer when quantiles coincide, as for counts that are
 mostly zero) or one bin per category or truth value, with empty bins floored at ``EPSILON``. Below 0.1 a
 feature is stable, from 0.1 it is worth watching, from 0.25 it drifted. It compares the values present:
-how often a value is missing is the missing rate, reported beside the reference's own. Counting missing
+how often a value is missing is the missing rate, reported on its own. Counting missing
 values as one more bin would report every feature of a stale view as drifted (a store holding customers who
 left long ago has about a fifth of its profiles past the TTL, none of whom the model trained on), saying
 three times, and less clearly, what the stale column says once.
@@ -91,11 +91,10 @@ def status_of(value: float) -> Status:
 
 @dataclass(frozen=True)
 class FeatureReference:
-    """One feature's bins, the reference's share of present values in each, and its share of missing values."""
+    """One feature's bins and the reference's share of its present values in each."""
 
     edges: tuple[float, ...]
     shares: tuple[float, ...]
-    missing: float
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,7 @@ class Reference:
         features = {}
         for i, feature in enumerate(schema.features):
             edges = bin_edges(feature, x[:, i])
-            missing = float(np.isnan(x[:, i]).mean()) if len(x) else 0.0
-            features[feature.name] = FeatureReference(tuple(edges), tuple(proportions(x[:, i], edges)), missing)
+            features[feature.name] = FeatureReference(tuple(edges), tuple(proportions(x[:, i], edges)))
         return cls(source, int(x.shape[0]), features)
 
 
@@ -138,8 +136,6 @@ class FeatureQuality:
     view: str
     missing: float
     """Served as a default (or unknown): not in the store, or its view past the TTL."""
-    reference_missing: float | None
-    """The reference's share of missing values (NaN after defaults), for comparison."""
     stale: float
     out_of_range: float
     psi: float | None
@@ -208,7 +204,6 @@ def assess(
                 name=feature.name,
                 view=view,
                 missing=float((~known[:, i]).mean()),
-                reference_missing=bins.missing if bins is not None else None,
                 stale=view_stale[view],
                 out_of_range=float(out_of_range(feature, column, known[:, i]).mean()),
                 psi=drift,

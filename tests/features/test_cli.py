@@ -270,7 +270,7 @@ def test_check_as_json_carries_every_figure(
     assert body["sampled"] == offline.latest("customer").num_rows
     assert body["reference"] is None
     first = body["features"][0]
-    assert set(first) == {"name", "view", "missing", "reference_missing", "stale", "out_of_range", "psi", "status"}
+    assert set(first) == {"name", "view", "missing", "stale", "out_of_range", "psi", "status"}
     assert {f["status"] for f in body["features"]} == {"no reference"}
     assert (result.exit_code == 3) == bool(body["problems"])
 
