@@ -5,7 +5,9 @@ training frames from it; the online store (Redis) serves the same vectors to the
 """
 
 from features.embedded import EmbeddedValkey, online_store_url
+from features.erasure import ErasureLedger
 from features.errors import (
+    EmptySampleError,
     FeatureStoreError,
     OfflineStoreError,
     OnlineStoreUnavailable,
@@ -25,8 +27,10 @@ from features.settings import EventStreamSettings, OfflineSettings, RedisSetting
 __all__ = [
     "ConsumeStats",
     "EmbeddedValkey",
+    "EmptySampleError",
     "EntitySchema",
     "EntityVector",
+    "ErasureLedger",
     "Event",
     "EventArchive",
     "EventLayout",

@@ -7,11 +7,17 @@ what training and serving use. Only ``features`` is imported: the other rooms de
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
+import json
+import re
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -21,8 +27,9 @@ from features.errors import FeatureStoreError
 from features.materialize import materialize, materialize_events
 from features.offline_store import OfflineStore
 from features.online_store import OnlineStore
+from features.quality import PSI_DRIFT, QualityReport, Reference, check, training_reference, write_metrics
 from features.redis_client import connect
-from features.registry import Feature, FeatureView, Registry
+from features.registry import ENTITY_ID_PATTERN, Feature, FeatureView, Registry
 from features.settings import OfflineSettings, RedisSettings
 
 ENTITIES = ("customer", "agent")
@@ -36,9 +43,15 @@ _ENTITY = click.option(
 )
 
 
+CHECK_FAILED = 3
+"""``nba features check``'s exit code when a feature drifted or a view is too stale (1 is a usage or run error)."""
+REFERENCE_LABELS = "churn_labels.parquet"
+"""The label table whose point-in-time frame is the default drift reference: the churn model's training frame."""
+
+
 @click.group("features")
 def features() -> None:
-    """Inspect the feature contract and materialize the offline store into Redis."""
+    """Inspect the feature contract, materialize it into Redis, check its quality, erase a customer."""
 
 
 def _out() -> Console:
@@ -216,3 +229,147 @@ def materialize_command(since_text: str | None, entity: str | None) -> None:
     for name, written, seconds in results:
         rate = written / seconds if seconds > 0 else 0.0
         click.echo(f"{name}: {written:,} entities written in {seconds:.2f} s ({rate:,.0f} entities/s)")
+
+
+async def _check_online(
+    url: str, redis_settings: RedisSettings, registry: Registry, reference: Reference | None, sample: int | None
+) -> QualityReport:
+    client = connect(url, timeout_s=BULK_TIMEOUT_S, cluster=redis_settings.cluster)
+    try:
+        store = OnlineStore(client, registry, namespace=redis_settings.namespace)
+        return await check(store, registry.entity("customer"), reference, sample=sample)
+    finally:
+        await client.aclose()
+
+
+def _percent(rate: float) -> str:
+    return f"{rate:.1%}"
+
+
+def _print_report(report: QualityReport) -> None:
+    out = _out()
+    out.print(f"{report.sampled:,} customers sampled from the online store; reference: {report.reference or 'none'}")
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("feature", no_wrap=True)
+    for column in ("missing", "stale", "out of range", "PSI"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for f in report.features:
+        psi = "-" if f.psi is None else f"{f.psi:.3f}"
+        table.add_row(f.name, _percent(f.missing), _percent(f.stale), _percent(f.out_of_range), psi, f.status)
+    out.print(table)
+
+
+@features.command("check")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=1_000,
+    show_default=True,
+    help="Customers to read from the online store (the first a SCAN returns); 0 reads every one.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."
+)
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Label table (customer_id, ts) whose point-in-time frame is the training distribution; "
+    f"default NBA_DATA_DIR/world/{REFERENCE_LABELS}, the churn model's.",
+)
+@click.option("--no-reference", is_flag=True, help="Skip drift (PSI): only missing, stale and out-of-range rates.")
+@click.option(
+    "--max-psi",
+    type=click.FloatRange(min=0, min_open=True),
+    default=PSI_DRIFT,
+    show_default=True,
+    help="Fail when a feature's PSI reaches this.",
+)
+@click.option(
+    "--max-stale",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Fail when more than this share of the sampled customers have a view past its TTL.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the figures as Prometheus gauges here (node_exporter textfile-collector format).",
+)
+def check_command(
+    sample: int,
+    fmt: str,
+    reference: Path | None,
+    no_reference: bool,
+    max_psi: float,
+    max_stale: float,
+    metrics_file: Path | None,
+) -> None:
+    """Missing, stale and out-of-range rates of each customer feature in Redis, and its drift from training.
+
+    Exits 3 when a feature's PSI reaches --max-psi or a view is stale for more than --max-stale of the sample.
+    """
+    if no_reference and reference is not None:
+        abort("--reference and --no-reference exclude each other")
+    offline_settings = settings_from_env(OfflineSettings)
+    redis_settings = settings_from_env(RedisSettings)
+    registry = Registry.load()
+    offline = OfflineStore(offline_settings.world_dir, registry)
+    try:
+        baseline = None
+        if not no_reference:
+            baseline = training_reference(offline, reference or offline.root / REFERENCE_LABELS)
+        with online_store_url(redis_settings, offline_settings) as url:
+            report = asyncio.run(_check_online(url, redis_settings, registry, baseline, sample or None))
+    except FeatureStoreError as exc:
+        abort(str(exc))
+    if metrics_file is not None:
+        try:
+            write_metrics(report, metrics_file)
+        except OSError as exc:
+            abort(f"--metrics-file: cannot write {metrics_file}: {exc}")
+    problems = report.problems(max_psi=max_psi, max_stale=max_stale)
+    if fmt == "json":
+        click.echo(json.dumps({**dataclasses.asdict(report), "problems": problems}, indent=2))
+    else:
+        _print_report(report)
+        for problem in problems:
+            click.echo(f"FAIL {problem}")
+    if problems:
+        sys.exit(CHECK_FAILED)
+
+
+async def _erase_online(url: str, redis_settings: RedisSettings, registry: Registry, customer_id: str) -> bool:
+    client = connect(url, timeout_s=BULK_TIMEOUT_S, cluster=redis_settings.cluster)
+    try:
+        return await OnlineStore(client, registry, namespace=redis_settings.namespace).erase("customer", customer_id)
+    finally:
+        await client.aclose()
+
+
+@features.command("erase")
+@click.argument("customer_id")
+def erase_command(customer_id: str) -> None:
+    """Erase a customer (right to erasure): their online state, and offline from every later frame and run.
+
+    The same as DELETE /v1/customers/CUSTOMER_ID. The id is added to NBA_DATA_DIR/world/erasures.parquet,
+    which the offline store honours, before the online state is deleted, so a materialization cannot bring
+    the customer back in between. Safe to repeat.
+    """
+    if not re.fullmatch(ENTITY_ID_PATTERN, customer_id):
+        abort("CUSTOMER_ID: not a customer id (letters, digits and _.:@+- up to 64 characters)")
+    offline_settings = settings_from_env(OfflineSettings)
+    redis_settings = settings_from_env(RedisSettings)
+    registry = Registry.load()
+    offline = OfflineStore(offline_settings.world_dir, registry)
+    try:
+        recorded = offline.erasures.record("customer", customer_id)
+        with online_store_url(redis_settings, offline_settings) as url:
+            online = asyncio.run(_erase_online(url, redis_settings, registry, customer_id))
+    except FeatureStoreError as exc:
+        abort(str(exc))
+    click.echo(f"offline: {'added to' if recorded else 'already in'} the erasure ledger {offline.erasures.path}")
+    click.echo(f"online: {'state deleted' if online else 'nothing was stored'}")

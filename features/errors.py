@@ -4,7 +4,8 @@ FeatureStoreError
 ├── RegistryError            the feature contract (YAML) is invalid
 ├── UnknownFeatureError      a name that the contract does not declare
 ├── OnlineStoreUnavailable   Redis did not answer (down, slow, refused)
-└── OfflineStoreError        a parquet table is missing or malformed
+├── OfflineStoreError        a parquet table is missing or malformed
+└── EmptySampleError         the quality check found no entity in the online store
 """
 
 from __future__ import annotations
@@ -28,3 +29,7 @@ class OnlineStoreUnavailable(FeatureStoreError):
 
 class OfflineStoreError(FeatureStoreError):
     """An offline table is missing, unreadable or lacks a column the contract needs."""
+
+
+class EmptySampleError(FeatureStoreError):
+    """The quality check found no entity to read: nothing was materialized, or all of it was erased."""

@@ -21,7 +21,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from features.erasure import ERASURES_FILE, ErasureLedger
 from features.errors import OfflineStoreError
 from features.event_archive import archived_parts, events_source
 from features.registry import EntitySchema, Feature, FeatureView, Registry
@@ -70,11 +72,12 @@ def _aggregate_sql(feature: Feature, view: FeatureView) -> str:
 
 
 class OfflineStore:
-    """Parquet snapshot and event tables under ``root``, two per entity."""
+    """Parquet snapshot and event tables under ``root``, two per entity, less the entities erased since."""
 
     def __init__(self, root: Path, registry: Registry) -> None:
         self.root = root
         self.registry = registry
+        self.erasures = ErasureLedger(root / ERASURES_FILE)
 
     def table_path(self, entity: str) -> Path:
         """Where ``entity``'s snapshots live."""
@@ -96,12 +99,20 @@ class OfflineStore:
             raise OfflineStoreError(f"{path}: missing column(s) {', '.join(missing)}")
         return source
 
+    def _without_erased(self, source: str, schema: EntitySchema) -> str:
+        """``source`` less the rows of erased entities: every query reads its tables through this."""
+        if not self.erasures.path.is_file():
+            return source
+        erased = f"SELECT entity_id FROM {_sql_path(self.erasures.path)} WHERE entity = {sql_literal(schema.name)}"
+        return f"(SELECT * FROM {source} WHERE {schema.join_key} NOT IN ({erased}))"
+
     def _snapshots(self, schema: EntitySchema) -> str:
-        return self._table(
+        source = self._table(
             self.table_path(schema.name),
             (schema.join_key, TIMESTAMP_COLUMN, *schema.snapshot_names),
             f"snapshot table for entity {schema.name!r}",
         )
+        return self._without_erased(source, schema)
 
     def _events(self, schema: EntitySchema) -> str:
         """The events table, plus the live events archived beside it, each (entity, event id) once."""
@@ -109,9 +120,11 @@ class OfflineStore:
         base = self.events_path(schema.name)
         parts = archived_parts(self.root, schema.name)
         if not parts:
-            return self._table(base, columns, f"events table for entity {schema.name!r}")
-        files = [base, *parts] if base.is_file() else parts
-        return self._checked(events_source(files, schema.join_key), base, columns)
+            source = self._table(base, columns, f"events table for entity {schema.name!r}")
+        else:
+            files = [base, *parts] if base.is_file() else parts
+            source = self._checked(events_source(files, schema.join_key), base, columns)
+        return self._without_erased(source, schema)
 
     def latest(self, entity: str, as_of: datetime | None = None, *, since: datetime | None = None) -> pa.Table:
         """Each entity's most recent snapshot at or before ``as_of`` (all of them when None).
@@ -157,13 +170,18 @@ class OfflineStore:
         """``labels`` with the entity's features as they stood at each row's ``ts_column``.
 
         Rows with no snapshot at or before their timestamp keep nulls (the models' defaults apply); event
-        features aggregate the events at or before it.
+        features aggregate the events at or before it. Rows of erased entities are left out: their labels are
+        the entity's data as much as its features are.
         """
         schema = self.registry.entity(entity)
         for needed in (schema.join_key, ts_column):
             if needed not in labels.column_names:
                 raise OfflineStoreError(f"label table has no column {needed!r}")
         key = schema.join_key
+        erased = self.erasures.ids(entity)
+        if erased:
+            ids = labels.column(key)
+            labels = labels.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(erased), ids.type))))
         fresh = ", ".join(
             f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{view.ttl_seconds} seconds' "
             f"THEN s.{feature.name} END AS {feature.name}"
@@ -172,6 +190,8 @@ class OfflineStore:
             for feature in view.features
         )
         con = duckdb.connect()
+        # DuckDB draws a progress bar on stdout for a join over two seconds: it would corrupt a command's output.
+        con.sql("SET enable_progress_bar = false")
         con.register("labels_in", labels)
         con.sql("CREATE TEMP TABLE labels AS SELECT *, row_number() OVER () AS _row FROM labels_in")
         event_select = ""
@@ -223,7 +243,7 @@ class OfflineStore:
         """Every feature of ``ids`` as it stood at ``at`` (now by default), in the order of ``ids``.
 
         What the online store should be serving for them at that moment: the reference for parity checks
-        and for scoring a list of entities in batch.
+        and for scoring a list of entities in batch. Erased ids have no row.
         """
         when = at if at is not None else datetime.now(UTC)
         key = self.registry.entity(entity).join_key
@@ -232,7 +252,7 @@ class OfflineStore:
         )
         table = self.point_in_time(entity, labels).drop_columns(["ts"])
         order = {entity_id: i for i, entity_id in enumerate(table.column(key).to_pylist())}
-        return table.take([order[i] for i in ids])
+        return table.take([order[i] for i in ids if i in order])
 
     def matrix(self, entity: str, table: pa.Table) -> np.ndarray:
         """The model input for ``table``'s rows: float64, registry order, NaN for missing."""

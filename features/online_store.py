@@ -488,3 +488,19 @@ class OnlineStore:
                 async for key in self._client.scan_iter(match=pattern, count=1000):
                     ids.add(key[key.rindex(b"{") :])
         return len(ids)
+
+    async def sample_ids(self, entity: str, limit: int | None = None) -> list[str]:
+        """Up to ``limit`` ids of stored entities (all when None), in SCAN order: admin use, not the hot path.
+
+        SCAN walks the server's hash table, so the first ids it returns are in no business order (not the
+        oldest, not sorted): a fair sample for quality checks without reading every key.
+        """
+        prefix = self.key(entity, "")[:-1]  # up to and including the hash tag's opening brace
+        ids: list[str] = []
+        with map_errors():
+            async for key in self._client.scan_iter(match=f"{prefix}*", count=1000):
+                text = key.decode() if isinstance(key, bytes) else key
+                ids.append(text[len(prefix) : -1])
+                if limit is not None and len(ids) >= limit:
+                    break
+        return ids

@@ -36,6 +36,8 @@ from features.errors import RegistryError, UnknownFeatureError
 DType = Literal["float", "int", "bool", "category"]
 DAY_SECONDS = 86_400
 """Windows, TTLs and ``days_since`` all count whole days of this many seconds (UTC, no leap seconds)."""
+ENTITY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
+"""What an entity id may look like wherever one comes in (the API, the CLI): an email or a phone number fits."""
 
 
 class _Strict(BaseModel):
@@ -47,6 +49,8 @@ class Entity(_Strict):
 
     join_key: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
+    pii: bool = False
+    """True when the id itself identifies a person (an id may be an email or a phone number): never logged."""
 
 
 AggregationKind = Literal["count", "sum", "mean", "last", "days_since"]
@@ -134,6 +138,10 @@ class Feature(_Strict):
     reason_negative: str | None = None
     default: float | int | bool | str | None = None
     categories: tuple[str, ...] | None = None
+    min: float | None = None
+    """The smallest valid value of a number; the quality check counts values below it as out of range."""
+    max: float | None = None
+    """The largest valid value of a number; the quality check counts values above it as out of range."""
     pii: bool = False
     aggregation: Aggregation | None = None
     """Set for features of an ``events`` view: how the value is computed from events."""
@@ -172,7 +180,23 @@ class Feature(_Strict):
                 raise ValueError(f"feature {self.name!r}: default {self.default!r} is not one of its categories")
         elif self.categories is not None:
             raise ValueError(f"feature {self.name!r}: 'categories' is only for dtype 'category'")
+        self._check_range()
         return self
+
+    def _check_range(self) -> None:
+        """``min``/``max`` bound numbers only, in order, and a declared default lies within them."""
+        if self.min is None and self.max is None:
+            return
+        if self.dtype not in ("float", "int"):
+            raise ValueError(f"feature {self.name!r}: 'min' and 'max' apply only to dtype float or int")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min:g} is above max {self.max:g}")
+        if isinstance(self.default, int | float) and not self.in_range(float(self.default)):
+            raise ValueError(f"feature {self.name!r}: default {self.default!r} is outside [min, max]")
+
+    def in_range(self, value: float) -> bool:
+        """Whether an encoded number respects ``min``/``max`` (an unbounded side always does)."""
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
     def encode(self, raw: str | float | int | bool | None, *, apply_default: bool = True) -> float:
         """Turn one stored value into the float the models see (NaN for missing).
@@ -331,6 +355,7 @@ class EntitySchema:
     def __init__(self, name: str, entity: Entity, views: tuple[FeatureView, ...]) -> None:
         self.name = name
         self.join_key = entity.join_key
+        self.pii = entity.pii
         self.views = views
         self.features: tuple[Feature, ...] = tuple(f for v in views for f in v.features)
         self.names: tuple[str, ...] = tuple(f.name for f in self.features)

@@ -11,7 +11,16 @@ from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
 
-from features import EventPublisher, OnlineStore, OnlineStoreUnavailable, Registry, connect
+from features import (
+    EventPublisher,
+    OfflineStore,
+    OfflineStoreError,
+    OnlineStore,
+    OnlineStoreUnavailable,
+    Registry,
+    connect,
+)
+from service import redaction
 from service.catalog import Catalog
 from service.customers import CustomerService
 from service.decisions import DecisionService
@@ -46,8 +55,11 @@ def _not_found(_: Request, exc: CustomerNotFound) -> Response[dict[str, object]]
     return Response({"status_code": 404, "detail": str(exc)}, status_code=HTTP_404_NOT_FOUND)
 
 
-def _store_unavailable(_: Request, exc: OnlineStoreUnavailable) -> Response[dict[str, object]]:
-    """Only routes that must not degrade (customer lookups, erasure) let this escape; decisions fall back."""
+def _store_unavailable(_: Request, exc: OnlineStoreUnavailable | OfflineStoreError) -> Response[dict[str, object]]:
+    """Only routes that must not degrade (customer lookups, erasure) let this escape; decisions fall back.
+
+    An erasure whose ledger cannot be written (disk full, read-only volume) is unavailable in the same way.
+    """
     return Response(
         {"status_code": 503, "detail": str(exc)},
         status_code=HTTP_503_SERVICE_UNAVAILABLE,
@@ -73,10 +85,12 @@ def create_app(settings: Settings) -> Litestar:
         holder=holder,
         top_k=settings.service.top_k,
     )
-    customers = CustomerService(store=decisions.store, registry=registry)
+    offline = OfflineStore(settings.offline.world_dir, registry)
+    customers = CustomerService(store=decisions.store, registry=registry, erasures=offline.erasures)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        redaction.install()
         holder.load()
         try:
             yield
@@ -94,6 +108,7 @@ def create_app(settings: Settings) -> Litestar:
             BadRequest: _bad_request,
             CustomerNotFound: _not_found,
             OnlineStoreUnavailable: _store_unavailable,
+            OfflineStoreError: _store_unavailable,
         },
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

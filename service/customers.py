@@ -7,7 +7,9 @@ would mislead whoever is debugging, and an erasure must not report success it di
 
 from __future__ import annotations
 
-from features import EntityVector, Feature, OnlineStore, Registry
+import asyncio
+
+from features import EntityVector, ErasureLedger, Feature, OnlineStore, Registry
 from service.errors import CustomerNotFound
 from service.schemas import CustomerFeaturesResponse, ErasureResponse, FeatureValueOut, ViewFreshnessOut
 
@@ -15,11 +17,12 @@ REDACTED = "<redacted>"
 
 
 class CustomerService:
-    """Reads and erases one customer's online state through the feature store."""
+    """Reads one customer's online state, and erases the customer online and offline."""
 
-    def __init__(self, *, store: OnlineStore, registry: Registry) -> None:
+    def __init__(self, *, store: OnlineStore, registry: Registry, erasures: ErasureLedger) -> None:
         self.store = store
         self.registry = registry
+        self.erasures = erasures
         self._schema = registry.entity("customer")
 
     async def features(self, customer_id: str) -> CustomerFeaturesResponse:
@@ -59,12 +62,13 @@ class CustomerService:
         )
 
     async def erase(self, customer_id: str) -> ErasureResponse:
-        """Delete the customer's online state (right to erasure); ``erased`` is False when there was none.
+        """Erase the customer (right to erasure); ``erased`` is False when the online store held nothing.
 
-        Known gap: only the online store is erased. The offline parquet snapshots still hold the customer,
-        so the next full ``nba features materialize`` writes them back; offline erasure (marking or
-        rewriting the snapshots) has to land before this endpoint can be called complete.
+        The erasure ledger first, then the online state: once the ledger holds the id the offline store
+        leaves the customer out of every frame and materialization, so nothing can write them back to Redis
+        after the delete. If Redis then fails the client gets 503 and retries; the ledger entry is idempotent.
         """
+        await asyncio.to_thread(self.erasures.record, "customer", customer_id)
         erased = await self.store.erase("customer", customer_id)
         return ErasureResponse(customer_id=customer_id, erased=erased)
 

@@ -34,5 +34,7 @@ class CustomerNotFound(ServiceError):
     """The online store holds nothing for this customer; decisions treat that as a cold start, lookups as 404."""
 
     def __init__(self, customer_id: str) -> None:
-        super().__init__(f"customer {customer_id!r} is not in the online store")
+        # The message names the field, not its value: a customer id may be an email or a phone number, and
+        # error messages end up in logs.
+        super().__init__("customer_id: no such customer in the online store")
         self.customer_id = customer_id

@@ -8,10 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features import Registry
 from features.events import batch_model
+from features.registry import ENTITY_ID_PATTERN
 from service.catalog import Channel
 
 Intent = Literal["billing", "technical", "cancel", "sales"]
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
+_ID = ENTITY_ID_PATTERN
 
 
 class _Body(BaseModel):
@@ -169,7 +170,7 @@ class CustomerFeaturesResponse(BaseModel):
 
 
 class ErasureResponse(BaseModel):
-    """The outcome of erasing a customer's online state."""
+    """The outcome of erasing a customer (the offline mark is always made; ``erased`` is about Redis)."""
 
     customer_id: str
     erased: bool = Field(description="False when the online store held nothing for this customer.")

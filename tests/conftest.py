@@ -111,6 +111,18 @@ def settings_for(data_dir: Path, redis_url: str, *, port: int = 8000) -> Setting
     )
 
 
+def own_world_settings(tmp_path: Path, world: Path, data_dir: Path, redis_url: str) -> Settings:
+    """Settings over a data dir of its own, whose world links the session world's tables, with the session's
+    MLflow store: an erasure lands in its own ledger, so it cannot remove a customer from the other tests' world."""
+    own = tmp_path / "data"
+    (own / "world").mkdir(parents=True)
+    for table in world.iterdir():
+        (own / "world" / table.name).symlink_to(table)
+    settings = settings_for(own, redis_url)
+    shared = MlflowSettings(tracking_uri=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}", experiment="nba-tests")
+    return settings.model_copy(update={"mlflow": shared})
+
+
 @pytest.fixture(scope="session")
 def model_registry(data_dir: Path) -> ModelRegistry:
     """The session's real MLflow store (sqlite + local artifacts)."""
@@ -177,7 +189,8 @@ def serve(settings: Settings) -> Iterator[Served]:
     """Serve ``create_app(settings)`` with uvicorn in a thread until the block ends."""
     port = free_port()
     settings = settings.model_copy(update={"service": settings.service.model_copy(update={"port": port})})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level=settings.service.log_level)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

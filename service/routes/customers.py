@@ -33,12 +33,13 @@ async def customer_features(customer_id: CustomerId, customers: CustomerService)
 @delete(
     "/v1/customers/{customer_id:str}",
     operation_id="erase_customer",
-    summary="Erase a customer's online state (right to erasure)",
-    description="Deletes everything the online store keeps for the customer; `erased` is false when there was "
-    "nothing. Afterwards recommend treats the customer as a cold start. The offline store is not erased.",
+    summary="Erase a customer (right to erasure)",
+    description="Marks the customer erased in the offline store (left out of every later training frame and "
+    "materialization), then deletes everything the online store keeps for them; `erased` is false when Redis "
+    "held nothing. Afterwards recommend treats the customer as a cold start. Safe to retry.",
     status_code=200,
     tags=["customers"],
 )
 async def erase_customer(customer_id: CustomerId, customers: CustomerService) -> ErasureResponse:
-    """Erase ``customer_id`` from the online store."""
+    """Erase ``customer_id`` offline and online."""
     return await customers.erase(customer_id)

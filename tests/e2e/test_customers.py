@@ -7,6 +7,7 @@ way a partial event update or an old snapshot would leave it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 import time
@@ -15,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import redis
 
 from features import OfflineStore, Registry
 from features.event_state import stamp
 from features.packed import TAG_BYTES, PackedLayout
-from tests.conftest import free_port, serve, settings_for
+from tests.conftest import free_port, own_world_settings, serve
+from training.console import Reporter
+from training.demo import ensure_materialized
 
 CUSTOMER = "C000042"
 DAY = 86_400.0
@@ -194,10 +198,10 @@ def test_an_events_view_whose_newest_event_is_past_its_ttl_is_stale(
     assert {f.name for f in activity if features[f.name]["defaulted"]} == {"days_since_last_activity"}
 
 
-def test_unknown_customer_is_404_naming_the_id(http: httpx.Client) -> None:
+def test_unknown_customer_is_404_naming_the_field_not_the_id(http: httpx.Client) -> None:
     response = http.get("/v1/customers/C999999/features")
     assert response.status_code == 404
-    assert response.json()["detail"] == "customer 'C999999' is not in the online store"
+    assert response.json()["detail"] == "customer_id: no such customer in the online store"
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
@@ -217,11 +221,12 @@ def test_a_malformed_id_is_422_naming_customer_id(http: httpx.Client, method: st
     ("method", "path"), [("GET", f"/v1/customers/{CUSTOMER}/features"), ("DELETE", f"/v1/customers/{CUSTOMER}")]
 )
 def test_without_redis_customer_routes_are_503_with_retry_after(
-    data_dir: Path, champions: dict[str, str], method: str, path: str
+    tmp_path: Path, world: Path, data_dir: Path, champions: dict[str, str], method: str, path: str
 ) -> None:
     dead = f"redis://127.0.0.1:{free_port()}"
+    # Its own world: an erasure is recorded offline before Redis is tried (see CustomerService.erase).
     with (
-        serve(settings_for(data_dir, dead)) as served,
+        serve(own_world_settings(tmp_path, world, data_dir, dead)) as served,
         httpx.Client(base_url=served.url, timeout=10) as client,
     ):
         response = client.request(method, path)
@@ -230,27 +235,57 @@ def test_without_redis_customer_routes_are_503_with_retry_after(
     assert response.json()["detail"].startswith("online store unavailable: ")
 
 
-def test_erase_deletes_the_online_state_once_then_recommend_is_a_cold_start(
-    http: httpx.Client, redis_client: redis.Redis
+def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
+    tmp_path: Path,
+    world: Path,
+    data_dir: Path,
+    redis_url: str,
+    champions: dict[str, str],
+    materialized: None,
+    redis_client: redis.Redis,
+    registry: Registry,
 ) -> None:
+    settings = own_world_settings(tmp_path, world, data_dir, redis_url)
+    offline = OfflineStore(settings.offline.world_dir, registry)
+    labels = pq.read_table(world / "churn_labels.parquet")
+    own_labels = labels.column("customer_id").to_pylist().count(CUSTOMER)
+    assert own_labels > 0
     key = f"nba:customer:{{{CUSTOMER}}}"
     neighbour = "nba:customer:{C000043}"
     assert redis_client.exists(key, neighbour) == 2
 
-    first = http.delete(f"/v1/customers/{CUSTOMER}")
-    assert first.status_code == 200
-    assert first.json() == {"customer_id": CUSTOMER, "erased": True}
-    assert redis_client.exists(key, f"nba:ev:customer:{{{CUSTOMER}}}", f"nba:seen:customer:{{{CUSTOMER}}}") == 0
-    assert redis_client.exists(neighbour) == 1
+    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as http:
+        first = http.delete(f"/v1/customers/{CUSTOMER}")
+        assert first.status_code == 200
+        assert first.json() == {"customer_id": CUSTOMER, "erased": True}
+        assert redis_client.exists(key, f"nba:ev:customer:{{{CUSTOMER}}}") == 0
+        assert redis_client.exists(f"nba:seen:customer:{{{CUSTOMER}}}") == 0
+        assert redis_client.exists(neighbour) == 1
 
-    second = http.delete(f"/v1/customers/{CUSTOMER}")
-    assert second.status_code == 200
-    assert second.json() == {"customer_id": CUSTOMER, "erased": False}
+        second = http.delete(f"/v1/customers/{CUSTOMER}")
+        assert second.status_code == 200
+        assert second.json() == {"customer_id": CUSTOMER, "erased": False}
 
-    recommended = http.post("/v1/recommend", json={"customer_id": CUSTOMER, "channel": "voice"}).json()
-    assert recommended["cold_start"] is True
-    assert recommended["degraded"] is False
-    assert http.get(f"/v1/customers/{CUSTOMER}/features").status_code == 404
+        # Offline: in the ledger once, and gone from every source the offline store reads.
+        assert offline.erasures.ids("customer") == {CUSTOMER}
+        frame = offline.point_in_time("customer", labels)
+        assert CUSTOMER not in frame.column("customer_id").to_pylist()
+        assert frame.num_rows == labels.num_rows - own_labels
+        assert "C000043" in frame.column("customer_id").to_pylist()
+        assert CUSTOMER not in offline.latest("customer").column("customer_id").to_pylist()
+        assert CUSTOMER not in offline.events("customer").column("customer_id").to_pylist()
+        assert offline.as_of("customer", [CUSTOMER, "C000043"]).column("customer_id").to_pylist() == ["C000043"]
+
+        # A full materialization afterwards writes everyone else again, and not them.
+        stamp: dict[str, object] = {"built_at": f"after-erasure-{time.time_ns()}"}
+        asyncio.run(ensure_materialized(redis_url, "nba", registry, offline, stamp, Reporter(), force=True))
+        assert redis_client.exists(key) == 0
+        assert redis_client.exists(neighbour) == 1
+
+        recommended = http.post("/v1/recommend", json={"customer_id": CUSTOMER, "channel": "voice"}).json()
+        assert recommended["cold_start"] is True
+        assert recommended["degraded"] is False
+        assert http.get(f"/v1/customers/{CUSTOMER}/features").status_code == 404
 
 
 def test_openapi_documents_the_customer_routes(http: httpx.Client) -> None:

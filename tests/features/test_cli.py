@@ -3,6 +3,7 @@ the test Redis from the test world, all through click's runner."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def _row(output: str, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["list"], ["describe"], ["materialize"]], ids=["features", "list", "describe", "materialize"]
+    "args",
+    [[], ["list"], ["describe"], ["materialize"], ["check"], ["erase"]],
+    ids=["features", "list", "describe", "materialize", "check", "erase"],
 )
 def test_every_features_command_has_help(args: list[str]) -> None:
     result = _nba(*args, "--help")
@@ -222,3 +225,105 @@ def test_materialize_without_a_world_says_where_it_looked(tmp_path: Path, redis_
     result = _nba("materialize", env={"REDIS_URL": redis_url, "NBA_DATA_DIR": str(tmp_path), "NBA_REDIS_URL": None})
     assert result.exit_code == 1
     assert "customer_snapshots.parquet: no snapshot table for entity 'customer'" in result.output
+
+
+def _own_world(tmp_path: Path, world: Path) -> Path:
+    """A world of its own (the session world's tables linked): an erasure's ledger lands here, not there."""
+    own = tmp_path / "world"
+    own.mkdir()
+    for table in world.iterdir():
+        (own / table.name).symlink_to(table)
+    return own
+
+
+def test_check_prints_every_feature_and_fails_past_the_thresholds(
+    world: Path, redis_url: str, materialized: None, registry: Registry, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "nba.prom"
+    env = _env(world, redis_url)
+    lenient = _nba(
+        "check", "--sample", "300", "--max-psi", "100", "--max-stale", "1", "--metrics-file", str(metrics), env=env
+    )
+    assert lenient.exit_code == 0, lenient.output
+    assert lenient.output.startswith("300 customers sampled from the online store; reference: point-in-time frame of")
+    for feature in registry.entity("customer").features:
+        assert f" {feature.name} " in lenient.output
+    assert "FAIL" not in lenient.output
+    assert 'nba_feature_check_sampled{entity="customer"} 300.0' in metrics.read_text()
+
+    strict = _nba("check", "--sample", "300", "--max-psi", "0.000001", "--max-stale", "0", env=env)
+    assert strict.exit_code == 3
+    fails = [line for line in strict.output.splitlines() if line.startswith("FAIL ")]
+    assert any(": PSI " in line for line in fails)
+    assert any("stale > 0.0%" in line for line in fails)
+
+
+def test_check_as_json_carries_every_figure(
+    world: Path, redis_url: str, materialized: None, offline: OfflineStore
+) -> None:
+    result = _nba("check", "--sample", "0", "--format", "json", "--no-reference", env=_env(world, redis_url))
+    assert result.exit_code in (0, 3), result.output
+    body = json.loads(result.output)
+    assert body["sampled"] == offline.latest("customer").num_rows
+    assert body["reference"] is None
+    first = body["features"][0]
+    assert set(first) == {"name", "view", "missing", "stale", "out_of_range", "psi", "status"}
+    assert {f["status"] for f in body["features"]} == {"no reference"}
+    assert (result.exit_code == 3) == bool(body["problems"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reference", "nowhere.parquet"], "nowhere.parquet: cannot read a label table with columns customer_id, ts"),
+        (["--reference", "x.parquet", "--no-reference"], "--reference and --no-reference exclude each other"),
+    ],
+    ids=["missing-reference", "both"],
+)
+def test_check_rejects_a_bad_reference_naming_it(
+    world: Path, redis_url: str, redis_client: redis.Redis, args: list[str], message: str
+) -> None:
+    result = _nba("check", *args, env=_env(world, redis_url))
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_check_on_an_empty_store_says_to_materialize(world: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    result = _nba("check", "--no-reference", env=_env(world, redis_url))
+    assert result.exit_code == 1
+    assert "the online store holds no customer to check: run `nba features materialize` first" in result.output
+
+
+def test_erase_then_materialize_leaves_the_customer_out(
+    tmp_path: Path, world: Path, redis_url: str, redis_client: redis.Redis, materialized: None, registry: Registry
+) -> None:
+    own = _own_world(tmp_path, world)
+    env = _env(own, redis_url)
+    first = _nba("erase", "C000042", env=env)
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines() == [
+        f"offline: added to the erasure ledger {own / 'erasures.parquet'}",
+        "online: state deleted",
+    ]
+    assert "C000042" not in first.output
+    again = _nba("erase", "C000042", env=env)
+    assert again.output.splitlines()[0].startswith("offline: already in the erasure ledger")
+    assert again.output.splitlines()[1] == "online: nothing was stored"
+    assert OfflineStore(own, registry).erasures.ids("customer") == {"C000042"}
+
+    assert _nba("materialize", "--entity", "customer", env=env).exit_code == 0
+    assert redis_client.exists("nba:customer:{C000042}") == 0
+    assert redis_client.exists("nba:customer:{C000043}") == 1
+
+
+@pytest.mark.parametrize(
+    "customer_id", ["C 42", "", ".C1", "C" * 65], ids=["space", "empty", "leading-dot", "too-long"]
+)
+def test_erase_rejects_a_malformed_id_without_echoing_it(
+    tmp_path: Path, world: Path, redis_url: str, customer_id: str
+) -> None:
+    own = _own_world(tmp_path, world)
+    result = _nba("erase", customer_id, env=_env(own, redis_url))
+    assert result.exit_code == 1
+    assert result.output == "Error: CUSTOMER_ID: not a customer id (letters, digits and _.:@+- up to 64 characters)\n"
+    assert not (own / "erasures.parquet").exists()

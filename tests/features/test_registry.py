@@ -193,10 +193,12 @@ def test_version_changes_with_the_model_input(
         _set("plan", "reason", "subscribes to {value}"),
         _set("days_to_contract_end", "reason_negative", "out of contract for {value:.0f} days"),
         _set("plan", "pii", True),
+        _set("monthly_charge", "max", 500),
+        _set("tenure_months", "min", None),
         _set_view("customer_profile", "description", "reworded"),
         _set_view("customer_profile", "owner", "someone-else"),
     ],
-    ids=["description", "reason", "reason-negative", "pii", "view-description", "owner"],
+    ids=["description", "reason", "reason-negative", "pii", "max", "no-min", "view-description", "owner"],
 )
 def test_version_ignores_wording(registry: Registry, tmp_path: Path, edit: Callable[[Contract], None]) -> None:
     data = _packaged()
@@ -231,6 +233,18 @@ def _unknown_view_key(data: Contract) -> None:
     _view(data, "customer_account")["ttl"] = 3
 
 
+def _range_on_a_category(data: Contract) -> None:
+    _feature(data, "plan")["min"] = 0
+
+
+def _min_above_max(data: Contract) -> None:
+    _feature(data, "last_sentiment").update({"min": 1, "max": -1})
+
+
+def _default_outside_range(data: Contract) -> None:
+    _feature(data, "max_load")["min"] = 2  # its default is 1
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [
@@ -243,6 +257,9 @@ def _unknown_view_key(data: Contract) -> None:
         (_unknown_entity, r"view 'agent_state': unknown entity 'supervisor'"),
         (_categories_on_a_number, r"'logins_30d': 'categories' is only for dtype 'category'"),
         (_unknown_view_key, r"views\.2\.ttl"),
+        (_range_on_a_category, r"'plan': 'min' and 'max' apply only to dtype float or int"),
+        (_min_above_max, r"'last_sentiment': min 1 is above max -1"),
+        (_default_outside_range, r"'max_load': default 1 is outside \[min, max\]"),
     ],
     ids=[
         "unknown-key",
@@ -251,6 +268,9 @@ def _unknown_view_key(data: Contract) -> None:
         "unknown-entity",
         "stray-categories",
         "view-key",
+        "range-on-a-category",
+        "min-above-max",
+        "default-outside-range",
     ],
 )
 def test_invalid_contract_names_file_and_field(tmp_path: Path, edit: Callable[[Contract], None], field: str) -> None:
@@ -315,6 +335,25 @@ def test_invalid_event_contract_names_the_feature_or_field(
     edit(data)
     with pytest.raises(RegistryError, match=name):
         Registry.load(_write(tmp_path, data))
+
+
+def test_the_customer_id_is_pii_and_no_feature_is(registry: Registry) -> None:
+    customer, agent = registry.entity("customer"), registry.entity("agent")
+    assert customer.pii is True
+    assert agent.pii is False
+    assert [f.name for f in (*customer.features, *agent.features) if f.pii] == []
+
+
+@given(
+    low=st.floats(-1e6, 1e6) | st.none(),
+    high=st.floats(-1e6, 1e6) | st.none(),
+    value=st.floats(-2e6, 2e6),
+)
+def test_in_range_respects_each_declared_bound(low: float | None, high: float | None, value: float) -> None:
+    if low is not None and high is not None and low > high:
+        low, high = high, low
+    feature = Feature(name="x", dtype="float", description="x", reason="x", min=low, max=high)
+    assert feature.in_range(value) is ((low is None or value >= low) and (high is None or value <= high))
 
 
 def test_unreadable_contract_names_the_file(tmp_path: Path) -> None:

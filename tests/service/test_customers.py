@@ -1,7 +1,7 @@
 """``CustomerService`` honours the contract's PII flag, on a real Redis.
 
-The packaged contract flags no feature as PII yet, so this test loads a copy that flags ``language`` and
-drives the service class directly (the app always loads the packaged contract).
+The packaged contract flags no feature as PII (only the customer id), so this test loads a copy that flags
+``language`` and drives the service class directly (the app always loads the packaged contract).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import redis
 import redis.asyncio as aioredis
 
 from features import OnlineStore, Registry
+from features.erasure import ErasureLedger
 from features.packed import PackedLayout
 from service.customers import REDACTED, CustomerService
 from service.schemas import CustomerFeaturesResponse
@@ -41,7 +42,8 @@ def test_pii_features_are_redacted_whatever_their_value(
         try:
             store = OnlineStore(client, registry, namespace="pii")
             await store.write("customer", [row], observed_at=[time.time()])
-            return await CustomerService(store=store, registry=registry).features("C1")
+            erasures = ErasureLedger(tmp_path / "erasures.parquet")
+            return await CustomerService(store=store, registry=registry, erasures=erasures).features("C1")
         finally:
             await client.aclose()
 

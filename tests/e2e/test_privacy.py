@@ -1,0 +1,160 @@
+"""PII never reaches a log line or an error message, through the API or the CLI.
+
+What is PII is the contract's to say: the customer id (``entities.customer.pii``: an id may be an email or a
+phone number) and every feature flagged ``pii``. The service runs with every logger at DEBUG and a handler on
+each; requests go through every route, good and bad; then no captured record, and no error body, may hold
+any PII value sent or stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis
+from click.testing import CliRunner
+
+from features import Registry
+from service.cli import main
+from tests.conftest import own_world_settings, serve
+
+MATERIALIZED = "C000042"
+"""A customer of the test world: its stored features are read, scored and explained."""
+EMAIL = "jane.doe@example.com"
+PHONE = "+14155550123"
+
+
+class _Capture(logging.Handler):
+    """Keeps every record's rendered message, traceback and attributes, whichever logger it came through.
+
+    Except the test's own HTTP client's (httpx, httpcore): it logs the URLs the test asks for, not the service.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.split(".")[0] in ("httpx", "httpcore"):
+            return
+        self.lines.append(record.getMessage())
+        if record.exc_info:
+            self.lines.append(logging.Formatter().formatException(record.exc_info))
+        self.lines.append(" ".join(str(v) for v in vars(record).values()))
+
+
+@contextmanager
+def capture_logs() -> Iterator[_Capture]:
+    """A handler on the root logger and on every logger that does not propagate to it, all at DEBUG.
+
+    Entered after the server starts: uvicorn's logging set-up replaces the handlers of its own loggers.
+    """
+    capture = _Capture()
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger) and not lg.propagate
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(capture)
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(capture)
+            lg.setLevel(level)
+
+
+def _pii_values(registry: Registry, redis_client: redis.Redis, ids: list[str]) -> list[str]:
+    """The ids (the customer id is PII) and the stored value of every PII-flagged feature of those customers."""
+    schema = registry.entity("customer")
+    assert schema.pii, "the customer id is PII: an email or a phone number is a valid one"
+    values = list(ids)
+    for customer_id in ids:
+        for feature in schema.features:
+            if feature.pii:
+                stored = redis_client.hget(f"nba:customer:{{{customer_id}}}", feature.name)
+                if stored:
+                    values.append(stored.decode())
+    return values
+
+
+def _requests(http: httpx.Client, customer_id: str) -> list[httpx.Response]:
+    """Every route with this customer, each way it can answer (good, unknown, bad body, malformed id)."""
+    event = {"type": "sentiment", "event_id": f"ev-{customer_id}", "customer_id": customer_id, "score": -0.5}
+    return [
+        http.post("/v1/recommend", json={"customer_id": customer_id, "channel": "voice"}),
+        http.post("/v1/recommend", json={"customer_id": customer_id, "channel": "fax"}),
+        http.post("/v1/recommend", json={"customer_id": customer_id + " ", "channel": "voice", "top_k": 0}),
+        http.post("/v1/events", json={"events": [event]}),
+        http.post("/v1/events", json={"events": [{**event, "score": 7}]}),
+        http.post("/v1/events", json={"events": [{**event, "type": "unknown"}]}),
+        http.post(
+            "/v1/assign",
+            json={"customer_id": customer_id, "intent": "billing", "channel": "voice", "language": "en", "queue": "x"},
+        ),
+        http.post(
+            "/v1/assign",
+            json={"customer_id": customer_id, "intent": "billing", "channel": "voice", "language": "xx", "queue": "x"},
+        ),
+        http.get(f"/v1/customers/{customer_id}/features"),
+        http.get(f"/v1/customers/{customer_id}x/features"),  # unknown: 404
+        http.get(f"/v1/customers/{customer_id};drop/features"),  # malformed: 422
+        http.delete(f"/v1/customers/{customer_id}"),
+        http.get(f"/v1/customers/{customer_id}/features"),  # erased: 404
+    ]
+
+
+def test_no_pii_in_logs_or_error_messages_through_the_api(
+    tmp_path: Path,
+    world: Path,
+    data_dir: Path,
+    redis_url: str,
+    champions: dict[str, str],
+    materialized: None,
+    redis_client: redis.Redis,
+    registry: Registry,
+) -> None:
+    ids = [MATERIALIZED, EMAIL, PHONE]
+    pii = _pii_values(registry, redis_client, ids)
+    settings = own_world_settings(tmp_path, world, data_dir, redis_url)
+    settings = settings.model_copy(update={"service": settings.service.model_copy(update={"log_level": "debug"})})
+    with (
+        serve(settings) as served,
+        capture_logs() as captured,
+        httpx.Client(base_url=served.url, timeout=10) as http,
+    ):
+        responses = [r for customer_id in ids for r in _requests(http, customer_id)]
+    statuses = sorted({r.status_code for r in responses})
+    assert statuses == [200, 404, 422], "every kind of answer should have been exercised"
+    # The access log is captured, and says which route was called without saying for whom.
+    assert '"GET /v1/customers/{customer_id}/features HTTP/1.1" 200' in "\n".join(captured.lines)
+    assert '"DELETE /v1/customers/{customer_id} HTTP/1.1" 200' in "\n".join(captured.lines)
+    for value in pii:
+        leaks = [line for line in captured.lines if value in line]
+        assert not leaks, f"{value!r} logged: {leaks[:3]}"
+        errors = [r.text for r in responses if r.status_code >= 400 and value in r.text]
+        assert not errors, f"{value!r} in an error message: {errors[:3]}"
+
+
+def test_no_pii_in_logs_through_the_cli(tmp_path: Path, world: Path, data_dir: Path, redis_url: str) -> None:
+    own = own_world_settings(tmp_path, world, data_dir, redis_url).offline.data_dir
+    env = {"REDIS_URL": redis_url, "NBA_DATA_DIR": str(own), "NBA_REDIS_URL": None, "COLUMNS": "200"}
+    runner = CliRunner()
+    with capture_logs() as captured:
+        outputs = [
+            runner.invoke(main, ["features", "materialize", "--entity", "customer"], env=env),
+            runner.invoke(main, ["features", "erase", MATERIALIZED], env=env),
+            runner.invoke(main, ["features", "erase", EMAIL], env=env),
+            runner.invoke(main, ["features", "erase", "not an id " + PHONE], env=env),
+            runner.invoke(main, ["features", "check", "--sample", "100"], env=env),
+        ]
+    assert [r.exit_code for r in outputs][:4] == [0, 0, 0, 1], [r.output for r in outputs]
+    assert outputs[4].exit_code in (0, 3), outputs[4].output
+    assert captured.lines, "nothing was logged: the capture is not wired"
+    for value in (MATERIALIZED, EMAIL, PHONE):
+        assert not [line for line in captured.lines if value in line], value
+        assert not [r.output for r in outputs if value in r.output], value
