@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import overload
+from typing import cast, overload
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,7 @@ from redis.typing import EncodableT, FieldT
 from features import resp
 from features.errors import OnlineStoreUnavailable
 from features.event_state import APPLY_EVENTS, Event, EventLayout
+from features.identity import Identifier
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
@@ -57,6 +58,23 @@ for i = 2, #ARGV, 2 do
   redis.call('SETRANGE', KEYS[1], tonumber(ARGV[i]), ARGV[i + 1])
 end
 return 1
+"""
+# Resolves an identifier and reads its customer in the same script (single server: the customer's keys are
+# derived inside, which a cluster forbids). KEYS[1]: the identifier; ARGV: packed-key prefix, state-key prefix
+# (both ending in the hash tag's opening brace), '1' when customers have event state.
+_RESOLVE_AND_READ = """
+local id = redis.call('GET', KEYS[1])
+if not id then return {false, false, {}} end
+local state = {}
+if ARGV[3] == '1' then state = redis.call('HGETALL', ARGV[2] .. id .. '}') end
+return {id, redis.call('GET', ARGV[1] .. id .. '}'), state}
+"""
+# Deletes an identifier only while it still names ARGV[1]: unlinking or erasing one customer never takes an
+# identifier that has since been given to someone else.
+_RESOLVE_AND_READ_BYTES = _RESOLVE_AND_READ.encode()
+_DELETE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 _MSET_ROWS = 2_000
 """Entities per MSET when materializing: big enough to amortise the call, small enough not to stall Redis."""
@@ -238,24 +256,90 @@ class OnlineStore:
         """The sorted set of event ids already applied to ``entity_id`` (same hash tag as its features)."""
         return f"{self._namespace}:seen:{entity}:{{{entity_id}}}"
 
+    def identity_key(self, identifier: Identifier) -> str:
+        """The key naming the customer an identifier belongs to (the identifier is its own hash tag)."""
+        return f"{self._namespace}:id:{{{identifier}}}"
+
+    def identities_key(self, customer_id: str) -> str:
+        """The set of a customer's identifiers, so an erasure finds them (same hash tag as the customer)."""
+        return f"{self._namespace}:ids:customer:{{{customer_id}}}"
+
+    async def link(self, customer_id: str, identifiers: Sequence[Identifier]) -> dict[Identifier, str | None]:
+        """Point each identifier at ``customer_id``; returns who held each before (None: nobody).
+
+        An identifier names one customer at a time: linking it to a new one (a phone number given up and
+        reassigned) takes it from the previous holder, whose set forgets it.
+        """
+        with map_errors():
+            pipe = self._client.pipeline(transaction=False)
+            for identifier in identifiers:
+                pipe.set(self.identity_key(identifier), customer_id, get=True)
+            before = [b.decode() if isinstance(b, bytes) else b for b in await pipe.execute()]
+            pipe = self._client.pipeline(transaction=False)
+            if identifiers:
+                pipe.sadd(self.identities_key(customer_id), *(str(i) for i in identifiers))
+            for identifier, holder in zip(identifiers, before, strict=True):
+                if holder is not None and holder != customer_id:
+                    pipe.srem(self.identities_key(holder), str(identifier))
+            await pipe.execute()
+        return dict(zip(identifiers, before, strict=True))
+
+    async def unlink(self, customer_id: str, identifiers: Sequence[Identifier]) -> int:
+        """Remove identifiers from ``customer_id`` (those held by someone else are left alone); how many went."""
+        with map_errors():
+            pipe = self._client.pipeline(transaction=False)
+            for identifier in identifiers:
+                pipe.eval(_DELETE_IF_OWNER, 1, self.identity_key(identifier), customer_id)
+            if identifiers:
+                pipe.srem(self.identities_key(customer_id), *(str(i) for i in identifiers))
+            replies = await pipe.execute()
+        return sum(int(r) for r in replies[: len(identifiers)])
+
+    async def identifiers(self, customer_id: str) -> list[Identifier]:
+        """The identifiers linked to ``customer_id``, sorted."""
+        with map_errors():
+            members = await self._client.smembers(self.identities_key(customer_id))
+        parsed = [(m.decode() if isinstance(m, bytes) else m).split(":", 1) for m in members]
+        return sorted(Identifier(kind, value) for kind, value in parsed)  # type: ignore[arg-type]
+
+    async def resolve(self, identifier: Identifier) -> str | None:
+        """The customer ``identifier`` belongs to, or None: never a guess."""
+        with map_errors():
+            owner = await self._client.get(self.identity_key(identifier))
+        return owner.decode() if isinstance(owner, bytes) else owner
+
     async def ping(self) -> None:
         """Raise :class:`OnlineStoreUnavailable` unless Redis answers."""
         with map_errors():
             await self._client.ping()
 
     async def read(
-        self, customer_id: str, agent_ids: Sequence[str] = (), *, now: float | None = None
+        self, customer: str | Identifier, agent_ids: Sequence[str] = (), *, now: float | None = None
     ) -> tuple[EntityVector, EntityBatch]:
-        """The customer's vector and the agents' batch as of ``now`` (the clock by default), in one round trip."""
+        """The customer's vector and the agents' batch as of ``now`` (the clock by default), in one round trip.
+
+        ``customer`` is our customer id or an :class:`~features.identity.Identifier`. An identifier is resolved
+        in the same round trip as the read on a single server (one script); a cluster cannot derive the
+        customer's keys inside a script, so there it costs a second round trip. The vector of an identifier
+        nobody holds is a cold start whose ``entity_id`` is empty.
+        """
         now = time.time() if now is None else now
-        customer, agent = self._kinds["customer"], self._kinds["agent"]
+        kind, agent = self._kinds["customer"], self._kinds["agent"]
+        customer_id = customer if isinstance(customer, str) else ""
         with map_errors():
+            if isinstance(customer, Identifier) and self._cluster:
+                customer_id = await self.resolve(customer) or ""
+                customer = customer_id
             if self._cluster:
                 replies = await self._read_cluster(customer_id, agent_ids)
             else:
-                replies = await self._read_single(customer_id, agent_ids)
-        states = [replies[1]] if customer.events.features else None
-        customers = customer.decode([customer_id], [replies[0]], states, now)  # type: ignore[list-item, arg-type]
+                replies = await self._read_single(customer, agent_ids)
+                if isinstance(customer, Identifier):
+                    resolved, packed, state = cast(list[bytes | None], replies[0])
+                    customer_id = resolved.decode() if resolved else ""
+                    replies[0:1] = [packed, _pairs(state)] if kind.events.features else [packed]
+        states = [replies[1]] if kind.events.features else None
+        customers = kind.decode([customer_id], [replies[0]], states, now)  # type: ignore[list-item, arg-type]
         rest = replies[2 if states else 1 :]
         if not agent_ids:
             return customers[0], self._none(agent)
@@ -264,13 +348,24 @@ class OnlineStore:
         agents = agent.decode(agent_ids, blobs, agent_states, now)  # type: ignore[arg-type]
         return customers[0], agents
 
-    async def _read_single(self, customer_id: str, agent_ids: Sequence[str]) -> list[object]:
-        """GET (+ HGETALL) for the customer and one MGET (+ HGETALLs) for the agents, sent as one write."""
-        commands = [resp.command(b"GET", [self._key_bytes("customer", customer_id)])]
+    async def _read_single(self, customer: str | Identifier, agent_ids: Sequence[str]) -> list[object]:
+        """GET (+ HGETALL) for the customer and one MGET (+ HGETALLs) for the agents, sent as one write.
+
+        For an identifier the customer's part is one EVAL (resolve, GET, HGETALL) whose reply comes first.
+        """
+        has_state = bool(self._kinds["customer"].events.features)
         hashes: list[int] = []  # positions of the HGETALL replies: a map in RESP3, a flat list in RESP2
-        if self._kinds["customer"].events.features:
-            hashes.append(len(commands))
-            commands.append(resp.command(b"HGETALL", [self._key_bytes("ev:customer", customer_id)]))
+        if isinstance(customer, Identifier):
+            # EVAL, not EVALSHA: the server caches the compiled script by its hash either way, and EVAL cannot
+            # meet a server that forgot it after a restart.
+            key = self.identity_key(customer).encode()
+            prefixes = [self._prefixes["customer"], self._prefixes["ev:customer"], b"1" if has_state else b"0"]
+            commands = [resp.command(b"EVAL", [_RESOLVE_AND_READ_BYTES, b"1", key, *prefixes])]
+        else:
+            commands = [resp.command(b"GET", [self._key_bytes("customer", customer)])]
+            if has_state:
+                hashes.append(len(commands))
+                commands.append(resp.command(b"HGETALL", [self._key_bytes("ev:customer", customer)]))
         if agent_ids:
             commands.append(resp.command(b"MGET", [self._key_bytes("agent", a) for a in agent_ids]))
             if self._kinds["agent"].events.features:
@@ -278,8 +373,7 @@ class OnlineStore:
                 commands += [resp.command(b"HGETALL", [self._key_bytes("ev:agent", a)]) for a in agent_ids]
         replies = await resp.exchange(self._client, b"".join(commands), len(commands))  # type: ignore[arg-type]
         for i in hashes:
-            if isinstance(flat := replies[i], list):
-                replies[i] = dict(zip(flat[::2], flat[1::2], strict=True))
+            replies[i] = _pairs(replies[i])
         return replies
 
     async def _read_cluster(self, customer_id: str, agent_ids: Sequence[str]) -> list[object]:
@@ -442,9 +536,11 @@ class OnlineStore:
     async def erase(self, entity: str, entity_id: str) -> bool:
         """Delete everything the online store keeps for ``entity_id`` (right to erasure); True if anything was there.
 
-        That is the packed snapshot, the event state and the ids of the events applied. A component that keys
-        more state by the entity id must delete it here too, so an erasure cannot miss it.
+        That is the packed snapshot, the event state, the ids of the events applied and, for a customer, the
+        identifiers linked to them. A component that keys more state by the entity id must delete it here
+        too, so an erasure cannot miss it.
         """
+        linked = await self.identifiers(entity_id) if entity == "customer" else []
         with map_errors():
             # Separate commands, not one multi-key DEL: on a cluster the keys share a slot, but a plain client
             # pipeline keeps this the same code for both.
@@ -452,7 +548,9 @@ class OnlineStore:
             for key in (self.key, self.state_key, self.seen_key):
                 pipe.delete(key(entity, entity_id))
             deleted = await pipe.execute()
-        return bool(deleted[0] or deleted[1])
+        if linked:
+            await self.unlink(entity_id, linked)
+        return bool(deleted[0] or deleted[1] or linked)
 
     def queue_key(self, queue: str) -> str:
         """The set of agent ids that serve ``queue``."""
@@ -504,3 +602,10 @@ class OnlineStore:
                 if limit is not None and len(ids) >= limit:
                     break
         return ids
+
+
+def _pairs(reply: object) -> object:
+    """An HGETALL reply as a dict: RESP3 sends a map, RESP2 (and any script) a flat field, value list."""
+    if isinstance(reply, list):
+        return dict(zip(reply[::2], reply[1::2], strict=True))
+    return reply

@@ -2,8 +2,9 @@
 
 For a sample of the customers in the online store (the first ids a SCAN returns, read through
 :meth:`OnlineStore.read` exactly as a decision reads them), per feature: the share served as a default
-(missing), the share of its view past the TTL (stale), the share outside the contract's ``min``/``max`` or
-category list (out of range), and the population stability index (PSI) against the training distribution.
+(missing), the share of its view past the TTL (stale), the share outside the contract's ``min``/``max`` (out
+of range; an unknown category is stored as missing, so it counts as missing), and the population stability
+index (PSI) against the training distribution.
 
 The reference is the champion's training distribution, rebuilt from the offline store: the point-in-time
 frame of the churn label table (``churn_labels.parquet``), the very frame ``nba train churn`` fits on, encoded
@@ -163,11 +164,10 @@ class QualityReport:
 
 
 def out_of_range(feature: Feature, values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Which stored values break the contract: an unknown category (stored, yet encoded as NaN) or a number
-    outside ``min``/``max``. Defaults stand in for missing values and are checked by the registry instead."""
-    if feature.dtype == "category":
-        return known & np.isnan(values)
-    if feature.dtype == "bool":
+    """Which stored values break the contract: a number outside ``min``/``max``. Defaults stand in for missing
+    values and are checked by the registry instead. A category the contract does not know never reaches here:
+    the store encodes categories when it writes them and keeps an unknown one as missing."""
+    if feature.dtype in ("category", "bool"):
         return np.zeros(len(values), dtype=bool)
     finite = np.where(np.isnan(values), 0.0, values)
     low = finite < feature.min if feature.min is not None else np.zeros(len(values), dtype=bool)

@@ -67,11 +67,15 @@ def _store_unavailable(_: Request, exc: OnlineStoreUnavailable | OfflineStoreErr
     )
 
 
-def create_app(settings: Settings) -> Litestar:
-    """The API for ``settings``; Redis must be reachable at ``settings.redis.url`` (or it serves degraded)."""
+def create_app(settings: Settings, registry: Registry | None = None) -> Litestar:
+    """The API for ``settings``; Redis must be reachable at ``settings.redis.url`` (or it serves degraded).
+
+    ``registry`` is the packaged feature contract unless given (the benchmark serves a contract with an extra
+    view shaped like its peer's).
+    """
     if settings.redis.url is None:
         raise ValueError("settings.redis.url is unset: start the embedded server first (nba run does)")
-    registry = Registry.load()
+    registry = registry if registry is not None else Registry.load()
     catalog = Catalog.load(registry, settings.service.catalog_path)
     client = connect(settings.redis.url, timeout_s=settings.redis.timeout_ms / 1000, cluster=settings.redis.cluster)
     holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)

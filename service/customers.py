@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from features import EntityVector, ErasureLedger, Feature, OnlineStore, Registry
-from service.errors import CustomerNotFound
+from features import ErasureLedger, Feature, FeatureView, OnlineStore, Registry
+from service.errors import BadRequest, CustomerNotFound
 from service.schemas import CustomerFeaturesResponse, ErasureResponse, FeatureValueOut, ViewFreshnessOut
 
 REDACTED = "<redacted>"
@@ -23,43 +23,39 @@ class CustomerService:
         self.store = store
         self.registry = registry
         self.erasures = erasures
-        self._schema = registry.entity("customer")
+        self._schema = schema = registry.entity("customer")
+        # What each answer lists, resolved once: all views (None) or one.
+        everything = [(i, f, schema.view_of[f.name]) for i, f in enumerate(schema.features)]
+        self._features: dict[str | None, list[tuple[int, Feature, str]]] = {None: everything}
+        self._views: dict[str | None, list[FeatureView]] = {None: list(schema.views)}
+        for v in schema.views:
+            self._features[v.name] = [entry for entry in everything if entry[2] == v.name]
+            self._views[v.name] = [v]
 
-    async def features(self, customer_id: str) -> CustomerFeaturesResponse:
+    async def features(self, customer_id: str, view: str | None = None) -> CustomerFeaturesResponse:
         """The customer's feature values in contract order, with each view's age; 404 when unknown.
 
         Values are what the models see, decoded: a stale view's features show their defaults, exactly as
-        a decision would score them. PII features are redacted whatever their value.
+        a decision would score them. PII features are redacted whatever their value. ``view`` narrows the
+        answer to one feature view (an unknown name is a 422 naming ``view``).
         """
+        if view is not None and view not in self._schema.view_by_name:
+            known = ", ".join(v.name for v in self._schema.views)
+            raise BadRequest("view", f"{view!r} is not a customer feature view (one of: {known})")
         vector, _ = await self.store.read(customer_id)
         if not vector.found:
             raise CustomerNotFound(customer_id)
-        defaulted = set(vector.defaulted)
+        known = vector.known.tolist()
+        values = vector.values.tolist()
         features = [
-            FeatureValueOut(
-                name=f.name,
-                view=self._schema.view_of[f.name],
-                value=REDACTED if f.pii else _human(f, vector, i),
-                defaulted=f.name in defaulted,
-            )
-            for i, f in enumerate(self._schema.features)
+            FeatureValueOut(f.name, view_name, REDACTED if f.pii else _human(f, values[i]), not known[i])
+            for i, f, view_name in self._features[view]
         ]
         views = [
-            ViewFreshnessOut(
-                name=v.name,
-                age_seconds=vector.view_age_s[v.name],
-                stale=v.name in vector.stale_views,
-                ttl_seconds=v.ttl_seconds,
-            )
-            for v in self._schema.views
+            ViewFreshnessOut(v.name, vector.view_age_s[v.name], v.name in vector.stale_views, v.ttl_seconds)
+            for v in self._views[view]
         ]
-        return CustomerFeaturesResponse(
-            customer_id=customer_id,
-            found=vector.found,
-            features=features,
-            views=views,
-            feature_contract=self.registry.version,
-        )
+        return CustomerFeaturesResponse(customer_id, vector.found, features, views, self.registry.version)
 
     async def erase(self, customer_id: str) -> ErasureResponse:
         """Erase the customer (right to erasure); ``erased`` is False when the online store held nothing.
@@ -73,9 +69,9 @@ class CustomerService:
         return ErasureResponse(customer_id=customer_id, erased=erased)
 
 
-def _human(feature: Feature, vector: EntityVector, index: int) -> bool | int | float | str | None:
+def _human(feature: Feature, value: float) -> bool | int | float | str | None:
     """The value a person reads: category name, bool, whole number for an int feature, float, or None."""
-    value = feature.decode(float(vector.values[index]))
-    if feature.dtype == "int" and isinstance(value, float):
-        return int(value)
-    return value
+    human = feature.decode(value)
+    if feature.dtype == "int" and isinstance(human, float):
+        return int(human)
+    return human

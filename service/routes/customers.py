@@ -25,9 +25,16 @@ CustomerId = Annotated[
     "Redis does not answer (a debugging read does not degrade).",
     tags=["customers"],
 )
-async def customer_features(customer_id: CustomerId, customers: CustomerService) -> CustomerFeaturesResponse:
+async def customer_features(
+    customer_id: CustomerId,
+    customers: CustomerService,
+    view: Annotated[
+        str | None,
+        Parameter(query="view", description="Only this feature view's values and freshness.", required=False),
+    ] = None,
+) -> CustomerFeaturesResponse:
     """The online state of ``customer_id``."""
-    return await customers.features(customer_id)
+    return await customers.features(customer_id, view)
 
 
 @delete(

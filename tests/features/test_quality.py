@@ -98,7 +98,7 @@ def test_bins_are_deciles_for_numbers_and_one_per_code_otherwise(registry: Regis
 def _vectors(registry: Registry, x: np.ndarray, stale: tuple[str, ...] = ()) -> list[EntityVector]:
     schema = registry.entity("customer")
     return [
-        EntityVector(f"C{i}", row, True, ~np.isnan(row), (), {v.name: 0.0 for v in schema.views}, stale)
+        EntityVector(f"C{i}", row, True, ~np.isnan(row), schema.names, {v.name: 0.0 for v in schema.views}, stale)
         for i, row in enumerate(x)
     ]
 
@@ -133,16 +133,13 @@ def test_rates_count_missing_stale_and_out_of_range_values(registry: Registry) -
     x[:, schema.index["monthly_charge"]] = [10.0, -5.0, np.nan, 20.0]  # min 0: one below
     x[:, schema.index["last_sentiment"]] = [0.5, 1.5, -1.0, np.nan]  # [-1, 1]: one above, the bound is in
     vectors = _vectors(registry, x)
-    # An unknown category is stored (known) yet encodes as NaN: out of range, not missing.
-    vectors[0].known[schema.index["plan"]] = True
-    vectors[0].values[schema.index["plan"]] = np.nan
-    vectors[1] = EntityVector("C1", x[1], True, ~np.isnan(x[1]), (), {}, ("customer_profile",))
+    vectors[1] = EntityVector("C1", x[1], True, ~np.isnan(x[1]), schema.names, {}, ("customer_profile",))
     report = assess(schema, vectors, None, checked_at=1.0)
     by = {f.name: f for f in report.features}
     assert by["monthly_charge"].out_of_range == 0.25
     assert by["monthly_charge"].missing == 0.25
     assert by["last_sentiment"].out_of_range == 0.25
-    assert by["plan"].out_of_range == 0.25
+    assert by["plan"].out_of_range == 0.0  # categories are checked when written: an unknown one is missing
     assert by["tenure_months"].out_of_range == 0.0
     assert report.view_stale["customer_profile"] == 0.25
     assert by["plan"].stale == 0.25
@@ -209,7 +206,10 @@ def test_out_of_range_values_in_the_store_are_counted(
     by = {f.name: f for f in report.features}
     assert report.sampled == 2
     assert by["monthly_charge"].out_of_range == 0.5
-    assert by["plan"].out_of_range == 0.5
+    # The packed store encodes a category when it is written: one the contract does not know is stored as
+    # missing (and served as the default), so the check counts it there, not as out of range.
+    assert by["plan"].out_of_range == 0.0
+    assert by["plan"].missing == 0.5
     assert by["tenure_months"].out_of_range == 0.0
 
 

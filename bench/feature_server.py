@@ -1,0 +1,187 @@
+"""The feature read over HTTP, side by side with Feast's feature server doing the same read, in one run.
+
+Both serve one customer's 40 float features of one view from Redis, one worker each, loaded by wrk at 1 and
+16 connections for the same number of seconds:
+
+- ours: ``GET /v1/customers/{id}/features?view=bench_state`` from ``nba``'s own app (uvicorn, one worker),
+  on a private embedded Valkey holding 10,000 customers. The served contract is the packaged one plus a view
+  ``bench_state`` of 40 floats shaped like the peer's (``bench/feature_server.py`` adds it, nothing ships it);
+- the peer: ``../shared/bench/feast_peer.sh`` (Feast tuned for its best showing, on its own private Redis).
+
+    .venv/bin/python -m bench.feature_server [--seconds 10] [--no-peer]
+
+Prints one line per run and the ratio of requests per second at 16 connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import uvicorn
+import yaml
+
+from features import EmbeddedValkey, EventStreamSettings, OfflineSettings, OnlineStore, RedisSettings, Registry, connect
+from service import ServiceSettings, Settings, create_app
+from training import MlflowSettings
+
+CUSTOMERS = 10_000
+WIDTH = 40
+VIEW = "bench_state"
+PEER = Path(__file__).resolve().parents[2] / "shared" / "bench" / "feast_peer.sh"
+_RUN = re.compile(r"(\S+) c(\d+): ([\d.]+) rps p50 ([\d.]+) ms p99 ([\d.]+) ms non2xx (\d+)")
+
+
+def write_contract(path: Path) -> None:
+    """The packaged contract plus a view of 40 floats, the shape of the peer's ``customer_state``."""
+    data = yaml.safe_load(resources.files("features").joinpath("registry.yaml").read_text(encoding="utf-8"))
+    data["views"].append(
+        {
+            "name": VIEW,
+            "entity": "customer",
+            "ttl_days": 7,
+            "owner": "bench",
+            "description": "Forty floats, shaped like the Feast peer's view.",
+            "features": [
+                {"name": f"f{i}", "dtype": "float", "description": f"bench value {i}", "reason": "{value:.2f}"}
+                for i in range(WIDTH)
+            ],
+        }
+    )
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+async def _fill(url: str, registry: Registry) -> None:
+    """10,000 customers with random floats observed 1 minute to 1 day ago, as the peer's materialization."""
+    rng = np.random.default_rng(0)
+    columns: dict[str, object] = {"customer_id": [f"C{i:06d}" for i in range(CUSTOMERS)]}
+    columns.update({f"f{i}": rng.random(CUSTOMERS, dtype=np.float32).astype(np.float64) for i in range(WIDTH)})
+    observed = time.time() - rng.integers(60, 86_400, CUSTOMERS)
+    client = connect(url, timeout_s=30)
+    try:
+        await OnlineStore(client, registry).write_table("customer", pa.table(columns), observed.astype(np.float64))
+    finally:
+        await client.aclose()
+
+
+def serve(contract: Path, redis_url: str, data_dir: Path, port: int) -> None:
+    """Our API as ``nba run`` serves it (no access log, one worker), on the bench contract."""
+    settings = Settings(
+        service=ServiceSettings(port=port, log_level="warning"),
+        redis=RedisSettings(url=redis_url),
+        offline=OfflineSettings(data_dir=data_dir),
+        mlflow=MlflowSettings(),
+        events=EventStreamSettings(),
+    )
+    app = create_app(settings, Registry.load(contract))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wrk(url: str, connections: int, seconds: int) -> str:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return (
+        f"nba c{connections}: {rps:.0f} rps p50 {float(p50[0]) * scale[p50[1]]:.2f} ms "
+        f"p99 {float(p99[0]) * scale[p99[1]]:.2f} ms non2xx {int(bad.group(1)) if bad else 0}"
+    )
+
+
+def _ours(seconds: int) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="nba-fs-") as tmp:
+        root = Path(tmp)
+        contract = root / "contract.yaml"
+        write_contract(contract)
+        with EmbeddedValkey(root / "valkey", persist=False) as server:
+            asyncio.run(_fill(server.url, Registry.load(contract)))
+            port = _free_port()
+            command = [
+                sys.executable,
+                "-m",
+                "bench.feature_server",
+                "--serve",
+                str(contract),
+                server.url,
+                tmp,
+                str(port),
+            ]
+            process = subprocess.Popen(command, env=os.environ.copy())
+            try:
+                url = f"http://127.0.0.1:{port}/v1/customers/C001234/features?view={VIEW}"
+                for _ in range(200):
+                    try:
+                        answer = httpx.get(url, timeout=1)
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.1)
+                values = [f["value"] for f in answer.json()["features"]]
+                assert len(values) == WIDTH and all(isinstance(v, float) for v in values), answer.text[:200]
+                _wrk(url, 4, 3)  # warm up
+                return [_wrk(url, c, seconds) for c in (1, 16)]
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+
+
+def _peer(seconds: int) -> list[str]:
+    if not PEER.is_file():
+        return [f"peer: {PEER} not found"]
+    run = subprocess.run(
+        ["bash", str(PEER)], capture_output=True, text=True, env={**os.environ, "FEAST_SECONDS": str(seconds)}
+    )
+    return run.stdout.strip().splitlines() or [f"peer failed: {run.stderr.strip()[-300:]}"]
+
+
+def main() -> None:
+    """Measure ours, then the peer, in the same session; print both and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--no-peer", action="store_true", help="measure ours only")
+    parser.add_argument(
+        "--serve", nargs=4, metavar=("CONTRACT", "REDIS_URL", "DATA_DIR", "PORT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.serve:
+        contract, redis_url, data_dir, port = args.serve
+        serve(Path(contract), redis_url, Path(data_dir), int(port))
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (../shared/bench/feast_peer.sh installs it too)")
+    ours = _ours(args.seconds)
+    peer = [] if args.no_peer else _peer(args.seconds)
+    for line in ours + peer:
+        print(line)
+    runs = {(m[1], m[2]): float(m[3]) for line in ours + peer if (m := _RUN.match(line))}
+    if ("nba", "16") in runs and ("feast", "16") in runs:
+        print(f"ratio at 16 connections: {runs[('nba', '16')] / runs[('feast', '16')]:.1f}x Feast's requests/s")
+
+
+if __name__ == "__main__":
+    main()
