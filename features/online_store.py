@@ -233,6 +233,7 @@ class OnlineStore:
         self._namespace = namespace
         self._kinds = {name: _Kind(schema) for name, schema in registry.entities.items()}
         self._cluster = isinstance(client, RedisCluster)
+        self._reads = resp.Coalescer(client)  # type: ignore[arg-type]
         self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"ev:{e}")}
         self._apply_sha: str | None = None
 
@@ -371,7 +372,7 @@ class OnlineStore:
             if self._kinds["agent"].events.features:
                 hashes += range(len(commands), len(commands) + len(agent_ids))
                 commands += [resp.command(b"HGETALL", [self._key_bytes("ev:agent", a)]) for a in agent_ids]
-        replies = await resp.exchange(self._client, b"".join(commands), len(commands))  # type: ignore[arg-type]
+        replies = await self._reads.exchange(b"".join(commands), len(commands))
         for i in hashes:
             replies[i] = _pairs(replies[i])
         return replies
@@ -475,7 +476,8 @@ class OnlineStore:
             resp.command(b"EVALSHA", [a.encode() for a in (sha, str(len(keys)), *keys, *argv)])
             for keys, argv, _ in calls
         )
-        return await resp.exchange(self._client, payload, len(calls))  # type: ignore[arg-type, return-value]
+        replies = await resp.exchange(self._client, payload, len(calls))  # type: ignore[arg-type]
+        return resp.raise_errors(replies)  # type: ignore[return-value]
 
     async def write_event_state(self, entity: str, state: Mapping[str, Mapping[str, str]]) -> int:
         """Overwrite event-state fields per entity id (materialization); returns how many entities."""

@@ -520,3 +520,33 @@ def test_categories_travel_as_names(redis_client: redis.Redis, redis_url: str, r
     # A category the contract does not know is served as missing rather than guessed.
     assert np.isnan(vector.values[schema.index["contract_type"]])
     assert "contract_type" in vector.defaulted
+
+
+# ---- concurrent reads share round trips ----------------------------------------------------------------
+
+
+def test_concurrent_reads_each_get_their_own_answer(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """Reads asked in the same loop turn travel together; each still gets exactly its own customer, and a
+    customer whose key holds the wrong type fails alone."""
+    schema = registry.entity("customer")
+    rows = [{"customer_id": f"C{i:06d}", "tenure_months": i, "plan": "basic"} for i in range(300)]
+    redis_client.set(f"{NS}:ev:customer:{{BROKEN}}", "not a hash")
+
+    async def body(store: OnlineStore) -> list[object]:
+        await store.write("customer", rows, observed_at=[time.time()] * len(rows))
+        redis_client.config_resetstat()
+        reads = [store.read(r["customer_id"]) for r in rows]
+        reads.insert(150, store.read("BROKEN"))
+        return await asyncio.gather(*reads, return_exceptions=True)
+
+    answers = _run(redis_url, registry, body)
+    broken = answers.pop(150)
+    assert isinstance(broken, OnlineStoreUnavailable)
+    assert "WRONGTYPE" in str(broken)
+    tenure = [a[0].values[schema.index["tenure_months"]] for a in answers]  # type: ignore[index]
+    assert tenure == [float(i) for i in range(300)]
+    assert [a[0].entity_id for a in answers] == [r["customer_id"] for r in rows]  # type: ignore[index]
+    stats: dict[str, Any] = redis_client.info("commandstats")
+    assert stats["cmdstat_get"]["calls"] == 301
