@@ -142,7 +142,8 @@ def _ours(seconds: int) -> list[str]:
                     except httpx.TransportError:
                         time.sleep(0.1)
                 values = [f["value"] for f in answer.json()["features"]]
-                assert len(values) == WIDTH and all(isinstance(v, float) for v in values), answer.text[:200]
+                assert len(values) == WIDTH, answer.text[:200]
+                assert all(isinstance(v, float) for v in values), answer.text[:200]
                 _wrk(url, 4, 3)  # warm up
                 return [_wrk(url, c, seconds) for c in (1, 16)]
             finally:

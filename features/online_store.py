@@ -76,6 +76,8 @@ _DELETE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_AGENT_ARGS_KEPT = 100_000
+"""Encoded agent keys kept at most (a contact center's whole roster; the cache starts over past it)."""
 _MSET_ROWS = 2_000
 """Entities per MSET when materializing: big enough to amortise the call, small enough not to stall Redis."""
 
@@ -183,6 +185,9 @@ class _Kind:
         self.snapshot_ttl = np.array([v.ttl_seconds for v in views], dtype=np.float64)
         of_view = {f.name: i for i, v in enumerate(views) for f in v.features}
         self.feature_view = np.array([of_view[f.name] for f in self.packed.features], dtype=np.intp)
+        # Agents: every feature is a snapshot one, in registry order, so no scattering into place is needed.
+        self.snapshot_views_only = len(views) == len(schema.views)
+        self.snapshot_only = self.snapshot_views_only and self.snapshot_at.tolist() == list(range(len(schema.names)))
 
     def decode(
         self,
@@ -197,16 +202,23 @@ class _Kind:
         stamps = slots[:, self.packed.stamp_slots]
         written = stamps > 0
         snapshot_ages = np.where(written, np.maximum(now - stamps, 0.0), np.nan)
-        # Past its TTL a view's values count as missing, exactly as the point-in-time join treats them.
-        fresh = written & ~(snapshot_ages > self.snapshot_ttl)
+        # Past its TTL (or never written, NaN) a view's values count as missing, as the point-in-time join has it.
+        unfresh = ~(snapshot_ages <= self.snapshot_ttl)
         raw = slots[:, self.packed.value_slots]
-        missing = np.isnan(raw) | ~fresh[:, self.feature_view]
-        values = np.empty((n, len(schema.names)), dtype=np.float64)
-        known = np.empty((n, len(schema.names)), dtype=bool)
-        values[:, self.snapshot_at] = np.where(missing, self.packed.defaults, raw)
-        known[:, self.snapshot_at] = ~missing
-        ages = np.full((n, len(schema.views)), np.nan)
-        ages[:, self.snapshot_view_at] = snapshot_ages
+        missing = np.isnan(raw) | unfresh[:, self.feature_view]
+        snapshot_values = np.where(missing, self.packed.defaults, raw)
+        if self.snapshot_only:
+            values, known = snapshot_values, ~missing
+        else:
+            values = np.empty((n, len(schema.names)), dtype=np.float64)
+            known = np.empty((n, len(schema.names)), dtype=bool)
+            values[:, self.snapshot_at] = snapshot_values
+            known[:, self.snapshot_at] = ~missing
+        if self.snapshot_views_only:
+            ages = snapshot_ages
+        else:
+            ages = np.full((n, len(schema.views)), np.nan)
+            ages[:, self.snapshot_view_at] = snapshot_ages
         found = present & written.any(axis=1)
         if states is not None:
             view_at = {v.name: i for i, v in enumerate(schema.views)}
@@ -234,6 +246,7 @@ class OnlineStore:
         self._kinds = {name: _Kind(schema) for name, schema in registry.entities.items()}
         self._cluster = isinstance(client, RedisCluster)
         self._reads = resp.Coalescer(client)  # type: ignore[arg-type]
+        self._agent_args: dict[str, bytes] = {}
         self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"ev:{e}")}
         self._apply_sha: str | None = None
 
@@ -368,7 +381,7 @@ class OnlineStore:
                 hashes.append(len(commands))
                 commands.append(resp.command(b"HGETALL", [self._key_bytes("ev:customer", customer)]))
         if agent_ids:
-            commands.append(resp.command(b"MGET", [self._key_bytes("agent", a) for a in agent_ids]))
+            commands.append(resp.command_of_args(b"MGET", [self._agent_key_arg(a) for a in agent_ids]))
             if self._kinds["agent"].events.features:
                 hashes += range(len(commands), len(commands) + len(agent_ids))
                 commands += [resp.command(b"HGETALL", [self._key_bytes("ev:agent", a)]) for a in agent_ids]
@@ -389,6 +402,15 @@ class OnlineStore:
             for agent_id in agent_ids:
                 pipe.hgetall(self.state_key("agent", agent_id))
         return list(await pipe.execute())
+
+    def _agent_key_arg(self, agent_id: str) -> bytes:
+        """An agent's key as a RESP argument, kept: the same few hundred agents are asked on every assign."""
+        arg = self._agent_args.get(agent_id)
+        if arg is None:
+            if len(self._agent_args) >= _AGENT_ARGS_KEPT:
+                self._agent_args.clear()
+            arg = self._agent_args[agent_id] = resp.argument(self._key_bytes("agent", agent_id))
+        return arg
 
     def _key_bytes(self, prefix: str, entity_id: str) -> bytes:
         return b"%s%s}" % (self._prefixes[prefix], entity_id.encode())

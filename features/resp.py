@@ -16,11 +16,19 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 
+def argument(value: bytes) -> bytes:
+    """One argument as RESP (a bulk string), for callers that keep the encoded form of a frequent one."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 def command(name: bytes, args: Sequence[bytes]) -> bytes:
     """One command as RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n$%d\r\n%s\r\n" % (len(args) + 1, len(name), name)]
-    parts.extend(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-    return b"".join(parts)
+    return command_of_args(name, [argument(a) for a in args])
+
+
+def command_of_args(name: bytes, encoded: Sequence[bytes]) -> bytes:
+    """One command from arguments already encoded by :func:`argument`."""
+    return b"*%d\r\n$%d\r\n%s\r\n%s" % (len(encoded) + 1, len(name), name, b"".join(encoded))
 
 
 async def exchange(client: aioredis.Redis, payload: bytes, replies: int) -> list[object]:
