@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 import redis.asyncio as aioredis
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +37,8 @@ def _random_events(rng: random.Random, registry: Registry, customer: str, n: int
         occurred = min(day * 86_400 + second, NOW)
         fields: dict[str, object] = {}
         for name, f in spec.items():
+            if not f.required and rng.random() < 0.3:
+                continue  # an optional field left out: a `last` of it reads as unknown, a mean skips it
             if f.dtype == "bool":
                 fields[name] = rng.random() < 0.5
             elif f.dtype == "category":
@@ -43,8 +47,12 @@ def _random_events(rng: random.Random, registry: Registry, customer: str, n: int
                 fields[name] = round(
                     rng.uniform(f.min if f.min is not None else -5, f.max if f.max is not None else 5), 3
                 )
+            elif f.dtype == "int":
+                fields[name] = rng.randint(
+                    int(f.min if f.min is not None else -5), int(f.max if f.max is not None else 5)
+                )
             else:
-                fields[name] = rng.choice(["retention_offer", "discount_10"])
+                fields[name] = rng.choice(["retention_offer", "discount_10", "not_in_the_catalog"])
         events.append(Event(f"e{i:04d}-{customer}", customer, kind, float(occurred), fields))
     return events
 
@@ -246,3 +254,42 @@ def test_a_server_that_forgot_the_script_is_given_it_again(
 
     assert asyncio.run(run()) == [["applied"], ["applied"]]
     assert redis_client.hget("nba:customer:{F1}", f"n|login|@{int(NOW // 86_400)}") == b"2"
+
+
+def test_last_of_a_field_the_newest_event_lacks_is_unknown_everywhere(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str
+) -> None:
+    """An older survey with an NPS must not stand in for a newer one without: live, materialized and offline."""
+    contract = yaml.safe_load(resources.files("features").joinpath("registry.yaml").read_text(encoding="utf-8"))
+    surveys = next(v for v in contract["views"] if v["name"] == "customer_surveys")
+    last_nps = {"kind": "last", "event": "survey_answered", "field": "nps"}
+    surveys["features"].append(
+        {"name": "last_nps", "dtype": "int", "aggregation": last_nps, "description": "d", "reason": "r"}
+    )
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(contract), encoding="utf-8")
+    registry = Registry.load(path)
+    events = [
+        Event("n1", "N1", "survey_answered", NOW - 7_200, {"csat": 2, "nps": 3}),
+        Event("n2", "N1", "survey_answered", NOW - 3_600, {"csat": 5}),
+        Event("m1", "N2", "survey_answered", NOW - 3_600, {"csat": 4, "nps": 9}),
+    ]
+    offline = _offline(tmp_path / "offline", registry, events)
+    index = registry.entity("customer").index["last_nps"]
+
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            live = OnlineStore(client, registry, namespace="live")
+            await live.apply_events("customer", events, now=NOW)
+            materialized = OnlineStore(client, registry, namespace="mat")
+            await materialize_events(offline, materialized, "customer", now=NOW)
+            return await _read(live, ["N1", "N2"], NOW), await _read(materialized, ["N1", "N2"], NOW)
+        finally:
+            await client.aclose()
+
+    live, materialized = asyncio.run(run())
+    expected = _offline_vectors(offline, ["N1", "N2"], NOW)
+    for values in (live, materialized, expected):
+        assert np.isnan(values[0, index])
+        assert values[1, index] == 9.0
