@@ -18,8 +18,10 @@ import redis.asyncio as aioredis
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from features import Event, OfflineStore, OnlineStore, Registry, materialize_events
+from features.events import batch_model, to_event
 
 NOW = datetime(2026, 6, 15, 13, 30, tzinfo=UTC).timestamp()
 _counter = itertools.count()
@@ -293,3 +295,64 @@ def test_last_of_a_field_the_newest_event_lacks_is_unknown_everywhere(
     for values in (live, materialized, expected):
         assert np.isnan(values[0, index])
         assert values[1, index] == 9.0
+
+
+# ---- event schemas ---------------------------------------------------------------------------------
+
+_VALID: dict[str, dict[str, object]] = {
+    "usage": {"units": 12.0},
+    "contact_started": {"intent": "billing", "channel": "chat"},
+    "survey_answered": {"csat": 4, "nps": 9},
+    "cart_abandoned": {"cart_value": 79.9},
+    "consent_changed": {"purpose": "sms", "granted": False},
+}
+
+
+def _body(kind: str, **fields: object) -> dict[str, object]:
+    event = {"type": kind, "event_id": f"v-{kind}", "customer_id": "C000001", "occurred_at": "2026-06-01T10:00:00Z"}
+    return {"events": [event | fields]}
+
+
+def test_each_new_event_type_validates_into_a_store_event(registry: Registry) -> None:
+    model = batch_model(registry)
+    for kind, fields in _VALID.items():
+        (validated,) = model.model_validate(_body(kind, **fields)).events  # type: ignore[attr-defined]
+        entity, event = to_event(validated, registry)
+        assert (entity, event.type, event.entity_id, event.fields) == ("customer", kind, "C000001", fields)
+        assert event.occurred_at == datetime(2026, 6, 1, 10, tzinfo=UTC).timestamp()
+    # NPS is optional: a survey without it is valid and carries none.
+    (survey,) = model.model_validate(_body("survey_answered", csat=2)).events  # type: ignore[attr-defined]
+    assert to_event(survey, registry)[1].fields == {"csat": 2, "nps": None}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "loc"),
+    [
+        ("survey_answered", {"csat": 6}, "survey_answered.csat"),
+        ("survey_answered", {"csat": 3, "nps": 11}, "survey_answered.nps"),
+        ("survey_answered", {"nps": 7}, "survey_answered.csat"),
+        ("usage", {"units": -1.0}, "usage.units"),
+        ("usage", {"units": 3.0, "minutes": 3}, "usage.minutes"),
+        ("contact_started", {"intent": "billing", "channel": "fax"}, "contact_started.channel"),
+        ("cart_abandoned", {"cart_value": "lots"}, "cart_abandoned.cart_value"),
+        ("consent_changed", {"purpose": "email", "granted": True}, "consent_changed.purpose"),
+        ("consent_changed", {"purpose": "sms"}, "consent_changed.granted"),
+    ],
+    ids=[
+        "csat-above-5",
+        "nps-above-10",
+        "csat-missing",
+        "negative-usage",
+        "unknown-field",
+        "unknown-channel",
+        "cart-value-not-a-number",
+        "unknown-purpose",
+        "granted-missing",
+    ],
+)
+def test_a_bad_field_of_a_new_event_is_named(
+    registry: Registry, kind: str, fields: dict[str, object], loc: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        batch_model(registry).model_validate(_body(kind, **fields))
+    assert [".".join(str(p) for p in error["loc"]) for error in caught.value.errors()] == [f"events.0.{loc}"]

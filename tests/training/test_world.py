@@ -406,6 +406,19 @@ def test_event_features_at_by_hand() -> None:
         {"event_id": "s1", "customer_id": "C1", "occurred_at": _at(1), "type": "sentiment", "score": -0.5},
         {"event_id": "s2", "customer_id": "C1", "occurred_at": _at(2), "type": "sentiment", "score": 0.1},
         {"event_id": "s3", "customer_id": "C1", "occurred_at": _at(21), "type": "sentiment", "score": 0.9},
+        # C1: usage inside and outside the 7-day window and after T; surveys, the newer without an NPS; a cart.
+        {"event_id": "u1", "customer_id": "C1", "occurred_at": _at(14), "type": "usage", "units": 10.0},
+        {"event_id": "u2", "customer_id": "C1", "occurred_at": _at(13, 23, 59, 59), "type": "usage", "units": 5.0},
+        {"event_id": "u3", "customer_id": "C1", "occurred_at": _at(20, 12, 0, 1), "type": "usage", "units": 100.0},
+        {"event_id": "q1", "customer_id": "C1", "occurred_at": _at(3), "type": "survey_answered", "csat": 5, "nps": 9},
+        {"event_id": "q2", "customer_id": "C1", "occurred_at": _at(18), "type": "survey_answered", "csat": 2},
+        {
+            "event_id": "b1",
+            "customer_id": "C1",
+            "occurred_at": _at(15, 6),
+            "type": "cart_abandoned",
+            "cart_value": 80.0,
+        },
         # C2: only old events: sentiment 91 days before T (past the 90-day TTL), an open complaint 90 days
         # before T to the second (still within it), a login 3.5 days before T, an offer within 180 days.
         {
@@ -423,6 +436,13 @@ def test_event_features_at_by_hand() -> None:
             "open": True,
         },
         {"event_id": "x3", "customer_id": "C2", "occurred_at": t - dt.timedelta(days=3, hours=12), "type": "login"},
+        {  # a cart 31 days old: past the cart view's 30-day TTL
+            "event_id": "x4",
+            "customer_id": "C2",
+            "occurred_at": t - dt.timedelta(days=31),
+            "type": "cart_abandoned",
+            "cart_value": 55.0,
+        },
         *(
             {"event_id": f"o{i}", "customer_id": "C2", "occurred_at": when, "type": kind, "action_id": "discount_10"}
             for i, (when, kind) in enumerate(
@@ -454,6 +474,15 @@ def test_event_features_at_by_hand() -> None:
     assert f["offers_accepted_90d"].tolist() == [0, 0, 0, 0]  # accepted 100 days ago: outside 90 days
     np.testing.assert_array_equal(f["days_since_last_offer"], [np.nan, 40.0, np.nan, np.nan])
     assert f["failed_payments_90d"].tolist() == [0, 0, 0, 0]
+    assert f["usage_7d"].tolist() == [10.0, 0.0, 0.0, 110.0]
+    assert f["usage_30d"].tolist() == [15.0, 0.0, 0.0, 115.0]
+    assert f["last_contact_reason"].tolist() == ["billing", None, None, "billing"]
+    assert f["last_offer"].tolist() == [None, "discount_10", None, None]
+    np.testing.assert_array_equal(f["last_csat"], [2.0, np.nan, np.nan, 2.0])
+    np.testing.assert_array_equal(f["csat_mean_90d"], [3.5, np.nan, np.nan, 3.5])
+    np.testing.assert_array_equal(f["nps_mean_90d"], [9.0, np.nan, np.nan, 9.0])  # the survey without one skipped
+    np.testing.assert_array_equal(f["abandoned_cart_value"], [80.0, np.nan, np.nan, 80.0])
+    np.testing.assert_array_equal(f["days_since_abandoned_cart"], [5.0, np.nan, np.nan, 5.0])
     # One moment for all ids gives the same as that moment per id.
     g = event_features_at(_event_table(rows), reg, np.array(["C1", "C2"]), t)
     for name, values in g.items():
