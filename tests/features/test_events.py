@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 import redis.asyncio as aioredis
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -259,18 +257,9 @@ def test_a_server_that_forgot_the_script_is_given_it_again(
 
 
 def test_last_of_a_field_the_newest_event_lacks_is_unknown_everywhere(
-    tmp_path: Path, redis_client: redis.Redis, redis_url: str
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, registry: Registry
 ) -> None:
     """An older survey with an NPS must not stand in for a newer one without: live, materialized and offline."""
-    contract = yaml.safe_load(resources.files("features").joinpath("registry.yaml").read_text(encoding="utf-8"))
-    surveys = next(v for v in contract["views"] if v["name"] == "customer_surveys")
-    last_nps = {"kind": "last", "event": "survey_answered", "field": "nps"}
-    surveys["features"].append(
-        {"name": "last_nps", "dtype": "int", "aggregation": last_nps, "description": "d", "reason": "r"}
-    )
-    path = tmp_path / "registry.yaml"
-    path.write_text(yaml.safe_dump(contract), encoding="utf-8")
-    registry = Registry.load(path)
     events = [
         Event("n1", "N1", "survey_answered", NOW - 7_200, {"csat": 2, "nps": 3}),
         Event("n2", "N1", "survey_answered", NOW - 3_600, {"csat": 5}),

@@ -59,7 +59,7 @@ CUSTOMER_ORDER = (
     "last_offer",
     "last_csat",
     "csat_mean_90d",
-    "nps_mean_90d",
+    "last_nps",
     "abandoned_cart_value",
     "days_since_abandoned_cart",
 )

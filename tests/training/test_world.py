@@ -480,7 +480,7 @@ def test_event_features_at_by_hand() -> None:
     assert f["last_offer"].tolist() == [None, "discount_10", None, None]
     np.testing.assert_array_equal(f["last_csat"], [2.0, np.nan, np.nan, 2.0])
     np.testing.assert_array_equal(f["csat_mean_90d"], [3.5, np.nan, np.nan, 3.5])
-    np.testing.assert_array_equal(f["nps_mean_90d"], [9.0, np.nan, np.nan, 9.0])  # the survey without one skipped
+    np.testing.assert_array_equal(f["last_nps"], [np.nan, np.nan, np.nan, np.nan])  # the last survey did not ask
     np.testing.assert_array_equal(f["abandoned_cart_value"], [80.0, np.nan, np.nan, 80.0])
     np.testing.assert_array_equal(f["days_since_abandoned_cart"], [5.0, np.nan, np.nan, 5.0])
     # One moment for all ids gives the same as that moment per id.
