@@ -82,7 +82,8 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     _check_events(reg, produced)
     lookback = _lookback(reg)
     rng = np.random.default_rng(config.seed)
-    # Usage, carts, consents and surveys draw from a stream of their own: they shape features, not outcomes.
+    # Usage, carts, consents and surveys draw from a stream of their own, so adding them left every draw of
+    # the churn, offer and contact outcomes as it was.
     life = np.random.default_rng([config.seed, 1])
     n = config.customers
     segment = _sample(rng, np.tile([0.7, 0.2, 0.1], (n, 1)))
