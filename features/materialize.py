@@ -82,7 +82,8 @@ def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now:
             # Nothing older than the window was written: live events need not sweep behind it.
             state[entity_id][f"sw|{s.name}"] = str(today - s.days)
     for event, fields in layout.last_fields.items():
-        values = "".join(f", arg_max({f}, (occurred_at, event_id))" for f in fields)
+        # The newest event's value even when null (arg_max would skip to an older one), as live ingestion does.
+        values = "".join(f", arg_max_null({f}, (occurred_at, event_id))" for f in fields)
         rows = con.sql(
             f"SELECT {key}, arg_max(lpad(CAST(epoch_us(occurred_at) AS VARCHAR), 20, '0') || '|' || event_id, "
             f"(occurred_at, event_id)){values} FROM events WHERE type = '{event}' GROUP BY ALL"

@@ -59,7 +59,8 @@ def _aggregate_sql(feature: Feature, view: FeatureView) -> str:
         "count": "count(*)",
         "sum": f"sum({agg.field})",
         "mean": f"avg({agg.field})",
-        "last": f"arg_max({agg.field}, (occurred_at, event_id))",
+        # arg_max_null, not arg_max: the newest event's field even when it is null, as the online store keeps it.
+        "last": f"arg_max_null({agg.field}, (occurred_at, event_id))",
         "days_since": "min(_age_s)",
     }[agg.kind]
     filtered = f"{call} FILTER (WHERE {where})"

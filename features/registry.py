@@ -60,9 +60,10 @@ class Aggregation(_Strict):
     """How an event-sourced feature is computed from its entity's events, identically offline and online.
 
     A window of N days holds the events of the N UTC days ending on the day of the read (or of the label),
-    that happened no later than that moment. ``last`` is the newest event's field (ties broken by event id);
-    ``days_since`` counts whole days since the newest event. Both return nothing once the newest event is
-    older than the view's TTL.
+    that happened no later than that moment; ``where`` narrows a window to the events whose fields hold the
+    given values. ``last`` is the newest event's field (ties broken by event id), nothing when that event
+    lacks the field; ``days_since`` counts whole days since the newest event. Both return nothing once the
+    newest event is older than the view's TTL.
     """
 
     kind: AggregationKind
@@ -336,6 +337,15 @@ class _Contract(_Strict):
                 raise ValueError(f"{where}: event {agg.event!r} has no field {agg.field!r}")
             if agg.kind in ("sum", "mean") and spec.dtype not in ("float", "int"):
                 raise ValueError(f"{where}: {agg.kind} needs a number, {agg.event}.{agg.field} is a {spec.dtype}")
+        if agg.where and agg.kind not in ("count", "sum", "mean"):
+            # The online store keeps one newest event per type (features.event_state), so a filtered `last`
+            # or `days_since` would be served the newest event of any kind while the offline join filters.
+            raise ValueError(f"{where}: 'where' filters only count, sum and mean, not {agg.kind}")
+        allowed = _RESULT_DTYPES[agg.kind] if agg.kind != "last" else _LAST_DTYPES[event.fields[str(agg.field)].dtype]
+        if feature.dtype not in allowed:
+            raise ValueError(
+                f"{where}: {agg.kind} of {agg.event!r} is read as {' or '.join(allowed)}, not {feature.dtype}"
+            )
         for key, value in agg.where.items():
             spec = event.fields.get(key)
             if spec is None or spec.dtype not in ("bool", "category"):
@@ -347,6 +357,21 @@ class _Contract(_Strict):
 
 
 _EVENT_ENVELOPE = ("event_id", "type", "occurred_at", "customer_id", "agent_id")
+# The feature dtypes an aggregation's value can be encoded as: counts and day counts are whole numbers, a mean
+# is a fraction, and a `last` keeps its field's kind (a category or free text as a category of the feature).
+_RESULT_DTYPES: dict[AggregationKind, tuple[DType, ...]] = {
+    "count": ("int",),
+    "days_since": ("int",),
+    "sum": ("float", "int"),
+    "mean": ("float",),
+}
+_LAST_DTYPES: dict[EventDType, tuple[DType, ...]] = {
+    "float": ("float",),
+    "int": ("int", "float"),
+    "bool": ("bool",),
+    "category": ("category",),
+    "str": ("category",),
+}
 
 
 class EntitySchema:

@@ -165,6 +165,9 @@ def test_a_view_past_its_ttl_is_stale_and_served_as_defaults(
         "segment": None,
         "language": None,
         "consent_marketing": False,
+        "consent_profiling": False,
+        "consent_phone": False,
+        "consent_sms": False,
     }
     assert {f.name for f in profile} <= {name for name, f in features.items() if f["defaulted"]}
     # The other snapshot views keep their values.
@@ -174,13 +177,14 @@ def test_a_view_past_its_ttl_is_stale_and_served_as_defaults(
 def test_an_events_view_whose_newest_event_is_past_its_ttl_is_stale(
     http: httpx.Client, redis_client: redis.Redis, registry: Registry
 ) -> None:
-    # The state a customer who last logged in 100 days ago has: no login in any window, the newest one old.
+    # The state of a customer last active 100 days ago: no login or usage in any window, the newest of each old.
     key = f"nba:ev:customer:{{{CUSTOMER}}}"
     fields: list[bytes] = redis_client.hkeys(key)  # type: ignore[assignment]
-    logins = [k for k in fields if k.startswith(b"n|login|")]
-    assert logins, "the demo customer should have logins in the last 30 days"
-    redis_client.hdel(key, *logins)
-    redis_client.hset(key, "last|login", stamp(time.time() - 100 * DAY, "old-login"))
+    for event in ("login", "usage"):
+        days = [k for k in fields if f"|{event}|@".encode() in k]
+        assert days, f"the demo customer should have {event} events in the last 30 days"
+        redis_client.hdel(key, *days)
+        redis_client.hset(key, f"last|{event}", stamp(time.time() - 100 * DAY, f"old-{event}"))
     body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
     views = _by_name(body["views"])
     assert views["customer_activity"]["stale"] is True
@@ -193,6 +197,8 @@ def test_an_events_view_whose_newest_event_is_past_its_ttl_is_stale(
         "logins_7d": 0,
         "logins_30d": 0,
         "days_since_last_activity": None,  # past the TTL: unknown, not 100
+        "usage_7d": 0.0,
+        "usage_30d": 0.0,
     }
     # A count over an empty window is a fact (zero logins), not a default; the newest event's age is not.
     assert {f.name for f in activity if features[f.name]["defaulted"]} == {"days_since_last_activity"}

@@ -65,6 +65,53 @@ def test_events_change_the_state_once(http: httpx.Client, redis_url: str, regist
     assert after["open_complaint"] == 1.0
 
 
+def test_new_event_types_reach_their_features(http: httpx.Client, redis_url: str, registry: Registry) -> None:
+    customer = "C000044"
+    before = _features(redis_url, registry, customer)
+    header = {"customer_id": customer}
+    batch = {
+        "events": [
+            {
+                "type": "contact_started",
+                "event_id": "n-1",
+                "occurred_at": _now(40),
+                "intent": "cancel",
+                "channel": "chat",
+            },
+            {
+                "type": "contact_ended",
+                "event_id": "n-2",
+                "occurred_at": _now(30),
+                "intent": "cancel",
+                "resolved": True,
+                "transferred": False,
+                "repeat": False,
+                "handle_time_s": 600.0,
+            },
+            {"type": "survey_answered", "event_id": "n-3", "occurred_at": _now(20), "csat": 2},
+            {"type": "usage", "event_id": "n-4", "occurred_at": _now(15), "units": 40.0},
+            {"type": "offer_presented", "event_id": "n-5", "occurred_at": _now(10), "action_id": "discount_10"},
+            {"type": "cart_abandoned", "event_id": "n-6", "occurred_at": _now(5), "cart_value": 129.5},
+            {"type": "consent_changed", "event_id": "n-7", "occurred_at": _now(1), "purpose": "sms", "granted": True},
+        ]
+    }
+    response = http.post("/v1/events", json={"events": [header | event for event in batch["events"]]})
+    assert response.status_code == 200
+    assert response.json()["applied"] == 7
+    after = _features(redis_url, registry, customer)
+    schema = registry.entity("customer")
+    assert after["last_contact_reason"] == schema.feature("last_contact_reason").encode("cancel")
+    assert after["last_csat"] == 2.0
+    assert after["usage_7d"] == before["usage_7d"] + 40.0
+    assert after["last_offer"] == schema.feature("last_offer").encode("discount_10")
+    assert after["abandoned_cart_value"] == 129.5
+    assert after["days_since_abandoned_cart"] == 0.0
+    bad = {"type": "survey_answered", "event_id": "n-8", "occurred_at": _now(), "csat": 0} | header
+    response = http.post("/v1/events", json={"events": [bad]})
+    assert response.status_code == 422
+    assert "events.0.survey_answered.csat" in response.json()["detail"]
+
+
 def test_the_next_recommendation_sees_the_event(http: httpx.Client) -> None:
     body = {"customer_id": "C000042", "channel": "voice"}
     before = http.post("/v1/recommend", json=body).json()["customer"]

@@ -18,6 +18,7 @@ import redis
 from click.testing import CliRunner
 
 from features import Registry
+from features.packed import PackedLayout
 from service.cli import main
 from tests.conftest import own_world_settings, serve
 
@@ -73,12 +74,12 @@ def _pii_values(registry: Registry, redis_client: redis.Redis, ids: list[str]) -
     schema = registry.entity("customer")
     assert schema.pii, "the customer id is PII: an email or a phone number is a valid one"
     values = list(ids)
+    layout = PackedLayout(schema)
     for customer_id in ids:
-        for feature in schema.features:
-            if feature.pii:
-                stored = redis_client.hget(f"nba:customer:{{{customer_id}}}", feature.name)
-                if stored:
-                    values.append(stored.decode())
+        slots, present = layout.unpack([redis_client.get(f"nba:customer:{{{customer_id}}}")])  # type: ignore[list-item]
+        for feature, slot in zip(layout.features, layout.value_slots.tolist(), strict=True):
+            if feature.pii and present[0] and (human := feature.decode(float(slots[0, slot]))) is not None:
+                values.append(str(human))
     return values
 
 

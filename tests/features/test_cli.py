@@ -92,7 +92,7 @@ def test_describe_a_feature_shows_all_its_fields_and_its_view() -> None:
         "view entity": "customer",
         "view TTL": "45 d",
         "view owner": "crm",
-        "view description": "Who the customer is and what they pay; refreshed by the monthly CRM snapshot.",
+        "view description": "Who the customer is, what they pay and consent to; refreshed by the monthly CRM snapshot.",
     }
 
 
@@ -106,7 +106,7 @@ def test_describe_a_view_shows_the_view_then_each_feature() -> None:
         "TTL 90 d",
         "owner contact-center",
         "description The customer's contacts with the contact center, counted from contact events.",
-        "features 6",
+        "features 7",
     ]
     assert [line.removeprefix("feature ") for line in lines if line.startswith("feature ")] == [
         "contacts_7d",
@@ -115,6 +115,7 @@ def test_describe_a_view_shows_the_view_then_each_feature() -> None:
         "repeat_contacts_30d",
         "transfers_30d",
         "open_complaint",
+        "last_contact_reason",
     ]
     assert "reason {value:.0f} repeat contacts in 30 days" in lines
 
@@ -123,7 +124,7 @@ def test_describe_a_view_shows_the_view_then_each_feature() -> None:
     ("name", "hint"),
     [
         ("tenure_month", "did you mean 'tenure_months'?"),
-        ("customer_profil", "did you mean 'customer_profile' or 'customer_offers' or 'customer_account'?"),
+        ("customer_profil", "did you mean 'customer_profile' or 'customer_offers' or 'customer_cart'?"),
         ("xyzzy", "see `nba features list`"),
     ],
     ids=["feature-typo", "view-typo", "nothing-close"],

@@ -16,8 +16,10 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from features import Event, OfflineStore, OnlineStore, Registry, materialize_events
+from features.events import batch_model, to_event
 
 NOW = datetime(2026, 6, 15, 13, 30, tzinfo=UTC).timestamp()
 _counter = itertools.count()
@@ -35,6 +37,8 @@ def _random_events(rng: random.Random, registry: Registry, customer: str, n: int
         occurred = min(day * 86_400 + second, NOW)
         fields: dict[str, object] = {}
         for name, f in spec.items():
+            if not f.required and rng.random() < 0.3:
+                continue  # an optional field left out: a `last` of it reads as unknown, a mean skips it
             if f.dtype == "bool":
                 fields[name] = rng.random() < 0.5
             elif f.dtype == "category":
@@ -43,8 +47,12 @@ def _random_events(rng: random.Random, registry: Registry, customer: str, n: int
                 fields[name] = round(
                     rng.uniform(f.min if f.min is not None else -5, f.max if f.max is not None else 5), 3
                 )
+            elif f.dtype == "int":
+                fields[name] = rng.randint(
+                    int(f.min if f.min is not None else -5), int(f.max if f.max is not None else 5)
+                )
             else:
-                fields[name] = rng.choice(["retention_offer", "discount_10"])
+                fields[name] = rng.choice(["retention_offer", "discount_10", "not_in_the_catalog"])
         events.append(Event(f"e{i:04d}-{customer}", customer, kind, float(occurred), fields))
     return events
 
@@ -246,3 +254,94 @@ def test_a_server_that_forgot_the_script_is_given_it_again(
 
     assert asyncio.run(run()) == [["applied"], ["applied"]]
     assert redis_client.hget("nba:ev:customer:{F1}", f"n|login|@{int(NOW // 86_400)}") == b"2"
+
+
+def test_last_of_a_field_the_newest_event_lacks_is_unknown_everywhere(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """An older survey with an NPS must not stand in for a newer one without: live, materialized and offline."""
+    events = [
+        Event("n1", "N1", "survey_answered", NOW - 7_200, {"csat": 2, "nps": 3}),
+        Event("n2", "N1", "survey_answered", NOW - 3_600, {"csat": 5}),
+        Event("m1", "N2", "survey_answered", NOW - 3_600, {"csat": 4, "nps": 9}),
+    ]
+    offline = _offline(tmp_path / "offline", registry, events)
+    index = registry.entity("customer").index["last_nps"]
+
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            live = OnlineStore(client, registry, namespace="live")
+            await live.apply_events("customer", events, now=NOW)
+            materialized = OnlineStore(client, registry, namespace="mat")
+            await materialize_events(offline, materialized, "customer", now=NOW)
+            return await _read(live, ["N1", "N2"], NOW), await _read(materialized, ["N1", "N2"], NOW)
+        finally:
+            await client.aclose()
+
+    live, materialized = asyncio.run(run())
+    expected = _offline_vectors(offline, ["N1", "N2"], NOW)
+    for values in (live, materialized, expected):
+        assert np.isnan(values[0, index])
+        assert values[1, index] == 9.0
+
+
+# ---- event schemas ---------------------------------------------------------------------------------
+
+_VALID: dict[str, dict[str, object]] = {
+    "usage": {"units": 12.0},
+    "contact_started": {"intent": "billing", "channel": "chat"},
+    "survey_answered": {"csat": 4, "nps": 9},
+    "cart_abandoned": {"cart_value": 79.9},
+    "consent_changed": {"purpose": "sms", "granted": False},
+}
+
+
+def _body(kind: str, **fields: object) -> dict[str, object]:
+    event = {"type": kind, "event_id": f"v-{kind}", "customer_id": "C000001", "occurred_at": "2026-06-01T10:00:00Z"}
+    return {"events": [event | fields]}
+
+
+def test_each_new_event_type_validates_into_a_store_event(registry: Registry) -> None:
+    model = batch_model(registry)
+    for kind, fields in _VALID.items():
+        (validated,) = model.model_validate(_body(kind, **fields)).events  # type: ignore[attr-defined]
+        entity, event = to_event(validated, registry)
+        assert (entity, event.type, event.entity_id, event.fields) == ("customer", kind, "C000001", fields)
+        assert event.occurred_at == datetime(2026, 6, 1, 10, tzinfo=UTC).timestamp()
+    # NPS is optional: a survey without it is valid and carries none.
+    (survey,) = model.model_validate(_body("survey_answered", csat=2)).events  # type: ignore[attr-defined]
+    assert to_event(survey, registry)[1].fields == {"csat": 2, "nps": None}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "loc"),
+    [
+        ("survey_answered", {"csat": 6}, "survey_answered.csat"),
+        ("survey_answered", {"csat": 3, "nps": 11}, "survey_answered.nps"),
+        ("survey_answered", {"nps": 7}, "survey_answered.csat"),
+        ("usage", {"units": -1.0}, "usage.units"),
+        ("usage", {"units": 3.0, "minutes": 3}, "usage.minutes"),
+        ("contact_started", {"intent": "billing", "channel": "fax"}, "contact_started.channel"),
+        ("cart_abandoned", {"cart_value": "lots"}, "cart_abandoned.cart_value"),
+        ("consent_changed", {"purpose": "email", "granted": True}, "consent_changed.purpose"),
+        ("consent_changed", {"purpose": "sms"}, "consent_changed.granted"),
+    ],
+    ids=[
+        "csat-above-5",
+        "nps-above-10",
+        "csat-missing",
+        "negative-usage",
+        "unknown-field",
+        "unknown-channel",
+        "cart-value-not-a-number",
+        "unknown-purpose",
+        "granted-missing",
+    ],
+)
+def test_a_bad_field_of_a_new_event_is_named(
+    registry: Registry, kind: str, fields: dict[str, object], loc: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        batch_model(registry).model_validate(_body(kind, **fields))
+    assert [".".join(str(p) for p in error["loc"]) for error in caught.value.errors()] == [f"events.0.{loc}"]

@@ -67,6 +67,8 @@ def _agent(agent_id: str, i: int) -> dict[str, Any]:
         "proficiency_technical": 0.9 - 0.001 * i,
         "proficiency_retention": 1 / (i + 3),
         "proficiency_sales": 0.25,
+        "resolution_rate_30d": 0.5 + 0.002 * i,
+        "handle_time_mean_30d_s": 300.0 + i,
         "available": i % 4 != 0,
         "current_load": i % 4,
         "max_load": 4 + i,
@@ -234,8 +236,8 @@ def test_one_customer_and_200_agents(redis_client: redis.Redis, redis_url: str, 
     assert customer.values[c.index["plan"]] == 2.0
     assert customer.values[c.index["consent_marketing"]] == 1.0
     # Only customer_profile was written: its unwritten features and the other views are defaulted, but for
-    # the windowed counts of a customer the store knows (no event state: no events, so zero of each).
-    counts = {f.name for f in c.event_features if f.aggregation and f.aggregation.kind == "count"}
+    # the windowed counts and sums of a customer the store knows (no event state: no events, so zero of each).
+    counts = {f.name for f in c.event_features if f.aggregation and f.aggregation.kind in ("count", "sum")}
     assert set(customer.defaulted) == set(c.names) - {"tenure_months", "plan", "consent_marketing"} - counts
     assert all(customer.values[c.index[n]] == 0.0 for n in counts)
     assert customer.view_age_s["customer_profile"] is not None

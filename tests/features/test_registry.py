@@ -31,27 +31,48 @@ CUSTOMER_ORDER = (
     "segment",
     "language",
     "consent_marketing",
+    "consent_profiling",
+    "consent_phone",
+    "consent_sms",
     "usage_change_pct_30d",
     "days_overdue",
-    # events views: customer_activity, customer_contacts, customer_payments, customer_sentiment, customer_offers
+    # events views: customer_activity, customer_contacts, customer_payments, customer_sentiment, customer_offers,
+    # customer_surveys, customer_cart
     "logins_7d",
     "logins_30d",
     "days_since_last_activity",
+    "usage_7d",
+    "usage_30d",
     "contacts_7d",
     "contacts_30d",
     "contacts_90d",
     "repeat_contacts_30d",
     "transfers_30d",
     "open_complaint",
+    "last_contact_reason",
     "failed_payments_90d",
     "last_sentiment",
     "sentiment_mean_30d",
     "offers_declined_90d",
     "offers_accepted_90d",
     "days_since_last_offer",
+    "last_offer",
+    "last_csat",
+    "csat_mean_90d",
+    "last_nps",
+    "abandoned_cart_value",
+    "days_since_abandoned_cart",
 )
 SNAPSHOT_VIEWS = ("customer_profile", "customer_usage", "customer_account")
-EVENT_VIEWS = ("customer_activity", "customer_contacts", "customer_payments", "customer_sentiment", "customer_offers")
+EVENT_VIEWS = (
+    "customer_activity",
+    "customer_contacts",
+    "customer_payments",
+    "customer_sentiment",
+    "customer_offers",
+    "customer_surveys",
+    "customer_cart",
+)
 DTYPES = ["float", "int", "bool", "category"]
 ARROW_TYPE = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "category": pa.string()}
 
@@ -95,8 +116,8 @@ def test_packaged_contract_loads(registry: Registry) -> None:
     assert set(registry.entities) == {"customer", "agent"}
     customer, agent = registry.entity("customer"), registry.entity("agent")
     assert (customer.join_key, agent.join_key) == ("customer_id", "agent_id")
-    assert len(customer.names) == 27
-    assert len(agent.names) == 15
+    assert len(customer.names) == 39
+    assert len(agent.names) == 17
     assert [v.name for v in customer.views] == [*SNAPSHOT_VIEWS, *EVENT_VIEWS]
     assert [v.name for v in agent.views] == ["agent_profile", "agent_state"]
     assert registry.views["agent_state"].ttl_days == 1
@@ -108,14 +129,37 @@ def test_packaged_contract_loads(registry: Registry) -> None:
     assert {v.source for v in agent.views} == {"snapshot"}
     # Snapshot features come first, then event features; together they are the whole entity, in order.
     assert customer.snapshot_names + tuple(f.name for f in customer.event_features) == customer.names
-    assert customer.snapshot_names == CUSTOMER_ORDER[:12]
+    assert customer.snapshot_names == CUSTOMER_ORDER[:15]
     assert all(f.aggregation is None for f in customer.snapshot_features)
     assert all(f.aggregation is not None for f in customer.event_features)
     assert customer.view_by_name["customer_activity"] is registry.views["customer_activity"]
     logins = customer.feature("logins_7d").aggregation
     assert logins is not None
     assert (logins.kind, logins.event, logins.window_days) == ("count", "login", 7)
-    assert set(registry.events) >= {"login", "contact_ended", "complaint", "payment_failed", "sentiment"}
+    assert set(registry.events) == {
+        "login",
+        "usage",
+        "contact_started",
+        "contact_ended",
+        "complaint",
+        "payment_failed",
+        "sentiment",
+        "offer_presented",
+        "offer_accepted",
+        "offer_declined",
+        "survey_answered",
+        "cart_abandoned",
+        "consent_changed",
+    }
+    assert registry.events["survey_answered"].fields["nps"].required is False
+    reason = customer.feature("last_contact_reason").aggregation
+    assert reason is not None
+    assert (reason.kind, reason.event, reason.field) == ("last", "contact_ended", "intent")
+    assert (
+        customer.feature("last_contact_reason").categories
+        == registry.events["contact_ended"].fields["intent"].categories
+    )
+    assert registry.views["agent_profile"].features[-2].name == "resolution_rate_30d"
     assert registry.event_columns("customer")["score"] == "float"
     assert registry.event_columns("customer")["repeat"] == "bool"
     assert registry.event_columns("agent") == {}
@@ -129,7 +173,8 @@ def test_customer_feature_order_is_stable(registry: Registry, tmp_path: Path) ->
     customer = registry.entity("customer")
     assert customer.names == CUSTOMER_ORDER
     assert customer.index == {name: i for i, name in enumerate(CUSTOMER_ORDER)}
-    assert customer.categorical_indices == [1, 2, 7, 8]
+    # plan, contract_type, segment, language, last_contact_reason, last_offer
+    assert customer.categorical_indices == [1, 2, 7, 8, 26, 33]
     # Loading the same contract again, from an explicit copy, resolves the same order and the same hash.
     again = Registry.load(_write(tmp_path, _packaged()))
     assert again.entity("customer").names == CUSTOMER_ORDER
@@ -314,6 +359,19 @@ def _field_with_two_dtypes(data: Contract) -> None:
         (_drop_aggregation, r"'contacts_30d': an events view needs an aggregation"),
         (_aggregation_on_a_snapshot, r"'days_overdue': aggregation is only for views with source: events"),
         (_field_with_two_dtypes, r"field 'amount' is a float here but a int"),
+        (
+            _aggregation("last_contact_reason", where={"resolved": True}),
+            r"'last_contact_reason': 'where' filters only count, sum and mean, not last",
+        ),
+        (
+            _aggregation("contacts_7d", kind="days_since", window_days=None, where={"repeat": True}),
+            r"'contacts_7d': 'where' filters only count, sum and mean, not days_since",
+        ),
+        (_set("contacts_30d", "dtype", "float"), r"'contacts_30d': count of 'contact_ended' is read as int, not float"),
+        (
+            _aggregation("last_sentiment", event="offer_presented", field="action_id"),
+            r"'last_sentiment': last of 'offer_presented' is read as category, not float",
+        ),
     ],
     ids=[
         "unknown-event",
@@ -326,6 +384,10 @@ def _field_with_two_dtypes(data: Contract) -> None:
         "events-feature-without-aggregation",
         "aggregation-on-a-snapshot",
         "field-with-two-dtypes",
+        "where-on-last",
+        "where-on-days-since",
+        "count-as-float",
+        "last-text-as-number",
     ],
 )
 def test_invalid_event_contract_names_the_feature_or_field(

@@ -108,18 +108,24 @@ def test_events_table_follows_the_registry(world_dir: Path) -> None:
     for kind, spec in reg.events.items():
         rows = frame[frame["type"] == kind]
         for name in columns:
-            carried = name in spec.fields
-            assert rows[name].notna().all() if carried else rows[name].isna().all(), (kind, name)
+            if name not in spec.fields:
+                assert rows[name].isna().all(), (kind, name)
+            elif spec.fields[name].required:
+                assert rows[name].notna().all(), (kind, name)
+            else:  # an optional field is sometimes there and sometimes not
+                assert 0 < rows[name].notna().mean() < 1, (kind, name)
         for name, field in spec.fields.items():
+            values = rows[name].dropna()
             if field.categories is not None:
-                assert set(rows[name]) <= set(field.categories)
+                assert set(values) <= set(field.categories)
             if field.min is not None:
-                assert (rows[name] >= field.min).all()
+                assert (values >= field.min).all()
             if field.max is not None:
-                assert (rows[name] <= field.max).all()
+                assert (values <= field.max).all()
     assert set(frame.loc[frame["type"].str.startswith("offer_"), "action_id"]) <= set(ACTIONS) - {"no_action"}
     # The demo-sized world stays modest: a few dozen events per customer-month.
     assert len(frame) < 2000 * 9 * 40
+    assert (frame.loc[frame["type"] == "usage", "units"] % 1 == 0).all()  # whole units: sums exact in any order
 
 
 def test_no_event_after_the_end_and_history_before_the_first_snapshot(world: dict[str, pd.DataFrame]) -> None:
@@ -147,6 +153,78 @@ def test_contacts_are_contact_events(world: dict[str, pd.DataFrame]) -> None:
     assert contacts["transferred"].between(0, 1).all()
     assert 0.03 < contacts["transferred"].mean() < 0.4
     assert contacts["repeat"].mean() > 0
+
+
+def test_contacts_start_before_they_end_and_surveys_follow_them(world: dict[str, pd.DataFrame]) -> None:
+    contacts, events = world["contacts"], world["customer_events"]
+    started = events[events["type"] == "contact_started"]
+    assert len(started) >= len(contacts)  # the events hold the warm-up months too
+    began = contacts["ts"] - pd.to_timedelta(contacts["handle_time_s"].round(), unit="s")
+    joined = contacts.assign(began=began).merge(
+        started, left_on=["customer_id", "began"], right_on=["customer_id", "occurred_at"], suffixes=("", "_ev")
+    )
+    assert len(joined) >= len(contacts)
+    assert (joined["intent"] == joined["intent_ev"]).mean() > 0.99
+    assert (joined["channel"] == joined["channel_ev"]).mean() > 0.99
+    surveys = events[events["type"] == "survey_answered"].sort_values("occurred_at")
+    assert 0.25 < len(surveys) / len(started) < 0.35
+    # Each survey answers the customer's contact that ended within the half hour before it (the contacts
+    # table starts with the first written month).
+    written = surveys[surveys["occurred_at"] > contacts["ts"].min() + pd.Timedelta(minutes=30)]
+    ended = contacts[["customer_id", "ts", "resolved"]].rename(columns={"resolved": "contact_resolved"})
+    answered = pd.merge_asof(written, ended.sort_values("ts"), left_on="occurred_at", right_on="ts", by="customer_id")
+    assert (answered["occurred_at"] - answered["ts"]).between(pd.Timedelta(0), pd.Timedelta(minutes=30)).all()
+    csat = answered.groupby("contact_resolved")["csat"].mean()
+    assert csat[1] > csat[0] + 1.0  # a resolved contact is rated well above an unresolved one
+    assert 0.4 < surveys["nps"].notna().mean() < 0.6
+
+
+def test_agent_results_are_the_last_month_of_contacts(world: dict[str, pd.DataFrame]) -> None:
+    contacts, agents = world["contacts"], world["agent_snapshots"].set_index("agent_id")
+    recent = contacts[contacts["ts"] > pd.Timestamp(END, tz="UTC") - pd.Timedelta(days=30)]
+    by_agent = recent.groupby("agent_id").agg(rate=("resolved", "mean"), seconds=("handle_time_s", "mean"))
+    np.testing.assert_allclose(agents.loc[by_agent.index, "resolution_rate_30d"], by_agent["rate"], atol=5e-4)
+    np.testing.assert_allclose(agents.loc[by_agent.index, "handle_time_mean_30d_s"], by_agent["seconds"], atol=0.05)
+    idle = agents.index.difference(by_agent.index)
+    assert agents.loc[idle, ["resolution_rate_30d", "handle_time_mean_30d_s"]].isna().all().all()
+
+
+def test_usage_declines_before_churn(observed: pd.DataFrame, world: dict[str, pd.DataFrame]) -> None:
+    labels = world["churn_labels"]
+    frame = observed.merge(labels, on=["customer_id", "ts"])
+    assert (frame["usage_7d"] <= frame["usage_30d"]).all()
+    assert frame["usage_30d"].gt(0).mean() > 0.99
+    churners = frame.loc[frame["churned"] == 1, "customer_id"]
+    rows = frame[frame["customer_id"].isin(churners)].sort_values("ts")
+    last, earlier = rows.groupby("customer_id").nth(-1), rows.groupby("customer_id").nth(-3)
+    both = last.set_index("customer_id")["usage_30d"].align(earlier.set_index("customer_id")["usage_30d"], join="inner")
+    assert (both[0] < both[1]).mean() > 0.6  # most churners use less in their last month than two months before
+    assert (
+        frame.loc[frame["churned"] == 1, "usage_30d"].mean()
+        < 0.9 * frame.loc[frame["churned"] == 0, "usage_30d"].mean()
+    )
+
+
+def test_carts_are_left_by_some_and_consents_change_rarely(world: dict[str, pd.DataFrame]) -> None:
+    events, snaps = world["customer_events"], world["customer_snapshots"]
+    months = snaps.groupby("feature_ts")["customer_id"].count().mean() * 9  # with the three warm-up months
+    carts = events[events["type"] == "cart_abandoned"]
+    assert 0.03 < len(carts) / months < 0.1
+    assert (carts["cart_value"] > 0).all()
+    changes = events[events["type"] == "consent_changed"]
+    assert 0 < len(changes) / months < 0.05
+    assert set(changes["purpose"]) == {"marketing", "profiling", "phone", "sms"}
+    # Each snapshot's consent flags are what the customer's newest consent change before it said.
+    last = changes.sort_values(["occurred_at", "event_id"]).rename(columns={"occurred_at": "feature_ts"})
+    for purpose, rows in last.groupby("purpose"):
+        asof = pd.merge_asof(
+            snaps.sort_values("feature_ts"),
+            rows[["customer_id", "feature_ts", "granted"]],
+            on="feature_ts",
+            by="customer_id",
+        ).dropna(subset=["granted"])
+        assert len(asof) > 0
+        assert (asof[f"consent_{purpose}"] == asof["granted"].astype(bool)).all(), purpose
 
 
 def test_offer_events_follow_their_decision(world: dict[str, pd.DataFrame]) -> None:
@@ -328,6 +406,19 @@ def test_event_features_at_by_hand() -> None:
         {"event_id": "s1", "customer_id": "C1", "occurred_at": _at(1), "type": "sentiment", "score": -0.5},
         {"event_id": "s2", "customer_id": "C1", "occurred_at": _at(2), "type": "sentiment", "score": 0.1},
         {"event_id": "s3", "customer_id": "C1", "occurred_at": _at(21), "type": "sentiment", "score": 0.9},
+        # C1: usage inside and outside the 7-day window and after T; surveys, the newer without an NPS; a cart.
+        {"event_id": "u1", "customer_id": "C1", "occurred_at": _at(14), "type": "usage", "units": 10.0},
+        {"event_id": "u2", "customer_id": "C1", "occurred_at": _at(13, 23, 59, 59), "type": "usage", "units": 5.0},
+        {"event_id": "u3", "customer_id": "C1", "occurred_at": _at(20, 12, 0, 1), "type": "usage", "units": 100.0},
+        {"event_id": "q1", "customer_id": "C1", "occurred_at": _at(3), "type": "survey_answered", "csat": 5, "nps": 9},
+        {"event_id": "q2", "customer_id": "C1", "occurred_at": _at(18), "type": "survey_answered", "csat": 2},
+        {
+            "event_id": "b1",
+            "customer_id": "C1",
+            "occurred_at": _at(15, 6),
+            "type": "cart_abandoned",
+            "cart_value": 80.0,
+        },
         # C2: only old events: sentiment 91 days before T (past the 90-day TTL), an open complaint 90 days
         # before T to the second (still within it), a login 3.5 days before T, an offer within 180 days.
         {
@@ -345,6 +436,13 @@ def test_event_features_at_by_hand() -> None:
             "open": True,
         },
         {"event_id": "x3", "customer_id": "C2", "occurred_at": t - dt.timedelta(days=3, hours=12), "type": "login"},
+        {  # a cart 31 days old: past the cart view's 30-day TTL
+            "event_id": "x4",
+            "customer_id": "C2",
+            "occurred_at": t - dt.timedelta(days=31),
+            "type": "cart_abandoned",
+            "cart_value": 55.0,
+        },
         *(
             {"event_id": f"o{i}", "customer_id": "C2", "occurred_at": when, "type": kind, "action_id": "discount_10"}
             for i, (when, kind) in enumerate(
@@ -376,6 +474,15 @@ def test_event_features_at_by_hand() -> None:
     assert f["offers_accepted_90d"].tolist() == [0, 0, 0, 0]  # accepted 100 days ago: outside 90 days
     np.testing.assert_array_equal(f["days_since_last_offer"], [np.nan, 40.0, np.nan, np.nan])
     assert f["failed_payments_90d"].tolist() == [0, 0, 0, 0]
+    assert f["usage_7d"].tolist() == [10.0, 0.0, 0.0, 110.0]
+    assert f["usage_30d"].tolist() == [15.0, 0.0, 0.0, 115.0]
+    assert f["last_contact_reason"].tolist() == ["billing", None, None, "billing"]
+    assert f["last_offer"].tolist() == [None, "discount_10", None, None]
+    np.testing.assert_array_equal(f["last_csat"], [2.0, np.nan, np.nan, 2.0])
+    np.testing.assert_array_equal(f["csat_mean_90d"], [3.5, np.nan, np.nan, 3.5])
+    np.testing.assert_array_equal(f["last_nps"], [np.nan, np.nan, np.nan, np.nan])  # the last survey did not ask
+    np.testing.assert_array_equal(f["abandoned_cart_value"], [80.0, np.nan, np.nan, 80.0])
+    np.testing.assert_array_equal(f["days_since_abandoned_cart"], [5.0, np.nan, np.nan, 5.0])
     # One moment for all ids gives the same as that moment per id.
     g = event_features_at(_event_table(rows), reg, np.array(["C1", "C2"]), t)
     for name, values in g.items():

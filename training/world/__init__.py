@@ -14,7 +14,9 @@ Modules:
   ``event_features_at``.
 - ``event_features``: ``event_features_at``, the event-derived features read from a ``customer_events`` table.
 - ``event_log``: the events the simulation emits, and the ``customer_events`` table built from them.
-- ``contact_center``: the agents and a month's contacts (intent, routing, resolution, transfers).
+- ``contact_center``: the agents, a month's contacts (intent, routing, resolution, transfers) and their surveys,
+  and each agent's recent results.
+- ``customer_life``: usage records, abandoned carts and consent changes.
 - ``contract``: checks that the world emits what the feature registry declares; per-event lookbacks.
 - ``draws`` and ``tables``: random draws and Arrow columns shared by the modules above.
 - ``simulate``: the month-by-month loop that writes the parquet tables.

@@ -39,6 +39,7 @@ def _aggregate(
     q_key, q_at = np.asarray(q_key, dtype=np.int64), np.asarray(q_at, dtype=np.int64)
     q_day = q_at // _US_PER_DAY
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    lookup = _lookup(q_key)
     out: dict[str, np.ndarray] = {}
     for feature in schema.event_features:
         agg = feature.aggregation
@@ -48,7 +49,7 @@ def _aggregate(
             empty = np.zeros(0, dtype=np.int64)
             typed = _Typed(empty, empty, empty, fields={})
         if agg.event not in pairs:
-            pairs[agg.event] = _pairs(typed, q_key, q_at)
+            pairs[agg.event] = _pairs(typed, q_key, q_at, lookup)
         pq_, pe = pairs[agg.event]
         match = np.ones(len(pq_), dtype=bool)
         for name, wanted in agg.where.items():
@@ -101,15 +102,30 @@ def _aggregate(
     return out
 
 
-def _pairs(typed: _Typed, q_key: np.ndarray, q_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _lookup(q_key: np.ndarray) -> np.ndarray | None:
+    """Each key's query row (-1 for a key not queried) when there is one query per key, else None.
+
+    Keys are small non-negative integers (customer indices), so a dense table answers in one gather; built
+    once per :func:`_aggregate` call and shared by every event type's :func:`_pairs`.
+    """
+    size = int(q_key.max()) + 1 if len(q_key) else 0
+    if len(q_key) and np.bincount(q_key, minlength=size).max() > 1:
+        return None
+    row = np.full(size, -1, dtype=np.int64)
+    row[q_key] = np.arange(len(q_key))
+    return row
+
+
+def _pairs(
+    typed: _Typed, q_key: np.ndarray, q_at: np.ndarray, lookup: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(query row, event index) for every event of the query's key at or before the query's time."""
-    if len(np.unique(q_key)) == len(q_key):  # one query per key (the simulation): a lookup, no expansion
-        by_key = np.argsort(q_key, kind="stable")
-        sorted_keys = q_key[by_key]
-        pos = np.minimum(np.searchsorted(sorted_keys, typed.key), max(len(q_key) - 1, 0))
-        found = sorted_keys[pos] == typed.key if len(q_key) else np.zeros(len(typed.key), dtype=bool)
-        pe = np.flatnonzero(found)
-        pq_ = by_key[pos[pe]]
+    if lookup is not None:  # one query per key (the simulation): a lookup, no expansion
+        rows = np.full(len(typed.key), -1, dtype=np.int64)
+        known = typed.key < len(lookup)
+        rows[known] = lookup[typed.key[known]]
+        pe = np.flatnonzero(rows >= 0)
+        pq_ = rows[pe]
     else:
         order = np.argsort(typed.key, kind="stable")
         keys = typed.key[order]

@@ -24,6 +24,8 @@ LANGUAGES: tuple[str, ...] = ("en", "es", "fr")
 PLANS: tuple[str, ...] = ("basic", "standard", "premium")
 CONTRACTS: tuple[str, ...] = ("month_to_month", "one_year", "two_year")
 SEGMENTS: tuple[str, ...] = ("consumer", "small_business", "premium")
+PURPOSES: tuple[str, ...] = ("marketing", "profiling", "phone", "sms")
+"""What a customer consents to, one flag each; ``consent_{purpose}`` in the snapshot."""
 SALES_ACTIONS: frozenset[str] = frozenset({"retention_offer", "discount_10", "plan_upgrade", "loyalty_bonus"})
 # What an accepted action costs the business (reward = lifetime_value * (1 - churned) - cost if accepted).
 # plan_upgrade is negative: an accepted upgrade earns extra margin rather than costing anything.
@@ -45,7 +47,12 @@ _WARMUP_MONTHS = 3  # simulated but not written, so the first snapshot already h
 _US_PER_S = 1_000_000
 _US_PER_DAY = 86_400 * _US_PER_S
 _ACTIVE_DAYS = 28  # a month's events fall in the 28 days before its snapshot, all inside its 30-day windows
-_LABELS: dict[str, tuple[str, ...]] = {"intent": INTENTS, "action_id": ACTIONS}  # codes of string fields
+_LABELS: dict[str, tuple[str, ...]] = {  # codes of string fields
+    "intent": INTENTS,
+    "action_id": ACTIONS,
+    "channel": CHANNELS,
+    "purpose": PURPOSES,
+}
 
 Columns = Mapping[str, np.ndarray]
 

@@ -1,4 +1,4 @@
-"""The contact center's staff and a month's contacts: who calls, why, which agent answers and how it ends."""
+"""The contact center's staff, a month's contacts and their surveys, and the agents' recent results."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from training.world.config import _INTENT_SKILL, INTENTS, LANGUAGES
+from training.world.config import _INTENT_SKILL, _US_PER_S, INTENTS, LANGUAGES
 from training.world.draws import _sample, _times
 from training.world.oracle import _sigmoid, true_resolution_probability
 
@@ -99,4 +99,44 @@ def _contacts(
         "transferred": transferred,
         "repeat": repeat,
         "handle_time_s": np.round(handle, 1),
+    }
+
+
+def _surveys(rng: np.random.Generator, con: Mapping[str, np.ndarray], sentiment: np.ndarray) -> dict[str, np.ndarray]:
+    """The post-contact surveys answered: about 30% of contacts, within half an hour of the contact's end.
+
+    CSAT (1 to 5) follows the contact: high when it was resolved, lower after a transfer or with an unhappy
+    customer. NPS (0 to 10) is asked in half the surveys and follows the customer's mood more than the
+    contact. ``nps`` is NaN where the survey did not ask it.
+    """
+    answered = np.flatnonzero(rng.random(len(con["owner"])) < 0.3)
+    owner, resolved = con["owner"][answered], con["resolved"][answered]
+    mood = sentiment[owner]
+    m = len(answered)
+    csat = np.clip(
+        np.rint(2.2 + 1.8 * resolved - 0.6 * con["transferred"][answered] + 0.8 * mood + rng.normal(0, 0.6, m)), 1, 5
+    )
+    nps = np.clip(np.rint(5.5 + 3.0 * mood + 0.8 * (csat - 3.0) + rng.normal(0.0, 1.5, m)), 0, 10)
+    asked = rng.random(m) < 0.5
+    return {
+        "owner": owner,
+        "t": con["t"][answered] + rng.integers(60, 1_801, m) * _US_PER_S,
+        "csat": csat,
+        "nps": np.where(asked, nps, np.nan),
+    }
+
+
+def _agent_results(con: Mapping[str, np.ndarray], n_agents: int) -> dict[str, np.ndarray]:
+    """Each agent's share of contacts resolved and mean handle time over ``con`` (NaN for an agent with none).
+
+    Workforce management computes these daily over the last 30 days; the world takes the last month's contacts.
+    """
+    handled = np.bincount(con["agent"], minlength=n_agents)
+    resolved = np.bincount(con["agent"], weights=con["resolved"].astype(np.float64), minlength=n_agents)
+    seconds = np.bincount(con["agent"], weights=con["handle_time_s"], minlength=n_agents)
+    some = handled > 0
+    safe = np.maximum(handled, 1)
+    return {
+        "resolution_rate_30d": np.where(some, np.round(resolved / safe, 3), np.nan),
+        "handle_time_mean_30d_s": np.where(some, np.round(seconds / safe, 1), np.nan),
     }

@@ -28,9 +28,11 @@ class _EventLog:
         self.chunks.append((step, kind, arrays | {f: np.asarray(v, np.float64) for f, v in fields.items()}))
 
     def typed(self, reg: Registry, since: Mapping[str, int]) -> dict[str, _Typed]:
-        """Each type's events from the months at or after ``since[type]``, for :func:`_aggregate`."""
+        """Each type in ``since`` (the types features read), from the months at or after ``since[type]``."""
         out: dict[str, _Typed] = {}
         for name, spec in reg.events.items():
+            if name not in since:
+                continue
             parts = [a for step, kind, a in self.chunks if kind == name and step >= since.get(name, 0)]
             if not parts:
                 continue
@@ -53,6 +55,8 @@ class _EventLog:
 
         t = gather("t")
         order = np.argsort(t, kind="stable")  # chunks are in seq order, so ties stay in seq order
+        rank = np.empty(total, dtype=np.int64)  # each event's row in the sorted table
+        rank[order] = np.arange(total)
         kind = np.repeat(np.array([code for code, _ in chunks], dtype=np.int64), sizes)[order]
         columns: dict[str, pa.Array] = {
             "event_id": _ids("E", np.arange(1, total + 1), 10),
@@ -64,9 +68,8 @@ class _EventLog:
         for column, dtype in reg.event_columns("customer").items():
             values = np.full(total, np.nan)
             for (_, arrays), stop, size in zip(chunks, ends, sizes, strict=True):
-                if column in arrays:
-                    values[stop - size : stop] = arrays[column]
-            values = values[order]
+                if column in arrays:  # scatter only the chunks that carry the column: most carry few
+                    values[rank[stop - size : stop]] = arrays[column]
             null = np.isnan(values)
             if dtype in ("category", "str"):
                 codes = pa.array(np.where(null, 0, values).astype(np.int32), mask=null)

@@ -1,10 +1,12 @@
 """The simulation: month by month, the customers' drift, their events, the decisions and the churn draw.
 
-The world writes what a real contact center would hold: monthly snapshots of the batch features (profile,
-usage, billing standing) and a stream of events (logins, ended contacts, complaints, failed payments,
-sentiment scores, offers presented and answered) from which the other customer features are aggregated,
-exactly as the feature contract says. A latent "drift toward churn" moves the customer month to month:
-drifting customers log in less, call more, complain and get angrier, and the events they produce say so.
+The world writes what a real contact center would hold: monthly snapshots of the batch features (profile and
+consents, usage trend, billing standing), a daily agent snapshot with each agent's recent results, and a
+stream of events (logins, usage records, started and ended contacts, post-contact surveys, complaints,
+failed payments, sentiment scores, offers presented and answered, abandoned carts, consent changes) from
+which the other customer features are aggregated, exactly as the feature contract says. A latent "drift
+toward churn" moves the customer month to month: drifting customers log in and use less, call more,
+complain, get angrier and rate their contacts lower, and the events they produce say so.
 
 Timeline of a simulated month ending with the snapshot at midnight ``S``: the month's events fall in
 ``[S - 28 days, S)``, the snapshot is taken at ``S``, the decision (and label) is at ``S + 1 day``, and the
@@ -38,12 +40,14 @@ from training.world.config import (
     LANGUAGES,
     PLAN_PRICE,
     PLANS,
+    PURPOSES,
     SEGMENTS,
     WorldConfig,
     WorldSummary,
 )
-from training.world.contact_center import _agents, _contacts
+from training.world.contact_center import _agent_results, _agents, _contacts, _surveys
 from training.world.contract import _check, _check_events, _lookback
+from training.world.customer_life import _carts, _consent_changes, _initial_consent, _usage
 from training.world.draws import _sample, _times
 from training.world.event_log import _EventLog
 from training.world.oracle import _sigmoid, behaviour_probabilities, true_accept_probability, true_churn_probability
@@ -62,6 +66,8 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     schema = reg.entity("customer")
     produced = {
         "login": (),
+        "usage": ("units",),
+        "contact_started": ("intent", "channel"),
         "contact_ended": ("intent", "resolved", "transferred", "repeat", "handle_time_s"),
         "complaint": ("open",),
         "payment_failed": ("amount",),
@@ -69,15 +75,21 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         "offer_presented": ("action_id",),
         "offer_accepted": ("action_id",),
         "offer_declined": ("action_id",),
+        "survey_answered": ("csat", "nps"),
+        "cart_abandoned": ("cart_value",),
+        "consent_changed": ("purpose", "granted"),
     }
     _check_events(reg, produced)
     lookback = _lookback(reg)
     rng = np.random.default_rng(config.seed)
+    # Usage, carts, consents and surveys draw from a stream of their own, so adding them left every draw of
+    # the churn, offer and contact outcomes as it was.
+    life = np.random.default_rng([config.seed, 1])
     n = config.customers
     segment = _sample(rng, np.tile([0.7, 0.2, 0.1], (n, 1)))
     plan = _sample(rng, np.array([[0.5, 0.35, 0.15], [0.2, 0.5, 0.3], [0.05, 0.25, 0.7]])[segment])
     language = _sample(rng, np.tile([0.7, 0.2, 0.1], (n, 1)))
-    consent = rng.random(n) < 0.7
+    consent = _initial_consent(life, rng.random(n) < 0.7)
     tenure = np.minimum(rng.exponential(24.0, n).astype(np.int64) + 1, 120)
     contract = _sample(rng, np.tile([0.5, 0.3, 0.2], (n, 1)))
     length = np.array([0, 365, 730])[contract]
@@ -144,6 +156,8 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         # The month's events, in [snapshot - 28 days, snapshot): all inside the decision's 30-day windows.
         who = np.repeat(idx, logins[idx])
         log.add(step, "login", who, _times(rng, len(who), ts_us))
+        owner, t, units = _usage(life, idx, u, ts_us)
+        log.add(step, "usage", owner, t, units=units)
         latent = {
             "failed": fail_hist.sum(axis=0),
             "price_rise": price_increase,
@@ -153,6 +167,8 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
             "language": language,
         }
         con = _contacts(rng, idx, n_contacts, repeat, latent, agents, ts_us)
+        started = con["t"] - np.rint(con["handle_time_s"]).astype(np.int64) * _US_PER_S
+        log.add(step, "contact_started", con["owner"], started, intent=con["intent"], channel=con["channel"])
         log.add(
             step,
             "contact_ended",
@@ -169,13 +185,21 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         owner = con["owner"][scored]
         last = np.r_[owner[1:] != owner[:-1], True] if len(owner) else np.zeros(0, dtype=bool)
         noise = rng.normal(0.0, 1.0, len(owner)) * np.where(last, 0.05, 0.25)
-        score = np.round(np.clip(sentiment[owner] + noise, -1.0, 1.0), 3)
+        # Scores on a grid of 1/256 add up exactly in any order, so a mean is the same bits whichever store sums
+        # it (per day then per window online, all at once offline); three decimals would differ in the last bit.
+        score = np.round(np.clip(sentiment[owner] + noise, -1.0, 1.0) * 256.0) / 256.0
         log.add(step, "sentiment", owner, con["t"][scored] + rng.integers(1, 121, len(owner)) * _US_PER_S, score=score)
+        survey = _surveys(life, con, sentiment)
+        log.add(step, "survey_answered", survey["owner"], survey["t"], csat=survey["csat"], nps=survey["nps"])
         changed = idx[was_open[idx] != complaint[idx]]
         log.add(step, "complaint", changed, _times(rng, len(changed), ts_us), open=complaint[changed])
         failed = idx[fail_hist[0][idx]]
         amount = np.round(charge[failed] * rng.uniform(1.0, 1.2, len(failed)), 2)
         log.add(step, "payment_failed", failed, _times(rng, len(failed), ts_us), amount=amount)
+        owner, t, value = _carts(life, idx, PLAN_PRICE[plan], ts_us)
+        log.add(step, "cart_abandoned", owner, t, cart_value=value)
+        owner, t, purpose, granted = _consent_changes(life, idx, consent, sentiment < -0.3, ts_us)
+        log.add(step, "consent_changed", owner, t, purpose=purpose, granted=granted)
 
         # What the models see at the decision: the snapshot taken at ts_us and the events so far.
         since = {name: step - back for name, back in lookback.items()}
@@ -190,7 +214,7 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
             "lifetime_value": np.round(ltv, 2),
             "segment": np.asarray(SEGMENTS)[segment],
             "language": np.asarray(LANGUAGES)[language],
-            "consent_marketing": consent,
+            **{f"consent_{purpose}": consent[purpose] for purpose in PURPOSES},
             "usage_change_pct_30d": usage_change,
             "days_overdue": overdue,
         }
@@ -267,12 +291,14 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
             )
         )
         alive[idx[churned]] = False
+    # The agent snapshot is taken at the end, its recent results from the last month's contacts.
+    agents |= _agent_results(con, config.agents)
     agent_order = _check("agent", reg.entity("agent").names, agents, reg)
     agent_table = pa.table(
         {
             "agent_id": agent_ids,
             "feature_ts": _ts(np.full(config.agents, end_us)),
-            **{f: agents[f] for f in agent_order},
+            **{f: pa.array(agents[f], from_pandas=True) for f in agent_order},  # NaN: no contact, null
         }
     )
     contact_table = pa.concat_tables(contacts)
@@ -290,7 +316,11 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     }
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        pq.write_table(table, out / f"{name}.parquet")
+        # Unique ids and times gain nothing from dictionary encoding, and the events table is the bulk of the write.
+        unique = ("event_id", "contact_id", "occurred_at")
+        pq.write_table(
+            table, out / f"{name}.parquet", use_dictionary=[c for c in table.column_names if c not in unique]
+        )
     rows = {name: t.num_rows for name, t in tables.items()}
     return WorldSummary(
         out=out,
