@@ -16,13 +16,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     TypeAdapter,
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from features.event_state import Event
+from features.identity import LINKED, UNLINKED, IdentifierError, normalize
 from features.registry import EventField, Registry
 
 MAX_BATCH = 1_000
@@ -46,6 +50,21 @@ class _Envelope(BaseModel):
         if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
             raise ValueError("is in the future")
         return value
+
+
+class _IdentityEnvelope(_Envelope):
+    """An identity event: its identifier is normalised (E.164, lower-cased email...) or refused, naming it."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _normalise(cls, data: Any, handler: ModelWrapValidatorHandler[_IdentityEnvelope]) -> _IdentityEnvelope:
+        event = handler(data)
+        kind, raw = getattr(event, "identifier_kind"), getattr(event, "identifier")  # noqa: B009 - generated fields
+        try:
+            normalised = normalize(kind, raw).value
+        except IdentifierError as exc:
+            raise PydanticCustomError("identifier", "identifier: {problem}", {"problem": str(exc)}) from exc
+        return event.model_copy(update={"identifier": normalised})
 
 
 def _annotation(spec: EventField) -> Any:
@@ -74,7 +93,8 @@ def event_models(registry: Registry) -> dict[str, type[BaseModel]]:
             key: (str, Field(pattern=_ID)),
         }
         fields.update({f: _annotation(spec) for f, spec in event.fields.items()})
-        models[name] = create_model(f"{name.title().replace('_', '')}Event", __base__=_Envelope, **fields)
+        base = _IdentityEnvelope if name in (LINKED, UNLINKED) else _Envelope
+        models[name] = create_model(f"{name.title().replace('_', '')}Event", __base__=base, **fields)
     return models
 
 

@@ -34,7 +34,7 @@ from redis.typing import EncodableT, FieldT
 from features import resp
 from features.errors import OnlineStoreUnavailable
 from features.event_state import APPLY_EVENTS, Event, EventLayout
-from features.identity import Identifier
+from features.identity import LINKED, UNLINKED, Identifier
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
@@ -438,9 +438,23 @@ class OnlineStore:
         if fresh:
             applied = await self._run_apply(entity, fresh, layout, horizon_s)
         results = iter(applied)
-        return [
+        statuses = [
             ("applied" if next(results) else "duplicate") if e.occurred_at > horizon_s else "too_old" for e in events
         ]
+        await self._apply_identity([e for e, s in zip(events, statuses, strict=True) if s == "applied"])
+        return statuses
+
+    async def _apply_identity(self, events: Sequence[Event]) -> None:
+        """Link and unlink the identifiers of the identity events just applied (once each, oldest first).
+
+        Their ids went through the seen-set with the others, so a retried identity event changes nothing.
+        """
+        for event in sorted((e for e in events if e.type in (LINKED, UNLINKED)), key=lambda e: e.occurred_at):
+            identifier = Identifier(event.fields["identifier_kind"], str(event.fields["identifier"]))  # type: ignore[arg-type]
+            if event.type == LINKED:
+                await self.link(event.entity_id, [identifier])
+            else:
+                await self.unlink(event.entity_id, [identifier])
 
     def _apply_calls(
         self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float

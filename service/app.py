@@ -26,7 +26,16 @@ from service.customers import CustomerService
 from service.decisions import DecisionService
 from service.errors import BadRequest, CustomerNotFound
 from service.model_holder import ModelHolder
-from service.routes import assign, customer_features, erase_customer, health, ingest_events, ready, recommend
+from service.routes import (
+    assign,
+    customer_features,
+    customer_lookup,
+    erase_customer,
+    health,
+    ingest_events,
+    ready,
+    recommend,
+)
 from service.settings import Settings
 from training import ModelRegistry
 
@@ -102,7 +111,16 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             await client.aclose()
 
     return Litestar(
-        route_handlers=[health, ready, recommend, assign, ingest_events, customer_features, erase_customer],
+        route_handlers=[
+            health,
+            ready,
+            recommend,
+            assign,
+            ingest_events,
+            customer_features,
+            customer_lookup,
+            erase_customer,
+        ],
         dependencies={
             "decisions": Provide(lambda: decisions, sync_to_thread=False),
             "customers": Provide(lambda: customers, sync_to_thread=False),

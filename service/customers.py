@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from features import ErasureLedger, Feature, FeatureView, OnlineStore, Registry
+from features.identity import Identifier
 from service.errors import BadRequest, CustomerNotFound
 from service.schemas import CustomerFeaturesResponse, ErasureResponse, FeatureValueOut, ViewFreshnessOut
 
@@ -32,19 +33,20 @@ class CustomerService:
             self._features[v.name] = [entry for entry in everything if entry[2] == v.name]
             self._views[v.name] = [v]
 
-    async def features(self, customer_id: str, view: str | None = None) -> CustomerFeaturesResponse:
+    async def features(self, customer: str | Identifier, view: str | None = None) -> CustomerFeaturesResponse:
         """The customer's feature values in contract order, with each view's age; 404 when unknown.
 
         Values are what the models see, decoded: a stale view's features show their defaults, exactly as
         a decision would score them. PII features are redacted whatever their value. ``view`` narrows the
-        answer to one feature view (an unknown name is a 422 naming ``view``).
+        answer to one feature view (an unknown name is a 422 naming ``view``). ``customer`` is our id or an
+        identifier, resolved in the read's own round trip; one nobody holds is a 404 like an unknown id.
         """
         if view is not None and view not in self._schema.view_by_name:
             known = ", ".join(v.name for v in self._schema.views)
             raise BadRequest("view", f"{view!r} is not a customer feature view (one of: {known})")
-        vector, _ = await self.store.read(customer_id)
+        vector, _ = await self.store.read(customer)
         if not vector.found:
-            raise CustomerNotFound(customer_id)
+            raise CustomerNotFound(vector.entity_id)
         known = vector.known.tolist()
         values = vector.values.tolist()
         features = [
@@ -55,7 +57,7 @@ class CustomerService:
             ViewFreshnessOut(v.name, vector.view_age_s[v.name], v.name in vector.stale_views, v.ttl_seconds)
             for v in self._views[view]
         ]
-        return CustomerFeaturesResponse(customer_id, vector.found, features, views, self.registry.version)
+        return CustomerFeaturesResponse(vector.entity_id, vector.found, features, views, self.registry.version)
 
     async def erase(self, customer_id: str) -> ErasureResponse:
         """Erase the customer (right to erasure); ``erased`` is False when the online store held nothing.

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features import Registry
 from features.events import batch_model
+from features.identity import Identifier, IdentifierError, normalize
 from features.registry import ENTITY_ID_PATTERN
 from service.catalog import Channel
 
@@ -180,6 +181,32 @@ class CustomerFeaturesResponse(msgspec.Struct, frozen=True):
     features: Annotated[list[FeatureValueOut], msgspec.Meta(description="In the feature contract's order.")]
     views: list[ViewFreshnessOut]
     feature_contract: str
+
+
+class CustomerLookup(_Body):
+    """Who is this contact: an identifier the customer was linked to (``identifier_linked`` events)."""
+
+    identifier_kind: Literal["phone", "email", "chat", "account"]
+    identifier: str = Field(
+        min_length=1,
+        max_length=128,
+        description="A phone number with its country code (+...), an email, a chat handle or an account number; "
+        "normalised (E.164, lower-cased email) before the lookup.",
+    )
+    view: str | None = Field(default=None, description="Only this feature view's values and freshness.")
+
+    @model_validator(mode="after")
+    def _normalise(self) -> CustomerLookup:
+        try:
+            self.identifier = normalize(self.identifier_kind, self.identifier).value
+        except IdentifierError as exc:
+            raise ValueError(f"identifier: {exc}") from exc
+        return self
+
+    @property
+    def normalised(self) -> Identifier:
+        """The identifier as the store keys it."""
+        return Identifier(self.identifier_kind, self.identifier)
 
 
 class ErasureResponse(BaseModel):

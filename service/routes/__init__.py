@@ -1,9 +1,18 @@
 """The API's route handlers, one module per resource."""
 
 from service.routes.assign import assign
-from service.routes.customers import customer_features, erase_customer
+from service.routes.customers import customer_features, customer_lookup, erase_customer
 from service.routes.events import ingest_events
 from service.routes.health import health, ready
 from service.routes.recommend import recommend
 
-__all__ = ["assign", "customer_features", "erase_customer", "health", "ingest_events", "ready", "recommend"]
+__all__ = [
+    "assign",
+    "customer_features",
+    "customer_lookup",
+    "erase_customer",
+    "health",
+    "ingest_events",
+    "ready",
+    "recommend",
+]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import delete, get
+from litestar import delete, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from service.customers import CustomerService
-from service.schemas import CUSTOMER_ID_PATTERN, CustomerFeaturesResponse, ErasureResponse
+from service.schemas import CUSTOMER_ID_PATTERN, CustomerFeaturesResponse, CustomerLookup, ErasureResponse
 
 CustomerId = Annotated[
     str, Parameter(pattern=CUSTOMER_ID_PATTERN, description="Our customer id.", examples=[Example(value="C000042")])
@@ -35,6 +35,23 @@ async def customer_features(
 ) -> CustomerFeaturesResponse:
     """The online state of ``customer_id``."""
     return await customers.features(customer_id, view)
+
+
+@post(
+    "/v1/customers/lookup",
+    operation_id="customer_lookup",
+    summary="Find a customer by phone, email, chat handle or account number, with their features",
+    description="Resolves the identifier and reads the customer's features in one round trip to Redis (two on a "
+    "cluster). The answer is the same as GET /v1/customers/{customer_id}/features, with the resolved "
+    "`customer_id`. 404 when no customer holds the identifier (never a near match); 422 naming `identifier` "
+    "when it cannot be normalised (a phone number needs its country code, +...). A POST, so the identifier "
+    "stays out of URLs and access logs.",
+    status_code=200,
+    tags=["customers"],
+)
+async def customer_lookup(data: CustomerLookup, customers: CustomerService) -> CustomerFeaturesResponse:
+    """The online state of whoever holds ``data.identifier``."""
+    return await customers.features(data.normalised, data.view)
 
 
 @delete(

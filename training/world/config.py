@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features.identity import KINDS
+
 ACTIONS: tuple[str, ...] = (
     "no_action",
     "retention_offer",
@@ -52,6 +54,9 @@ _LABELS: dict[str, tuple[str, ...]] = {  # codes of string fields
     "action_id": ACTIONS,
     "channel": CHANNELS,
     "purpose": PURPOSES,
+    # Identity events are not simulated (see contract._check_events): their columns are always empty.
+    "identifier_kind": KINDS,
+    "identifier": (),
 }
 
 Columns = Mapping[str, np.ndarray]
