@@ -39,6 +39,10 @@ from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
 
+STORE_LAYOUT = "packed-1"
+"""How this module lays entities out in Redis; a marker of materialized data names it, so data written in
+another layout (the first one kept a hash per entity) is rewritten rather than read as this one."""
+
 # DEL then SADD in slices: Lua's unpack() cannot spread more than a few thousand values onto its stack.
 _REPLACE_SET = """
 redis.call('DEL', KEYS[1])

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from features import OfflineStore, OnlineStore, Registry, connect, materialize, materialize_events
+from features.online_store import STORE_LAYOUT
 from training.bundle import ModelKind
 from training.console import Reporter
 from training.errors import ModelNotFound
@@ -41,11 +42,16 @@ class DemoConfig:
 
 
 def ensure_world(world_dir: Path, config: DemoConfig, reporter: Reporter, *, force: bool = False) -> dict[str, object]:
-    """Simulate the world unless a stamp for the same config is there; returns the stamp."""
+    """Simulate the world unless a stamp for the same config and feature contract is there; returns the stamp.
+
+    The contract is part of the stamp because the world's tables carry a column per event field it declares:
+    a world simulated under an older contract lacks the new ones.
+    """
     stamp_path = world_dir / WORLD_STAMP
+    contract = Registry.load().version
     if not force and stamp_path.is_file():
         stamp: dict[str, object] = json.loads(stamp_path.read_text())
-        if stamp.get("config") == asdict(config):
+        if stamp.get("config") == asdict(config) and stamp.get("contract") == contract:
             reporter.note(f"demo world: reusing {world_dir} (built {stamp['built_at']})")
             return stamp
     with reporter.step(
@@ -64,6 +70,7 @@ def ensure_world(world_dir: Path, config: DemoConfig, reporter: Reporter, *, for
         )
         stamp = {
             "config": asdict(config),
+            "contract": contract,
             "end": end.isoformat(),
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "rows": {k: v for k, v in asdict(summary).items() if k != "out"},
@@ -91,7 +98,9 @@ async def ensure_materialized(
     try:
         store = OnlineStore(client, registry, namespace=namespace)
         marker_key = f"{namespace}:{MARKER_KEY}"
-        wanted = json.dumps({"contract": registry.version, "built_at": stamp["built_at"]}, sort_keys=True)
+        wanted = json.dumps(
+            {"contract": registry.version, "layout": STORE_LAYOUT, "built_at": stamp["built_at"]}, sort_keys=True
+        )
         if not force and (await client.get(marker_key)) == wanted.encode():
             reporter.note("online store: already holds this world")
             return
