@@ -300,6 +300,25 @@ def test_openapi_documents_the_customer_routes(http: httpx.Client) -> None:
     erase = schema["paths"]["/v1/customers/{customer_id}"]["delete"]
     assert features["operationId"] == "customer_features"
     assert erase["operationId"] == "erase_customer"
-    (parameter,) = features["parameters"]
-    assert parameter["name"] == "customer_id"
-    assert parameter["schema"]["pattern"] == r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
+    parameters = {p["name"]: p for p in features["parameters"]}
+    assert set(parameters) == {"customer_id", "view"}
+    assert parameters["customer_id"]["schema"]["pattern"] == r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
+    assert parameters["view"]["in"] == "query"
+    assert parameters["view"]["required"] is False
+    lookup = schema["paths"]["/v1/customers/lookup"]["post"]
+    assert lookup["operationId"] == "customer_lookup"
+    # The answer's fields are documented, though built as msgspec Structs for speed.
+    answer = schema["components"]["schemas"]["FeatureValueOut"]
+    assert set(answer["properties"]) == {"name", "view", "value", "defaulted"}
+
+
+def test_view_narrows_the_answer_and_an_unknown_view_is_named(http: httpx.Client, registry: Registry) -> None:
+    whole = http.get(f"/v1/customers/{CUSTOMER}/features").json()
+    narrowed = http.get(f"/v1/customers/{CUSTOMER}/features", params={"view": "customer_contacts"}).json()
+    expected = [f for f in whole["features"] if f["view"] == "customer_contacts"]
+    assert narrowed["features"] == expected
+    assert [f.name for f in registry.views["customer_contacts"].features] == [f["name"] for f in expected]
+    assert [v["name"] for v in narrowed["views"]] == ["customer_contacts"]
+    bad = http.get(f"/v1/customers/{CUSTOMER}/features", params={"view": "nope"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"].startswith("view: 'nope' is not a customer feature view")
