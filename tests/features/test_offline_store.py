@@ -187,7 +187,7 @@ def test_nothing_after_a_label_reaches_its_row(
     schema = registry.entity("customer")
     rng = random.Random(seed)
     # Enough random events that every customer has one of every type to copy past the cut.
-    samples = [e for c in CUSTOMERS for e in _random_events(rng, registry, c, 100)]
+    samples = [e for c in CUSTOMERS for e in _random_events(rng, registry, c, 300)]
     future = {(e.entity_id, e.type): e for e in samples}
     assert len(future) == len(CUSTOMERS) * sum(spec.entity == "customer" for spec in registry.events.values())
     events = [

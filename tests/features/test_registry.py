@@ -150,6 +150,8 @@ def test_packaged_contract_loads(registry: Registry) -> None:
         "survey_answered",
         "cart_abandoned",
         "consent_changed",
+        "identifier_linked",
+        "identifier_unlinked",
     }
     assert registry.events["survey_answered"].fields["nps"].required is False
     reason = customer.feature("last_contact_reason").aggregation

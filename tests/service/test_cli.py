@@ -87,15 +87,21 @@ def test_run_rejects_a_bad_environment_variable_naming_it(tmp_path: Path) -> Non
     assert "invalid environment setting: port" in done.stderr
 
 
-def _readme_curls() -> dict[str, dict[str, object]]:
-    """The README's curl lines, as path → JSON body."""
-    calls: dict[str, dict[str, object]] = {}
+def _readme_curls() -> list[tuple[str, dict[str, object]]]:
+    """The README's curl lines, in the order a reader meets them, as (path, JSON body)."""
+    calls: list[tuple[str, dict[str, object]]] = []
     for line in README.read_text().splitlines():
         if line.startswith("curl ") and "/v1/" in line:
             words = shlex.split(line)
             url = next(w for w in words if w.startswith("http://127.0.0.1:8000/"))
-            calls[url.removeprefix("http://127.0.0.1:8000")] = json.loads(words[words.index("-d") + 1])
-    assert set(calls) == {"/v1/recommend", "/v1/assign", "/v1/events"}, "one README curl line per decision endpoint"
+            calls.append((url.removeprefix("http://127.0.0.1:8000"), json.loads(words[words.index("-d") + 1])))
+    assert [path for path, _ in calls] == [
+        "/v1/recommend",
+        "/v1/assign",
+        "/v1/events",  # an identifier linked to the demo customer
+        "/v1/customers/lookup",  # and found by it
+        "/v1/events",  # a live event
+    ], "the README's curl lines changed: test what they show"
     return calls
 
 
@@ -133,13 +139,10 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     data_dir, port = tmp_path, free_port()
     proc, _ = _run_until_ready(data_dir, port)
     try:
-        calls = {
-            path: httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10)
-            for path, body in _readme_curls().items()
-        }
-        recommended = calls["/v1/recommend"].json()
-        assigned = calls["/v1/assign"].json()
-        ingested = calls["/v1/events"].json()
+        answers = [
+            httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10) for path, body in _readme_curls()
+        ]
+        recommended, assigned, linked, found, ingested = (a.json() for a in answers)
     finally:
         first_output = _stop(proc)
     assert proc.returncode == 0
@@ -150,6 +153,8 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     assert assigned["agents"]
     assert assigned["degraded"] is False
     assert ingested["applied"] == 1
+    assert linked["applied"] == 1
+    assert found["customer_id"] == "C000042"
     assert re.search(r"✓ Simulating the demo world .*\(\d+\.\d s\)", first_output)
     assert "Training and registering the churn model" in first_output
 
