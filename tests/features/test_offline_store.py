@@ -380,7 +380,7 @@ def test_matrix_shape_and_codes(offline: OfflineStore, registry: Registry, raw_s
     assert table.column("customer_id").to_pylist() == ids  # rows in the order asked
     assert table.column_names == ["customer_id", "feature_ts", *schema.names]
     x = offline.matrix("customer", table)
-    assert x.shape == (table.num_rows, len(schema.names)) == (len(ids), 39)
+    assert x.shape == (table.num_rows, len(schema.names)) == (len(ids), 40)
     assert x.dtype == np.float64
     for feature in schema.features:
         column = x[:, schema.index[feature.name]]

@@ -25,6 +25,7 @@ CUSTOMER_ORDER = (
     "plan",
     "contract_type",
     "days_to_contract_end",
+    "contract_end_day",
     "monthly_charge",
     "price_increase_pct",
     "lifetime_value",
@@ -116,7 +117,7 @@ def test_packaged_contract_loads(registry: Registry) -> None:
     assert set(registry.entities) == {"customer", "agent"}
     customer, agent = registry.entity("customer"), registry.entity("agent")
     assert (customer.join_key, agent.join_key) == ("customer_id", "agent_id")
-    assert len(customer.names) == 39
+    assert len(customer.names) == 40
     assert len(agent.names) == 17
     assert [v.name for v in customer.views] == [*SNAPSHOT_VIEWS, *EVENT_VIEWS]
     assert [v.name for v in agent.views] == ["agent_profile", "agent_state"]
@@ -127,9 +128,14 @@ def test_packaged_contract_loads(registry: Registry) -> None:
         **dict.fromkeys(EVENT_VIEWS, "events"),
     }
     assert {v.source for v in agent.views} == {"snapshot"}
-    # Snapshot features come first, then event features; together they are the whole entity, in order.
-    assert customer.snapshot_names + tuple(f.name for f in customer.event_features) == customer.names
-    assert customer.snapshot_names == CUSTOMER_ORDER[:15]
+    # Snapshot features come first, then event features; together they are the whole entity, in order. A derived
+    # feature keeps its declared place in that order but is not stored with the snapshot.
+    assert customer.names[:16] == CUSTOMER_ORDER[:16]
+    assert customer.snapshot_names == tuple(n for n in CUSTOMER_ORDER[:16] if n != "days_to_contract_end")
+    assert [f.name for f in customer.derived_features] == ["days_to_contract_end"]
+    derive = customer.feature("days_to_contract_end").derive
+    assert derive is not None and (derive.kind, derive.feature) == ("days_until", "contract_end_day")
+    assert tuple(f.name for f in customer.event_features) == customer.names[16:]
     assert all(f.aggregation is None for f in customer.snapshot_features)
     assert all(f.aggregation is not None for f in customer.event_features)
     assert customer.view_by_name["customer_activity"] is registry.views["customer_activity"]
@@ -174,7 +180,7 @@ def test_customer_feature_order_is_stable(registry: Registry, tmp_path: Path) ->
     assert customer.names == CUSTOMER_ORDER
     assert customer.index == {name: i for i, name in enumerate(CUSTOMER_ORDER)}
     # plan, contract_type, segment, language, last_contact_reason, last_offer
-    assert customer.categorical_indices == [1, 2, 7, 8, 26, 33]
+    assert customer.categorical_indices == [1, 2, 8, 9, 27, 34]
     # Loading the same contract again, from an explicit copy, resolves the same order and the same hash.
     again = Registry.load(_write(tmp_path, _packaged()))
     assert again.entity("customer").names == CUSTOMER_ORDER
