@@ -84,7 +84,7 @@ def list_features(entity: str | None) -> None:
     table = Table(show_lines=False)
     for column in ("view", "name"):
         table.add_column(column, no_wrap=True)
-    for column in ("dtype", "default", "TTL", "PII", "owner", "description"):
+    for column in ("dtype", "default", "TTL", "PII", "owner", "derived from", "description"):
         table.add_column(column)
     for view in views:
         for feature in view.features:
@@ -96,6 +96,7 @@ def list_features(entity: str | None) -> None:
                 _ttl(view),
                 "yes" if feature.pii else "no",
                 view.owner,
+                _derived(feature),
                 feature.description,
             )
     out.print(table)
@@ -111,6 +112,11 @@ def _pairs(rows: dict[str, str]) -> Table:
     return table
 
 
+def _derived(feature: Feature) -> str:
+    """How a derived feature is computed at read time (``-`` for a stored one): ``days_until(contract_end_day)``."""
+    return "-" if feature.derive is None else f"{feature.derive.kind}({feature.derive.feature})"
+
+
 def _feature_rows(feature: Feature) -> dict[str, str]:
     return {
         "feature": feature.name,
@@ -118,6 +124,7 @@ def _feature_rows(feature: Feature) -> dict[str, str]:
         "default": _text(feature.default),
         "categories": ", ".join(feature.categories) if feature.categories else "-",
         "pii": "yes" if feature.pii else "no",
+        "derived from": _derived(feature),
         "description": feature.description,
         "reason": feature.reason,
         "reason (negative)": _text(feature.reason_negative),

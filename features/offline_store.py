@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from features.erasure import ERASURES_FILE, ErasureLedger
 from features.errors import OfflineStoreError
 from features.event_archive import archived_parts, events_source
-from features.registry import EntitySchema, Feature, FeatureView, Registry
+from features.registry import DAY_SECONDS, EntitySchema, Feature, FeatureView, Registry
 
 TIMESTAMP_COLUMN = "feature_ts"
 EVENT_TIME_COLUMN = "occurred_at"
@@ -70,6 +70,18 @@ def _aggregate_sql(feature: Feature, view: FeatureView) -> str:
         # No matching event is a total of 0, as online (a row with no events at all is filled after the join).
         filtered = f"coalesce({filtered}, 0)"
     return f"{filtered} AS {feature.name}"
+
+
+def _snapshot_sql(schema: EntitySchema, feature: Feature, ts_column: str) -> tuple[Feature, str]:
+    """The stored feature whose view's freshness governs ``feature``, and the expression of its value.
+
+    A derived feature is computed from its source against the label's UTC day, the arithmetic the online
+    store applies against the day of the read (:meth:`features.registry.Derivation.compute`).
+    """
+    if feature.derive is None:
+        return feature, f"s.{feature.name}"
+    source = schema.feature(feature.derive.feature)
+    return source, f"s.{source.name} - CAST(floor(epoch(l.{ts_column}) / {DAY_SECONDS}) AS BIGINT)"
 
 
 class OfflineStore:
@@ -184,11 +196,12 @@ class OfflineStore:
             ids = labels.column(key)
             labels = labels.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(erased), ids.type))))
         fresh = ", ".join(
-            f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{view.ttl_seconds} seconds' "
-            f"THEN s.{feature.name} END AS {feature.name}"
+            f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{schema.view_for(stored).ttl_seconds} seconds' "
+            f"THEN {value} END AS {feature.name}"
             for view in schema.views
             if view.source == "snapshot"
             for feature in view.features
+            for stored, value in [_snapshot_sql(schema, feature, ts_column)]
         )
         con = duckdb.connect()
         # DuckDB draws a progress bar on stdout for a join over two seconds: it would corrupt a command's output.

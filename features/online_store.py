@@ -189,6 +189,12 @@ class _Kind:
         self.snapshot_ttl = np.array([v.ttl_seconds for v in views], dtype=np.float64)
         of_view = {f.name: i for i, v in enumerate(views) for f in v.features}
         self.feature_view = np.array([of_view[f.name] for f in self.packed.features], dtype=np.intp)
+        # Derived features: (their position, their source's position, how), computed after the stored ones.
+        self.derived = [
+            (position[f.name], position[f.derive.feature], f.derive, f.encode(None))
+            for f in schema.derived_features
+            if f.derive is not None
+        ]
         # Agents: every feature is a snapshot one, in registry order, so no scattering into place is needed.
         self.snapshot_views_only = len(views) == len(schema.views)
         self.snapshot_only = self.snapshot_views_only and self.snapshot_at.tolist() == list(range(len(schema.names)))
@@ -218,6 +224,12 @@ class _Kind:
             known = np.empty((n, len(schema.names)), dtype=bool)
             values[:, self.snapshot_at] = snapshot_values
             known[:, self.snapshot_at] = ~missing
+        if self.derived:
+            today = math.floor(now / DAY_SECONDS)
+            for at, source_at, derive, default in self.derived:
+                source_known = known[:, source_at]
+                values[:, at] = np.where(source_known, derive.compute(values[:, source_at], today), default)
+                known[:, at] = source_known
         if self.snapshot_views_only:
             ages = snapshot_ages
         else:

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from features.registry import EntitySchema
+from features.registry import EntitySchema, Feature
 
 TAG_BYTES = 8
 _F8 = np.dtype("<f8")
@@ -42,21 +42,29 @@ class PackedLayout:
     def __init__(self, schema: EntitySchema) -> None:
         self.views = tuple(v for v in schema.views if v.source == "snapshot")
         self.features = schema.snapshot_features
+        # Derived features (see features.registry.Derivation) are computed at read time: they take no slot.
+        self.stored: dict[str, tuple[Feature, ...]] = {
+            v.name: tuple(f for f in v.features if f.derive is None) for v in self.views
+        }
         stamp_slots: list[int] = []
         value_slots: list[int] = []
         self.segments: dict[str, tuple[int, int]] = {}
         """view name -> (first slot, number of slots) of its segment, stamp included."""
         slot = 0
         for view in self.views:
-            self.segments[view.name] = (slot, 1 + len(view.features))
+            width = len(self.stored[view.name])
+            self.segments[view.name] = (slot, 1 + width)
             stamp_slots.append(slot)
-            value_slots.extend(range(slot + 1, slot + 1 + len(view.features)))
-            slot += 1 + len(view.features)
+            value_slots.extend(range(slot + 1, slot + 1 + width))
+            slot += 1 + width
         self.width = slot
         self.size = TAG_BYTES + 8 * slot
         self.stamp_slots = np.array(stamp_slots, dtype=np.intp)
         self.value_slots = np.array(value_slots, dtype=np.intp)
-        shape = [schema.name, [(v.name, [(f.name, f.dtype, f.categories) for f in v.features]) for v in self.views]]
+        shape = [
+            schema.name,
+            [(v.name, [(f.name, f.dtype, f.categories) for f in self.stored[v.name]]) for v in self.views],
+        ]
         self.tag = hashlib.sha256(json.dumps(shape).encode()).digest()[:TAG_BYTES]
         self._tag_word = np.frombuffer(self.tag, dtype=np.uint64)[0]
         # What an absent value reads as: a tag no layout has (a hash is never all zeros in practice).
@@ -89,7 +97,7 @@ class PackedLayout:
         stamp = np.array([observed_at], dtype=_F8).tobytes()
         for view in self.views:
             first, _ = self.segments[view.name]
-            carried = [(i, f) for i, f in enumerate(view.features) if f.name in row]
+            carried = [(i, f) for i, f in enumerate(self.stored[view.name]) if f.name in row]
             if not carried:
                 continue
             segments.append((TAG_BYTES + 8 * first, stamp))

@@ -100,6 +100,30 @@ class Aggregation(_Strict):
         return f"n.{self.field}|{self.event}|{where}"
 
 
+DerivationKind = Literal["days_until"]
+
+
+class Derivation(_Strict):
+    """How a feature is computed at read time from a stored snapshot feature of the same entity.
+
+    ``days_until`` is the stored epoch day number (a date, as whole UTC days since 1970-01-01) less the day of
+    the read online, or of the label offline: a snapshot then says when something happens and the count of days
+    to it never goes stale as the snapshot ages. The derived value is missing when its source is (missing, or
+    its view past its TTL) and is never stored.
+    """
+
+    kind: DerivationKind
+    feature: str
+
+    def compute(self, source: np.ndarray, day: np.ndarray | float) -> np.ndarray:
+        """The derived values from the source's encoded values at the UTC day number(s) ``day`` (NaN stays NaN).
+
+        The offline join computes the same difference in SQL (``OfflineStore.point_in_time``).
+        """
+        out: np.ndarray = source - day
+        return out
+
+
 EventDType = Literal["float", "int", "bool", "category", "str"]
 
 
@@ -146,15 +170,17 @@ class Feature(_Strict):
     pii: bool = False
     aggregation: Aggregation | None = None
     """Set for features of an ``events`` view: how the value is computed from events."""
+    derive: Derivation | None = None
+    """Set for a feature computed at read time from a stored snapshot feature (see :class:`Derivation`)."""
 
-    @field_validator("aggregation", mode="wrap")
+    @field_validator("aggregation", "derive", mode="wrap")
     @classmethod
     def _name_the_feature(
         cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
-    ) -> Aggregation | None:
-        """Say which feature a malformed aggregation belongs to, as every other contract error does."""
+    ) -> Aggregation | Derivation | None:
+        """Say which feature a malformed aggregation or derivation belongs to, as every other contract error does."""
         try:
-            aggregation: Aggregation | None = handler(value)
+            parsed: Aggregation | Derivation | None = handler(value)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) + ': ' if err['loc'] else ''}"
@@ -162,7 +188,7 @@ class Feature(_Strict):
                 for err in exc.errors()
             )
             raise ValueError(f"feature {info.data.get('name')!r}: {problems}") from exc
-        return aggregation
+        return parsed
 
     @model_validator(mode="after")
     def _check_categories(self) -> Feature:
@@ -280,6 +306,8 @@ class FeatureView(_Strict):
                 raise ValueError(f"feature {feature.name!r}: an events view needs an aggregation on each feature")
             if self.source == "snapshot" and feature.aggregation is not None:
                 raise ValueError(f"feature {feature.name!r}: aggregation is only for views with source: events")
+            if self.source == "events" and feature.derive is not None:
+                raise ValueError(f"feature {feature.name!r}: derive is only for views with source: snapshot")
         return self
 
 
@@ -322,7 +350,27 @@ class _Contract(_Strict):
             for feature in view.features:
                 if feature.aggregation is not None:
                     self._check_aggregation(view, feature, feature.aggregation)
+                if feature.derive is not None:
+                    self._check_derivation(view, feature, feature.derive)
         return self
+
+    def _check_derivation(self, view: FeatureView, feature: Feature, derive: Derivation) -> None:
+        """The source is a stored int snapshot feature of the view's entity and the result an int."""
+        where = f"feature {feature.name!r}"
+        found = [(v, f) for v in self.views for f in v.features if f.name == derive.feature]
+        if not found:
+            raise ValueError(f"{where}: derived from unknown feature {derive.feature!r}")
+        source_view, source = found[0]
+        if source_view.entity != view.entity:
+            raise ValueError(
+                f"{where}: derived from {derive.feature!r} of entity {source_view.entity!r}, not {view.entity!r}"
+            )
+        if source_view.source != "snapshot" or source.derive is not None:
+            raise ValueError(f"{where}: derived from {derive.feature!r}, which is not a stored snapshot feature")
+        if source.dtype != "int" or feature.dtype != "int":
+            raise ValueError(
+                f"{where}: {derive.kind} reads an int day number as an int, not {source.dtype} as {feature.dtype}"
+            )
 
     def _check_aggregation(self, view: FeatureView, feature: Feature, agg: Aggregation) -> None:
         where = f"feature {feature.name!r}"
@@ -387,9 +435,12 @@ class EntitySchema:
         self.view_of: dict[str, str] = {f.name: v.name for v in views for f in v.features}
         self.index: dict[str, int] = {n: i for i, n in enumerate(self.names)}
         self.snapshot_features: tuple[Feature, ...] = tuple(
-            f for v in views if v.source == "snapshot" for f in v.features
+            f for v in views if v.source == "snapshot" for f in v.features if f.derive is None
         )
+        """The snapshot features that are stored (the snapshot table's columns, the packed value's slots)."""
         self.snapshot_names: tuple[str, ...] = tuple(f.name for f in self.snapshot_features)
+        self.derived_features: tuple[Feature, ...] = tuple(f for f in self.features if f.derive is not None)
+        """Features computed at read time from a stored snapshot feature, never stored."""
         self.event_features: tuple[Feature, ...] = tuple(f for v in views if v.source == "events" for f in v.features)
         self.view_by_name: dict[str, FeatureView] = {v.name: v for v in views}
 
@@ -472,7 +523,14 @@ class Registry:
             (
                 name,
                 [
-                    (f.name, f.dtype, f.categories, f.default, f.aggregation and f.aggregation.model_dump(mode="json"))
+                    (
+                        f.name,
+                        f.dtype,
+                        f.categories,
+                        f.default,
+                        f.aggregation and f.aggregation.model_dump(mode="json"),
+                        f.derive and f.derive.model_dump(mode="json"),
+                    )
                     for f in schema.features
                 ],
                 [(v.name, v.source, v.ttl_days) for v in schema.views],

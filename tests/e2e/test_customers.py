@@ -159,6 +159,7 @@ def test_a_view_past_its_ttl_is_stale_and_served_as_defaults(
         "plan": None,  # no default: unknown
         "contract_type": None,
         "days_to_contract_end": None,
+        "contract_end_day": None,
         "monthly_charge": None,
         "price_increase_pct": 0.0,
         "lifetime_value": None,

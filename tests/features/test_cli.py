@@ -52,9 +52,11 @@ def test_list_prints_every_feature_of_the_contract(registry: Registry) -> None:
         "45 d",
         "no",
         "crm",
+        "-",
         "months as a customer",
     ]
     assert _row(result.output, "last_sentiment")[3] == "-"  # no default
+    assert _row(result.output, "days_to_contract_end")[7] == "days_until(contract_end_day)"
     for view in registry.views.values():
         for feature in view.features:
             assert _row(result.output, feature.name)[:3] == [view.name, feature.name, feature.dtype]
@@ -85,6 +87,7 @@ def test_describe_a_feature_shows_all_its_fields_and_its_view() -> None:
         "default": "-",
         "categories": "basic, standard, premium",
         "pii": "no",
+        "derived from": "-",
         "description": "plan",
         "reason": "on the {value} plan",
         "reason (negative)": "-",

@@ -267,6 +267,41 @@ def test_ttl_boundary_and_defaults(registry: Registry, tmp_path: Path) -> None:
     assert matrix[:, prof].tolist() == pytest.approx([0.5, 0.5, 0.3, 0.3, 0.5])
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    end_day=st.integers(min_value=18_000, max_value=21_000),
+    hour=st.floats(min_value=0.0, max_value=23.99),
+    days_later=st.integers(min_value=0, max_value=44),
+)
+def test_days_to_contract_end_is_derived_at_each_labels_day(
+    registry: Registry, tmp_path: Path, end_day: int, hour: float, days_later: int
+) -> None:
+    """The snapshot states the contract's end day; a label ``days_later`` after the snapshot sees that many fewer
+    days to it (a week later: 7 fewer), counted in UTC days as the online store counts them."""
+    schema = registry.entity("customer")
+    snapshot_day = int(T0.timestamp() // 86_400)
+    snapshots = _customer_snapshots(schema, [(1, "K1", int(T0.timestamp() * 1e6))])
+    snapshots = snapshots.set_column(
+        snapshots.schema.get_field_index("contract_end_day"), "contract_end_day", pa.array([end_day], pa.int64())
+    )
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    pq.write_table(snapshots, root / "customer_snapshots.parquet")
+    pq.write_table(_events_table(registry, []), root / "customer_events.parquet")
+    at_snapshot, later, week = _at(hour), _at(hour + 24 * days_later), _at(hour + 24 * 7)
+    labels = pa.table({"customer_id": ["K1"] * 3, "ts": pa.array([at_snapshot, later, week], TS), "n": [0, 1, 2]})
+    out = OfflineStore(root, registry).point_in_time("customer", labels).sort_by("n")
+    derived = out.column("days_to_contract_end").to_pylist()
+    assert derived[0] == end_day - snapshot_day
+    assert derived[0] - derived[1] == days_later
+    assert derived[0] - derived[2] == 7
+    assert out.column("contract_end_day").to_pylist() == [end_day] * 3
+    # Past the view's TTL (45 days) the source is stale, and the derived value with it.
+    stale = pa.table({"customer_id": ["K1"], "ts": pa.array([_at(24 * 46)], TS)})
+    assert OfflineStore(root, registry).point_in_time("customer", stale).column("days_to_contract_end").to_pylist() == [
+        None
+    ]
+
+
 def test_custom_timestamp_column(registry: Registry, tmp_path: Path) -> None:
     schema = registry.entity("agent")
     pq.write_table(_snapshot_table(schema, [_agent_row(schema, "A1", 0, 2)]), tmp_path / "agent_snapshots.parquet")
@@ -380,7 +415,7 @@ def test_matrix_shape_and_codes(offline: OfflineStore, registry: Registry, raw_s
     assert table.column("customer_id").to_pylist() == ids  # rows in the order asked
     assert table.column_names == ["customer_id", "feature_ts", *schema.names]
     x = offline.matrix("customer", table)
-    assert x.shape == (table.num_rows, len(schema.names)) == (len(ids), 39)
+    assert x.shape == (table.num_rows, len(schema.names)) == (len(ids), 40)
     assert x.dtype == np.float64
     for feature in schema.features:
         column = x[:, schema.index[feature.name]]

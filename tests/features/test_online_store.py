@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features import (
     EntitySchema,
@@ -552,3 +554,39 @@ def test_concurrent_reads_each_get_their_own_answer(
     assert [a[0].entity_id for a in answers] == [r["customer_id"] for r in rows]  # type: ignore[index]
     stats: dict[str, Any] = redis_client.info("commandstats")
     assert stats["cmdstat_get"]["calls"] == 301
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    end_day=st.integers(min_value=19_000, max_value=22_000),
+    first_offset_s=st.floats(min_value=0.0, max_value=DAY - 1),
+    days_apart=st.integers(min_value=1, max_value=40),
+)
+def test_days_to_contract_end_counts_down_with_the_day_of_the_read(
+    redis_url: str, registry: Registry, end_day: int, first_offset_s: float, days_apart: int
+) -> None:
+    """A derived feature is computed at read time: the same snapshot read ``days_apart`` days later says exactly
+    that many fewer days to the contract's end, until the view's TTL (45 days) makes it unknown."""
+    schema = registry.entity("customer")
+    observed = 20_000 * DAY  # a UTC midnight; every read below is within the view's TTL of it
+    first = observed + first_offset_s
+    second = first + days_apart * DAY
+    at, source_at = schema.index["days_to_contract_end"], schema.index["contract_end_day"]
+
+    async def body(store: OnlineStore) -> tuple[EntityVector, EntityVector, EntityVector]:
+        await store.write("customer", [{"customer_id": "CEND", "contract_end_day": end_day}], observed_at=[observed])
+        before, _ = await store.read("CEND", now=first)
+        after, _ = await store.read("CEND", now=second)
+        stale, _ = await store.read("CEND", now=observed + 46 * DAY)
+        return before, after, stale
+
+    before, after, stale = _run(redis_url, registry, body)
+    assert before.values[at] == end_day - 20_000
+    assert before.values[at] - after.values[at] == days_apart
+    assert before.values[source_at] == after.values[source_at] == end_day
+    assert before.known[at]
+    assert after.known[at]
+    # Past the TTL the source is stale, and the derived value is unknown with it.
+    assert np.isnan(stale.values[at])
+    assert not stale.known[at]
+    assert not stale.known[source_at]

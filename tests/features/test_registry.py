@@ -25,6 +25,7 @@ CUSTOMER_ORDER = (
     "plan",
     "contract_type",
     "days_to_contract_end",
+    "contract_end_day",
     "monthly_charge",
     "price_increase_pct",
     "lifetime_value",
@@ -116,7 +117,7 @@ def test_packaged_contract_loads(registry: Registry) -> None:
     assert set(registry.entities) == {"customer", "agent"}
     customer, agent = registry.entity("customer"), registry.entity("agent")
     assert (customer.join_key, agent.join_key) == ("customer_id", "agent_id")
-    assert len(customer.names) == 39
+    assert len(customer.names) == 40
     assert len(agent.names) == 17
     assert [v.name for v in customer.views] == [*SNAPSHOT_VIEWS, *EVENT_VIEWS]
     assert [v.name for v in agent.views] == ["agent_profile", "agent_state"]
@@ -127,9 +128,15 @@ def test_packaged_contract_loads(registry: Registry) -> None:
         **dict.fromkeys(EVENT_VIEWS, "events"),
     }
     assert {v.source for v in agent.views} == {"snapshot"}
-    # Snapshot features come first, then event features; together they are the whole entity, in order.
-    assert customer.snapshot_names + tuple(f.name for f in customer.event_features) == customer.names
-    assert customer.snapshot_names == CUSTOMER_ORDER[:15]
+    # Snapshot features come first, then event features; together they are the whole entity, in order. A derived
+    # feature keeps its declared place in that order but is not stored with the snapshot.
+    assert customer.names[:16] == CUSTOMER_ORDER[:16]
+    assert customer.snapshot_names == tuple(n for n in CUSTOMER_ORDER[:16] if n != "days_to_contract_end")
+    assert [f.name for f in customer.derived_features] == ["days_to_contract_end"]
+    derive = customer.feature("days_to_contract_end").derive
+    assert derive is not None
+    assert (derive.kind, derive.feature) == ("days_until", "contract_end_day")
+    assert tuple(f.name for f in customer.event_features) == customer.names[16:]
     assert all(f.aggregation is None for f in customer.snapshot_features)
     assert all(f.aggregation is not None for f in customer.event_features)
     assert customer.view_by_name["customer_activity"] is registry.views["customer_activity"]
@@ -176,7 +183,7 @@ def test_customer_feature_order_is_stable(registry: Registry, tmp_path: Path) ->
     assert customer.names == CUSTOMER_ORDER
     assert customer.index == {name: i for i, name in enumerate(CUSTOMER_ORDER)}
     # plan, contract_type, segment, language, last_contact_reason, last_offer
-    assert customer.categorical_indices == [1, 2, 7, 8, 26, 33]
+    assert customer.categorical_indices == [1, 2, 8, 9, 27, 34]
     # Loading the same contract again, from an explicit copy, resolves the same order and the same hash.
     again = Registry.load(_write(tmp_path, _packaged()))
     assert again.entity("customer").names == CUSTOMER_ORDER
@@ -399,6 +406,76 @@ def test_invalid_event_contract_names_the_feature_or_field(
     edit(data)
     with pytest.raises(RegistryError, match=name):
         Registry.load(_write(tmp_path, data))
+
+
+def _derive(name: str, **derive: object) -> Callable[[Contract], None]:
+    def edit(data: Contract) -> None:
+        _feature(data, name)["derive"] = derive
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "name"),
+    [
+        (
+            _derive("days_to_contract_end", kind="days_until", feature="contract_end"),
+            r"'days_to_contract_end': derived from unknown feature 'contract_end'",
+        ),
+        (
+            _derive("days_to_contract_end", kind="days_until", feature="logins_7d"),
+            r"'days_to_contract_end': derived from 'logins_7d', which is not a stored snapshot feature",
+        ),
+        (
+            _derive("days_overdue", kind="days_until", feature="days_to_contract_end"),
+            r"'days_overdue': derived from 'days_to_contract_end', which is not a stored snapshot feature",
+        ),
+        (
+            _derive("days_to_contract_end", kind="days_until", feature="max_load"),
+            r"'days_to_contract_end': derived from 'max_load' of entity 'agent', not 'customer'",
+        ),
+        (
+            _derive("days_to_contract_end", kind="days_until", feature="monthly_charge"),
+            r"'days_to_contract_end': days_until reads an int day number as an int, not float as int",
+        ),
+        (
+            _set("days_to_contract_end", "dtype", "float"),
+            r"'days_to_contract_end': days_until reads an int day number as an int, not int as float",
+        ),
+        (
+            _derive("days_to_contract_end", kind="weeks_until", feature="contract_end_day"),
+            r"'days_to_contract_end': kind:",
+        ),
+        (_derive("days_to_contract_end", kind="days_until"), r"'days_to_contract_end': feature: Field required"),
+        (
+            _derive("logins_7d", kind="days_until", feature="contract_end_day"),
+            r"'logins_7d': derive is only for views with source: snapshot",
+        ),
+    ],
+    ids=[
+        "unknown-source",
+        "source-an-event-feature",
+        "source-derived",
+        "source-of-another-entity",
+        "source-not-an-int",
+        "derived-not-an-int",
+        "unknown-kind",
+        "no-source",
+        "derive-in-an-events-view",
+    ],
+)
+def test_invalid_derivation_names_the_feature(tmp_path: Path, edit: Callable[[Contract], None], name: str) -> None:
+    data = _packaged()
+    edit(data)
+    with pytest.raises(RegistryError, match=name):
+        Registry.load(_write(tmp_path, data))
+
+
+def test_a_derived_feature_is_in_the_version(registry: Registry, tmp_path: Path) -> None:
+    """Computing a feature another way changes the model input, so the version; storing it instead does too."""
+    data = _packaged()
+    del _feature(data, "days_to_contract_end")["derive"]
+    assert Registry.load(_write(tmp_path, data)).version != registry.version
 
 
 def test_the_customer_id_is_pii_and_no_feature_is(registry: Registry) -> None:

@@ -24,6 +24,7 @@ from training.world import (
     true_churn_probability,
     true_expected_value,
 )
+from training.world.contract import _derived
 
 END = dt.date(2024, 6, 30)
 TABLES = ("customer_snapshots", "churn_labels", "offers", "agent_snapshots", "contacts", "customer_events")
@@ -53,8 +54,11 @@ def observed(world_dir: Path, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
     snaps = world["customer_snapshots"]
     ts = (snaps["feature_ts"] + pd.Timedelta(days=1)).to_numpy()
     events = pq.read_table(world_dir / "customer_events.parquet")
-    derived = event_features_at(events, Registry.load(), snaps["customer_id"].to_numpy(), ts)
-    return snaps.assign(ts=snaps["feature_ts"] + pd.Timedelta(days=1), **derived)
+    reg = Registry.load()
+    derived = event_features_at(events, reg, snaps["customer_id"].to_numpy(), ts)
+    days = (snaps["feature_ts"] + pd.Timedelta(days=1)).dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+    at_decision = _derived(reg, "customer", {n: snaps[n].to_numpy() for n in snaps.columns}, days.astype(np.int64))
+    return snaps.assign(ts=snaps["feature_ts"] + pd.Timedelta(days=1), **derived, **at_decision)
 
 
 def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:

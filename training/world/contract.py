@@ -25,6 +25,17 @@ def _check(entity: str, expected: Sequence[str], cols: Mapping[str, np.ndarray],
     return list(expected)
 
 
+def _derived(
+    reg: Registry, entity: str, snapshot: Mapping[str, np.ndarray], day: int | np.ndarray
+) -> dict[str, np.ndarray]:
+    """The entity's derived features at UTC day(s) ``day``, computed from its snapshot as the feature stores do."""
+    return {
+        f.name: f.derive.compute(np.asarray(snapshot[f.derive.feature]), day)
+        for f in reg.entity(entity).derived_features
+        if f.derive is not None
+    }
+
+
 def _check_events(reg: Registry, produced: Mapping[str, Sequence[str]]) -> None:
     """Fail loudly if the events the world emits are not the contract's (types, fields, categories).
 

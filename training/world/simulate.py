@@ -46,7 +46,7 @@ from training.world.config import (
     WorldSummary,
 )
 from training.world.contact_center import _agent_results, _agents, _contacts, _surveys
-from training.world.contract import _check, _check_events, _lookback
+from training.world.contract import _check, _check_events, _derived, _lookback
 from training.world.customer_life import _carts, _consent_changes, _initial_consent, _usage
 from training.world.draws import _sample, _times
 from training.world.event_log import _EventLog
@@ -208,7 +208,8 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
             "tenure_months": tenure,
             "plan": np.asarray(PLANS)[plan],
             "contract_type": np.asarray(CONTRACTS)[contract],
-            "days_to_contract_end": days_end,
+            # The snapshot states the date; the days to it are derived at the decision (see _derived).
+            "contract_end_day": ts_us // _US_PER_DAY + days_end,
             "monthly_charge": np.round(charge, 2),
             "price_increase_pct": price_increase,
             "lifetime_value": np.round(ltv, 2),
@@ -219,7 +220,7 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
             "days_overdue": overdue,
         }
         snap = {name: np.asarray(v)[idx] for name, v in snapshot.items()}
-        c = snap | observed
+        c = snap | observed | _derived(reg, "customer", snap, decision_us // _US_PER_DAY)
         m = len(idx)
         decided = rng.random(m) < np.clip(0.3 + 0.08 * c["contacts_30d"], 0.0, 0.8)
         probs = behaviour_probabilities(c)
