@@ -11,7 +11,7 @@ import asyncio
 import math
 import struct
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,14 @@ def _as_of_row(offline: OfflineStore, customer_id: str) -> dict[str, Any]:
 
 
 def _newest_events(offline: OfflineStore, customer_id: str) -> dict[str, datetime]:
-    """The time of the customer's newest event of each type: what an events view's age is measured from."""
-    events = offline.events("customer").to_pylist()
+    """The time of the customer's newest event of each type: what an events view's age is measured from.
+
+    Only events within the horizon count: older ones can change no feature, so the online store never holds
+    them (materialization leaves them out and live ingestion refuses them as too old).
+    """
+    horizon = offline.registry.entity("customer").event_horizon_days
+    since = datetime.fromtimestamp(time.time() - horizon * DAY, UTC)
+    events = offline.events("customer", since=since).to_pylist()
     newest: dict[str, datetime] = {}
     for event in events:
         if event["customer_id"] == customer_id:
@@ -111,14 +117,23 @@ def test_a_missing_field_is_served_as_its_default_and_flagged(
     http: httpx.Client, redis_client: redis.Redis, offline: OfflineStore, registry: Registry
 ) -> None:
     before = {f["name"] for f in http.get(f"/v1/customers/{CUSTOMER}/features").json()["features"] if f["defaulted"]}
-    assert not before & {"price_increase_pct", "last_sentiment"}
-    # price_increase_pct has a default (0.0); last_sentiment has none, so it is unknown. A snapshot feature is
-    # a slot of the packed value (NaN when missing); a `last` event feature is the newest event's field,
+    schema = registry.entity("customer")
+    # A `last` event feature without a default that the demo customer has, whichever the world gave them.
+    last = next(
+        f
+        for f in schema.event_features
+        if f.aggregation and f.aggregation.kind == "last" and f.default is None and f.name not in before
+    )
+    assert last.aggregation is not None
+    assert "price_increase_pct" not in before
+    # price_increase_pct has a default (0.0); the `last` feature has none, so it is unknown. A snapshot feature
+    # is a slot of the packed value (NaN when missing); a `last` event feature is the newest event's field,
     # `lv|{event}|{field}` of the event state.
-    layout = PackedLayout(registry.entity("customer"))
+    layout = PackedLayout(schema)
     slot = int(layout.value_slots[[f.name for f in layout.features].index("price_increase_pct")])
     redis_client.setrange(f"nba:customer:{{{CUSTOMER}}}", TAG_BYTES + 8 * slot, struct.pack("<d", math.nan))
-    assert redis_client.hdel(f"nba:ev:customer:{{{CUSTOMER}}}", "lv|sentiment|score") == 1
+    field = f"lv|{last.aggregation.event}|{last.aggregation.field}"
+    assert redis_client.hdel(f"nba:ev:customer:{{{CUSTOMER}}}", field) == 1
     body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
     features = _by_name(body["features"])
     assert features["price_increase_pct"] == {
@@ -127,17 +142,13 @@ def test_a_missing_field_is_served_as_its_default_and_flagged(
         "value": 0.0,
         "defaulted": True,
     }
-    assert features["last_sentiment"] == {
-        "name": "last_sentiment",
-        "view": "customer_sentiment",
-        "value": None,
-        "defaulted": True,
-    }
+    view = schema.view_of[last.name]
+    assert features[last.name] == {"name": last.name, "view": view, "value": None, "defaulted": True}
     defaulted = {name for name, f in features.items() if f["defaulted"]}
-    assert defaulted == before | {"price_increase_pct", "last_sentiment"}
+    assert defaulted == before | {"price_increase_pct", last.name}
     assert features["tenure_months"]["value"] == _as_of_row(offline, CUSTOMER)["tenure_months"]
     # The view is still as fresh as its newest event: a missing value is not a stale view.
-    assert not _by_name(body["views"])["customer_sentiment"]["stale"]
+    assert not _by_name(body["views"])[view]["stale"]
 
 
 def test_a_view_past_its_ttl_is_stale_and_served_as_defaults(
