@@ -13,11 +13,12 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
+import redis.asyncio
 import uvicorn
 
 from features import (
@@ -33,6 +35,7 @@ from features import (
     EventStreamSettings,
     OfflineSettings,
     OfflineStore,
+    OnlineStore,
     RedisSettings,
     Registry,
 )
@@ -217,3 +220,21 @@ def http(api: Served, materialized: None) -> Iterator[httpx.Client]:
     """An HTTP client on the API, with the world materialized in a fresh Redis."""
     with httpx.Client(base_url=api.url, timeout=10) as client:
         yield client
+
+
+T = TypeVar("T")
+
+
+def run_with_store(
+    redis_url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]], namespace: str
+) -> T:
+    """Run ``body`` with an online store on a client opened (and closed) inside its own event loop."""
+
+    async def main() -> T:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            return await body(OnlineStore(client, registry, namespace=namespace))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -10,26 +9,19 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import redis
-import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from features import OnlineStore, Registry
 from features.identity import Identifier, IdentifierError, normalize
+from tests.conftest import run_with_store
 
 T = TypeVar("T")
 NS = "idt"
 
 
 def _run(redis_url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            return await body(OnlineStore(client, registry, namespace=NS))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return run_with_store(redis_url, registry, body, NS)
 
 
 # ---- normalisation ---------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import redis
-import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +29,7 @@ from features import (
     materialize_events,
 )
 from features.packed import PackedLayout
-from tests.conftest import served_known
+from tests.conftest import run_with_store, served_known
 
 T = TypeVar("T")
 DAY = 86_400.0
@@ -38,16 +37,7 @@ NS = "t"  # a namespace of our own for the tests that write their own rows
 
 
 def _run(redis_url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]], ns: str = NS) -> T:
-    """Run ``body`` with an online store on a client opened (and closed) inside the event loop."""
-
-    async def main() -> T:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            return await body(OnlineStore(client, registry, namespace=ns))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return run_with_store(redis_url, registry, body, ns)
 
 
 def _defaults(schema: EntitySchema) -> np.ndarray:

@@ -3,7 +3,6 @@ are the ones the offline store says the online store should show."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -13,7 +12,6 @@ from typing import TypeVar
 import numpy as np
 import pytest
 import redis
-import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -33,21 +31,14 @@ from features.quality import (
     training_reference,
     write_metrics,
 )
-from tests.conftest import served_known
+from tests.conftest import run_with_store, served_known
 
 T = TypeVar("T")
 NS = "quality"
 
 
 def _run(redis_url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]], ns: str = "nba") -> T:
-    async def main() -> T:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            return await body(OnlineStore(client, registry, namespace=ns))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return run_with_store(redis_url, registry, body, ns)
 
 
 SHARES = arrays(np.float64, st.integers(2, 12), elements=st.floats(0, 1)).filter(lambda a: a.sum() > 0)
