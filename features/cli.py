@@ -24,7 +24,7 @@ from rich.table import Table
 from features.console import abort, progress_bar, settings_from_env
 from features.embedded import online_store_url
 from features.errors import FeatureStoreError
-from features.materialize import materialize, materialize_events
+from features.materialize import materialize, materialize_events, materialize_identities
 from features.offline_store import OfflineStore
 from features.online_store import OnlineStore
 from features.quality import PSI_DRIFT, QualityReport, Reference, check, training_reference, write_metrics
@@ -201,6 +201,10 @@ async def _materialize_all(
                 with progress_bar(Console(stderr=True, highlight=False), f"{entity} event state") as bar:
                     written = await materialize_events(offline, store, entity, progress=bar)
                 done.append((f"{entity} event state", written, time.perf_counter() - start))
+            if entity == "customer":
+                start = time.perf_counter()
+                linked = await materialize_identities(offline, store)
+                done.append(("customer identifiers", linked, time.perf_counter() - start))
     finally:
         await client.aclose()
     return done

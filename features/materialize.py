@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.event_state import EventLayout, text
+from features.identity import LINKED, UNLINKED, Identifier
 from features.offline_store import TIMESTAMP_COLUMN, OfflineStore, sql_literal
 from features.online_store import OnlineStore
 from features.registry import DAY_SECONDS
@@ -117,3 +118,27 @@ async def materialize_events(
         if progress is not None:
             progress(start + len(chunk), len(ids))
     return len(ids)
+
+
+async def materialize_identities(offline: OfflineStore, online: OnlineStore) -> int:
+    """Point each identifier the events table mentions at its holder, as the newest identity event says.
+
+    Per identifier the newest ``identifier_linked`` or ``identifier_unlinked`` (by time, then event id) wins,
+    whoever it names; identity has no horizon, so the whole table is read. Returns the identifiers linked.
+    """
+    events = offline.events("customer")
+    con = duckdb.connect()
+    con.register("events", events)
+    rows = con.sql(
+        f"SELECT identifier_kind, identifier, arg_max(customer_id, (occurred_at, event_id)), "
+        f"arg_max(type, (occurred_at, event_id)) FROM events WHERE type IN ('{LINKED}', '{UNLINKED}') GROUP BY ALL"
+    ).fetchall()
+    linked = 0
+    for kind, value, holder, kind_of_event in rows:
+        identifier = Identifier(kind, value)
+        if kind_of_event == LINKED:
+            await online.link(holder, [identifier])
+            linked += 1
+        else:
+            await online.unlink(holder, [identifier])
+    return linked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -12,9 +13,11 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features import OnlineStore, Registry
+from features import Event, OnlineStore, Registry
 from features.identity import Identifier, IdentifierError, normalize
+from features.materialize import materialize_identities
 from tests.conftest import run_with_store
+from tests.features.test_events import NOW, _offline
 
 T = TypeVar("T")
 NS = "idt"
@@ -173,3 +176,33 @@ def test_unlink_and_erase_leave_someone_elses_identifier_alone(
     assert email is None  # erased with its holder
     assert left == []
     assert redis_client.keys(f"{NS}:*C1*") == []
+
+
+def test_materialization_rebuilds_the_identity_map_from_the_newest_event_of_each_identifier(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    account = normalize("account", "acc-7")
+    day = 86_400.0
+
+    def event(i: int, customer: str, linked: bool, identifier: Identifier, days_ago: float) -> Event:
+        kind = "identifier_linked" if linked else "identifier_unlinked"
+        fields = {"identifier_kind": identifier.kind, "identifier": identifier.value}
+        return Event(f"i{i}", customer, kind, NOW - days_ago * day, fields)
+
+    events = [
+        event(1, "C1", True, PHONE, 400),  # older than any feature's horizon: identity still counts it
+        event(2, "C2", True, PHONE, 10),  # the number moved to C2
+        event(3, "C1", True, EMAIL, 30),
+        event(4, "C1", False, EMAIL, 5),  # and the email was taken back
+        event(5, "C3", True, account, 1),
+    ]
+    offline = _offline(tmp_path, registry, events)
+
+    async def body(store: OnlineStore) -> tuple[Any, ...]:
+        linked = await materialize_identities(offline, store)
+        again = await materialize_identities(offline, store)
+        return linked, again, [await store.resolve(i) for i in (PHONE, EMAIL, account)]
+
+    linked, again, holders = _run(redis_url, registry, body)
+    assert linked == again == 2
+    assert holders == ["C2", None, "C3"]
