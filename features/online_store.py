@@ -184,7 +184,7 @@ class _Kind:
         self.snapshot_at = np.array([position[f.name] for f in self.packed.features], dtype=np.intp)
         self.event_at = np.array([position[f.name] for f in self.events.features], dtype=np.intp)
         views = self.packed.views
-        view_at = {v.name: i for i, v in enumerate(schema.views)}
+        self.view_at = view_at = {v.name: i for i, v in enumerate(schema.views)}
         self.snapshot_view_at = np.array([view_at[v.name] for v in views], dtype=np.intp)
         self.snapshot_ttl = np.array([v.ttl_seconds for v in views], dtype=np.float64)
         of_view = {f.name: i for i, v in enumerate(views) for f in v.features}
@@ -197,6 +197,16 @@ class _Kind:
         ]
         # Agents: every feature is a snapshot one, in registry order, so no scattering into place is needed.
         self.snapshot_views_only = len(views) == len(schema.views)
+        n_features, n_views = len(schema.names), len(schema.views)
+        self.empty = EntityBatch(
+            schema,
+            (),
+            np.empty((0, n_features)),
+            np.empty((0, n_features), dtype=bool),
+            np.empty(0, dtype=bool),
+            np.empty((0, n_views)),
+        )
+        """What a read without agents returns for them, built once."""
         self.snapshot_only = self.snapshot_views_only and self.snapshot_at.tolist() == list(range(len(schema.names)))
 
     def decode(
@@ -237,7 +247,7 @@ class _Kind:
             ages[:, self.snapshot_view_at] = snapshot_ages
         found = present & written.any(axis=1)
         if states is not None:
-            view_at = {v.name: i for i, v in enumerate(schema.views)}
+            view_at = self.view_at
             for row, state in enumerate(states):
                 event_values, event_known, event_ages = self.events.decode(state, now)
                 values[row, self.event_at] = event_values
@@ -372,7 +382,7 @@ class OnlineStore:
         customers = kind.decode([customer_id], [replies[0]], states, now)  # type: ignore[list-item, arg-type]
         rest = replies[2 if states else 1 :]
         if not agent_ids:
-            return customers[0], self._none(agent)
+            return customers[0], agent.empty
         blobs = rest if self._cluster else rest[0]
         agent_states = rest[-len(agent_ids) :] if agent.events.features else None
         agents = agent.decode(agent_ids, blobs, agent_states, now)  # type: ignore[arg-type]
@@ -430,14 +440,6 @@ class OnlineStore:
 
     def _key_bytes(self, prefix: str, entity_id: str) -> bytes:
         return b"%s%s}" % (self._prefixes[prefix], entity_id.encode())
-
-    @staticmethod
-    def _none(kind: _Kind) -> EntityBatch:
-        width = len(kind.schema.names)
-        empty = np.empty((0, width))
-        return EntityBatch(
-            kind.schema, (), empty, empty.astype(bool), np.empty(0, dtype=bool), np.empty((0, len(kind.schema.views)))
-        )
 
     async def apply_events(self, entity: str, events: Sequence[Event], *, now: float | None = None) -> list[str]:
         """Apply each event to its entity's state, once: ``applied``, ``duplicate`` or ``too_old`` per event.
