@@ -125,6 +125,7 @@ def _feature_rows(feature: Feature) -> dict[str, str]:
         "categories": ", ".join(feature.categories) if feature.categories else "-",
         "pii": "yes" if feature.pii else "no",
         "derived from": _derived(feature),
+        "model input": "yes" if feature.model_input else "no (read and derived from, never scored)",
         "description": feature.description,
         "reason": feature.reason,
         "reason (negative)": _text(feature.reason_negative),

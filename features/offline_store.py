@@ -269,6 +269,12 @@ class OfflineStore:
         return table.take([order[i] for i in ids if i in order])
 
     def matrix(self, entity: str, table: pa.Table) -> np.ndarray:
-        """The model input for ``table``'s rows: float64, registry order, NaN for missing."""
+        """Every feature of ``table``'s rows as the online store serves them: float64, registry order, NaN for
+        missing."""
         schema = self.registry.entity(entity)
         return np.column_stack([f.encode_column(table.column(f.name)) for f in schema.features])
+
+    def model_matrix(self, entity: str, table: pa.Table) -> np.ndarray:
+        """The model input for ``table``'s rows: the columns of :meth:`matrix` that are model inputs."""
+        schema = self.registry.entity(entity)
+        return np.column_stack([f.encode_column(table.column(f.name)) for f in schema.model_features])

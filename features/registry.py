@@ -172,6 +172,9 @@ class Feature(_Strict):
     """Set for features of an ``events`` view: how the value is computed from events."""
     derive: Derivation | None = None
     """Set for a feature computed at read time from a stored snapshot feature (see :class:`Derivation`)."""
+    model_input: bool = True
+    """False for a value kept for reading and deriving but never shown to a model: an absolute date, say,
+    whose meaning shifts with the calendar, so a model that split on it would not carry over to later days."""
 
     @field_validator("aggregation", "derive", mode="wrap")
     @classmethod
@@ -443,6 +446,11 @@ class EntitySchema:
         """Features computed at read time from a stored snapshot feature, never stored."""
         self.event_features: tuple[Feature, ...] = tuple(f for v in views if v.source == "events" for f in v.features)
         self.view_by_name: dict[str, FeatureView] = {v.name: v for v in views}
+        self.model_features: tuple[Feature, ...] = tuple(f for f in self.features if f.model_input)
+        """The features models see, in contract order (every feature but those with ``model_input: false``)."""
+        self.model_names: tuple[str, ...] = tuple(f.name for f in self.model_features)
+        self.model_at: np.ndarray = np.array([self.index[n] for n in self.model_names], dtype=np.intp)
+        """Where each model input sits in the contract vector: ``x[model_at]`` is a model's row."""
 
     def view_for(self, feature: Feature) -> FeatureView:
         """The view that declares ``feature``."""
@@ -464,8 +472,8 @@ class EntitySchema:
 
     @property
     def categorical_indices(self) -> list[int]:
-        """Positions of categorical features, for LightGBM's ``categorical_feature``."""
-        return [i for i, f in enumerate(self.features) if f.dtype == "category"]
+        """Positions of categorical features among the model inputs, for LightGBM's ``categorical_feature``."""
+        return [i for i, f in enumerate(self.model_features) if f.dtype == "category"]
 
 
 class Registry:
@@ -530,6 +538,7 @@ class Registry:
                         f.default,
                         f.aggregation and f.aggregation.model_dump(mode="json"),
                         f.derive and f.derive.model_dump(mode="json"),
+                        f.model_input,
                     )
                     for f in schema.features
                 ],

@@ -52,19 +52,21 @@ def risk_band(churn_risk: float) -> str:
 
 
 def _drivers(contrib: np.ndarray, x: np.ndarray, known: np.ndarray, schema: EntitySchema, limit: int) -> list[str]:
-    """Phrases for the features that pushed the prediction up most.
+    """Phrases for the model inputs that pushed the prediction up most.
 
+    ``contrib`` is in model-input order (``schema.model_features``), ``x`` and ``known`` in contract order.
     Only values the store actually holds become reasons: a default filled in for a missing value says
     nothing true about this customer.
     """
-    n = len(schema.features)
+    n = len(schema.model_features)
     order = np.argsort(-contrib[:n], kind="stable")
     out: list[str] = []
     for i in order:
         if contrib[i] <= 0 or len(out) == limit:
             break
-        if known[i]:
-            out.append(schema.features[i].phrase(float(x[i])))
+        at = schema.model_at[i]
+        if known[at]:
+            out.append(schema.model_features[i].phrase(float(x[at])))
     return out
 
 
@@ -89,13 +91,14 @@ def recommend(
     """
     candidates = catalog.eligible(x, channel)
     offers = [a for a in candidates if a.id != NO_ACTION]
-    row = x.reshape(1, -1)
+    inputs = x[schema.model_at]
+    row = inputs.reshape(1, -1)
     churn_risk = float(models.churn.predict(row)[0])
     risk_reasons = _drivers(models.churn.contributions(row)[0], x, known, schema, MAX_REASONS)
     ltv = _value(x, schema, "lifetime_value") or 0.0
     scored: list[ScoredAction] = []
     if offers:
-        matrix = models.propensity.with_actions(x, [a.id for a in offers])
+        matrix = models.propensity.with_actions(inputs, [a.id for a in offers])
         accept = models.propensity.predict(matrix)
         contrib = models.propensity.contributions(matrix)
         for action, p, c in zip(offers, accept, contrib, strict=True):

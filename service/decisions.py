@@ -129,7 +129,8 @@ class DecisionService:
         churn_risk = None
         if customer is not None:
             try:
-                churn_risk = float(self.holder.models.churn.predict(customer.values.reshape(1, -1))[0])
+                inputs = customer.values[self._customer.model_at].reshape(1, -1)
+                churn_risk = float(self.holder.models.churn.predict(inputs)[0])
             except ModelsUnavailable as exc:
                 degraded.append(str(exc))
         if agents is None:

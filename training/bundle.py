@@ -32,7 +32,8 @@ class ModelBundle:
     booster: lgb.Booster
     calibrator: Calibrator
     feature_names: tuple[str, ...]
-    """Columns in order: the contract's customer features, then any extra (``action`` for propensity)."""
+    """Columns in order: the contract's model inputs (``EntitySchema.model_names``), then any extra (``action`` for
+    propensity)."""
     contract_version: str
     actions: tuple[str, ...] = ()
     """For action models: the action ids, in the order their codes were assigned."""

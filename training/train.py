@@ -149,14 +149,14 @@ def train_churn(registry: Registry, offline: OfflineStore, labels_path: Path, *,
     """Churn within 30 days of a decision date, from the customer's features as of that date."""
     labels = _read_labels(labels_path, ("customer_id", "ts", "churned"))
     frame = offline.point_in_time("customer", labels)
-    x = offline.matrix("customer", frame)
     schema = registry.entity("customer")
+    x = offline.model_matrix("customer", frame)
     return _fit(
         "churn",
         x,
         frame.column("churned").to_numpy().astype(np.int8),
         frame.column("ts").to_numpy(),
-        feature_names=schema.names,
+        feature_names=schema.model_names,
         categorical=schema.categorical_indices,
         contract_version=registry.version,
         actions=(),
@@ -179,15 +179,15 @@ def train_propensity(
         raise DatasetError(f"{offers_path}: no offered action besides no_action")
     frame = offline.point_in_time("customer", offers)
     codes = pc.index_in(frame.column("action_id"), value_set=pa.array(actions)).to_numpy(zero_copy_only=False)
-    x = np.column_stack([offline.matrix("customer", frame), codes.astype(np.float64)])
     schema = registry.entity("customer")
+    x = np.column_stack([offline.model_matrix("customer", frame), codes.astype(np.float64)])
     return _fit(
         "propensity",
         x,
         frame.column("accepted").to_numpy().astype(np.int8),
         frame.column("ts").to_numpy(),
-        feature_names=(*schema.names, ACTION_FEATURE),
-        categorical=[*schema.categorical_indices, len(schema.names)],
+        feature_names=(*schema.model_names, ACTION_FEATURE),
+        categorical=[*schema.categorical_indices, len(schema.model_names)],
         contract_version=registry.version,
         actions=actions,
         params=params,

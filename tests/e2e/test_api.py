@@ -55,7 +55,7 @@ def test_recommend_ranks_actions_from_the_registered_models(
     # The churn risk is the champion's prediction on the customer's features as they stand now (latest
     # snapshot and events aggregated up to now): same model, same vector.
     row = offline.as_of("customer", [DEMO_CUSTOMER])
-    x = offline.matrix("customer", row)
+    x = offline.model_matrix("customer", row)
     churn, _ = model_registry.load("churn")
     propensity, _ = model_registry.load("propensity")
     assert body["customer"]["churn_risk"] == pytest.approx(float(churn.predict(x)[0]), rel=1e-9)

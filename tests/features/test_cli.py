@@ -88,6 +88,7 @@ def test_describe_a_feature_shows_all_its_fields_and_its_view() -> None:
         "categories": "basic, standard, premium",
         "pii": "no",
         "derived from": "-",
+        "model input": "yes",
         "description": "plan",
         "reason": "on the {value} plan",
         "reason (negative)": "-",
@@ -97,6 +98,12 @@ def test_describe_a_feature_shows_all_its_fields_and_its_view() -> None:
         "view owner": "crm",
         "view description": "Who the customer is, what they pay and consent to; refreshed by the monthly CRM snapshot.",
     }
+
+
+def test_describe_says_a_stored_date_is_no_model_input() -> None:
+    result = _nba("describe", "contract_end_day")
+    assert result.exit_code == 0, result.output
+    assert "model input        no (read and derived from, never scored)" in result.output
 
 
 def test_describe_a_view_shows_the_view_then_each_feature() -> None:

@@ -182,8 +182,11 @@ def test_customer_feature_order_is_stable(registry: Registry, tmp_path: Path) ->
     customer = registry.entity("customer")
     assert customer.names == CUSTOMER_ORDER
     assert customer.index == {name: i for i, name in enumerate(CUSTOMER_ORDER)}
-    # plan, contract_type, segment, language, last_contact_reason, last_offer
-    assert customer.categorical_indices == [1, 2, 8, 9, 27, 34]
+    # Models see every feature but the absolute contract end date (they see days_to_contract_end instead).
+    assert customer.model_names == tuple(n for n in CUSTOMER_ORDER if n != "contract_end_day")
+    assert [customer.names[i] for i in customer.model_at] == list(customer.model_names)
+    # plan, contract_type, segment, language, last_contact_reason, last_offer, among the model inputs
+    assert customer.categorical_indices == [1, 2, 7, 8, 26, 33]
     # Loading the same contract again, from an explicit copy, resolves the same order and the same hash.
     again = Registry.load(_write(tmp_path, _packaged()))
     assert again.entity("customer").names == CUSTOMER_ORDER

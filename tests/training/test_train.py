@@ -47,7 +47,7 @@ def _test_rows(
     if kind == "propensity":
         labels = labels.filter(pc.not_equal(labels.column("action_id"), "no_action"))
     frame = offline.point_in_time("customer", labels)
-    x = offline.matrix("customer", frame)
+    x = offline.model_matrix("customer", frame)
     if kind == "propensity":
         codes = [float(result.bundle.actions.index(a)) for a in frame.column("action_id").to_pylist()]
         x = np.column_stack([x, codes])
@@ -71,7 +71,8 @@ def test_models_rank_and_are_calibrated(
     assert metrics["lift_top_decile"] > 1.5
     assert result.bundle.kind == kind
     assert result.bundle.contract_version == registry.version
-    customer = registry.entity("customer").names
+    customer = registry.entity("customer").model_names
+    assert "contract_end_day" not in customer, "an absolute date is no model input"
     assert result.bundle.feature_names == (customer if kind == "churn" else (*customer, "action"))
     assert result.tags == {
         "contract_version": registry.version,
