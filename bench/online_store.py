@@ -2,8 +2,9 @@
 
 Each figure is printed beside a baseline measured in the same process, on the same server, in the same
 run, because these machines are noisy: a PING round trip for reads, a pipelined HINCRBYFLOAT of the same
-fields for event ingestion, and the first encoding (a hash per entity, one field per feature as text, read
-with one HMGET per entity in a pipeline) for the packed encoding's reads and writes.
+fields for event ingestion, the first encoding (a hash per entity, one field per feature as text, read
+with one HMGET per entity in a pipeline) for the packed encoding's reads and writes, and the packed
+snapshots of the same 100,000 customers for the materialization of their event state.
 
     .venv/bin/python -m bench.online_store
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features import (
     EmbeddedValkey,
@@ -90,7 +92,13 @@ async def _run(url: str, world: Path) -> None:
             f"100 agents, first encoding (HMGET per hash + text parsing): p50 {h50:.3f} ms; "
             f"packed 1 customer + 100 agents is {h50 / read50:.1f}x faster"
         )
-        await _materialize_at_scale(client, store, registry)
+        snapshots_per_s = await _materialize_at_scale(client, store, registry)
+        await _materialize_events_at_scale(store, registry, world.parent / "scale", snapshots_per_s)
+        layout = store.layout("customer")
+        print(
+            f"event state per customer: {layout.total_size:,} bytes, of which a read fetches {layout.size:,} "
+            f"({len(layout.rings)} rings, {len(layout.groups)} last groups)"
+        )
 
         now = time.time()
         events = [
@@ -137,7 +145,7 @@ async def _hash_encoding(client: OnlineClient, store: OnlineStore, agents: list[
     return samples
 
 
-async def _materialize_at_scale(client: OnlineClient, store: OnlineStore, registry: Registry) -> None:
+async def _materialize_at_scale(client: OnlineClient, store: OnlineStore, registry: Registry) -> float:
     """Snapshot materialization of 100,000 customers, packed (MSET) against the first encoding (HSET each)."""
     schema = registry.entity("customer")
     rng = np.random.default_rng(7)
@@ -166,6 +174,45 @@ async def _materialize_at_scale(client: OnlineClient, store: OnlineStore, regist
     print(
         f"materialize 100,000 customer snapshots: {n / packed_s:,.0f} entities/s packed "
         f"(first encoding, HSET per entity: {n / hash_s:,.0f}/s; ratio {hash_s / packed_s:.1f}x)"
+    )
+    return n / packed_s
+
+
+async def _materialize_events_at_scale(store: OnlineStore, registry: Registry, root: Path, snapshots: float) -> None:
+    """Event state of 100,000 customers from 2,000,000 events of every declared type over the horizon, aggregated
+    by DuckDB and written packed: against the packed snapshots of as many customers in the same run."""
+    n, per = 100_000, 20
+    rng = np.random.default_rng(11)
+    now = time.time()
+    types = [t for t, e in registry.events.items() if e.entity == "customer"]
+    kinds = rng.choice(types, n * per)
+    horizon = registry.entity("customer").event_horizon_days * 86_400
+    columns: dict[str, object] = {
+        "event_id": pa.array([f"s{i}" for i in range(n * per)]),
+        "customer_id": pa.array([f"S{i:07d}" for i in rng.integers(0, n, n * per)]),
+        "occurred_at": pa.array(((now - rng.uniform(0, horizon, n * per)) * 1e6).astype(np.int64)).cast(
+            pa.timestamp("us", "UTC")
+        ),
+        "type": pa.array(kinds),
+    }
+    for name, dtype in registry.event_columns("customer").items():
+        spec = next(e.fields[name] for e in registry.events.values() if name in e.fields)
+        if dtype == "bool":
+            columns[name] = pa.array(rng.random(n * per) < 0.5)
+        elif dtype in ("category", "str"):
+            columns[name] = pa.array(rng.choice(list(spec.categories or ("a", "b")), n * per))
+        elif dtype == "int":
+            columns[name] = pa.array(rng.integers(int(spec.min or 0), int(spec.max or 10) + 1, n * per))
+        else:
+            columns[name] = pa.array(rng.uniform(spec.min or 0, spec.max or 100, n * per).round(2))
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), root / "customer_events.parquet")
+    start = time.perf_counter()
+    written = await materialize_events(OfflineStore(root, registry), store, "customer", now=now)
+    events_s = time.perf_counter() - start
+    print(
+        f"materialize event state of {written:,} customers ({n * per:,} events): {written / events_s:,.0f} "
+        f"entities/s (packed snapshots of as many: {snapshots:,.0f}/s; ratio {written / events_s / snapshots:.2f})"
     )
 
 

@@ -1,24 +1,25 @@
 """Offline to online: copy each entity's latest snapshot and its event state into Redis.
 
-Idempotent: running it twice leaves the same hashes. Snapshots go in pipelined batches so throughput is
-bounded by Redis, not by round trips. Event state (day totals and newest-event fields, see
-:mod:`features.event_state`) is aggregated from the events table by DuckDB, not replayed event by event:
-it overwrites what live ingestion wrote for the same days, which is right only when the events table holds
-every event (the event sink keeps it so).
+Idempotent: running it twice leaves the same values. Both kinds of value are packed by numpy and sent as
+MSETs of whole values, so throughput is bounded by Redis, not by round trips. Event state (rings of day
+totals and the newest event of each group, see :mod:`features.event_state`) is aggregated from the events
+table by DuckDB, not replayed event by event: it replaces what live ingestion wrote, which is right only
+when the events table holds every event (the event sink keeps it so).
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.event_state import EventLayout, text
+from features.errors import OfflineStoreError
+from features.event_state import ID_BYTES, UNKNOWN_CATEGORY, EventLayout, LastValue
 from features.identity import LINKED, UNLINKED, Identifier
 from features.offline_store import TIMESTAMP_COLUMN, OfflineStore, sql_literal
 from features.online_store import OnlineStore
@@ -54,47 +55,116 @@ async def materialize(
     return done
 
 
-def _where(conditions: list[str]) -> str:
+def _all(conditions: list[str]) -> str:
     return " AND ".join(conditions) if conditions else "TRUE"
 
 
-def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now: float) -> dict[str, dict[str, str]]:
-    """The event-state hash fields of every entity with events in the horizon, as of ``now``."""
+def _matching(event: str, where: tuple[tuple[str, bool | str], ...]) -> list[str]:
+    return [f"type = {sql_literal(event)}", *(f"{k} = {sql_literal(v)}" for k, v in where)]
+
+
+def event_state(
+    offline: OfflineStore, layout: EventLayout, entity: str, *, now: float
+) -> tuple[list[str], list[bytes]]:
+    """The ids of every entity with events in the horizon as of ``now``, and each one's event-state value.
+
+    Two DuckDB aggregations over the events (the day totals of every series, the newest event of every group)
+    and numpy scatters their results into the slot matrix: no Python loop over events or entities. Every ring
+    is written holding the days up to today, so an entity's rings read the same whatever live events did before.
+    """
     key = offline.registry.entity(entity).join_key
     until = datetime.fromtimestamp(now, UTC)
     since = datetime.fromtimestamp(now - layout.horizon_days * DAY_SECONDS, UTC)
     con = duckdb.connect()
-    con.register("events", offline.events(entity, since=since, until=until))
+    con.sql("SET enable_progress_bar = false")
+    con.register("events", offline.events(entity, since=since, until=until, ordered=False))
+    types = ", ".join(sql_literal(t) for t in layout.events)
+    con.sql(f"""
+        CREATE TEMP TABLE ids AS
+        SELECT {key}, CAST(row_number() OVER (ORDER BY {key}) - 1 AS BIGINT) AS _row
+        FROM (SELECT DISTINCT {key} FROM events WHERE type IN ({types}))
+    """)
+    con.sql(f"""
+        CREATE TEMP TABLE e AS
+        SELECT ids._row, CAST(floor(epoch(occurred_at) / {DAY_SECONDS}) AS BIGINT) AS _day, events.*
+        FROM events JOIN ids USING ({key})
+    """)
+    ids: list[str] = con.sql(f"SELECT {key} FROM ids ORDER BY _row").to_arrow_table().column(0).to_pylist()
+    rows = layout.empty_rows(len(ids))
     today = int(now // DAY_SECONDS)
-    state: dict[str, dict[str, str]] = defaultdict(dict)
-    for s in layout.series:
-        conditions = [f"type = '{s.event}'", f"floor(epoch(occurred_at) / 86400) > {today - s.days}"]
-        conditions += [f"{k} = {sql_literal(v)}" for k, v in s.where]
-        measure = "count(*)"
-        if s.field is not None:
-            conditions.append(f"{s.field} IS NOT NULL")
-            measure = f"sum({s.field})" if s.sums else "count(*)"
-        rows = con.sql(
-            f"SELECT {key}, CAST(floor(epoch(occurred_at) / 86400) AS BIGINT), {measure} FROM events "
-            f"WHERE {_where(conditions)} GROUP BY ALL"
-        ).fetchall()
-        for entity_id, day, value in rows:
-            state[entity_id][f"{s.name}@{day}"] = text(float(value) if s.sums else int(value))
-            # Nothing older than the window was written: live events need not sweep behind it.
-            state[entity_id][f"sw|{s.name}"] = str(today - s.days)
-    for event, fields in layout.last_fields.items():
-        # The newest event's value even when null (arg_max would skip to an older one), as live ingestion does.
-        values = "".join(f", arg_max_null({f}, (occurred_at, event_id))" for f in fields)
-        rows = con.sql(
-            f"SELECT {key}, arg_max(lpad(CAST(epoch_us(occurred_at) AS VARCHAR), 20, '0') || '|' || event_id, "
-            f"(occurred_at, event_id)){values} FROM events WHERE type = '{event}' GROUP BY ALL"
-        ).fetchall()
-        for entity_id, newest, *latest in rows:
-            state[entity_id][f"last|{event}"] = newest
-            for f, value in zip(fields, latest, strict=True):
-                if value is not None:
-                    state[entity_id][f"lv|{event}|{f}"] = text(value)
-    return dict(state)
+    _day_totals(con, layout, rows, today)
+    tail = _newest(con, layout, rows)
+    return ids, layout.values(rows, tail)
+
+
+def _day_totals(con: duckdb.DuckDBPyConnection, layout: EventLayout, rows: np.ndarray, today: int) -> None:
+    """Each ring's day totals in ``rows``: one row of the query per (entity, event type, day)."""
+    if not layout.rings:
+        return
+    measures = []
+    for ring in layout.rings:
+        for s in ring.series:
+            conditions = _matching(s.event, s.where)
+            if s.field is not None:
+                conditions.append(f"{s.field} IS NOT NULL")
+            measure = f"sum({s.field})" if s.field is not None and s.sums else "count(*)"
+            measures.append(f"CAST(coalesce({measure} FILTER (WHERE {_all(conditions)}), 0) AS DOUBLE)")
+    oldest = " OR ".join(f"(type = {sql_literal(r.event)} AND _day > {today - r.days})" for r in layout.rings)
+    found = con.sql(f"SELECT _row, type, _day, {', '.join(measures)} FROM e WHERE {oldest} GROUP BY ALL").fetchnumpy()
+    entity, kind, day = found["_row"], found["type"], found["_day"]
+    columns = list(found.values())[3:]
+    at = 0
+    for ring in layout.rings:
+        rows[:, ring.slot] = today
+        mine = (kind == ring.event) & (day > today - ring.days)
+        slots = ring.slot + 1 + (day[mine] % ring.days) * len(ring.series)
+        for c in range(len(ring.series)):
+            rows[entity[mine], slots + c] = columns[at + c][mine]
+        at += len(ring.series)
+
+
+def _newest(con: duckdb.DuckDBPyConnection, layout: EventLayout, rows: np.ndarray) -> np.ndarray:
+    """Each group's newest event in ``rows`` (stamp, encoded fields); returns the tail of their ids."""
+    order = "(occurred_at, event_id)"
+    selects = []
+    for g in layout.groups:
+        matching = f"FILTER (WHERE {_all(_matching(g.event, g.where))})"
+        selects.append(f"max(epoch_us(occurred_at)) {matching}")
+        if g.values:
+            selects.append(f"arg_max(event_id, {order}) {matching}")
+            # The newest event's value even when null (arg_max would skip to an older one), as live ingestion does.
+            selects += [f"arg_max_null({v.field}, {order}) {matching}" for v in g.values]
+    found = con.sql(f"SELECT _row, {', '.join(selects)} FROM e GROUP BY _row").to_arrow_table()
+    entity = found.column(0).to_numpy()
+    tail = np.zeros((rows.shape[0], sum(1 for g in layout.groups if g.values)), dtype=f"S{ID_BYTES}")
+    at, kept = 1, 0
+    for g in layout.groups:
+        stamps = found.column(at).to_numpy(zero_copy_only=False)
+        seen = ~np.isnan(stamps)
+        rows[entity[seen], g.slot] = stamps[seen]
+        at += 1
+        if not g.values:
+            continue
+        event_ids = found.column(at)
+        if (pc.max(pc.binary_length(event_ids)).as_py() or 0) > ID_BYTES:
+            raise OfflineStoreError(f"events table: an event_id of {g.event!r} is longer than {ID_BYTES} bytes")
+        tail[entity[seen], kept] = np.array(event_ids.filter(pa.array(seen)).to_pylist(), dtype=f"S{ID_BYTES}")
+        for i, value in enumerate(g.values, start=1):
+            column = found.column(at + i)
+            rows[entity[seen], g.slot + i] = _encoded(value, column)[seen]
+        at += 1 + len(g.values)
+        kept += 1
+    return tail
+
+
+def _encoded(value: LastValue, column: pa.ChunkedArray) -> np.ndarray:
+    """:meth:`LastValue.encode` over a column: NaN where absent, the unknown-category mark where unlisted."""
+    encoded = value.feature.encode_column(column, apply_default=False)
+    if value.feature.dtype != "category":
+        return encoded
+    text = column.cast(pa.string())
+    present = pc.fill_null(pc.not_equal(text, ""), False).to_numpy(zero_copy_only=False)
+    return np.where(present & np.isnan(encoded), UNKNOWN_CATEGORY, encoded)
 
 
 async def materialize_events(
@@ -103,20 +173,19 @@ async def materialize_events(
     entity: str,
     *,
     now: float | None = None,
-    batch_size: int = 2_000,
+    batch_size: int = 20_000,
     progress: Progress | None = None,
 ) -> int:
     """Write the event state of every ``entity`` with events in the horizon; returns how many."""
     layout = online.layout(entity)
     if not layout.features:
         return 0
-    state = event_state(offline, layout, entity, now=time.time() if now is None else now)
-    ids = sorted(state)
+    ids, values = event_state(offline, layout, entity, now=time.time() if now is None else now)
     for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        await online.write_event_state(entity, {i: state[i] for i in chunk})
+        end = min(start + batch_size, len(ids))
+        await online.write_event_state(entity, ids[start:end], values[start:end])
         if progress is not None:
-            progress(start + len(chunk), len(ids))
+            progress(end, len(ids))
     return len(ids)
 
 

@@ -166,8 +166,11 @@ class OfflineStore:
         """
         return duckdb.connect().sql(query, params=params or None).to_arrow_table()
 
-    def events(self, entity: str, *, since: datetime | None = None, until: datetime | None = None) -> pa.Table:
-        """The entity's events with ``since < occurred_at <= until``, oldest first (for materialization)."""
+    def events(
+        self, entity: str, *, since: datetime | None = None, until: datetime | None = None, ordered: bool = True
+    ) -> pa.Table:
+        """The entity's events with ``since < occurred_at <= until``, oldest first unless not ``ordered`` (an
+        aggregation needs no order, and sorting every event in the horizon costs more than aggregating them)."""
         schema = self.registry.entity(entity)
         source = self._events(schema)
         bounds = [c for c, v in (("occurred_at > $since", since), ("occurred_at <= $until", until)) if v is not None]
@@ -175,7 +178,7 @@ class OfflineStore:
         params = {k: v for k, v in (("since", since), ("until", until)) if v is not None} or None
         return (
             duckdb.connect()
-            .sql(f"SELECT * FROM {source} {where} ORDER BY occurred_at, event_id", params=params)
+            .sql(f"SELECT * FROM {source} {where}{' ORDER BY occurred_at, event_id' if ordered else ''}", params=params)
             .to_arrow_table()
         )
 

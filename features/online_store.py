@@ -5,12 +5,12 @@ shard):
 
 - ``{namespace}:{entity}:{{id}}``: a string, the snapshot features packed as float64 (see
   :mod:`features.packed`, which also says why this encoding and not a hash per entity).
-- ``{namespace}:ev:{entity}:{{id}}``: a hash, the event state (day totals and newest-event fields, see
-  :mod:`features.event_state`), for entities whose contract has event features.
+- ``{namespace}:events:{entity}:{{id}}``: a string, the event state (rings of day totals and the newest
+  event of each group, see :mod:`features.event_state`), for entities whose contract has event features.
 - ``{namespace}:seen:{entity}:{{id}}``: a sorted set of the event ids already applied.
 
-A read is one pipeline: ``GET`` (and ``HGETALL`` of the event state) for the customer and one ``MGET`` for
-all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
+A read is one pipeline: ``GET`` (and ``GETRANGE`` of the event state's fixed part) for the customer and one
+``MGET`` for all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
 ``cluster=True``) the agents are asked with one ``GET`` each, since an ``MGET`` cannot span slots; redis-py
 splits the pipeline per shard and asks the shards concurrently, so a read still costs one round trip of
 wall time.
@@ -29,19 +29,22 @@ import numpy as np
 import pyarrow as pa
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
-from redis.typing import EncodableT, FieldT
 
 from features import resp
 from features.errors import OnlineStoreUnavailable
-from features.event_state import APPLY_EVENTS, Event, EventLayout
+from features.event_state import APPLY_EVENTS, ID_BYTES, Event, EventLayout
 from features.identity import LINKED, UNLINKED, Identifier
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
 
-STORE_LAYOUT = "packed-1"
+STORE_LAYOUT = "packed-2"
 """How this module lays entities out in Redis; a marker of materialized data names it, so data written in
-another layout (the first one kept a hash per entity) is rewritten rather than read as this one."""
+another layout (the first one kept a hash per entity, the second a hash of event state) is rewritten rather
+than read as this one."""
+_LEGACY_STATE = "ev"
+"""The prefix under which layout packed-1 kept event state as a hash; erasure deletes it too, since a store
+upgraded in place may still hold one for an entity that had no events in the horizon at the upgrade."""
 
 # DEL then SADD in slices: Lua's unpack() cannot spread more than a few thousand values onto its stack.
 _REPLACE_SET = """
@@ -65,12 +68,13 @@ return 1
 """
 # Resolves an identifier and reads its customer in the same script (single server: the customer's keys are
 # derived inside, which a cluster forbids). KEYS[1]: the identifier; ARGV: packed-key prefix, state-key prefix
-# (both ending in the hash tag's opening brace), '1' when customers have event state.
+# (both ending in the hash tag's opening brace), the bytes of event state to read (0: customers have none).
 _RESOLVE_AND_READ = """
 local id = redis.call('GET', KEYS[1])
-if not id then return {false, false, {}} end
-local state = {}
-if ARGV[3] == '1' then state = redis.call('HGETALL', ARGV[2] .. id .. '}') end
+if not id then return {false, false, false} end
+local state = false
+local size = tonumber(ARGV[3])
+if size > 0 then state = redis.call('GETRANGE', ARGV[2] .. id .. '}', 0, size - 1) end
 return {id, redis.call('GET', ARGV[1] .. id .. '}'), state}
 """
 # Deletes an identifier only while it still names ARGV[1]: unlinking or erasing one customer never takes an
@@ -82,6 +86,8 @@ return 0
 """
 _AGENT_ARGS_KEPT = 100_000
 """Encoded agent keys kept at most (a contact center's whole roster; the cache starts over past it)."""
+_Call = tuple[list[bytes], list[bytes], list[int]]
+"""One script call of an apply: its KEYS, its ARGV and the positions of its events in the batch."""
 _MSET_ROWS = 2_000
 """Entities per MSET when materializing: big enough to amortise the call, small enough not to stall Redis."""
 
@@ -186,6 +192,7 @@ class _Kind:
         views = self.packed.views
         self.view_at = view_at = {v.name: i for i, v in enumerate(schema.views)}
         self.snapshot_view_at = np.array([view_at[v.name] for v in views], dtype=np.intp)
+        self.event_view_at = np.array([view_at[v] for v in self.events.view_events], dtype=np.intp)
         self.snapshot_ttl = np.array([v.ttl_seconds for v in views], dtype=np.float64)
         of_view = {f.name: i for i, v in enumerate(views) for f in v.features}
         self.feature_view = np.array([of_view[f.name] for f in self.packed.features], dtype=np.intp)
@@ -213,10 +220,10 @@ class _Kind:
         self,
         ids: Sequence[str],
         blobs: Sequence[bytes | None],
-        states: Sequence[Mapping[bytes, bytes]] | None,
+        states: Sequence[bytes | None] | None,
         now: float,
     ) -> EntityBatch:
-        """Matrices for ``ids`` from their packed values and (when the kind has event features) state hashes."""
+        """Matrices for ``ids`` from their packed values and (when the kind has event features) event states."""
         n, schema = len(ids), self.schema
         slots, present = self.packed.unpack(blobs)
         stamps = slots[:, self.packed.stamp_slots]
@@ -247,15 +254,11 @@ class _Kind:
             ages[:, self.snapshot_view_at] = snapshot_ages
         found = present & written.any(axis=1)
         if states is not None:
-            view_at = self.view_at
-            for row, state in enumerate(states):
-                event_values, event_known, event_ages = self.events.decode(state, now)
-                values[row, self.event_at] = event_values
-                known[row, self.event_at] = event_known
-                for view, age in event_ages.items():
-                    if age is not None:
-                        ages[row, view_at[view]] = age
-                        found[row] = True
+            event_values, event_known, event_ages, has_events = self.events.decode(states, now)
+            values[:, self.event_at] = event_values
+            known[:, self.event_at] = event_known
+            ages[:, self.event_view_at] = event_ages
+            found |= has_events
         if not found.all():
             # A cold start: an empty window's zero is a fact only about an entity the store knows.
             known[~found] = False
@@ -273,11 +276,15 @@ class OnlineStore:
         self._cluster = isinstance(client, RedisCluster)
         self._reads = resp.Coalescer(client)  # type: ignore[arg-type]
         self._agent_args: dict[str, bytes] = {}
-        self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"ev:{e}")}
+        self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"events:{e}")}
         self._apply_sha: str | None = None
+        # GETRANGE's bounds of each kind's event state: the fixed part, not the ids only the script reads.
+        self._state_ranges = {
+            e: [b"0", str(k.events.size - 1).encode()] if k.events.features else [] for e, k in self._kinds.items()
+        }
 
     def layout(self, entity: str) -> EventLayout:
-        """How ``entity``'s event features are kept in its state hash."""
+        """How ``entity``'s event features are kept in its event-state value."""
         return self._kinds[entity].events
 
     def packed(self, entity: str) -> PackedLayout:
@@ -289,8 +296,8 @@ class OnlineStore:
         return f"{self._namespace}:{entity}:{{{entity_id}}}"
 
     def state_key(self, entity: str, entity_id: str) -> str:
-        """The event-state hash of ``entity_id`` (same hash tag as its snapshot)."""
-        return f"{self._namespace}:ev:{entity}:{{{entity_id}}}"
+        """The event-state value of ``entity_id`` (same hash tag as its snapshot)."""
+        return f"{self._namespace}:events:{entity}:{{{entity_id}}}"
 
     def seen_key(self, entity: str, entity_id: str) -> str:
         """The sorted set of event ids already applied to ``entity_id`` (same hash tag as its features)."""
@@ -377,7 +384,7 @@ class OnlineStore:
                 if isinstance(customer, Identifier):
                     resolved, packed, state = cast(list[bytes | None], replies[0])
                     customer_id = resolved.decode() if resolved else ""
-                    replies[0:1] = [packed, _pairs(state)] if kind.events.features else [packed]
+                    replies[0:1] = [packed, state] if kind.events.features else [packed]
         states = [replies[1]] if kind.events.features else None
         customers = kind.decode([customer_id], [replies[0]], states, now)  # type: ignore[list-item, arg-type]
         rest = replies[2 if states else 1 :]
@@ -389,44 +396,42 @@ class OnlineStore:
         return customers[0], agents
 
     async def _read_single(self, customer: str | Identifier, agent_ids: Sequence[str]) -> list[object]:
-        """GET (+ HGETALL) for the customer and one MGET (+ HGETALLs) for the agents, sent as one write.
+        """GET (+ GETRANGE) for the customer and one MGET (+ GETRANGEs) for the agents, sent as one write.
 
-        For an identifier the customer's part is one EVAL (resolve, GET, HGETALL) whose reply comes first.
+        For an identifier the customer's part is one EVAL (resolve, GET, GETRANGE) whose reply comes first.
         """
-        has_state = bool(self._kinds["customer"].events.features)
-        hashes: list[int] = []  # positions of the HGETALL replies: a map in RESP3, a flat list in RESP2
+        customers, agents = self._state_ranges["customer"], self._state_ranges["agent"]
         if isinstance(customer, Identifier):
             # EVAL, not EVALSHA: the server caches the compiled script by its hash either way, and EVAL cannot
             # meet a server that forgot it after a restart.
             key = self.identity_key(customer).encode()
-            prefixes = [self._prefixes["customer"], self._prefixes["ev:customer"], b"1" if has_state else b"0"]
+            size = str(self._kinds["customer"].events.size if customers else 0).encode()
+            prefixes = [self._prefixes["customer"], self._prefixes["events:customer"], size]
             commands = [resp.command(b"EVAL", [_RESOLVE_AND_READ_BYTES, b"1", key, *prefixes])]
         else:
             commands = [resp.command(b"GET", [self._key_bytes("customer", customer)])]
-            if has_state:
-                hashes.append(len(commands))
-                commands.append(resp.command(b"HGETALL", [self._key_bytes("ev:customer", customer)]))
+            if customers:
+                commands.append(resp.command(b"GETRANGE", [self._key_bytes("events:customer", customer), *customers]))
         if agent_ids:
             commands.append(resp.command_of_args(b"MGET", [self._agent_key_arg(a) for a in agent_ids]))
-            if self._kinds["agent"].events.features:
-                hashes += range(len(commands), len(commands) + len(agent_ids))
-                commands += [resp.command(b"HGETALL", [self._key_bytes("ev:agent", a)]) for a in agent_ids]
-        replies = await self._reads.exchange(b"".join(commands), len(commands))
-        for i in hashes:
-            replies[i] = _pairs(replies[i])
-        return replies
+            if agents:
+                commands += [
+                    resp.command(b"GETRANGE", [self._key_bytes("events:agent", a), *agents]) for a in agent_ids
+                ]
+        return await self._reads.exchange(b"".join(commands), len(commands))
 
     async def _read_cluster(self, customer_id: str, agent_ids: Sequence[str]) -> list[object]:
         """The same reads through redis-py's cluster pipeline, one GET per agent (MGET cannot span slots)."""
         pipe = self._client.pipeline(transaction=False)
         pipe.get(self.key("customer", customer_id))
-        if self._kinds["customer"].events.features:
-            pipe.hgetall(self.state_key("customer", customer_id))
+        customers, agents = self._kinds["customer"].events, self._kinds["agent"].events
+        if customers.features:
+            pipe.getrange(self.state_key("customer", customer_id), 0, customers.size - 1)
         for agent_id in agent_ids:
             pipe.get(self.key("agent", agent_id))
-        if agent_ids and self._kinds["agent"].events.features:
+        if agent_ids and agents.features:
             for agent_id in agent_ids:
-                pipe.hgetall(self.state_key("agent", agent_id))
+                pipe.getrange(self.state_key("agent", agent_id), 0, agents.size - 1)
         return list(await pipe.execute())
 
     def _agent_key_arg(self, agent_id: str) -> bytes:
@@ -474,27 +479,35 @@ class OnlineStore:
             else:
                 await self.unlink(event.entity_id, [identifier])
 
-    def _apply_calls(
-        self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float
-    ) -> list[tuple[list[str], list[str], list[int]]]:
+    def _apply_calls(self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float) -> list[_Call]:
         """(KEYS, ARGV, positions in ``events``) of each script call: one in all, or one per entity on a cluster."""
         groups: dict[str, list[int]] = {}
         for position, event in enumerate(events):
             groups.setdefault(event.entity_id if self._cluster else "", []).append(position)
+        head = [
+            repr(horizon_s).encode(),
+            layout.tag,
+            str(layout.total_size).encode(),
+            str(ID_BYTES).encode(),
+            bytes(layout.total_size),
+        ]
         calls = []
         for positions in groups.values():
-            keys: list[str] = []
-            slot: dict[str, int] = {}
-            argv = [repr(horizon_s)]
+            keys: list[bytes] = []
+            slot: dict[str, bytes] = {}
+            argv = list(head)
             for position in positions:
                 event = events[position]
-                if event.entity_id not in slot:
-                    keys += [self.state_key(entity, event.entity_id), self.seen_key(entity, event.entity_id)]
-                    slot[event.entity_id] = len(slot) + 1
-                argv += [str(slot[event.entity_id]), event.event_id, repr(event.occurred_at)]
-                argv += layout.apply_args(event)
+                index = slot.get(event.entity_id)
+                if index is None:
+                    keys += [self._key_bytes(f"events:{entity}", event.entity_id), self._seen_key_bytes(entity, event)]
+                    index = slot[event.entity_id] = str(len(slot) + 1).encode()
+                argv += [index, event.event_id.encode(), repr(event.occurred_at).encode(), layout.changes(event)]
             calls.append((keys, argv, positions))
         return calls
+
+    def _seen_key_bytes(self, entity: str, event: Event) -> bytes:
+        return self.seen_key(entity, event.entity_id).encode()
 
     async def _run_apply(self, entity: str, events: list[Event], layout: EventLayout, horizon_s: float) -> list[int]:
         """The script calls of one batch; the script is loaded once, and again if the server lost it."""
@@ -518,7 +531,7 @@ class OnlineStore:
             return results
         raise AssertionError("unreachable")
 
-    async def _evalsha_all(self, sha: str, calls: list[tuple[list[str], list[str], list[int]]]) -> list[list[int]]:
+    async def _evalsha_all(self, sha: str, calls: list[_Call]) -> list[list[int]]:
         """Run every call in one round trip: encoded here on a single server (redis-py's generic encoder costs
         more than the script itself for a batch of a thousand events), through the pipeline on a cluster."""
         if self._cluster:
@@ -526,61 +539,46 @@ class OnlineStore:
             for keys, argv, _ in calls:
                 pipe.evalsha(sha, len(keys), *keys, *argv)
             return list(await pipe.execute())
+        prefix = [sha.encode()]
         payload = b"".join(
-            resp.command(b"EVALSHA", [a.encode() for a in (sha, str(len(keys)), *keys, *argv)])
-            for keys, argv, _ in calls
+            resp.command(b"EVALSHA", [*prefix, str(len(keys)).encode(), *keys, *argv]) for keys, argv, _ in calls
         )
         replies = await resp.exchange(self._client, payload, len(calls))  # type: ignore[arg-type]
         return resp.raise_errors(replies)  # type: ignore[return-value]
 
-    async def write_event_state(self, entity: str, state: Mapping[str, Mapping[str, str]]) -> int:
-        """Overwrite event-state fields per entity id (materialization); returns how many entities.
+    async def write_event_state(self, entity: str, ids: Sequence[str], values: Sequence[bytes]) -> int:
+        """Overwrite the event state of each id with its value (materialization); returns how many.
 
-        One HSET per entity, encoded here on a single server: a customer carries hundreds of day fields, and
-        redis-py's per-argument encoder cost more than Redis spent storing them.
+        Whole values, as MSETs: a value is self-contained (its rings say which days they hold), so nothing of
+        what was there before needs reading or keeping.
         """
-        written = {entity_id: fields for entity_id, fields in state.items() if fields}
-        with map_errors():
-            if self._cluster:
-                pipe = self._client.pipeline(transaction=False)
-                for entity_id, fields in written.items():
-                    mapping: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
-                    pipe.hset(self.state_key(entity, entity_id), mapping=mapping)
-                await pipe.execute()
-            elif written:
-                payload = b"".join(
-                    resp.command(
-                        b"HSET",
-                        [
-                            self._key_bytes(f"ev:{entity}", entity_id),
-                            *(part.encode() for pair in fields.items() for part in pair),
-                        ],
-                    )
-                    for entity_id, fields in written.items()
-                )
-                resp.raise_errors(await resp.exchange(self._client, payload, len(written)))  # type: ignore[arg-type]
-        return len(state)
+        await self._set_all([self.state_key(entity, i) for i in ids], values)
+        return len(ids)
 
     async def write_table(self, entity: str, table: pa.Table, observed_at: np.ndarray) -> int:
         """Write every row of a snapshot table whole (all its views stamped ``observed_at``); returns how many.
 
-        The materialization path: rows are packed column-wise by numpy and sent as MSETs (a pipeline of
-        SETs on a cluster, where one MSET cannot span slots).
+        The materialization path: rows are packed column-wise by numpy and sent as MSETs.
         """
         kind = self._kinds[entity]
         ids = table.column(kind.schema.join_key).cast(pa.string()).to_pylist()
         values = kind.packed.pack_table(table, observed_at)
+        await self._set_all([self.key(entity, i) for i in ids], values)
+        return len(ids)
+
+    async def _set_all(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
+        """SET every key, in one round trip: MSETs of :data:`_MSET_ROWS` (a pipeline of SETs on a cluster,
+        where one MSET cannot span slots)."""
         pipe = self._client.pipeline(transaction=False)
         if self._cluster:
-            for entity_id, value in zip(ids, values, strict=True):
-                pipe.set(self.key(entity, entity_id), value)
+            for key, value in zip(keys, values, strict=True):
+                pipe.set(key, value)
         else:
-            for start in range(0, len(ids), _MSET_ROWS):
-                chunk = range(start, min(start + _MSET_ROWS, len(ids)))
-                pipe.mset({self.key(entity, ids[i]): values[i] for i in chunk})
+            for start in range(0, len(keys), _MSET_ROWS):
+                chunk = range(start, min(start + _MSET_ROWS, len(keys)))
+                pipe.mset({keys[i]: values[i] for i in chunk})
         with map_errors():
             await pipe.execute()
-        return len(ids)
 
     async def write(
         self,
@@ -620,10 +618,11 @@ class OnlineStore:
             pipe = self._client.pipeline(transaction=False)
             for key in (self.key, self.state_key, self.seen_key):
                 pipe.delete(key(entity, entity_id))
+            pipe.delete(f"{self._namespace}:{_LEGACY_STATE}:{entity}:{{{entity_id}}}")
             deleted = await pipe.execute()
         if linked:
             await self.unlink(entity_id, linked)
-        return bool(deleted[0] or deleted[1] or linked)
+        return bool(deleted[0] or deleted[1] or deleted[3] or linked)
 
     def queue_key(self, queue: str) -> str:
         """The set of agent ids that serve ``queue``."""
@@ -675,10 +674,3 @@ class OnlineStore:
                 if limit is not None and len(ids) >= limit:
                     break
         return ids
-
-
-def _pairs(reply: object) -> object:
-    """An HGETALL reply as a dict: RESP3 sends a map, RESP2 (and any script) a flat field, value list."""
-    if isinstance(reply, list):
-        return dict(zip(reply[::2], reply[1::2], strict=True))
-    return reply

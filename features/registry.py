@@ -60,10 +60,11 @@ class Aggregation(_Strict):
     """How an event-sourced feature is computed from its entity's events, identically offline and online.
 
     A window of N days holds the events of the N UTC days ending on the day of the read (or of the label),
-    that happened no later than that moment; ``where`` narrows a window to the events whose fields hold the
-    given values. ``last`` is the newest event's field (ties broken by event id), nothing when that event
-    lacks the field; ``days_since`` counts whole days since the newest event. Both return nothing once the
-    newest event is older than the view's TTL.
+    that happened no later than that moment; ``where`` narrows any aggregation to the events whose fields hold
+    the given values (``last`` of ``consent_changed`` where ``purpose`` is ``marketing``: the newest marketing
+    consent, whatever other purposes changed since). ``last`` is the newest event's field (ties broken by event
+    id), nothing when that event lacks the field; ``days_since`` counts whole days since the newest event. Both
+    return nothing once the newest event is older than the view's TTL.
     """
 
     kind: AggregationKind
@@ -388,10 +389,6 @@ class _Contract(_Strict):
                 raise ValueError(f"{where}: event {agg.event!r} has no field {agg.field!r}")
             if agg.kind in ("sum", "mean") and spec.dtype not in ("float", "int"):
                 raise ValueError(f"{where}: {agg.kind} needs a number, {agg.event}.{agg.field} is a {spec.dtype}")
-        if agg.where and agg.kind not in ("count", "sum", "mean"):
-            # The online store keeps one newest event per type (features.event_state), so a filtered `last`
-            # or `days_since` would be served the newest event of any kind while the offline join filters.
-            raise ValueError(f"{where}: 'where' filters only count, sum and mean, not {agg.kind}")
         allowed = _RESULT_DTYPES[agg.kind] if agg.kind != "last" else _LAST_DTYPES[event.fields[str(agg.field)].dtype]
         if feature.dtype not in allowed:
             raise ValueError(

@@ -1,8 +1,8 @@
 """The customer routes over HTTP: the online state read back as data, and erased on request.
 
 Real uvicorn, real Redis (the test world materialized), real MLflow. Where a test needs the store in a state
-materialization does not produce (a missing field, a stale view) it writes the raw hash with redis-py, the
-way a partial event update or an old snapshot would leave it.
+materialization does not produce (a missing field, a stale view) it writes the raw bytes with redis-py, the
+way a partial event update or an old snapshot would leave them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from features import OfflineStore, Registry
-from features.event_state import stamp
+from features.event_state import EventLayout
 from features.packed import TAG_BYTES, PackedLayout
 from tests.conftest import free_port, own_world_settings, serve
 from training.console import Reporter
@@ -127,13 +127,17 @@ def test_a_missing_field_is_served_as_its_default_and_flagged(
     assert last.aggregation is not None
     assert "price_increase_pct" not in before
     # price_increase_pct has a default (0.0); the `last` feature has none, so it is unknown. A snapshot feature
-    # is a slot of the packed value (NaN when missing); a `last` event feature is the newest event's field,
-    # `lv|{event}|{field}` of the event state.
+    # is a slot of the packed value (NaN when missing); so is a `last` event feature, a slot of its group (the
+    # newest event of its type) in the event state.
     layout = PackedLayout(schema)
     slot = int(layout.value_slots[[f.name for f in layout.features].index("price_increase_pct")])
     redis_client.setrange(f"nba:customer:{{{CUSTOMER}}}", TAG_BYTES + 8 * slot, struct.pack("<d", math.nan))
-    field = f"lv|{last.aggregation.event}|{last.aggregation.field}"
-    assert redis_client.hdel(f"nba:ev:customer:{{{CUSTOMER}}}", field) == 1
+    group = EventLayout(schema).group(last.aggregation.event)
+    at = TAG_BYTES + 8 * (group.slot + 1 + [v.field for v in group.values].index(str(last.aggregation.field)))
+    key = f"nba:events:customer:{{{CUSTOMER}}}"
+    (held,) = struct.unpack("<d", redis_client.getrange(key, at, at + 7))  # type: ignore[arg-type]
+    assert not math.isnan(held)
+    redis_client.setrange(key, at, struct.pack("<d", math.nan))
     body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
     features = _by_name(body["features"])
     assert features["price_increase_pct"] == {
@@ -190,13 +194,16 @@ def test_an_events_view_whose_newest_event_is_past_its_ttl_is_stale(
     http: httpx.Client, redis_client: redis.Redis, registry: Registry
 ) -> None:
     # The state of a customer last active 100 days ago: no login or usage in any window, the newest of each old.
-    key = f"nba:ev:customer:{{{CUSTOMER}}}"
-    fields: list[bytes] = redis_client.hkeys(key)  # type: ignore[assignment]
+    key = f"nba:events:customer:{{{CUSTOMER}}}"
+    layout = EventLayout(registry.entity("customer"))
     for event in ("login", "usage"):
-        days = [k for k in fields if f"|{event}|@".encode() in k]
-        assert days, f"the demo customer should have {event} events in the last 30 days"
-        redis_client.hdel(key, *days)
-        redis_client.hset(key, f"last|{event}", stamp(time.time() - 100 * DAY, f"old-{event}"))
+        (ring,) = [r for r in layout.rings if r.event == event]
+        start = TAG_BYTES + 8 * ring.slot
+        days: bytes = redis_client.getrange(key, start + 8, start + 8 * ring.width - 1)  # type: ignore[assignment]
+        assert days.strip(b"\0"), f"the demo customer should have {event} events in the last 30 days"
+        redis_client.setrange(key, start, bytes(8 * ring.width))  # an empty ring
+        stamp = round((time.time() - 100 * DAY) * 1e6)
+        redis_client.setrange(key, TAG_BYTES + 8 * layout.group(event).slot, struct.pack("<d", stamp))
     body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
     views = _by_name(body["views"])
     assert views["customer_activity"]["stale"] is True
@@ -270,13 +277,16 @@ def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
     assert own_labels > 0
     key = f"nba:customer:{{{CUSTOMER}}}"
     neighbour = "nba:customer:{C000043}"
-    assert redis_client.exists(key, neighbour) == 2
+    state = f"nba:events:customer:{{{CUSTOMER}}}"
+    legacy = f"nba:ev:customer:{{{CUSTOMER}}}"  # event state as layout packed-1 kept it, left by an upgrade
+    redis_client.hset(legacy, "n|login|@20000", 1)
+    assert redis_client.exists(key, neighbour, state) == 3
 
     with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as http:
         first = http.delete(f"/v1/customers/{CUSTOMER}")
         assert first.status_code == 200
         assert first.json() == {"customer_id": CUSTOMER, "erased": True}
-        assert redis_client.exists(key, f"nba:ev:customer:{{{CUSTOMER}}}") == 0
+        assert redis_client.exists(key, state, legacy) == 0
         assert redis_client.exists(f"nba:seen:customer:{{{CUSTOMER}}}") == 0
         assert redis_client.exists(neighbour) == 1
 

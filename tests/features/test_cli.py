@@ -4,6 +4,7 @@ the test Redis from the test world, all through click's runner."""
 from __future__ import annotations
 
 import json
+import struct
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from features import OfflineStore, Registry
+from features import EventLayout, OfflineStore, Registry
+from features.event_state import TAG_BYTES
 from service.cli import main
 
 WIDE = {"COLUMNS": "250"}  # rich sizes tables to the terminal; a wide one keeps every cell on one line
@@ -155,11 +157,12 @@ def _ids(client: redis.Redis, entity: str) -> set[str]:
     return {k.decode().split("{", 1)[1].rstrip("}") for k in client.scan_iter(match=f"nba:{entity}:*", count=1000)}
 
 
-def _state_ids(client: redis.Redis, entity: str, *, with_field: str | None = None) -> set[str]:
-    """Ids of the entities with event state; only those whose state holds ``with_field`` when given."""
-    keys = [k.decode() for k in client.scan_iter(match=f"nba:ev:{entity}:*", count=1000)]
-    if with_field is not None:
-        keys = [k for k in keys if client.hexists(k, with_field)]
+def _state_ids(client: redis.Redis, entity: str, *, seen: str | None = None) -> set[str]:
+    """Ids of the entities with event state; only those whose state holds an event of type ``seen`` when given."""
+    keys = [k.decode() for k in client.scan_iter(match=f"nba:events:{entity}:*", count=1000)]
+    if seen is not None:
+        at = TAG_BYTES + 8 * EventLayout(Registry.load().entity(entity)).group(seen).slot
+        keys = [k for k in keys if struct.unpack("<d", client.getrange(k, at, at + 7))[0] > 0]  # type: ignore[arg-type]
     return {k.split("{", 1)[1].rstrip("}") for k in keys}
 
 
@@ -177,13 +180,13 @@ def test_materialize_writes_every_entity_and_is_idempotent(
     assert _ids(redis_client, "agent") == set(agents.column("agent_id").to_pylist())
 
     first = redis_client.get("nba:customer:{C000042}")
-    state = redis_client.hgetall("nba:ev:customer:{C000042}")
+    state = redis_client.get("nba:events:customer:{C000042}")
     assert first
     assert state
     again = _nba("materialize", "--entity", "customer", env=_env(world, redis_url))
     assert again.exit_code == 0, again.output
     assert redis_client.get("nba:customer:{C000042}") == first
-    assert redis_client.hgetall("nba:ev:customer:{C000042}") == state
+    assert redis_client.get("nba:events:customer:{C000042}") == state
     assert _ids(redis_client, "customer") == set(customers.column("customer_id").to_pylist())
 
 
@@ -205,7 +208,7 @@ def test_materialize_since_writes_only_entities_observed_since(
     assert "agent:" not in result.output
     # --since cuts the snapshots; event state is recomputed whole (windows slide with the clock).
     assert _ids(redis_client, "customer") == expected
-    with_events = _state_ids(redis_client, "customer", with_field="last|login")
+    with_events = _state_ids(redis_client, "customer", seen="login")
     assert with_events - expected
     assert _ids(redis_client, "agent") == set()
 

@@ -241,17 +241,9 @@ def test_keys_are_spread_over_all_shards_and_each_entity_sits_on_one(
     clustered: Cluster, registry: Registry, offline: OfflineStore
 ) -> None:
     # What materialization writes: each entity's packed snapshot (features.packed) and, for customers with
-    # events, the event state: day totals of each series, the newest event of each type and its fields.
-    declared: dict[str, set[str]] = {}
-    series: dict[str, set[str]] = {}
-    for name, schema in registry.entities.items():
-        layout = EventLayout(schema)
-        last = {f"last|{e}" for e in layout.events}
-        values = {f"lv|{e}|{f}" for e, fields in layout.last_fields.items() for f in fields}
-        declared[name] = {*last, *values, *(f"sw|{s.name}" for s in layout.series)}
-        series[name] = {s.name for s in layout.series}
-    assert series["customer"]
-    assert {"last|login", "lv|sentiment|score"} <= declared["customer"]
+    # events, the event state (features.event_state): one value of the layout's size, behind its tag.
+    states = {name: EventLayout(schema) for name, schema in registry.entities.items()}
+    assert states["customer"].rings
     packed = {name: PackedLayout(schema) for name, schema in registry.entities.items()}
     holders: dict[str, set[int]] = {}
     with_events: set[str] = set()
@@ -262,7 +254,7 @@ def test_keys_are_spread_over_all_shards_and_each_entity_sits_on_one(
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.execute_command("CLUSTER", "KEYSLOT", key)
-                pipe.hkeys(key) if key.startswith("nba:ev:") else pipe.get(key)
+                pipe.get(key)
             replies = pipe.execute()
         assert keys, f"shard on port {shard.port} holds no entity"
         snapshots = {"customer": 0, "agent": 0}
@@ -271,12 +263,10 @@ def test_keys_are_spread_over_all_shards_and_each_entity_sits_on_one(
             assert slot == key_slot(key.encode()) == key_slot(entity_id.encode())  # the id alone picks the slot
             assert shard.owns(key)
             holders.setdefault(entity_id, set()).add(n)
-            if key.startswith("nba:ev:"):
+            if key.startswith("nba:events:"):
                 entity = key.split(":")[2]
-                names = {f.decode() for f in value}
-                buckets = {n for n in names if "@" in n}
-                assert names - buckets <= declared[entity], key  # nothing but declared fields and day totals
-                assert all(n.split("@")[0] in series[entity] and n.split("@")[1].isdigit() for n in buckets), key
+                assert len(value) == states[entity].total_size, key
+                assert value.startswith(states[entity].tag), key
                 with_events.add(entity_id)
             else:
                 entity = key.split(":")[1]

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 import redis.asyncio as aioredis
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from features import Event, OfflineStore, OnlineStore, Registry, materialize_events
+from features import Event, EventLayout, OfflineStore, OnlineStore, Registry, materialize_events
+from features.event_state import ID_BYTES
 from features.events import batch_model, to_event
 
 NOW = datetime(2026, 6, 15, 13, 30, tzinfo=UTC).timestamp()
@@ -113,24 +116,79 @@ def _event_columns(registry: Registry) -> list[int]:
     return [schema.index[f.name] for f in schema.event_features]
 
 
+def _consent(purpose: str) -> dict[str, object]:
+    return {"kind": "last", "event": "consent_changed", "where": {"purpose": purpose}, "field": "granted"}
+
+
+@pytest.fixture(scope="module")
+def consent_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """The packaged contract plus consent per purpose from events: `last` and `days_since` narrowed by `where`,
+    and an unfiltered `last` of the same event beside them."""
+    data = yaml.safe_load(resources.files("features").joinpath("registry.yaml").read_text(encoding="utf-8"))
+    feature = {"dtype": "bool", "description": "d", "reason": "r"}
+    data["views"].append(
+        {
+            "name": "customer_consent_events",
+            "entity": "customer",
+            "source": "events",
+            "ttl_days": 120,
+            "owner": "privacy",
+            "description": "Consent per purpose, as the consent platform's events say.",
+            "features": [
+                {**feature, "name": "marketing_granted", "aggregation": _consent("marketing")},
+                {**feature, "name": "sms_granted", "aggregation": _consent("sms")},
+                {
+                    **feature,
+                    "name": "days_since_marketing_consent",
+                    "dtype": "int",
+                    "aggregation": {
+                        "kind": "days_since",
+                        "event": "consent_changed",
+                        "where": {"purpose": "marketing"},
+                    },
+                },
+                {
+                    **feature,
+                    "name": "last_consent_purpose",
+                    "dtype": "category",
+                    "categories": ["marketing", "profiling", "phone"],  # sms left out: unknown, not defaulted
+                    "aggregation": {"kind": "last", "event": "consent_changed", "field": "purpose"},
+                },
+            ],
+        }
+    )
+    path = tmp_path_factory.mktemp("contract") / "registry.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return Registry.load(path)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 10_000), n=st.integers(1, 60))
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 60), later=st.lists(st.integers(0, 100), max_size=3))
 def test_live_events_read_back_as_the_point_in_time_join_computes(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, registry: Registry, seed: int, n: int
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_url: str,
+    consent_registry: Registry,
+    seed: int,
+    n: int,
+    later: list[int],
 ) -> None:
+    """Applied out of order and twice, then read that day and days later (windows slide, rings wrap), the
+    events give what the point-in-time join computes at each moment."""
+    registry = consent_registry
     rng = random.Random(seed)
     customer = f"P{next(_counter)}"
     events = _random_events(rng, registry, customer, n)
     offline = _offline(tmp_path_factory.mktemp("pit"), registry, events)
     shuffled = events + rng.sample(events, k=min(5, len(events)))  # out of order, some sent twice
     rng.shuffle(shuffled)
+    moments = [NOW, *(NOW + days * 86_400 + rng.randint(0, 86_399) for days in later)]
 
-    async def run() -> tuple[np.ndarray, list[str]]:
+    async def run() -> tuple[list[np.ndarray], list[str]]:
         client = aioredis.Redis.from_url(redis_url)
         store = OnlineStore(client, registry, namespace=f"t{seed}")
         try:
             statuses = await store.apply_events("customer", shuffled, now=NOW)
-            return await _read(store, [customer], NOW), statuses
+            return [await _read(store, [customer], at) for at in moments], statuses
         finally:
             await client.aclose()
 
@@ -140,36 +198,110 @@ def test_live_events_read_back_as_the_point_in_time_join_computes(
     assert statuses.count("applied") == len(fresh)
     assert statuses.count("too_old") == len(shuffled) - len(fresh) - statuses.count("duplicate")
     cols = _event_columns(registry)
-    expected = _offline_vectors(offline, [customer], NOW)
-    assert np.allclose(online[:, cols], expected[:, cols], equal_nan=True, rtol=0, atol=1e-9), (
-        online[:, cols],
-        expected[:, cols],
-    )
+    for at, served in zip(moments, online, strict=True):
+        expected = _offline_vectors(offline, [customer], at)
+        # Sums of floats added in another order may differ in the last bits; counts are whole and exact.
+        assert np.allclose(served[:, cols], expected[:, cols], equal_nan=True, rtol=0, atol=1e-9), (
+            at,
+            served[:, cols],
+            expected[:, cols],
+        )
 
 
 def test_materialized_state_reads_back_as_the_point_in_time_join(
-    tmp_path: Path, redis_client: redis.Redis, redis_url: str, registry: Registry
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, consent_registry: Registry
 ) -> None:
+    registry = consent_registry
     rng = random.Random(7)
     events = [e for c in range(20) for e in _random_events(rng, registry, f"M{c}", 40)]
     offline = _offline(tmp_path, registry, events)
     ids = sorted({e.entity_id for e in events})
+    later = NOW + 45 * 86_400
 
-    async def run() -> np.ndarray:
+    async def run() -> tuple[np.ndarray, np.ndarray]:
         client = aioredis.Redis.from_url(redis_url)
         store = OnlineStore(client, registry)
         try:
             assert await materialize_events(offline, store, "customer", now=NOW) == len(ids)
-            return await _read(store, ids, NOW)
+            return await _read(store, ids, NOW), await _read(store, ids, later)
         finally:
             await client.aclose()
 
-    online = asyncio.run(run())
+    online, aged = asyncio.run(run())
     cols = _event_columns(registry)
     expected = _offline_vectors(offline, ids, NOW)
-    assert np.allclose(online[:, cols], expected[:, cols], equal_nan=True, rtol=0, atol=1e-9)
-    # Counts are not all zero: the test would pass vacuously otherwise.
+    # Per-day totals come from the same DuckDB sums and are added oldest day first, as the join adds them.
+    assert np.array_equal(online[:, cols], expected[:, cols], equal_nan=True)
+    assert np.array_equal(aged[:, cols], _offline_vectors(offline, ids, later)[:, cols], equal_nan=True)
+    # Counts are not all zero, and the filtered groups are exercised: the test would pass vacuously otherwise.
     assert np.nansum(online[:, cols]) > 0
+    schema = registry.entity("customer")
+    assert (~np.isnan(online[:, schema.index["marketing_granted"]])).sum() >= 3
+
+
+def test_last_and_days_since_narrowed_by_where_follow_their_own_events(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, consent_registry: Registry
+) -> None:
+    """A withdrawn SMS consent after a marketing grant changes the SMS feature, not the marketing one."""
+    registry = consent_registry
+    events = [
+        Event("c1", "K1", "consent_changed", NOW - 10 * 86_400, {"purpose": "marketing", "granted": True}),
+        Event("c2", "K1", "consent_changed", NOW - 2 * 86_400, {"purpose": "sms", "granted": False}),
+        Event("c3", "K1", "consent_changed", NOW - 3_600, {"purpose": "phone", "granted": True}),
+        Event("c4", "K2", "consent_changed", NOW - 3_600, {"purpose": "sms", "granted": True}),
+    ]
+    offline = _offline(tmp_path / "offline", registry, events)
+    schema = registry.entity("customer")
+
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            live = OnlineStore(client, registry, namespace="live")
+            await live.apply_events("customer", list(reversed(events)), now=NOW)
+            materialized = OnlineStore(client, registry, namespace="mat")
+            await materialize_events(offline, materialized, "customer", now=NOW)
+            return await _read(live, ["K1", "K2"], NOW), await _read(materialized, ["K1", "K2"], NOW)
+        finally:
+            await client.aclose()
+
+    live, materialized = asyncio.run(run())
+    expected = _offline_vectors(offline, ["K1", "K2"], NOW)
+    names = ["marketing_granted", "sms_granted", "days_since_marketing_consent", "last_consent_purpose"]
+    at = [schema.index[n] for n in names]
+    want = np.array([[1.0, 0.0, 10.0, 2.0], [np.nan, 1.0, np.nan, np.nan]])  # K2's last purpose (sms) is unlisted
+    for values in (live, materialized, expected):
+        assert np.array_equal(values[:, at], want, equal_nan=True)
+
+
+def test_the_newest_of_two_events_of_the_same_microsecond_is_the_greater_id(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """The offline store orders by (occurred_at, event_id); live ingestion in either order and materialization
+    pick the same event."""
+    at = NOW - 600.000_001
+    a = Event("tie-a", "T1", "sentiment", at, {"score": 0.9})
+    b = Event("tie-b", "T1", "sentiment", at, {"score": -0.3})
+    offline = _offline(tmp_path / "offline", registry, [a, b])
+    index = registry.entity("customer").index["last_sentiment"]
+
+    async def run() -> list[float]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            served = []
+            for ns, batches in (("ab", [[a], [b]]), ("ba", [[b], [a]]), ("one", [[a, b]])):
+                store = OnlineStore(client, registry, namespace=ns)
+                for batch in batches:
+                    await store.apply_events("customer", batch, now=NOW)
+                served.append((await store.read("T1", now=NOW))[0].values[index])
+            store = OnlineStore(client, registry, namespace="mat")
+            await materialize_events(offline, store, "customer", now=NOW)
+            served.append((await store.read("T1", now=NOW))[0].values[index])
+            return served
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [-0.3] * 4
+    assert _offline_vectors(offline, ["T1"], NOW)[0, index] == -0.3
 
 
 def test_a_window_holds_whole_utc_days(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
@@ -253,7 +385,86 @@ def test_a_server_that_forgot_the_script_is_given_it_again(
             await client.aclose()
 
     assert asyncio.run(run()) == [["applied"], ["applied"]]
-    assert redis_client.hget("nba:ev:customer:{F1}", f"n|login|@{int(NOW // 86_400)}") == b"2"
+    schema = registry.entity("customer")
+    vector = asyncio.run(_read_one(redis_url, registry, "F1"))
+    assert vector[schema.index["logins_7d"]] == 2
+
+
+async def _read_one(redis_url: str, registry: Registry, customer: str, namespace: str = "nba") -> np.ndarray:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return (await OnlineStore(client, registry, namespace=namespace).read(customer, now=NOW))[0].values
+    finally:
+        await client.aclose()
+
+
+def test_a_ring_keeps_only_the_days_its_windows_can_reach(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """A day a ring has moved past is dropped, a later day zeroes the days it skips, and a gap longer than the
+    ring starts it over: each read equals counting the events by hand."""
+    today = int(NOW // 86_400)
+    day = lambda d: float((today - d) * 86_400 + 3_600)  # noqa: E731
+    index = registry.entity("customer").index
+    steps = [
+        ([Event("r1", "G1", "payment_failed", day(0), {"amount": 10.0})], 1),
+        ([Event("r2", "G1", "payment_failed", day(89), {"amount": 1.0})], 2),
+        ([Event("r3", "G1", "payment_failed", day(90), {"amount": 1.0})], 2),  # out
+        ([Event("r4", "G1", "payment_failed", day(5), {"amount": 1.0})], 3),
+    ]
+
+    async def run() -> list[float]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = OnlineStore(client, registry)
+        try:
+            counts = []
+            for events, _ in steps:
+                await store.apply_events("customer", events, now=NOW)
+                counts.append((await store.read("G1", now=NOW))[0].values[index["failed_payments_90d"]])
+            # 60 days on, r1 and r4 are still in the window; 200 days on, none is.
+            for days in (60, 200):
+                counts.append((await store.read("G1", now=NOW + days * 86_400))[0].values[index["failed_payments_90d"]])
+            late = Event("r5", "G1", "payment_failed", NOW + 200 * 86_400, {"amount": 1.0})
+            await store.apply_events("customer", [late], now=NOW + 200 * 86_400)
+            counts.append((await store.read("G1", now=NOW + 200 * 86_400))[0].values[index["failed_payments_90d"]])
+            return counts
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [c for _, c in steps] + [2, 0, 1]
+
+
+def test_state_of_another_layout_reads_as_absent_and_is_started_over(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """After a contract change the old state is not misread: a cold start, until an event starts it over."""
+    login = Event("l1", "X1", "login", NOW - 60, {})
+    asyncio.run(_apply(redis_url, registry, [login]))
+    key = "nba:events:customer:{X1}"
+    stored = redis_client.get(key)
+    assert isinstance(stored, bytes)
+    assert len(stored) == EventLayout(registry.entity("customer")).total_size
+    redis_client.set(key, b"\x00" * 8 + stored[8:])  # same size, another layout's tag
+    schema = registry.entity("customer")
+    assert np.isnan(asyncio.run(_read_one(redis_url, registry, "X1"))[schema.index["days_since_last_activity"]])
+    asyncio.run(_apply(redis_url, registry, [Event("l2", "X1", "login", NOW - 30, {})]))
+    values = asyncio.run(_read_one(redis_url, registry, "X1"))
+    assert values[schema.index["logins_7d"]] == 1  # l1 went with the foreign bytes; l2 counts on a fresh state
+    assert redis_client.get(key)[:8] == EventLayout(schema).tag  # type: ignore[index]
+
+
+async def _apply(redis_url: str, registry: Registry, events: list[Event]) -> list[str]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return await OnlineStore(client, registry).apply_events("customer", events, now=NOW)
+    finally:
+        await client.aclose()
+
+
+def test_an_event_id_longer_than_the_state_keeps_is_refused(redis_url: str, registry: Registry) -> None:
+    long = Event("x" * (ID_BYTES + 1), "Y1", "sentiment", NOW - 60, {"score": 0.5})
+    with pytest.raises(ValueError, match=f"at most {ID_BYTES} bytes"):
+        asyncio.run(_apply(redis_url, registry, [long]))
 
 
 def test_last_of_a_field_the_newest_event_lacks_is_unknown_everywhere(

@@ -28,6 +28,7 @@ from features import (
     materialize,
     materialize_events,
 )
+from features.event_state import EventLayout
 from features.packed import PackedLayout
 from tests.conftest import run_with_store, served_known
 
@@ -210,9 +211,9 @@ def test_one_customer_and_200_agents(redis_client: redis.Redis, redis_url: str, 
     customer, agents = _run(redis_url, registry, lambda s: s.read("C000042", ids))
     # The customer's packed value and event state, and one MGET for all 200 agents, in the one pipeline.
     calls = _calls(redis_client)
-    assert {k: calls.get(k) for k in ("get", "hgetall", "mget", "hmget", "evalsha")} == {
+    assert {k: calls.get(k) for k in ("get", "getrange", "mget", "hmget", "evalsha")} == {
         "get": 1,
-        "hgetall": 1,
+        "getrange": 1,
         "mget": 1,
         "hmget": None,
         "evalsha": None,
@@ -394,7 +395,7 @@ def test_materialize_is_idempotent(
 
     first, events, count, agents = _run(redis_url, registry, body)
     snapshot = _dump(redis_client, f"{NS}:customer:*")
-    state = _dump(redis_client, f"{NS}:ev:customer:*")
+    state = _dump(redis_client, f"{NS}:events:customer:*")
     second, events_again, count_again = _run(redis_url, registry, again)
 
     n = latest.num_rows
@@ -402,8 +403,10 @@ def test_materialize_is_idempotent(
     assert 0 < events == events_again == len(state) <= n  # customers with events in the horizon
     assert agents == 0
     assert _dump(redis_client, f"{NS}:customer:*") == snapshot
-    assert _dump(redis_client, f"{NS}:ev:customer:*") == state
-    assert all(any(f.startswith(b"last|") for f in fields) for fields in state.values())
+    assert _dump(redis_client, f"{NS}:events:customer:*") == state
+    events = EventLayout(registry.entity("customer"))
+    assert all(len(value) == events.total_size and value.startswith(events.tag) for value in state.values())
+    assert all(re.fullmatch(rb"t:events:customer:\{C\d{6}\}", key) for key in state)
     assert progress == [(min(d, n), n) for d in range(1_500, n + 1_500, 1_500)]
     assert all(re.fullmatch(rb"t:customer:\{C\d{6}\}", key) for key in snapshot)
     # The stamp of every view is the snapshot's own time, not the time it was copied.
@@ -526,7 +529,7 @@ def test_concurrent_reads_each_get_their_own_answer(
     customer whose key holds the wrong type fails alone."""
     schema = registry.entity("customer")
     rows = [{"customer_id": f"C{i:06d}", "tenure_months": i, "plan": "basic"} for i in range(300)]
-    redis_client.set(f"{NS}:ev:customer:{{BROKEN}}", "not a hash")
+    redis_client.hset(f"{NS}:events:customer:{{BROKEN}}", "not", "a string")
 
     async def body(store: OnlineStore) -> list[object]:
         await store.write("customer", rows, observed_at=[time.time()] * len(rows))

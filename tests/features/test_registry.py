@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features import Feature, Registry, RegistryError, UnknownFeatureError
+from features import EventLayout, Feature, Registry, RegistryError, UnknownFeatureError
 
 CUSTOMER_ORDER = (
     # snapshot views: customer_profile, customer_usage, customer_account
@@ -372,12 +372,8 @@ def _field_with_two_dtypes(data: Contract) -> None:
         (_aggregation_on_a_snapshot, r"'days_overdue': aggregation is only for views with source: events"),
         (_field_with_two_dtypes, r"field 'amount' is a float here but a int"),
         (
-            _aggregation("last_contact_reason", where={"resolved": True}),
-            r"'last_contact_reason': 'where' filters only count, sum and mean, not last",
-        ),
-        (
-            _aggregation("contacts_7d", kind="days_since", window_days=None, where={"repeat": True}),
-            r"'contacts_7d': 'where' filters only count, sum and mean, not days_since",
+            _aggregation("last_contact_reason", where={"intent": "fax"}),
+            r"'last_contact_reason': 'where\.intent' must be one of",
         ),
         (_set("contacts_30d", "dtype", "float"), r"'contacts_30d': count of 'contact_ended' is read as int, not float"),
         (
@@ -396,8 +392,7 @@ def _field_with_two_dtypes(data: Contract) -> None:
         "events-feature-without-aggregation",
         "aggregation-on-a-snapshot",
         "field-with-two-dtypes",
-        "where-on-last",
-        "where-on-days-since",
+        "where-on-last-not-a-category",
         "count-as-float",
         "last-text-as-number",
     ],
@@ -409,6 +404,22 @@ def test_invalid_event_contract_names_the_feature_or_field(
     edit(data)
     with pytest.raises(RegistryError, match=name):
         Registry.load(_write(tmp_path, data))
+
+
+def test_last_and_days_since_may_be_narrowed_by_where(tmp_path: Path) -> None:
+    """Consent per purpose needs the newest `consent_changed` of one purpose; the layout gives it a group."""
+    data = _packaged()
+    _aggregation("last_contact_reason", where={"resolved": True})(data)
+    _aggregation("days_since_last_offer", event="contact_ended", where={"transferred": True})(data)
+    registry = Registry.load(_write(tmp_path, data))
+    layout = EventLayout(registry.entity("customer"))
+    narrowed = {(g.event, g.where): [v.field for v in g.values] for g in layout.groups if g.where}
+    assert narrowed == {
+        ("contact_ended", (("resolved", True),)): ["intent"],
+        ("contact_ended", (("transferred", True),)): [],
+    }
+    # The unfiltered group of the event stays: the view's age is its newest event of any kind.
+    assert layout.group("contact_ended").values == ()
 
 
 def _derive(name: str, **derive: object) -> Callable[[Contract], None]:
