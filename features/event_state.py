@@ -60,6 +60,9 @@ ID_BYTES = 64
 UNKNOWN_CATEGORY = -1.0
 """A `last` category value the contract does not list: unknown, but present (no default stands in)."""
 _F8 = np.dtype("<f8")
+_OUTSIDE = 1 << 30
+"""What :class:`_Plan` puts for the days back of a day a row's window does not reach: farther back than any ring's
+newest day can be from today (day numbers are below 2**22 until the year 13,000), so never held."""
 
 APPLY_EVENTS = """
 -- Applies a batch of events, each at most once. KEYS: per entity, its state string then its seen-id sorted set.
@@ -446,12 +449,17 @@ class _Writer:
 
 
 class _Plan:
-    """The index arrays of :meth:`EventLayout.decode`, resolved from the contract once.
+    """What :meth:`EventLayout.decode` gathers and computes, resolved from the contract once (per day for the
+    ring positions), so a read is one gather of the slots it needs and a few whole-matrix operations: a read of
+    one entity costs about as many numpy calls as a read of a hundred.
 
-    Windowed totals: for each (series, window) a row of ``w_max`` positions, the window's days oldest first
-    (left-padded and masked for shorter windows). A day is read from slot ``day mod W`` of its ring when the
-    ring still holds it (``newest - W < day <= newest``). The sum runs left to right (``cumsum``), oldest day
-    first, the order the offline store's per-day totals were added in before, so totals stay bit-equal.
+    Windowed totals: one row per (series, window), ``w_max`` days oldest first (days before a shorter window
+    are never held). Day ``today - b`` is read from slot ``day mod W`` of its ring when the window reaches it
+    (``b < window``) and the ring still holds it (``newest - W < day <= newest``, i.e. ``0 <= b - lag < W`` for
+    ``lag = today - newest``); otherwise it adds 0.0. The days are added one after the other, oldest first,
+    the order the offline store's per-day totals were added in, so totals stay bit-equal: a reduction along an
+    axis that is not the fastest in memory adds element by element (numpy sums pairwise only along the fastest
+    axis), which is why the rows are the last axis and there are always at least two of them.
     """
 
     def __init__(self, layout: EventLayout, schema: EntitySchema) -> None:
@@ -485,72 +493,100 @@ class _Plan:
                     )
                 lasts.append((i, g.slot, at, ttl, f.encode(None), f.dtype == "category"))
         keys = list(rows)
+        if len(keys) == 1:
+            keys.append((keys[0][0], 0))  # a second row, never held: see the class docstring
         rings = [ring_of[s] for s, _ in keys]
         self.n = len(layout.features)
-        self.head = np.array([r.slot for r, _ in rings], dtype=np.intp)
+        self.rows = len(keys) if rows else 0
+        window = np.array([w for _, w in keys], dtype=np.int64)
+        self.w_max = int(window.max(initial=0))
+        back = np.arange(self.w_max - 1, -1, -1, dtype=np.int32)[:, None]
+        self.back = np.where(back < window, back, np.int32(_OUTSIDE))
+        """Days before today of each row's days (``w_max x rows``, oldest first), :data:`_OUTSIDE` past its window."""
+        self.ring_days = np.array([r.days for r, _ in rings], dtype=np.uint32)
         self.base = np.array([r.slot + 1 + c for r, c in rings], dtype=np.int64)
         self.stride = np.array([len(r.series) for r, _ in rings], dtype=np.int64)
-        self.ring_days = np.array([r.days for r, _ in rings], dtype=np.int64)
-        self.window = np.array([w for _, w in keys], dtype=np.int64)
-        self.w_max = int(self.window.max(initial=0))
-        self.direct_at = np.array([i for i, _ in direct], dtype=np.intp)
-        self.direct_row = np.array([r for _, r in direct], dtype=np.intp)
-        self.mean_at, self.mean_sum, self.mean_count = (np.array(c, dtype=np.intp) for c in _columns(means, 3))
-        self.mean_missing = np.array([m[3] for m in means], dtype=np.float64)
-        self.last_at, self.last_stamp, self.last_value = (np.array(c, dtype=np.intp) for c in _columns(lasts, 3))
+        heads = [r.slot for r, _ in rings]
+        m = len(means)
+        mean_rows = [x[1] for x in means] + [x[2] for x in means]
+        self.mean_missing = np.array([x[3] for x in means], dtype=np.float64)
         self.last_ttl = np.array([x[3] for x in lasts], dtype=np.float64)
         self.last_missing = np.array([x[4] for x in lasts], dtype=np.float64)
-        self.last_category = np.array([x[5] for x in lasts], dtype=bool)
-        self.is_days = self.last_value < 0
-        self.value_slot = np.where(self.is_days, 0, self.last_value)
+        is_days = np.array([x[2] < 0 for x in lasts], dtype=bool)
+        self.is_days = is_days
+        category = np.array([x[5] for x in lasts], dtype=bool)
+        self.unknown_mark = np.where(category & ~is_days, UNKNOWN_CATEGORY, math.inf)
+        """Per `last` feature the stored value that reads as NaN: the unknown-category mark, or nothing."""
         # Each event view's stamps (its event types' unfiltered groups), padded by repeating its first: a max.
+        # Every unfiltered group is some event view's, so these stamps also say whether the entity has any state.
         stamps = [[layout.group(e).slot for e in events] for events in layout.view_events.values()]
         widest = max((len(v) for v in stamps), default=0)
-        self.view_stamps = np.array([v + v[:1] * (widest - len(v)) for v in stamps], dtype=np.intp)
-        self.all_stamps = np.array([g.slot for g in layout.groups if not g.where], dtype=np.intp)
-        self.unknown_mark = np.where(self.last_category & ~self.is_days, UNKNOWN_CATEGORY, math.inf)
-        """Per `last` feature the stored value that reads as NaN: the unknown-category mark, or nothing."""
-        self._today: float | None = None
-        self._window_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.views = len(stamps)
+        self.widest = widest
+        fixed = [
+            *heads,
+            *(x[1] for x in lasts),
+            *(x[2] if x[2] >= 0 else x[1] for x in lasts),
+            *(s for v in stamps for s in v + v[:1] * (widest - len(v))),
+        ]
+        self.fixed = np.array(fixed, dtype=np.intp)
+        """Slots read whatever the day: ring heads, then per `last` its stamp and value, then the view stamps."""
+        self.mean_rows = np.array(mean_rows, dtype=np.intp)
+        """The sum rows then the count rows of the means."""
+        self.m = m
+        self.lasts = len(lasts)
+        r, n_last = self.rows, len(lasts)
+        # Where each feature's value and known flag come from in the columns the run builds side by side:
+        # totals (rows), means (m), lasts, and one column that is always known.
+        where_value = [0] * self.n
+        where_known = [0] * self.n
+        for i, t in direct:
+            where_value[i], where_known[i] = t, m + n_last
+        for j, mean in enumerate(means):
+            where_value[mean[0]], where_known[mean[0]] = r + j, j
+        for j, last in enumerate(lasts):
+            where_value[last[0]], where_known[last[0]] = r + m + j, m + j
+        self.value_from = np.array(where_value, dtype=np.intp)
+        self.known_from = np.array(where_known, dtype=np.intp)
+        self._today: int | None = None
+        self._pick = self.fixed
+        self._back_today = self.back
 
-    def _windows(self, today: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(days, positions, in-window mask) of every row for ``today``; the last day's arrays are kept."""
-        if self._today != today or self._window_index is None:
-            days = today - self.w_max + 1 + np.arange(self.w_max, dtype=np.int64)
-            positions = self.base[:, None] + (days[None, :] % self.ring_days[:, None]) * self.stride[:, None]
-            inside = days[None, :] > today - self.window[:, None]
-            self._window_index = (days.astype(np.float64), positions, inside)
+    def _for_day(self, today: int) -> tuple[np.ndarray, np.ndarray]:
+        """The slots a read as of ``today`` gathers (each row's days, ``w_max x rows`` flat, then the fixed ones)
+        and ``back - today`` (a ring's days are held where ``0 <= back - today + newest < W``); kept for the day."""
+        if self._today != today:
+            days = today - np.arange(self.w_max - 1, -1, -1, dtype=np.int64)[:, None]
+            positions = self.base + (days % self.ring_days) * self.stride
+            self._pick = np.concatenate((positions.ravel(), self.fixed))
+            self._back_today = self.back - np.int32(today)
             self._today = today
-        return self._window_index
+        return self._pick, self._back_today
 
     def run(self, slots: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        n = slots.shape[0]
-        values = np.empty((n, self.n), dtype=np.float64)
-        known = np.ones((n, self.n), dtype=bool)
-        if self.w_max:
-            days, positions, inside = self._windows(math.floor(now / DAY_SECONDS))
-            newest = slots[:, self.head][:, :, None]
-            held = inside & (days <= newest) & (days > newest - self.ring_days[:, None])
-            totals = np.where(held, slots[:, positions], 0.0).cumsum(axis=2)[:, :, -1]
-            values[:, self.direct_at] = totals[:, self.direct_row]
-            counts = totals[:, self.mean_count]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                values[:, self.mean_at] = np.where(counts > 0, totals[:, self.mean_sum] / counts, self.mean_missing)
-            known[:, self.mean_at] = counts > 0
-        stamps = slots[:, self.last_stamp] / 1_000_000
+        n, rows, k = slots.shape[0], self.rows, self.lasts
+        pick, back_today = self._for_day(math.floor(now / DAY_SECONDS))
+        picked = slots[:, pick]
+        at = self.w_max * rows
+        held_days = picked[:, :at].reshape(n, self.w_max, rows)
+        newest = picked[:, at : at + rows].astype(np.int32)  # whole days
+        at += rows
+        # Held iff 0 <= back - (today - newest) < W: one unsigned comparison of integers, no temporaries of floats.
+        unheld = (back_today + newest[:, None, :]).view(np.uint32) >= self.ring_days
+        np.copyto(held_days, 0.0, where=unheld)  # in place: ``picked`` is this call's own copy
+        totals = np.add.reduce(held_days, axis=1)
+        mean_rows = totals[:, self.mean_rows]
+        sums, counts = mean_rows[:, : self.m], mean_rows[:, self.m :]
+        mean_known = counts > 0
+        means = np.where(mean_known, sums / np.maximum(counts, 1.0), self.mean_missing)
+        stamps = picked[:, at : at + k] / 1_000_000
         age = now - stamps
-        fresh = (stamps > 0) & (age <= self.last_ttl)
-        raw = slots[:, self.value_slot]
-        present = fresh & (self.is_days | ~np.isnan(raw))
-        value = np.where(self.is_days, np.floor(age / DAY_SECONDS), np.where(raw == self.unknown_mark, math.nan, raw))
-        values[:, self.last_at] = np.where(present, value, self.last_missing)
-        known[:, self.last_at] = present
-        newest_us = slots[:, self.view_stamps].max(axis=2)
-        ages = np.where(newest_us > 0, np.maximum(now - newest_us / 1_000_000, 0.0), math.nan)
-        found: np.ndarray = np.any(slots[:, self.all_stamps] > 0, axis=1)
-        return values, known, ages, found
-
-
-def _columns(rows: Sequence[tuple[object, ...]], n: int) -> list[list[int]]:
-    """The first ``n`` columns of ``rows`` as lists of ints (empty lists when there are no rows)."""
-    return [[int(r[c]) for r in rows] for c in range(n)]  # type: ignore[call-overload]
+        value = np.where(self.is_days, np.floor(age / DAY_SECONDS), picked[:, at + k : at + 2 * k])
+        present = (stamps > 0) & (age <= self.last_ttl) & (value == value)
+        lasts = np.where(present, np.where(value == self.unknown_mark, math.nan, value), self.last_missing)
+        newest_us = picked[:, at + 2 * k :].reshape(n, self.views, self.widest).max(axis=2)
+        seen = newest_us > 0
+        ages = np.where(seen, np.maximum(now - newest_us / 1_000_000, 0.0), math.nan)
+        values = np.concatenate((totals, means, lasts), axis=1)[:, self.value_from]
+        known = np.concatenate((mean_known, present, np.ones((n, 1), dtype=bool)), axis=1)[:, self.known_from]
+        return values, known, ages, seen.any(axis=1)
