@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from features.packed import rows_of
 from features.registry import DAY_SECONDS, EntitySchema, Feature
 
 TAG_BYTES = 8
@@ -402,9 +403,7 @@ class EventLayout:
 
     def unpack(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
         """The slot matrix (rows x width; an empty state where absent or of another layout), and which were here."""
-        size = self.size
-        body = b"".join([b if b is not None and len(b) == size else self._absent for b in blobs])
-        table = np.frombuffer(body, dtype=_F8).reshape(len(blobs), self.width + 1)
+        table = rows_of(blobs, self.size, self._absent)
         present = table[:, 0].view(np.uint64) == self._tag_word
         matrix = table[:, 1:]
         if not present.all():

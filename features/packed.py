@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -122,14 +123,21 @@ class PackedLayout:
         Vectorised: the values are joined and viewed as one matrix whose first column is the tag, so telling
         present rows from absent or foreign ones is one comparison, not a Python test per row.
         """
-        size = self.size
-        body = b"".join([b if b is not None and len(b) == size else self._absent for b in blobs])
-        table = np.frombuffer(body, dtype=_F8).reshape(len(blobs), self.width + 1)
+        table = rows_of(blobs, self.size, self._absent)
         present = table[:, 0].view(np.uint64) == self._tag_word
         matrix = table[:, 1:]
         if not present.all():
             matrix = np.where(present[:, None], matrix, math.nan)
         return matrix, present
+
+
+def rows_of(blobs: Sequence[bytes | None], size: int, absent: bytes) -> np.ndarray:
+    """``blobs`` as a float64 matrix of ``size // 8`` columns, ``absent`` standing in for a missing value or one
+    of another size. When every value is there at its size (the usual read), one join, no test per value."""
+    rows = cast(Sequence[bytes], blobs)
+    if None in blobs or set(map(len, rows)) != {size}:
+        rows = [b if b is not None and len(b) == size else absent for b in blobs]
+    return np.frombuffer(b"".join(rows), dtype=_F8).reshape(len(rows), size // 8)
 
 
 def _as_raw(value: object) -> str | float | int | bool:
