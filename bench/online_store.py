@@ -6,15 +6,23 @@ fields for event ingestion, the first encoding (a hash per entity, one field per
 with one HMGET per entity in a pipeline) for the packed encoding's reads and writes, and the packed
 snapshots of the same 100,000 customers for the materialization of their event state.
 
+Wall clock swings 2-3x on a loaded machine, so reads and ingestion also print CPU, which other processes
+disturb far less: this process's (``time.process_time``, the least per call over several rounds) and the
+server's, both its own CPU (``INFO cpu``, user + system, before and after) and its per-command time
+(``INFO commandstats`` after ``CONFIG RESETSTAT``), each beside the same measure of a PING (reads) or of the
+pipelined HINCRBYFLOAT (ingestion).
+
     .venv/bin/python -m bench.online_store
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,10 +46,44 @@ from training.world import WorldConfig, simulate
 READS = 3_000
 EVENTS = 100_000
 BATCH = 1_000
+CPU_ROUNDS = 5
+"""Rounds of READS calls per CPU figure; the least is kept (another process can only add to it)."""
 
 
 def _pct(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(samples, 50)) * 1e3, float(np.percentile(samples, 99)) * 1e3
+
+
+async def _client_cpu_us(call: Callable[[], Awaitable[object]], n: int = READS) -> float:
+    """This process's CPU per ``call`` in microseconds: the least over :data:`CPU_ROUNDS` rounds of ``n``."""
+    best = math.inf
+    for _ in range(CPU_ROUNDS):
+        start = time.process_time()
+        for _ in range(n):
+            await call()
+        best = min(best, (time.process_time() - start) / n)
+    return best * 1e6
+
+
+async def _server_cpu_s(client: OnlineClient) -> float:
+    """The server's CPU so far (user + system seconds, from its own rusage)."""
+    cpu = await client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+async def _server_us(
+    client: OnlineClient, call: Callable[[], Awaitable[object]], n: int, commands: tuple[str, ...], per: int = 1
+) -> tuple[float, float]:
+    """(server CPU, time inside ``commands`` as INFO commandstats counts it) per unit, in microseconds, over ``n``
+    calls of ``per`` units each. Only the commands a client sent: a script's own calls are inside its time."""
+    await client.config_resetstat()
+    before = await _server_cpu_s(client)
+    for _ in range(n):
+        await call()
+    cpu = (await _server_cpu_s(client) - before) / (n * per) * 1e6
+    stats = await client.info("commandstats")
+    inside = sum(stats[f"cmdstat_{c}"]["usec"] for c in commands if f"cmdstat_{c}" in stats) / (n * per)
+    return cpu, inside
 
 
 async def _run(url: str, world: Path) -> None:
@@ -87,6 +129,7 @@ async def _run(url: str, world: Path) -> None:
             reads.append(time.perf_counter() - t)
         r50, r99 = _pct(reads)
         print(f"read 1 customer: p50 {r50:.3f} ms p99 {r99:.3f} ms  (ratio to PING {r50 / ping50:.1f}x)")
+        await _read_cpu(client, store, customers, agents)
         h50, _ = _pct(hashes)
         print(
             f"100 agents, first encoding (HMGET per hash + text parsing): p50 {h50:.3f} ms; "
@@ -105,23 +148,63 @@ async def _run(url: str, world: Path) -> None:
             Event(f"b{i}", rng.choice(customers), "sentiment", now - rng.uniform(0, 30 * 86_400), {"score": 0.1})
             for i in range(EVENTS)
         ]
-        start = time.perf_counter()
-        for i in range(0, EVENTS, BATCH):
+        batches = iter(range(0, EVENTS, BATCH))
+
+        async def apply() -> None:
+            i = next(batches)
             await store.apply_events("customer", events[i : i + BATCH], now=now)
-        ingest_s = time.perf_counter() - start
-        start = time.perf_counter()
-        for i in range(0, EVENTS, BATCH):
+
+        async def increment() -> None:
+            i = next(batches)
             pipe = client.pipeline(transaction=False)
             for e in events[i : i + BATCH]:
                 pipe.hincrbyfloat(f"bench:{{{e.entity_id}}}", "x", 1)
             await pipe.execute()
-        base_s = time.perf_counter() - start
+
+        figures = []
+        for call, commands in ((apply, ("evalsha",)), (increment, ("hincrbyfloat",))):
+            batches = iter(range(0, EVENTS, BATCH))
+            start, cpu_start = time.perf_counter(), time.process_time()
+            server, inside = await _server_us(client, call, EVENTS // BATCH, commands, BATCH)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            figures.append((seconds, cpu / EVENTS * 1e6, server, inside))
+        (ingest_s, ingest_cpu, ingest_server, ingest_inside), (base_s, base_cpu, base_server, base_inside) = figures
         print(
             f"ingest events (batches of {BATCH}): {EVENTS / ingest_s:,.0f} events/s  "
             f"(pipelined HINCRBYFLOAT baseline {EVENTS / base_s:,.0f}/s; ratio {base_s / ingest_s:.2f})"
         )
+        print(
+            f"ingest CPU per event: client {ingest_cpu:.1f} us, server {ingest_server:.1f} us "
+            f"(in commands {ingest_inside:.1f} us)  (HINCRBYFLOAT: client {base_cpu:.1f} us, server "
+            f"{base_server:.1f} us, in commands {base_inside:.1f} us; server ratio {ingest_server / base_server:.1f}x)"
+        )
     finally:
         await client.aclose()
+
+
+async def _read_cpu(client: OnlineClient, store: OnlineStore, customers: list[str], agents: list[str]) -> None:
+    """CPU per read, ours and the server's, beside a PING's in the same run."""
+    rng = random.Random(11)
+
+    async def ping() -> None:
+        await client.ping()
+
+    async def read_one() -> None:
+        await store.read(rng.choice(customers))
+
+    async def read_all() -> None:
+        await store.read(rng.choice(customers), agents)
+
+    ping_cpu = await _client_cpu_us(ping)
+    ping_server, ping_inside = await _server_us(client, ping, READS, ("ping",))
+    for label, call in (("1 customer + 100 agents", read_all), ("1 customer", read_one)):
+        cpu = await _client_cpu_us(call)
+        server, inside = await _server_us(client, call, READS, ("get", "getrange", "mget"))
+        print(
+            f"read {label}, CPU per read: client {cpu:.0f} us, server {server:.0f} us (in commands {inside:.1f} us)  "
+            f"(PING: client {ping_cpu:.0f} us, server {ping_server:.0f} us, in commands {ping_inside:.1f} us; "
+            f"client {cpu - ping_cpu:.0f} us above a PING)"
+        )
 
 
 async def _hash_encoding(client: OnlineClient, store: OnlineStore, agents: list[str]) -> list[float]:
