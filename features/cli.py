@@ -65,7 +65,7 @@ def _text(value: object) -> str:
 
 
 def _ttl(view: FeatureView) -> str:
-    return f"{view.ttl_days:g} d"
+    return "never expires" if view.ttl_days is None else f"{view.ttl_days:g} d"
 
 
 def _views(registry: Registry, entity: str | None) -> list[FeatureView]:

@@ -293,6 +293,8 @@ class EventLayout:
     def __init__(self, schema: EntitySchema) -> None:
         self.features: tuple[Feature, ...] = schema.event_features
         self.horizon_days = schema.event_horizon_days
+        self.timeless = schema.timeless_events
+        """Event types no horizon applies to (see :attr:`EntitySchema.timeless_events`)."""
         series: dict[str, Series] = {}
         groups: dict[tuple[str, tuple[tuple[str, bool | str], ...]], dict[tuple[object, ...], LastValue]] = {}
         for f in self.features:

@@ -77,7 +77,7 @@ def event_state(
     since = datetime.fromtimestamp(now - layout.horizon_days * DAY_SECONDS, UTC)
     con = duckdb.connect()
     con.sql("SET enable_progress_bar = false")
-    con.register("events", offline.events(entity, since=since, until=until, ordered=False))
+    con.register("events", offline.events(entity, since=since, until=until, ordered=False, whole=layout.timeless))
     types = ", ".join(sql_literal(t) for t in layout.events)
     con.sql(f"""
         CREATE TEMP TABLE ids AS

@@ -15,6 +15,7 @@ Nothing observed after a label's timestamp can reach its row.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _aggregate_sql(feature: Feature, view: FeatureView) -> str:
     conditions = [f"type = {sql_literal(agg.event)}", *(f"{k} = {sql_literal(v)}" for k, v in agg.where.items())]
     if agg.window_days is not None:
         conditions.append(f"_day > _label_day - {agg.window_days}")
-    else:
+    elif view.ttl_days is not None:
         conditions.append(f"_age_s <= {view.ttl_seconds}")
     if agg.field is not None and agg.kind != "last":
         conditions.append(f"{agg.field} IS NOT NULL")
@@ -167,13 +168,23 @@ class OfflineStore:
         return duckdb.connect().sql(query, params=params or None).to_arrow_table()
 
     def events(
-        self, entity: str, *, since: datetime | None = None, until: datetime | None = None, ordered: bool = True
+        self,
+        entity: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        ordered: bool = True,
+        whole: Collection[str] = (),
     ) -> pa.Table:
         """The entity's events with ``since < occurred_at <= until``, oldest first unless not ``ordered`` (an
-        aggregation needs no order, and sorting every event in the horizon costs more than aggregating them)."""
+        aggregation needs no order, and sorting every event in the horizon costs more than aggregating them).
+        Events of the types in ``whole`` are returned from the first, whatever ``since`` says."""
         schema = self.registry.entity(entity)
         source = self._events(schema)
-        bounds = [c for c, v in (("occurred_at > $since", since), ("occurred_at <= $until", until)) if v is not None]
+        after = "occurred_at > $since"
+        if whole:
+            after = f"({after} OR type IN ({', '.join(sql_literal(t) for t in sorted(whole))}))"
+        bounds = [c for c, v in ((after, since), ("occurred_at <= $until", until)) if v is not None]
         where = f"WHERE {' AND '.join(bounds)}" if bounds else ""
         params = {k: v for k, v in (("since", since), ("until", until)) if v is not None} or None
         return (
@@ -198,20 +209,20 @@ class OfflineStore:
         if erased:
             ids = labels.column(key)
             labels = labels.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(erased), ids.type))))
-        fresh = ", ".join(
-            f"CASE WHEN l.{ts_column} - s.feature_ts <= INTERVAL '{schema.view_for(stored).ttl_seconds} seconds' "
-            f"THEN {value} END AS {feature.name}"
+        # Each feature's SELECT expression, emitted in contract order whichever source it comes from.
+        columns = {
+            feature.name: f"CASE WHEN l.{ts_column} - s.feature_ts <= "
+            f"INTERVAL '{schema.view_for(stored).ttl_seconds} seconds' THEN {value} END AS {feature.name}"
             for view in schema.views
             if view.source == "snapshot"
             for feature in view.features
             for stored, value in [_snapshot_sql(schema, feature, ts_column)]
-        )
+        }
         con = duckdb.connect()
         # DuckDB draws a progress bar on stdout for a join over two seconds: it would corrupt a command's output.
         con.sql("SET enable_progress_bar = false")
         con.register("labels_in", labels)
         con.sql("CREATE TEMP TABLE labels AS SELECT *, row_number() OVER () AS _row FROM labels_in")
-        event_select = ""
         event_join = ""
         if schema.event_features:
             aggregates = ", ".join(_aggregate_sql(f, schema.view_for(f)) for f in schema.event_features)
@@ -220,6 +231,9 @@ class OfflineStore:
                 sql_literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation}
             )
             horizon = schema.event_horizon_days + 1
+            recent = f"e.occurred_at > l.{ts_column} - INTERVAL '{horizon} days'"
+            if schema.timeless_events:
+                recent = f"({recent} OR e.type IN ({', '.join(sql_literal(t) for t in schema.timeless_events)}))"
             con.sql(f"""
                 CREATE TEMP TABLE event_features AS
                 SELECT _row, {aggregates}
@@ -231,26 +245,30 @@ class OfflineStore:
                     FROM labels l JOIN {events} e
                       ON e.{key} = l.{key}
                      AND e.occurred_at <= l.{ts_column}
-                     AND e.occurred_at > l.{ts_column} - INTERVAL '{horizon} days'
+                     AND {recent}
                     WHERE e.type IN ({types})
                 ) j
                 GROUP BY _row
             """)
-            event_select = ", " + ", ".join(
-                f"coalesce(ef.{f.name}, 0) AS {f.name}"
-                if f.aggregation is not None and f.aggregation.kind in ("count", "sum")
-                else f"ef.{f.name}"
+            columns.update(
+                (
+                    f.name,
+                    f"coalesce(ef.{f.name}, 0) AS {f.name}"
+                    if f.aggregation is not None and f.aggregation.kind in ("count", "sum")
+                    else f"ef.{f.name}",
+                )
                 for f in schema.event_features
             )
             event_join = "LEFT JOIN event_features ef ON ef._row = l._row"
-        snapshot_select = f", s.feature_ts, {fresh}" if schema.snapshot_features else ""
+        features = ", ".join(columns[name] for name in schema.names)
+        snapshot_select = ", s.feature_ts" if schema.snapshot_features else ""
         snapshot_join = (
             f"ASOF LEFT JOIN {self._snapshots(schema)} s ON l.{key} = s.{key} AND l.{ts_column} >= s.feature_ts"
             if schema.snapshot_features
             else ""
         )
         query = f"""
-            SELECT l.* EXCLUDE (_row){snapshot_select}{event_select}
+            SELECT l.* EXCLUDE (_row){snapshot_select}, {features}
             FROM labels l {snapshot_join} {event_join}
             ORDER BY l.{ts_column}, l.{key}, l._row
         """

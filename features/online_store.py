@@ -451,20 +451,21 @@ class OnlineStore:
         """Apply each event to its entity's state, once: ``applied``, ``duplicate`` or ``too_old`` per event.
 
         Events older than the horizon the features look back over cannot change any feature, and their ids
-        are no longer remembered, so they are refused rather than risk counting one twice. One round trip:
+        are no longer remembered, so they are refused rather than risk counting one twice; the timeless types
+        (a consent change) have no horizon: applied again, an old one changes nothing, since only a newer event
+        replaces the newest. One round trip:
         on a single server one script call for the whole batch; on a cluster one call per entity (a script
         may only touch keys of one slot), pipelined.
         """
         layout = self._kinds[entity].events
         horizon_s = (now if now is not None else time.time()) - layout.horizon_days * DAY_SECONDS
-        fresh = [e for e in events if e.occurred_at > horizon_s]
+        recent = [e.occurred_at > horizon_s or e.type in layout.timeless for e in events]
+        fresh = [e for e, r in zip(events, recent, strict=True) if r]
         applied: list[int] = []
         if fresh:
             applied = await self._run_apply(entity, fresh, layout, horizon_s)
         results = iter(applied)
-        statuses = [
-            ("applied" if next(results) else "duplicate") if e.occurred_at > horizon_s else "too_old" for e in events
-        ]
+        statuses = [("applied" if next(results) else "duplicate") if r else "too_old" for r in recent]
         await self._apply_identity([e for e, s in zip(events, statuses, strict=True) if s == "applied"])
         return statuses
 
@@ -590,10 +591,16 @@ class OnlineStore:
     ) -> int:
         """Write the features each row carries and stamp their views ``observed_at``; the rest keep their values.
 
-        A None value is stored missing, so a value that became unknown is not served stale. Features the
-        contract does not declare are ignored. Returns the number of entities written.
+        A None value is stored missing, so a value that became unknown is not served stale. Names the
+        contract does not declare are ignored; an event or derived feature is refused (ValueError naming it):
+        events change those, and a write that quietly did nothing would leave the caller believing it had.
+        Returns the number of entities written.
         """
         kind = self._kinds[entity]
+        stored, declared = set(kind.schema.snapshot_names), kind.schema.index
+        for row in rows:
+            if refused := sorted(n for n in row if n in declared and n not in stored):
+                raise ValueError(f"{', '.join(refused)}: not a stored snapshot feature of {entity!r}; events change it")
         pipe = self._client.pipeline(transaction=False)
         empty = kind.packed.empty
         for row, ts in zip(rows, observed_at, strict=True):

@@ -291,7 +291,9 @@ class FeatureView(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     entity: str
-    ttl_days: float = Field(gt=0)
+    ttl_days: float | None = Field(gt=0)
+    """How long values stay fresh; ``null`` (events views only) for values that hold until an event changes
+    them, such as a consent, which stands until the customer withdraws it however long ago it was given."""
     owner: str
     description: str
     source: Literal["snapshot", "events"] = "snapshot"
@@ -300,11 +302,13 @@ class FeatureView(_Strict):
 
     @property
     def ttl_seconds(self) -> float:
-        """The freshness budget in seconds, as every age is compared."""
-        return self.ttl_days * DAY_SECONDS
+        """The freshness budget in seconds, as every age is compared (infinite for a view that never expires)."""
+        return math.inf if self.ttl_days is None else self.ttl_days * DAY_SECONDS
 
     @model_validator(mode="after")
     def _aggregations_match_source(self) -> FeatureView:
+        if self.ttl_days is None and self.source != "events":
+            raise ValueError("ttl_days: a snapshot view needs a TTL (only an events view may never expire)")
         for feature in self.features:
             if self.source == "events" and feature.aggregation is None:
                 raise ValueError(f"feature {feature.name!r}: an events view needs an aggregation on each feature")
@@ -456,9 +460,26 @@ class EntitySchema:
     @property
     def event_horizon_days(self) -> int:
         """How far back an event can still change a feature: the longest window, or the TTL of a ``last`` or
-        ``days_since``. Older events are refused online and left out of the offline join."""
-        spans = [f.aggregation.window_days or self.view_for(f).ttl_days for f in self.event_features if f.aggregation]
+        ``days_since``. Older events are refused online and left out of the offline join, except those of the
+        :attr:`timeless_events`."""
+        spans = [
+            span
+            for f in self.event_features
+            if f.aggregation
+            for span in [f.aggregation.window_days or self.view_for(f).ttl_days]
+            if span is not None
+        ]
         return math.ceil(max(spans, default=0))
+
+    @cached_property
+    def timeless_events(self) -> frozenset[str]:
+        """Event types a never-expiring feature reads (the newest consent change of a purpose): no horizon
+        applies to them, so one given years ago still counts, online, offline and when materialized."""
+        return frozenset(
+            f.aggregation.event
+            for f in self.event_features
+            if f.aggregation and f.aggregation.window_days is None and self.view_for(f).ttl_days is None
+        )
 
     def feature(self, name: str) -> Feature:
         """The declared feature called ``name``."""

@@ -54,7 +54,12 @@ class CustomerService:
             for i, f, view_name in self._features[view]
         ]
         views = [
-            ViewFreshnessOut(v.name, vector.view_age_s[v.name], v.name in vector.stale_views, v.ttl_seconds)
+            ViewFreshnessOut(
+                v.name,
+                vector.view_age_s[v.name],
+                v.name in vector.stale_views,
+                None if v.ttl_days is None else v.ttl_seconds,
+            )
             for v in self._views[view]
         ]
         return CustomerFeaturesResponse(vector.entity_id, vector.found, features, views, self.registry.version)

@@ -170,7 +170,9 @@ class ViewFreshnessOut(msgspec.Struct, frozen=True):
         float | None, msgspec.Meta(description="Seconds since the view was observed; null if never written.")
     ]
     stale: Annotated[bool, msgspec.Meta(description="Older than its TTL: its features are served as defaults.")]
-    ttl_seconds: float
+    ttl_seconds: Annotated[
+        float | None, msgspec.Meta(description="The view's freshness budget; null for one that never expires.")
+    ]
 
 
 class CustomerFeaturesResponse(msgspec.Struct, frozen=True):

@@ -81,8 +81,9 @@ def test_recommend_is_deterministic_for_the_same_state(http: httpx.Client) -> No
 
 
 def test_channel_and_consent_limit_the_candidates(http: httpx.Client, offline: OfflineStore) -> None:
-    latest = offline.latest("customer").to_pylist()
-    without_consent = next(r["customer_id"] for r in latest if not r["consent_marketing"])
+    ids = offline.latest("customer").column("customer_id").to_pylist()
+    now = offline.as_of("customer", ids).to_pylist()
+    without_consent = next(r["customer_id"] for r in now if r["consent_marketing"] is False)
     body = http.post("/v1/recommend", json={"customer_id": without_consent, "channel": "voice", "top_k": 50}).json()
     ids = {a["action_id"] for a in body["actions"]}
     assert ids.isdisjoint({"retention_offer", "discount_10", "loyalty_bonus", "plan_upgrade"})

@@ -40,12 +40,13 @@ def _as_of_row(offline: OfflineStore, customer_id: str) -> dict[str, Any]:
 def _newest_events(offline: OfflineStore, customer_id: str) -> dict[str, datetime]:
     """The time of the customer's newest event of each type: what an events view's age is measured from.
 
-    Only events within the horizon count: older ones can change no feature, so the online store never holds
-    them (materialization leaves them out and live ingestion refuses them as too old).
+    Only events within the horizon count, but for the timeless types (consent): older ones can change no
+    feature, so the online store never holds them (materialization leaves them out and live ingestion refuses
+    them as too old).
     """
-    horizon = offline.registry.entity("customer").event_horizon_days
-    since = datetime.fromtimestamp(time.time() - horizon * DAY, UTC)
-    events = offline.events("customer", since=since).to_pylist()
+    schema = offline.registry.entity("customer")
+    since = datetime.fromtimestamp(time.time() - schema.event_horizon_days * DAY, UTC)
+    events = offline.events("customer", since=since, whole=schema.timeless_events).to_pylist()
     newest: dict[str, datetime] = {}
     for event in events:
         if event["customer_id"] == customer_id:
@@ -96,7 +97,7 @@ def test_features_are_the_latest_snapshot_in_contract_order(
     assert list(views) == [v.name for v in schema.views]
     for view in schema.views:
         out = views[view.name]
-        assert out["ttl_seconds"] == view.ttl_days * DAY
+        assert out["ttl_seconds"] == (None if view.ttl_days is None else view.ttl_days * DAY)
         if view.source == "snapshot":
             expected: float | None = time.time() - observed.timestamp()
         else:
@@ -108,9 +109,22 @@ def test_features_are_the_latest_snapshot_in_contract_order(
             assert out["age_seconds"] is None, view.name
         else:
             assert out["age_seconds"] == pytest.approx(expected, abs=60), view.name
-        assert out["stale"] is (expected is not None and expected > view.ttl_days * DAY), view.name
+        assert out["stale"] is (expected is not None and expected > view.ttl_seconds), view.name
     assert not any(views[v]["stale"] for v in ("customer_profile", "customer_usage", "customer_account"))
     assert views["customer_activity"]["age_seconds"] is not None  # the demo customer logs in
+    # Consent never expires: the platform's first record, older than every window, still stands.
+    assert views["customer_consent"] | {"age_seconds": None} == {
+        "name": "customer_consent",
+        "age_seconds": None,
+        "stale": False,
+        "ttl_seconds": None,
+    }
+    assert {f["name"]: f["defaulted"] for f in body["features"] if f["view"] == "customer_consent"} == {
+        "consent_marketing": False,
+        "consent_profiling": False,
+        "consent_phone": False,
+        "consent_sms": False,
+    }
 
 
 def test_a_missing_field_is_served_as_its_default_and_flagged(
@@ -180,10 +194,6 @@ def test_a_view_past_its_ttl_is_stale_and_served_as_defaults(
         "lifetime_value": None,
         "segment": None,
         "language": None,
-        "consent_marketing": False,
-        "consent_profiling": False,
-        "consent_phone": False,
-        "consent_sms": False,
     }
     assert {f.name for f in profile} <= {name for name, f in features.items() if f["defaulted"]}
     # The other snapshot views keep their values.

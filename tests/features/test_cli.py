@@ -98,7 +98,7 @@ def test_describe_a_feature_shows_all_its_fields_and_its_view() -> None:
         "view entity": "customer",
         "view TTL": "45 d",
         "view owner": "crm",
-        "view description": "Who the customer is, what they pay and consent to; refreshed by the monthly CRM snapshot.",
+        "view description": "Who the customer is and what they pay; refreshed by the monthly CRM snapshot.",
     }
 
 

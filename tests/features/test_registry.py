@@ -119,24 +119,35 @@ def test_packaged_contract_loads(registry: Registry) -> None:
     assert (customer.join_key, agent.join_key) == ("customer_id", "agent_id")
     assert len(customer.names) == 40
     assert len(agent.names) == 17
-    assert [v.name for v in customer.views] == [*SNAPSHOT_VIEWS, *EVENT_VIEWS]
+    # Consent sits right after the profile, where the CRM snapshot carried it before it came from events.
+    assert [v.name for v in customer.views] == [
+        SNAPSHOT_VIEWS[0],
+        "customer_consent",
+        *SNAPSHOT_VIEWS[1:],
+        *EVENT_VIEWS,
+    ]
     assert [v.name for v in agent.views] == ["agent_profile", "agent_state"]
     assert registry.views["agent_state"].ttl_days == 1
     assert customer.view_of["days_overdue"] == "customer_account"
     assert {v.name: v.source for v in customer.views} == {
         **dict.fromkeys(SNAPSHOT_VIEWS, "snapshot"),
-        **dict.fromkeys(EVENT_VIEWS, "events"),
+        **dict.fromkeys(("customer_consent", *EVENT_VIEWS), "events"),
     }
+    assert registry.views["customer_consent"].ttl_days is None
+    assert customer.timeless_events == {"consent_changed"}
     assert {v.source for v in agent.views} == {"snapshot"}
-    # Snapshot features come first, then event features; together they are the whole entity, in order. A derived
-    # feature keeps its declared place in that order but is not stored with the snapshot.
+    # Snapshot and event features together are the whole entity, in order. A derived feature keeps its declared
+    # place in that order but is not stored with the snapshot.
+    consent = ("consent_marketing", "consent_profiling", "consent_phone", "consent_sms")
     assert customer.names[:16] == CUSTOMER_ORDER[:16]
-    assert customer.snapshot_names == tuple(n for n in CUSTOMER_ORDER[:16] if n != "days_to_contract_end")
+    assert customer.snapshot_names == tuple(
+        n for n in CUSTOMER_ORDER[:16] if n != "days_to_contract_end" and n not in consent
+    )
     assert [f.name for f in customer.derived_features] == ["days_to_contract_end"]
     derive = customer.feature("days_to_contract_end").derive
     assert derive is not None
     assert (derive.kind, derive.feature) == ("days_until", "contract_end_day")
-    assert tuple(f.name for f in customer.event_features) == customer.names[16:]
+    assert tuple(f.name for f in customer.event_features) == (*consent, *customer.names[16:])
     assert all(f.aggregation is None for f in customer.snapshot_features)
     assert all(f.aggregation is not None for f in customer.event_features)
     assert customer.view_by_name["customer_activity"] is registry.views["customer_activity"]
@@ -313,7 +324,7 @@ def _default_outside_range(data: Contract) -> None:
         (_default_outside_categories, r"'segment': default 'enterprise' is not one of its categories"),
         (_unknown_entity, r"view 'agent_state': unknown entity 'supervisor'"),
         (_categories_on_a_number, r"'logins_30d': 'categories' is only for dtype 'category'"),
-        (_unknown_view_key, r"views\.2\.ttl"),
+        (_unknown_view_key, r"views\.3\.ttl"),
         (_range_on_a_category, r"'plan': 'min' and 'max' apply only to dtype float or int"),
         (_min_above_max, r"'last_sentiment': min 1 is above max -1"),
         (_default_outside_range, r"'max_load': default 1 is outside \[min, max\]"),
@@ -413,13 +424,20 @@ def test_last_and_days_since_may_be_narrowed_by_where(tmp_path: Path) -> None:
     _aggregation("days_since_last_offer", event="contact_ended", where={"transferred": True})(data)
     registry = Registry.load(_write(tmp_path, data))
     layout = EventLayout(registry.entity("customer"))
-    narrowed = {(g.event, g.where): [v.field for v in g.values] for g in layout.groups if g.where}
+    narrowed = {
+        (g.event, g.where): [v.field for v in g.values]
+        for g in layout.groups
+        if g.where and g.event != "consent_changed"
+    }
     assert narrowed == {
         ("contact_ended", (("resolved", True),)): ["intent"],
         ("contact_ended", (("transferred", True),)): [],
     }
     # The unfiltered group of the event stays: the view's age is its newest event of any kind.
     assert layout.group("contact_ended").values == ()
+    # The packaged consent features: one group per purpose, each with the `granted` of its newest change.
+    purposes = {g.where: [v.field for v in g.values] for g in layout.groups if g.event == "consent_changed" and g.where}
+    assert purposes == {(("purpose", p),): ["granted"] for p in ("marketing", "profiling", "phone", "sms")}
 
 
 def _derive(name: str, **derive: object) -> Callable[[Contract], None]:
@@ -621,3 +639,10 @@ def test_encode_reads_bool_text_from_redis(registry: Registry, raw: str | None, 
 )
 def test_phrase(registry: Registry, name: str, value: float, phrase: str) -> None:
     assert registry.entity("customer").feature(name).phrase(value) == phrase
+
+
+def test_only_an_events_view_may_never_expire(tmp_path: Path) -> None:
+    data = _packaged()
+    _view(data, "customer_usage")["ttl_days"] = None
+    with pytest.raises(RegistryError, match=r"views\.2: Value error, ttl_days: a snapshot view needs a TTL"):
+        Registry.load(_write(tmp_path, data))

@@ -80,8 +80,8 @@ def _aggregate(
         # last / days_since: each query's newest matching event (latest t, then largest seq).
         rows, ev = _newest(pq_[match], pe[match], typed, n_q)
         age = q_at[rows] - typed.t[ev]
-        ttl_us = round(reg.views[schema.view_of[feature.name]].ttl_days * _US_PER_DAY)
-        fresh = age <= ttl_us
+        ttl_days = reg.views[schema.view_of[feature.name]].ttl_days
+        fresh = age <= (np.inf if ttl_days is None else round(ttl_days * _US_PER_DAY))
         rows, ev, age = rows[fresh], ev[fresh], age[fresh]
         if agg.kind == "days_since":
             result = np.full(n_q, np.nan)

@@ -27,7 +27,7 @@ PLANS: tuple[str, ...] = ("basic", "standard", "premium")
 CONTRACTS: tuple[str, ...] = ("month_to_month", "one_year", "two_year")
 SEGMENTS: tuple[str, ...] = ("consumer", "small_business", "premium")
 PURPOSES: tuple[str, ...] = ("marketing", "profiling", "phone", "sms")
-"""What a customer consents to, one flag each; ``consent_{purpose}`` in the snapshot."""
+"""What a customer consents to, one flag each; ``consent_{purpose}`` is the newest ``consent_changed`` of it."""
 SALES_ACTIONS: frozenset[str] = frozenset({"retention_offer", "discount_10", "plan_upgrade", "loyalty_bonus"})
 # What an accepted action costs the business (reward = lifetime_value * (1 - churned) - cost if accepted).
 # plan_upgrade is negative: an accepted upgrade earns extra margin rather than costing anything.

@@ -55,13 +55,18 @@ def _check_events(reg: Registry, produced: Mapping[str, Sequence[str]]) -> None:
                 raise ValueError(f"event field {name}.{field_name} has categories the registry does not declare")
 
 
+_EVERY_MONTH = 1_000_000
+"""A lookback longer than any world: every month's events of the type count."""
+
+
 def _lookback(reg: Registry) -> dict[str, int]:
-    """Per event type, how many earlier months can still shape a feature (the longest window or TTL)."""
+    """Per event type, how many earlier months can still shape a feature (the longest window or TTL; every
+    month for the event types a never-expiring feature reads)."""
     schema = reg.entity("customer")
     horizon: dict[str, float] = {}
     for f in schema.event_features:
         agg = f.aggregation
         assert agg is not None
         days = agg.window_days + 1 if agg.window_days is not None else reg.views[schema.view_of[f.name]].ttl_days
-        horizon[agg.event] = max(horizon.get(agg.event, 0.0), float(days))
-    return {name: math.ceil(days / 30) + 1 for name, days in horizon.items()}
+        horizon[agg.event] = max(horizon.get(agg.event, 0.0), math.inf if days is None else float(days))
+    return {name: math.ceil(days / 30) + 1 if math.isfinite(days) else _EVERY_MONTH for name, days in horizon.items()}

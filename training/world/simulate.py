@@ -1,9 +1,9 @@
 """The simulation: month by month, the customers' drift, their events, the decisions and the churn draw.
 
-The world writes what a real contact center would hold: monthly snapshots of the batch features (profile and
-consents, usage trend, billing standing), a daily agent snapshot with each agent's recent results, and a
+The world writes what a real contact center would hold: monthly snapshots of the batch features (profile,
+usage trend, billing standing), a daily agent snapshot with each agent's recent results, and a
 stream of events (logins, usage records, started and ended contacts, post-contact surveys, complaints,
-failed payments, sentiment scores, offers presented and answered, abandoned carts, consent changes) from
+failed payments, sentiment scores, offers presented and answered, abandoned carts, consents given and changed) from
 which the other customer features are aggregated, exactly as the feature contract says. A latent "drift
 toward churn" moves the customer month to month: drifting customers log in and use less, call more,
 complain, get angrier and rate their contacts lower, and the events they produce say so.
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from features.registry import Registry
 from training.world.aggregate import _aggregate
 from training.world.config import (
+    _ACTIVE_DAYS,
     _SEGMENT_HORIZON,
     _US_PER_DAY,
     _US_PER_S,
@@ -198,6 +199,13 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         log.add(step, "payment_failed", failed, _times(rng, len(failed), ts_us), amount=amount)
         owner, t, value = _carts(life, idx, PLAN_PRICE[plan], ts_us)
         log.add(step, "cart_abandoned", owner, t, cart_value=value)
+        if step == 0:
+            # The consent platform's first record of what each customer consented to, before any change: consent
+            # is an event feature that never expires, so this record stands until a change replaces it.
+            first = np.full(n, ts_us - _ACTIVE_DAYS * _US_PER_DAY - _US_PER_S)
+            everyone = np.arange(n)
+            for code, name in enumerate(PURPOSES):
+                log.add(step, "consent_changed", everyone, first, purpose=np.full(n, code), granted=consent[name])
         owner, t, purpose, granted = _consent_changes(life, idx, consent, sentiment < -0.3, ts_us)
         log.add(step, "consent_changed", owner, t, purpose=purpose, granted=granted)
 
@@ -215,7 +223,6 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
             "lifetime_value": np.round(ltv, 2),
             "segment": np.asarray(SEGMENTS)[segment],
             "language": np.asarray(LANGUAGES)[language],
-            **{f"consent_{purpose}": consent[purpose] for purpose in PURPOSES},
             "usage_change_pct_30d": usage_change,
             "days_overdue": overdue,
         }
