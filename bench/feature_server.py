@@ -4,15 +4,16 @@ Both serve one customer's 40 float features of one view from Redis, one worker e
 16 connections for the same number of seconds:
 
 - ours: ``GET /v1/customers/{id}/features?view=bench_state`` from ``nba``'s own app served as ``nba run``
-  serves it (``service.server``: granian, one worker; no access log), on a private embedded Valkey holding
-  10,000 customers. The served contract is the packaged one plus a view ``bench_state`` of 40 floats shaped
+  serves it (uvicorn with httptools and uvloop, one worker; no access log), on a private embedded Valkey
+  holding 10,000 customers. The served contract is the packaged one plus a view ``bench_state`` of 40 floats shaped
   like the peer's (``bench/feature_server.py`` adds it, nothing ships it);
 - hello: a one-route Litestar app returning ``{"hello": "world"}`` on the same server, at 16 connections:
   what the server and the framework cost alone, so the reader sees how much of ours is our own work;
-- with ``--uvicorn``, ours again on uvicorn (httptools, uvloop, one worker), the server we served on before;
+- with ``--granian``, ours again on granian (Rust HTTP, ASGI, uvloop, one worker): the alternative server we
+  measured, kept comparable (in our runs it did not beat uvicorn on this read, so ``nba run`` stays on uvicorn);
 - the peer: ``../shared/bench/feast_peer.sh`` (Feast tuned for its best showing, on its own private Redis).
 
-    .venv/bin/python -m bench.feature_server [--seconds 10] [--no-peer] [--uvicorn]
+    .venv/bin/python -m bench.feature_server [--seconds 10] [--no-peer] [--granian]
 
 Prints one line per run and the ratio of requests per second at 16 connections.
 """
@@ -36,12 +37,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow as pa
+import uvicorn
 import yaml
 from litestar import Litestar, get
 
 from features import EmbeddedValkey, EventStreamSettings, OfflineSettings, OnlineStore, RedisSettings, Registry, connect
 from service import ServiceSettings, Settings, create_app
-from service.server import serve_app
 from training import MlflowSettings
 
 CUSTOMERS = 10_000
@@ -106,14 +107,17 @@ def _hello_app() -> Litestar:
 
 
 def serve(server: str, app: str, contract: Path, redis_url: str, data_dir: Path, port: int) -> None:
-    """``app`` (nba or hello) on ``server`` (granian as shipped, or uvicorn), one worker, no access log."""
+    """``app`` (nba or hello) on ``server`` (uvicorn as shipped, or granian), one worker, no access log."""
     build = (lambda: _ours(contract, redis_url, data_dir)) if app == "nba" else _hello_app
-    if server == "granian":
-        serve_app(build, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    if server == "uvicorn":
+        uvicorn.run(build(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
         return
-    import uvicorn  # the server we served on before: a dev dependency, for this comparison only
+    from granian.constants import Interfaces, Loops  # a dev dependency, for this comparison only
+    from granian.server import Server
 
-    uvicorn.run(build(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    Server("bench", address="127.0.0.1", port=port, interface=Interfaces.ASGI, workers=1, loop=Loops.uvloop).serve(
+        target_loader=build, wrap_loader=False
+    )
 
 
 def _free_port() -> int:
@@ -162,14 +166,14 @@ def _measure(
             assert len(values) == WIDTH, answer.text[:200]
             assert all(isinstance(v, float) for v in values), answer.text[:200]
         _wrk(app, url, 4, 3)  # warm up
-        name = app if server == "granian" else f"{app}-{server}"
+        name = app if server == "uvicorn" else f"{app}-{server}"
         return [_wrk(name, url, c, seconds) for c in connections]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
 
 
-def _ours_and_baselines(seconds: int, uvicorn: bool) -> list[str]:
+def _ours_and_baselines(seconds: int, granian: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="nba-fs-") as tmp:
         root = Path(tmp)
         contract = root / "contract.yaml"
@@ -177,10 +181,10 @@ def _ours_and_baselines(seconds: int, uvicorn: bool) -> list[str]:
         with EmbeddedValkey(root / "valkey", persist=False) as server:
             asyncio.run(_fill(server.url, Registry.load(contract)))
             env = (contract, server.url, tmp)
-            lines = _measure("granian", "nba", env, seconds, (1, 16))
-            lines += _measure("granian", "hello", env, seconds, (16,))
-            if uvicorn:
-                lines += _measure("uvicorn", "nba", env, seconds, (16,))
+            lines = _measure("uvicorn", "nba", env, seconds, (1, 16))
+            lines += _measure("uvicorn", "hello", env, seconds, (16,))
+            if granian:
+                lines += _measure("granian", "nba", env, seconds, (16,))
             return lines
 
 
@@ -198,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--no-peer", action="store_true", help="measure ours only")
-    parser.add_argument("--uvicorn", action="store_true", help="also ours on uvicorn, the server we served on before")
+    parser.add_argument("--granian", action="store_true", help="also ours on granian, the alternative server")
     parser.add_argument(
         "--serve",
         nargs=6,
@@ -212,7 +216,7 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (../shared/bench/feast_peer.sh installs it too)")
-    ours = _ours_and_baselines(args.seconds, args.uvicorn)
+    ours = _ours_and_baselines(args.seconds, args.granian)
     peer = [] if args.no_peer else _peer(args.seconds)
     for line in ours + peer:
         print(line)
@@ -221,8 +225,8 @@ def main() -> None:
         print(f"ratio at 16 connections: {runs[('nba', '16')] / runs[('feast', '16')]:.1f}x Feast's requests/s")
     if ("nba", "16") in runs and ("hello", "16") in runs:
         print(f"ours at 16 connections: {runs[('nba', '16')] / runs[('hello', '16')]:.0%} of hello-world's requests/s")
-    if ("nba", "16") in runs and ("nba-uvicorn", "16") in runs:
-        print(f"granian against uvicorn at 16 connections: {runs[('nba', '16')] / runs[('nba-uvicorn', '16')]:.2f}x")
+    if ("nba", "16") in runs and ("nba-granian", "16") in runs:
+        print(f"granian against uvicorn at 16 connections: {runs[('nba-granian', '16')] / runs[('nba', '16')]:.2f}x")
 
 
 if __name__ == "__main__":

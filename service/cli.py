@@ -6,12 +6,13 @@ import errno
 import socket
 
 import click
+import uvicorn
 
 from features import EventStreamSettings, FeatureStoreError, OfflineSettings, RedisSettings, online_store_url
 from features.cli import features as features_commands
 from features.event_cli import events as events_commands
+from service.app import create_app
 from service.errors import CatalogError
-from service.server import serve
 from service.settings import ServiceSettings, Settings
 from training import MlflowSettings, TrainingError
 from training.cli import build_demo, demo, settings_from_env, train
@@ -64,8 +65,9 @@ def run(no_demo: bool) -> None:
                 mlflow=mlflow,
                 events=events,
             )
+            app = create_app(settings)
             reporter.note(f"serving on http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)")
-            serve(settings)
+            uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level)
     except (FeatureStoreError, TrainingError, CatalogError) as exc:
         abort(str(exc))
 

@@ -1,7 +1,7 @@
 """Keep customer ids out of the server's access log.
 
 The contract flags the customer id as PII (an id may be an email or a phone number), and two routes carry it
-in their path (``/v1/customers/{customer_id}...``), which granian's access log writes on every request. The
+in their path (``/v1/customers/{customer_id}...``), which uvicorn's access log writes on every request. The
 other routes take it in the body, which nothing logs, and error messages name fields, never values. So one
 filter on the access logger, rewriting that path segment to ``{customer_id}``, is all it takes; the route
 template is as useful to whoever reads the log as the id was.
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
 
-ACCESS_LOGGER = "granian.access"
+ACCESS_LOGGER = "uvicorn.access"
 _CUSTOMER_PATH = re.compile(r"(/v1/customers/)[^/?#\s]+")
 
 
@@ -23,10 +22,7 @@ def redact(text: str) -> str:
 
 
 class RedactCustomerIds(logging.Filter):
-    """Rewrites a record's message and string arguments before any handler formats it.
-
-    Arguments come as a tuple (``%s`` formats) or as one mapping (``%(path)s`` formats, granian's access log).
-    """
+    """Rewrites a record's message and string arguments before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact in place; never drops the record."""
@@ -34,16 +30,14 @@ class RedactCustomerIds(logging.Filter):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.args, Mapping):
-            record.args = {k: redact(a) if isinstance(a, str) else a for k, a in record.args.items()}
         return True
 
 
 def install(logger_name: str = ACCESS_LOGGER) -> None:
     """Attach the filter to ``logger_name`` once.
 
-    Called when the app starts, in the worker that serves it, after the server configured its logging
-    (granian's set-up would otherwise be free to replace the logger's configuration after us).
+    Called when the app starts, after the server configured its logging (uvicorn's set-up would otherwise be
+    free to replace the logger's configuration after us).
     """
     logger = logging.getLogger(logger_name)
     if not any(isinstance(f, RedactCustomerIds) for f in logger.filters):

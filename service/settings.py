@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,9 +20,7 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65_535, description="Port the API listens on.")
     catalog_path: Path | None = Field(default=None, description="Action catalog YAML; the packaged one by default.")
     top_k: int = Field(default=5, ge=1, le=50, description="How many actions recommend returns at most.")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        default="info", description="The server's log level (granian's logger and its access log)."
-    )
+    log_level: str = Field(default="info", description="uvicorn log level.")
 
 
 class Settings(BaseModel):

@@ -1,9 +1,8 @@
 """Real parts for every test: a Redis server, an MLflow store, a simulated world, a served API.
 
 Redis is the embedded Valkey (or ``REDIS_URL`` when set), flushed before each test that asks for it.
-MLflow is a sqlite store with local artifacts in a temporary folder. The API is served by granian, the server
-``nba run`` ships, on a loopback port: embedded in a thread of the test process (same Rust HTTP worker, ASGI
-call and lifespan as ``nba run``'s worker process), so a test can read the service's log records.
+MLflow is a sqlite store with local artifacts in a temporary folder. The API is served by uvicorn on
+a loopback port, the way httpx tests itself against a real server.
 """
 
 from __future__ import annotations
@@ -28,9 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 import redis.asyncio
-from granian.constants import Interfaces
-from granian.log import LogLevels
-from granian.server.embed import Server
+import uvicorn
 
 from features import (
     EmbeddedValkey,
@@ -43,7 +40,6 @@ from features import (
     Registry,
 )
 from service import ServiceSettings, Settings, create_app
-from service.server import ACCESS_LOG_FORMAT
 from training import MlflowSettings, ModelRegistry
 from training.console import Reporter
 from training.demo import DemoConfig, ensure_materialized, ensure_models
@@ -193,41 +189,22 @@ class Served:
 
 @contextmanager
 def serve(settings: Settings) -> Iterator[Served]:
-    """Serve ``create_app(settings)`` with granian, access log on, in a thread until the block ends."""
+    """Serve ``create_app(settings)`` with uvicorn in a thread until the block ends."""
     port = free_port()
     settings = settings.model_copy(update={"service": settings.service.model_copy(update={"port": port})})
-    server = Server(
-        create_app(settings),
-        address="127.0.0.1",
-        port=port,
-        interface=Interfaces.ASGI,
-        log_level=LogLevels(settings.service.log_level),
-        log_access=True,
-        log_access_format=ACCESS_LOG_FORMAT,
-    )
-    loop = asyncio.new_event_loop()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.serve())
-        loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level=settings.service.log_level)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            break
-        except httpx.TransportError:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start") from None
-            time.sleep(0.02)
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
     try:
-        yield Served(url, settings)
+        yield Served(f"http://127.0.0.1:{port}", settings)
     finally:
-        loop.call_soon_threadsafe(server.stop)
+        server.should_exit = True
         thread.join(timeout=10)
 
 

@@ -1,4 +1,4 @@
-"""The API end to end over HTTP: real granian, real Redis, real MLflow, models trained on the test world."""
+"""The API end to end over HTTP: real uvicorn, real Redis, real MLflow, models trained on the test world."""
 
 from __future__ import annotations
 

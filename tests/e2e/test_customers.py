@@ -1,6 +1,6 @@
 """The customer routes over HTTP: the online state read back as data, and erased on request.
 
-Real granian, real Redis (the test world materialized), real MLflow. Where a test needs the store in a state
+Real uvicorn, real Redis (the test world materialized), real MLflow. Where a test needs the store in a state
 materialization does not produce (a missing field, a stale view) it writes the raw hash with redis-py, the
 way a partial event update or an old snapshot would leave it.
 """

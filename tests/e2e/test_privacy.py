@@ -51,7 +51,7 @@ class _Capture(logging.Handler):
 def capture_logs() -> Iterator[_Capture]:
     """A handler on the root logger and on every logger that does not propagate to it, all at DEBUG.
 
-    Entered after the server starts: granian's logging set-up replaces the handlers of its own loggers.
+    Entered after the server starts: uvicorn's logging set-up replaces the handlers of its own loggers.
     """
     capture = _Capture()
     loggers = [logging.getLogger()] + [
