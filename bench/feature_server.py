@@ -3,12 +3,17 @@
 Both serve one customer's 40 float features of one view from Redis, one worker each, loaded by wrk at 1 and
 16 connections for the same number of seconds:
 
-- ours: ``GET /v1/customers/{id}/features?view=bench_state`` from ``nba``'s own app (uvicorn, one worker),
-  on a private embedded Valkey holding 10,000 customers. The served contract is the packaged one plus a view
-  ``bench_state`` of 40 floats shaped like the peer's (``bench/feature_server.py`` adds it, nothing ships it);
+- ours: ``GET /v1/customers/{id}/features?view=bench_state`` from ``nba``'s own app served as ``nba run``
+  serves it (uvicorn with httptools and uvloop, one worker; no access log), on a private embedded Valkey
+  holding 10,000 customers. The served contract is the packaged one plus a view ``bench_state`` of 40 floats shaped
+  like the peer's (``bench/feature_server.py`` adds it, nothing ships it);
+- hello: a one-route Litestar app returning ``{"hello": "world"}`` on the same server, at 16 connections:
+  what the server and the framework cost alone, so the reader sees how much of ours is our own work;
+- with ``--granian``, ours again on granian (Rust HTTP, ASGI, uvloop, one worker): the alternative server we
+  measured, kept comparable (in our runs it did not beat uvicorn on this read, so ``nba run`` stays on uvicorn);
 - the peer: ``../shared/bench/feast_peer.sh`` (Feast tuned for its best showing, on its own private Redis).
 
-    .venv/bin/python -m bench.feature_server [--seconds 10] [--no-peer]
+    .venv/bin/python -m bench.feature_server [--seconds 10] [--no-peer] [--granian]
 
 Prints one line per run and the ratio of requests per second at 16 connections.
 """
@@ -20,6 +25,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import uvicorn
 import yaml
+from litestar import Litestar, get
 
 from features import EmbeddedValkey, EventStreamSettings, OfflineSettings, OnlineStore, RedisSettings, Registry, connect
 from service import ServiceSettings, Settings, create_app
@@ -77,17 +84,40 @@ async def _fill(url: str, registry: Registry) -> None:
         await client.aclose()
 
 
-def serve(contract: Path, redis_url: str, data_dir: Path, port: int) -> None:
-    """Our API as ``nba run`` serves it (no access log, one worker), on the bench contract."""
+def _ours(contract: Path, redis_url: str, data_dir: Path) -> Litestar:
+    """Our API on the bench contract, as ``nba run`` builds it."""
     settings = Settings(
-        service=ServiceSettings(port=port, log_level="warning"),
+        service=ServiceSettings(log_level="warning"),
         redis=RedisSettings(url=redis_url),
         offline=OfflineSettings(data_dir=data_dir),
         mlflow=MlflowSettings(),
         events=EventStreamSettings(),
     )
-    app = create_app(settings, Registry.load(contract))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return create_app(settings, Registry.load(contract))
+
+
+@get("/hello")
+async def _hello() -> dict[str, str]:
+    return {"hello": "world"}
+
+
+def _hello_app() -> Litestar:
+    """The least a Litestar app can do per request: the server's and the framework's own cost."""
+    return Litestar([_hello])
+
+
+def serve(server: str, app: str, contract: Path, redis_url: str, data_dir: Path, port: int) -> None:
+    """``app`` (nba or hello) on ``server`` (uvicorn as shipped, or granian), one worker, no access log."""
+    build = (lambda: _ours(contract, redis_url, data_dir)) if app == "nba" else _hello_app
+    if server == "uvicorn":
+        uvicorn.run(build(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        return
+    from granian.constants import Interfaces, Loops  # a dev dependency, for this comparison only
+    from granian.server import Server
+
+    Server("bench", address="127.0.0.1", port=port, interface=Interfaces.ASGI, workers=1, loop=Loops.uvloop).serve(
+        target_loader=build, wrap_loader=False
+    )
 
 
 def _free_port() -> int:
@@ -96,7 +126,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wrk(url: str, connections: int, seconds: int) -> str:
+def _wrk(name: str, url: str, connections: int, seconds: int) -> str:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -109,46 +139,53 @@ def _wrk(url: str, connections: int, seconds: int) -> str:
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return (
-        f"nba c{connections}: {rps:.0f} rps p50 {float(p50[0]) * scale[p50[1]]:.2f} ms "
+        f"{name} c{connections}: {rps:.0f} rps p50 {float(p50[0]) * scale[p50[1]]:.2f} ms "
         f"p99 {float(p99[0]) * scale[p99[1]]:.2f} ms non2xx {int(bad.group(1)) if bad else 0}"
     )
 
 
-def _ours(seconds: int) -> list[str]:
+def _measure(
+    server: str, app: str, env: tuple[Path, str, str], seconds: int, connections: tuple[int, ...]
+) -> list[str]:
+    """Start ``app`` on ``server`` in a child process, check its answer, warm it up, then load it with wrk."""
+    contract, redis_url, tmp = env
+    port = _free_port()
+    command = [sys.executable, "-m", "bench.feature_server", "--serve", server, app, str(contract), redis_url, tmp]
+    process = subprocess.Popen([*command, str(port)], env=os.environ.copy(), start_new_session=True)
+    try:
+        path = f"/v1/customers/C001234/features?view={VIEW}" if app == "nba" else "/hello"
+        url = f"http://127.0.0.1:{port}{path}"
+        for _ in range(600):
+            try:
+                answer = httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        if app == "nba":
+            values = [f["value"] for f in answer.json()["features"]]
+            assert len(values) == WIDTH, answer.text[:200]
+            assert all(isinstance(v, float) for v in values), answer.text[:200]
+        _wrk(app, url, 4, 3)  # warm up
+        name = app if server == "uvicorn" else f"{app}-{server}"
+        return [_wrk(name, url, c, seconds) for c in connections]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def _ours_and_baselines(seconds: int, granian: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="nba-fs-") as tmp:
         root = Path(tmp)
         contract = root / "contract.yaml"
         write_contract(contract)
         with EmbeddedValkey(root / "valkey", persist=False) as server:
             asyncio.run(_fill(server.url, Registry.load(contract)))
-            port = _free_port()
-            command = [
-                sys.executable,
-                "-m",
-                "bench.feature_server",
-                "--serve",
-                str(contract),
-                server.url,
-                tmp,
-                str(port),
-            ]
-            process = subprocess.Popen(command, env=os.environ.copy())
-            try:
-                url = f"http://127.0.0.1:{port}/v1/customers/C001234/features?view={VIEW}"
-                for _ in range(200):
-                    try:
-                        answer = httpx.get(url, timeout=1)
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                values = [f["value"] for f in answer.json()["features"]]
-                assert len(values) == WIDTH, answer.text[:200]
-                assert all(isinstance(v, float) for v in values), answer.text[:200]
-                _wrk(url, 4, 3)  # warm up
-                return [_wrk(url, c, seconds) for c in (1, 16)]
-            finally:
-                process.terminate()
-                process.wait(timeout=10)
+            env = (contract, server.url, tmp)
+            lines = _measure("uvicorn", "nba", env, seconds, (1, 16))
+            lines += _measure("uvicorn", "hello", env, seconds, (16,))
+            if granian:
+                lines += _measure("granian", "nba", env, seconds, (16,))
+            return lines
 
 
 def _peer(seconds: int) -> list[str]:
@@ -165,23 +202,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--no-peer", action="store_true", help="measure ours only")
+    parser.add_argument("--granian", action="store_true", help="also ours on granian, the alternative server")
     parser.add_argument(
-        "--serve", nargs=4, metavar=("CONTRACT", "REDIS_URL", "DATA_DIR", "PORT"), help=argparse.SUPPRESS
+        "--serve",
+        nargs=6,
+        metavar=("SERVER", "APP", "CONTRACT", "REDIS_URL", "DATA_DIR", "PORT"),
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
     if args.serve:
-        contract, redis_url, data_dir, port = args.serve
-        serve(Path(contract), redis_url, Path(data_dir), int(port))
+        server, app, contract, redis_url, data_dir, port = args.serve
+        serve(server, app, Path(contract), redis_url, Path(data_dir), int(port))
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (../shared/bench/feast_peer.sh installs it too)")
-    ours = _ours(args.seconds)
+    ours = _ours_and_baselines(args.seconds, args.granian)
     peer = [] if args.no_peer else _peer(args.seconds)
     for line in ours + peer:
         print(line)
     runs = {(m[1], m[2]): float(m[3]) for line in ours + peer if (m := _RUN.match(line))}
     if ("nba", "16") in runs and ("feast", "16") in runs:
         print(f"ratio at 16 connections: {runs[('nba', '16')] / runs[('feast', '16')]:.1f}x Feast's requests/s")
+    if ("nba", "16") in runs and ("hello", "16") in runs:
+        print(f"ours at 16 connections: {runs[('nba', '16')] / runs[('hello', '16')]:.0%} of hello-world's requests/s")
+    if ("nba", "16") in runs and ("nba-granian", "16") in runs:
+        print(f"granian against uvicorn at 16 connections: {runs[('nba-granian', '16')] / runs[('nba', '16')]:.2f}x")
 
 
 if __name__ == "__main__":
