@@ -19,6 +19,7 @@ from training.bundle import ModelKind
 from training.console import Reporter, abort
 from training.demo import DemoConfig, ensure_materialized, ensure_models, ensure_world
 from training.errors import TrainingError
+from training.report import register_result
 from training.settings import MlflowSettings
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
 from training.train import TrainParams, train_model
@@ -93,7 +94,7 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
         with reporter.step(f"Training the {kind} model on {world}"):
             result = train_model(kind, registry, offline, params=TrainParams(seed=seed))
         with reporter.step(f"Registering it as {models.model_name(kind)}@{alias}"):
-            version = models.log_and_register(result.bundle, params=result.params, tags=result.tags, aliases=(alias,))
+            version = register_result(models, result, aliases=(alias,))
     except (FeatureStoreError, TrainingError) as exc:
         abort(str(exc))
     metrics = result.bundle.metrics
