@@ -47,14 +47,21 @@ def _summary(summary: WorldSummary, out: Path) -> Table:
     return table
 
 
-@click.command("simulate")
-@click.option(
+CUSTOMERS = click.option(
     "--customers",
     type=click.IntRange(1_000, 1_000_000),
-    default=5_000,
+    default=DemoConfig.customers,
     show_default=True,
-    help="Customers in the world (1,000 to 1,000,000).",
+    help="Customers in the simulated world (1,000 to 1,000,000).",
 )
+AGENTS = click.option(
+    "--agents", type=click.IntRange(5, 5_000), default=DemoConfig.agents, show_default=True, help="Agents (5 to 5,000)."
+)
+"""The world's size flags, shared by ``nba simulate`` and ``nba demo``."""
+
+
+@click.command("simulate")
+@CUSTOMERS
 @click.option(
     "--days",
     type=click.IntRange(MIN_MONTHS * DAYS_PER_MONTH, MAX_MONTHS * DAYS_PER_MONTH),
@@ -64,7 +71,7 @@ def _summary(summary: WorldSummary, out: Path) -> Table:
     "to whole months: --days 100 writes 4 months (120 days). Three warm-up months before them are "
     "simulated but not written, so the first snapshot already has 90 days of events behind it.",
 )
-@click.option("--agents", type=click.IntRange(5, 5_000), default=100, show_default=True, help="Agents (5 to 5,000).")
+@AGENTS
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of every random draw.")
 @click.option(
     "--end",
