@@ -18,6 +18,8 @@ from training import MlflowSettings, TrainingError
 from training.cli import build_demo, demo, settings_from_env, train
 from training.console import Reporter, abort
 from training.demo import DemoConfig
+from training.models_cli import models as models_commands
+from training.simulate_cli import simulate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,5 +76,7 @@ def run(no_demo: bool) -> None:
 
 main.add_command(demo)
 main.add_command(train)
+main.add_command(simulate)
+main.add_command(models_commands)
 main.add_command(features_commands)
 main.add_command(events_commands)

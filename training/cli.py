@@ -19,7 +19,9 @@ from training.bundle import ModelKind
 from training.console import Reporter, abort
 from training.demo import DemoConfig, ensure_materialized, ensure_models, ensure_world
 from training.errors import TrainingError
+from training.report import register_result
 from training.settings import MlflowSettings
+from training.simulate_cli import AGENTS, CUSTOMERS
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
 from training.train import TrainParams, train_model
 
@@ -51,14 +53,8 @@ def build_demo(config: DemoConfig, reporter: Reporter, *, redis_url: str, force:
 
 @click.command("demo")
 @click.option("--force", is_flag=True, help="Rebuild the world, re-materialize and retrain even if they exist.")
-@click.option(
-    "--customers",
-    type=click.IntRange(1_000, 1_000_000),
-    default=5_000,
-    show_default=True,
-    help="Customers in the simulated world.",
-)
-@click.option("--agents", type=click.IntRange(5, 5_000), default=100, show_default=True, help="Agents.")
+@CUSTOMERS
+@AGENTS
 @click.option("--months", type=click.IntRange(3, 36), default=6, show_default=True, help="Months of history.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the simulation and the training.")
 def demo(force: bool, customers: int, agents: int, months: int, seed: int) -> None:
@@ -93,7 +89,7 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
         with reporter.step(f"Training the {kind} model on {world}"):
             result = train_model(kind, registry, offline, params=TrainParams(seed=seed))
         with reporter.step(f"Registering it as {models.model_name(kind)}@{alias}"):
-            version = models.log_and_register(result.bundle, params=result.params, tags=result.tags, aliases=(alias,))
+            version = register_result(models, result, aliases=(alias,))
     except (FeatureStoreError, TrainingError) as exc:
         abort(str(exc))
     metrics = result.bundle.metrics

@@ -8,8 +8,9 @@ version and the world it holds, and MLflow is asked whether each model has a cha
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -19,9 +20,10 @@ from features.online_store import STORE_LAYOUT
 from training.bundle import ModelKind
 from training.console import Reporter
 from training.errors import ModelNotFound
+from training.report import register_result
 from training.tracking import CHAMPION, ModelRegistry
 from training.train import TrainParams, train_model
-from training.world import WorldConfig, simulate
+from training.world import WorldConfig, WorldSummary, simulate
 
 WORLD_STAMP = "world.json"
 MARKER_KEY = "meta:materialized"
@@ -57,26 +59,36 @@ def ensure_world(world_dir: Path, config: DemoConfig, reporter: Reporter, *, for
     with reporter.step(
         f"Simulating the demo world ({config.customers:,} customers, {config.agents} agents, {config.months} months)"
     ):
-        end = datetime.now(UTC).date()
-        summary = simulate(
-            WorldConfig(
-                customers=config.customers,
-                agents=config.agents,
-                months=config.months,
-                seed=config.seed,
-                end=end,
-            ),
-            world_dir,
-        )
-        stamp = {
-            "config": asdict(config),
-            "contract": contract,
-            "end": end.isoformat(),
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "rows": {k: v for k, v in asdict(summary).items() if k != "out"},
-        }
-        stamp_path.write_text(json.dumps(stamp, indent=2))
+        stamp, _ = simulate_world(world_dir, config, end=datetime.now(UTC).date())
     return stamp
+
+
+def simulate_world(
+    world_dir: Path,
+    config: DemoConfig,
+    *,
+    end: date,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, object], WorldSummary]:
+    """Simulate ``config``'s world into ``world_dir`` and stamp it, so ``nba demo`` knows what the folder holds.
+
+    ``nba simulate`` writes through here too: a world it wrote under the demo's settings is reused by the demo,
+    and one written under other settings is rebuilt rather than served with a stale stamp.
+    """
+    summary = simulate(
+        WorldConfig(customers=config.customers, agents=config.agents, months=config.months, seed=config.seed, end=end),
+        world_dir,
+        progress=progress,
+    )
+    stamp: dict[str, object] = {
+        "config": asdict(config),
+        "contract": Registry.load().version,
+        "end": end.isoformat(),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": {k: v for k, v in asdict(summary).items() if k != "out"},
+    }
+    (world_dir / WORLD_STAMP).write_text(json.dumps(stamp, indent=2))
+    return stamp, summary
 
 
 async def ensure_materialized(
@@ -145,9 +157,7 @@ def ensure_models(
                 pass
         with reporter.step(f"Training and registering the {kind} model"):
             result = train_model(kind, registry, offline, params=TrainParams(seed=seed))
-            versions[kind] = models.log_and_register(
-                result.bundle, params=result.params, tags=result.tags, aliases=(CHAMPION,)
-            )
+            versions[kind] = register_result(models, result, aliases=(CHAMPION,))
             m = result.bundle.metrics
             reporter.note(
                 f"{models.model_name(kind)} v{versions[kind]}: test ROC-AUC {m['roc_auc']:.3f}, "

@@ -2,20 +2,52 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> float:
-    """Mean gap between predicted and observed rates over equal-width probability bins, weighted by size."""
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One equal-width probability bin: how many predictions fell in it, their mean and the observed rate."""
+
+    lower: float
+    upper: float
+    count: int
+    mean_predicted: float
+    observed_rate: float
+
+
+def calibration_bins(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> list[CalibrationBin]:
+    """The bins of the reliability diagram and of :func:`expected_calibration_error`; empty bins hold NaNs."""
     # floor(p * bins) rather than linspace edges, whose rounding (0.30000000000000004) misfiles 0.3.
     which = np.clip(np.floor(p * bins).astype(int), 0, bins - 1)
-    gap = 0.0
+    out = []
     for b in range(bins):
         mask = which == b
-        if mask.any():
-            gap += mask.mean() * abs(p[mask].mean() - y[mask].mean())
-    return float(gap)
+        seen = bool(mask.any())
+        out.append(
+            CalibrationBin(
+                b / bins,
+                (b + 1) / bins,
+                int(mask.sum()),
+                float(p[mask].mean()) if seen else float("nan"),
+                float(y[mask].mean()) if seen else float("nan"),
+            )
+        )
+    return out
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> float:
+    """Mean gap between predicted and observed rates over equal-width probability bins, weighted by size."""
+    return float(
+        sum(
+            b.count / len(p) * abs(b.mean_predicted - b.observed_rate)
+            for b in calibration_bins(y, p, bins=bins)
+            if b.count
+        )
+    )
 
 
 def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:

@@ -6,6 +6,7 @@ URI), and MLflow's exceptions are translated into ours in one place.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +24,13 @@ from training.settings import MlflowSettings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CHAMPION_HISTORY_TAG = "nba.champion_history"
+"""Registered-model tag: a JSON list of the versions that held ``champion`` before, oldest first.
+
+Every move of the champion made through this module (promote, ``set_alias``, registering with the alias)
+appends the version it replaces; a rollback takes the last one off and does not add the version it leaves,
+so rolling back twice goes two steps back rather than flipping between two versions."""
+_HISTORY_KEPT = 50  # a tag value holds a few thousand characters; older champions are not worth a rollback
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,16 @@ class RegisteredVersion:
     aliases: tuple[str, ...]
     metrics: Mapping[str, float]
     run_id: str | None
+
+
+@dataclass(frozen=True)
+class ChampionMove:
+    """What a promotion or rollback did: ``champion`` of ``name`` now points at ``version``, was ``previous``."""
+
+    name: str
+    version: str
+    previous: str | None
+    challenger_cleared: bool = False
 
 
 @contextmanager
@@ -78,8 +96,12 @@ class ModelRegistry:
         params: Mapping[str, object],
         tags: Mapping[str, str],
         aliases: tuple[str, ...] = (CHALLENGER,),
+        report: Path | None = None,
     ) -> str:
-        """Log one training run with the bundle as its artifact, register it, point ``aliases`` at it."""
+        """Log one training run with the bundle as its artifact, register it, point ``aliases`` at it.
+
+        ``report`` is a folder of files (plots, tables) logged beside the bundle under ``report/``.
+        """
         name = self.model_name(bundle.kind)
         with _map_errors(f"registering {name}"):
             run = self._client.create_run(self._experiment_id(), run_name=f"train-{bundle.kind}")
@@ -94,6 +116,8 @@ class ModelRegistry:
                 with tempfile.TemporaryDirectory() as tmp:
                     bundle.save(Path(tmp))
                     self._client.log_artifacts(run_id, tmp, artifact_path="bundle")
+                if report is not None:
+                    self._client.log_artifacts(run_id, str(report), artifact_path="report")
             except BaseException:
                 self._client.set_terminated(run_id, status="FAILED")
                 raise
@@ -104,7 +128,7 @@ class ModelRegistry:
                 name, source=f"{run.info.artifact_uri}/bundle", run_id=run_id, tags=dict(tags)
             )
             for alias in aliases:
-                self._client.set_registered_model_alias(name, alias, version.version)
+                self._point(name, alias, str(version.version))
         return str(version.version)
 
     def set_alias(self, kind: ModelKind, alias: str, version: str) -> None:
@@ -112,7 +136,7 @@ class ModelRegistry:
         name = self.model_name(kind)
         with _map_errors(f"{name} version {version}"):
             self._client.get_model_version(name, version)
-            self._client.set_registered_model_alias(name, alias, version)
+            self._point(name, alias, version)
 
     def version_for(self, kind: ModelKind, alias: str) -> str:
         """The version an alias points at."""
@@ -130,7 +154,10 @@ class ModelRegistry:
 
     def versions(self, kind: ModelKind) -> list[RegisteredVersion]:
         """Every registered version of the kind's model, newest first, with aliases and run metrics."""
-        name = self.model_name(kind)
+        return self.versions_of(self.model_name(kind))
+
+    def versions_of(self, name: str) -> list[RegisteredVersion]:
+        """Every registered version of the model ``name``, newest first; empty if there is no such model."""
         with _map_errors(name):
             if not self._client.search_registered_models(filter_string=f"name = '{name}'"):
                 return []
@@ -142,7 +169,93 @@ class ModelRegistry:
                 metrics = self._client.get_run(mv.run_id).data.metrics if mv.run_id else {}
                 out.append(
                     RegisteredVersion(
-                        name, str(mv.version), tuple(aliases.get(str(mv.version), [])), metrics, mv.run_id
+                        name, str(mv.version), tuple(sorted(aliases.get(str(mv.version), []))), metrics, mv.run_id
                     )
                 )
         return sorted(out, key=lambda v: int(v.version), reverse=True)
+
+    def registered_names(self) -> list[str]:
+        """The registered models this project owns (named ``PREFIX-...``), sorted."""
+        prefix = f"{self._settings.model_prefix}-"
+        with _map_errors(f"MLflow registry {self.tracking_uri}"):
+            found = self._client.search_registered_models(filter_string=f"name LIKE '{prefix}%'")
+        return sorted(m.name for m in found if m.name.startswith(prefix))
+
+    def resolve(self, name: str) -> str:
+        """The registered name for ``name`` as typed: the full name (``nba-churn``) or the kind (``churn``)."""
+        known = self.registered_names()
+        for candidate in (name, f"{self._settings.model_prefix}-{name}"):
+            if candidate in known:
+                return candidate
+        raise ModelNotFound(
+            f"no registered model {name!r} in {self.tracking_uri}; known: {', '.join(known) or 'none (train one)'}"
+        )
+
+    def champion_history(self, name: str) -> list[str]:
+        """The versions that held ``champion`` of ``name`` before the current one, oldest first."""
+        with _map_errors(name):
+            raw = self._client.get_registered_model(name).tags.get(CHAMPION_HISTORY_TAG)
+        return [str(v) for v in json.loads(raw)] if raw else []
+
+    def promote(self, name: str, version: str | None = None) -> ChampionMove:
+        """Point ``champion`` of ``name`` at ``version`` (by default the ``challenger``'s).
+
+        The promoted version loses the ``challenger`` alias: it no longer challenges anything, and a shadow
+        run comparing a model with itself would report nothing.
+        """
+        name = self.resolve(name)
+        with _map_errors(name):
+            aliases = self._aliases(name)
+            if version is None:
+                if CHALLENGER not in aliases:
+                    raise ModelNotFound(
+                        f"{name} has no {CHALLENGER}: train one (nba train ...) or name a version with --version"
+                    )
+                version = aliases[CHALLENGER]
+            self._check_version(name, version)
+            previous = self._point(name, CHAMPION, version)
+            cleared = aliases.get(CHALLENGER) == version
+            if cleared:
+                self._client.delete_registered_model_alias(name, CHALLENGER)
+        return ChampionMove(name, version, previous, cleared)
+
+    def rollback(self, name: str) -> ChampionMove:
+        """Point ``champion`` back at the version that held it before the current one.
+
+        Versions deleted since they were champion are skipped. The version rolled back from is not recorded,
+        so a second rollback goes one more step back; ``promote`` is the way forward again.
+        """
+        name = self.resolve(name)
+        with _map_errors(name):
+            current = self._aliases(name).get(CHAMPION)
+            history = self.champion_history(name)
+            existing = set(self._version_numbers(name))
+            while history and (history[-1] == current or history[-1] not in existing):
+                history.pop()
+            if not history:
+                where = f"version {current}" if current else "no version"
+                raise ModelNotFound(f"{name}: nothing to roll back to ({CHAMPION} is {where}, no earlier one recorded)")
+            target = history.pop()
+            self._client.set_registered_model_alias(name, CHAMPION, target)
+            self._client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, json.dumps(history))
+        return ChampionMove(name, target, current)
+
+    def _aliases(self, name: str) -> dict[str, str]:
+        return {alias: str(v) for alias, v in self._client.get_registered_model(name).aliases.items()}
+
+    def _version_numbers(self, name: str) -> list[str]:
+        return sorted((str(mv.version) for mv in self._client.search_model_versions(f"name = '{name}'")), key=int)
+
+    def _check_version(self, name: str, version: str) -> None:
+        existing = self._version_numbers(name)
+        if version not in existing:
+            raise ModelNotFound(f"{name} has no version {version!r}; versions: {', '.join(existing)}")
+
+    def _point(self, name: str, alias: str, version: str) -> str | None:
+        """Set ``alias`` to ``version``; for ``champion``, record the version it replaces. Returns that version."""
+        previous = self._aliases(name).get(alias)
+        self._client.set_registered_model_alias(name, alias, version)
+        if alias == CHAMPION and previous is not None and previous != version:
+            history = [*self.champion_history(name), previous][-_HISTORY_KEPT:]
+            self._client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, json.dumps(history))
+        return previous

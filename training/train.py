@@ -9,7 +9,10 @@ so all candidate actions of one customer are scored in a single predict call at 
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 import lightgbm as lgb
@@ -61,12 +64,45 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The test split's model inputs and labels, kept for the run's report (reliability diagram, SHAP)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
 class TrainingResult:
-    """A trained bundle and what to record about how it was made."""
+    """A trained bundle, what to record about how it was made, and the rows it was tested on."""
 
     bundle: ModelBundle
     params: dict[str, object]
     tags: dict[str, str]
+    held_out: HeldOut
+
+
+@cache
+def code_version() -> str:
+    """The git commit this code was run from (``+dirty`` with uncommitted changes), else the package version.
+
+    Asked once per process: a run is reproducible only if its code can be found again.
+    """
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode == 0:
+            dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+            return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        return f"nba-copilot {metadata.version('nba-copilot')}"
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _time_split(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,7 +161,13 @@ def _fit(
     return TrainingResult(
         bundle,
         params={**asdict(params), "calibration": calibrator.method, "rows_train": int(train.sum())},
-        tags={"contract_version": contract_version, "dataset_sha256": _sha256(source), "kind": kind},
+        tags={
+            "contract_version": contract_version,
+            "dataset_sha256": _sha256(source),
+            "kind": kind,
+            "code_version": code_version(),
+        },
+        held_out=HeldOut(x[test], y[test]),
     )
 
 

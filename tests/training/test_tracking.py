@@ -1,19 +1,19 @@
 """The model registry on a real MLflow store (sqlite + local artifacts): versions, aliases, round trips.
 
-Every test opens its own store under ``tmp_path`` with a model prefix of its own, so no two tests share a
-registered model.
+Every test opens its own store under ``tmp_path`` with a model prefix of its own (the ``models`` fixture of
+``conftest.py``), so no two tests share a registered model.
 """
 
 from __future__ import annotations
 
-import shutil
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
+from tests.training.conftest import FEATURES, register
 from training import (
     CHALLENGER,
     CHAMPION,
@@ -24,35 +24,7 @@ from training import (
     ModelRegistry,
     RegistryUnavailable,
 )
-from training.calibrate import Calibrator
-
-FEATURES = ("tenure_months", "monthly_charge", "logins_30d")
-ACTIONS = ("discount_10", "retention_offer")
-PARAMS = {"learning_rate": 0.1, "rows_train": 400}
-
-
-def _bundle(kind: ModelKind, seed: int, rounds: int) -> ModelBundle:
-    """A small real LightGBM bundle; different seeds and rounds give different predictions."""
-    rng = np.random.default_rng(seed)
-    width = len(FEATURES) + (1 if kind == "propensity" else 0)
-    x = rng.normal(size=(400, width))
-    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(size=400) > 0).astype(int)
-    params = {"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": seed, "min_data_in_leaf": 10}
-    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=rounds)
-    calibrator = Calibrator(method="sigmoid").fit(np.asarray(booster.predict(x)), y)
-    names = FEATURES if kind == "churn" else (*FEATURES, "action")
-    actions = ACTIONS if kind == "propensity" else ()
-    metrics = {"roc_auc": 0.7 + seed / 100, "ece": 0.01 * seed, "rows": 400.0}
-    return ModelBundle(kind, booster, calibrator, names, f"contract-{seed}", actions, metrics)
-
-
-@pytest.fixture(scope="module")
-def bundles() -> dict[str, ModelBundle]:
-    return {
-        "a": _bundle("churn", 1, 5),
-        "b": _bundle("churn", 2, 12),
-        "p": _bundle("propensity", 3, 8),
-    }
+from training.tracking import CHAMPION_HISTORY_TAG
 
 
 @pytest.fixture(scope="module")
@@ -60,37 +32,15 @@ def x() -> np.ndarray:
     return np.random.default_rng(99).normal(size=(50, len(FEATURES) + 1))
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A freshly created MLflow database, so each test copies it instead of migrating its own (~1.5 s)."""
-    root = tmp_path_factory.mktemp("mlflow-template")
-    ModelRegistry(MlflowSettings(tracking_uri=None, experiment="x", model_prefix="template"), root)
-    return root / "mlflow.db"
-
-
-@pytest.fixture
-def models(tmp_path: Path, empty_store: Path) -> ModelRegistry:
-    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    return ModelRegistry(MlflowSettings(tracking_uri=None, experiment="x", model_prefix=prefix), tmp_path)
-
-
 def _columns(bundle: ModelBundle, x: np.ndarray) -> np.ndarray:
     return x[:, : len(bundle.feature_names)]
 
 
-def _register(models: ModelRegistry, bundle: ModelBundle, *aliases: str) -> str:
-    tags = {"kind": bundle.kind, "contract_version": bundle.contract_version}
-    if aliases:
-        return models.log_and_register(bundle, params=PARAMS, tags=tags, aliases=aliases)
-    return models.log_and_register(bundle, params=PARAMS, tags=tags)
-
-
 def test_versions_count_up_and_aliases_point(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
     assert models.model_name("churn").endswith("-churn")
-    assert _register(models, bundles["a"]) == "1"
-    assert _register(models, bundles["b"], CHAMPION) == "2"
-    assert _register(models, bundles["p"], CHAMPION, "shadow") == "1"  # another kind, another model
+    assert register(models, bundles["a"]) == "1"
+    assert register(models, bundles["b"], CHAMPION) == "2"
+    assert register(models, bundles["p"], CHAMPION, "shadow") == "1"  # another kind, another model
     assert models.version_for("churn", CHALLENGER) == "1"  # the default alias of a new version
     assert models.version_for("churn", CHAMPION) == "2"
     assert models.version_for("propensity", CHAMPION) == "1"
@@ -102,8 +52,8 @@ def test_load_predicts_identically(
     models: ModelRegistry, bundles: dict[str, ModelBundle], x: np.ndarray, kind: ModelKind, name: str
 ) -> None:
     original = bundles[name]
-    _register(models, bundles["a"], CHAMPION)  # an older champion of churn, replaced below
-    version = _register(models, original, CHAMPION)
+    register(models, bundles["a"], CHAMPION)  # an older champion of churn, replaced below
+    version = register(models, original, CHAMPION)
 
     loaded, loaded_version = models.load(kind, CHAMPION)
 
@@ -125,8 +75,8 @@ def test_set_alias_moves_the_champion(models: ModelRegistry, bundles: dict[str, 
     a, b = bundles["a"], bundles["b"]
     rows = _columns(a, x)
     assert not np.array_equal(a.predict(rows), b.predict(rows))
-    _register(models, a, CHAMPION)
-    _register(models, b, CHALLENGER)
+    register(models, a, CHAMPION)
+    register(models, b, CHALLENGER)
     assert np.array_equal(models.load("churn")[0].predict(rows), a.predict(rows))
 
     models.set_alias("churn", CHAMPION, "2")
@@ -144,8 +94,8 @@ def test_set_alias_moves_the_champion(models: ModelRegistry, bundles: dict[str, 
 
 def test_versions_list_aliases_and_metrics(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
     assert models.versions("churn") == []
-    _register(models, bundles["a"], CHAMPION)
-    _register(models, bundles["b"])
+    register(models, bundles["a"], CHAMPION)
+    register(models, bundles["b"])
     listed = models.versions("churn")
     name = models.model_name("churn")
     assert [(v.name, v.version, v.aliases) for v in listed] == [
@@ -161,15 +111,15 @@ def test_versions_list_aliases_and_metrics(models: ModelRegistry, bundles: dict[
 
 
 @pytest.mark.parametrize(
-    ("register", "alias"),
+    ("registered", "alias"),
     [(False, CHAMPION), (True, "shadow")],
     ids=["no-model", "no-alias"],
 )
 def test_load_of_a_missing_alias(
-    models: ModelRegistry, bundles: dict[str, ModelBundle], register: bool, alias: str
+    models: ModelRegistry, bundles: dict[str, ModelBundle], registered: bool, alias: str
 ) -> None:
-    if register:
-        _register(models, bundles["a"], CHAMPION)
+    if registered:
+        register(models, bundles["a"], CHAMPION)
     where = f"{models.model_name('churn')}@{alias}"
     with pytest.raises(ModelNotFound, match=where):
         models.load("churn", alias)
@@ -178,7 +128,7 @@ def test_load_of_a_missing_alias(
 
 
 def test_set_alias_to_a_missing_version(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
-    _register(models, bundles["a"], CHAMPION)
+    register(models, bundles["a"], CHAMPION)
     with pytest.raises(ModelNotFound, match=rf"{models.model_name('churn')} version 7"):
         models.set_alias("churn", CHAMPION, "7")
     assert models.version_for("churn", CHAMPION) == "1"
@@ -190,3 +140,102 @@ def test_unusable_store_is_registry_unavailable(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/not-a-dir/mlflow.db"
     with pytest.raises(RegistryUnavailable, match="not-a-dir"):
         ModelRegistry(MlflowSettings(tracking_uri=uri, experiment="x", model_prefix="t"), tmp_path).versions("churn")
+
+
+# ---- promote and rollback ---------------------------------------------------------------------------
+
+
+def _aliases(models: ModelRegistry) -> dict[str, tuple[str, ...]]:
+    return {v.version: v.aliases for v in models.versions("churn")}
+
+
+def test_promote_moves_the_challenger_and_records_the_champion_it_replaces(
+    models: ModelRegistry, bundles: dict[str, ModelBundle]
+) -> None:
+    name = models.model_name("churn")
+    register(models, bundles["a"], CHAMPION)
+    register(models, bundles["b"])  # challenger by default
+
+    move = models.promote("churn")  # the kind is enough
+
+    assert (move.name, move.version, move.previous, move.challenger_cleared) == (name, "2", "1", True)
+    assert _aliases(models) == {"2": (CHAMPION,), "1": ()}
+    assert models.champion_history(name) == ["1"]
+    with pytest.raises(ModelNotFound, match=f"{name} has no {CHALLENGER}"):
+        models.promote(name)  # the full name works too; the challenger was used up
+
+
+def test_promote_a_named_version_leaves_the_challenger(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
+    for bundle in (bundles["a"], bundles["b"], bundles["a"]):
+        register(models, bundle)
+    models.set_alias("churn", CHAMPION, "1")
+
+    move = models.promote("churn", "2")
+
+    assert (move.version, move.previous, move.challenger_cleared) == ("2", "1", False)
+    assert _aliases(models) == {"3": (CHALLENGER,), "2": (CHAMPION,), "1": ()}
+    again = models.promote("churn", "2")  # already champion: nothing recorded twice
+    assert (again.version, again.previous) == ("2", "2")
+    assert models.champion_history(models.model_name("churn")) == ["1"]
+
+
+def test_rollback_walks_back_through_the_champions_without_flip_flopping(
+    models: ModelRegistry, bundles: dict[str, ModelBundle]
+) -> None:
+    name = models.model_name("churn")
+    register(models, bundles["a"], CHAMPION)  # v1
+    register(models, bundles["b"], CHAMPION)  # v2: registering with the alias records v1 too
+    register(models, bundles["a"])  # v3
+    models.promote("churn")
+    assert models.champion_history(name) == ["1", "2"]
+
+    assert (models.rollback("churn").version, models.version_for("churn", CHAMPION)) == ("2", "2")
+    second = models.rollback("churn")  # one more step back, not back to 3
+    assert (second.version, second.previous) == ("1", "2")
+    assert models.version_for("churn", CHAMPION) == "1"
+    with pytest.raises(ModelNotFound, match=f"{name}: nothing to roll back to .champion is version 1"):
+        models.rollback("churn")
+    assert models.version_for("churn", CHAMPION) == "1"
+
+    models.promote("churn", "3")  # forward again: the version it replaces is the only way back
+    assert models.champion_history(name) == ["1"]
+    assert models.rollback("churn").version == "1"
+
+
+def test_rollback_skips_a_deleted_version(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
+    name = models.model_name("churn")
+    for _ in range(3):
+        register(models, bundles["a"], CHAMPION)
+    assert models.champion_history(name) == ["1", "2"]
+    client = MlflowClient(tracking_uri=models.tracking_uri, registry_uri=models.tracking_uri)
+    client.delete_model_version(name, "2")
+    assert client.get_registered_model(name).tags[CHAMPION_HISTORY_TAG] == '["1", "2"]'
+
+    assert models.rollback(name).version == "1"
+    assert models.champion_history(name) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.promote("nope"), r"no registered model 'nope' in sqlite:.*known: t\w+-churn"),
+        (lambda m: m.promote("churn", "9"), r"-churn has no version '9'; versions: 1"),
+        (lambda m: m.rollback("churn"), r"-churn: nothing to roll back to .champion is version 1"),
+    ],
+    ids=["unknown-model", "unknown-version", "no-history"],
+)
+def test_promote_and_rollback_errors(
+    models: ModelRegistry, bundles: dict[str, ModelBundle], call: Callable[[ModelRegistry], object], message: str
+) -> None:
+    register(models, bundles["a"], CHAMPION)
+    with pytest.raises(ModelNotFound, match=message):
+        call(models)
+    assert _aliases(models) == {"1": (CHAMPION,)}
+
+
+def test_registered_names_are_the_prefixed_ones(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
+    assert models.registered_names() == []
+    register(models, bundles["p"])
+    register(models, bundles["a"])
+    assert models.registered_names() == [models.model_name("churn"), models.model_name("propensity")]
+    assert models.resolve("propensity") == models.model_name("propensity")

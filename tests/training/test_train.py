@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import subprocess
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from training.train import TrainingResult, TrainParams, train_churn, train_prope
 Trainer = Callable[..., TrainingResult]
 TABLE = {"churn": "churn_labels.parquet", "propensity": "offers.parquet"}
 TRAINER: dict[str, Trainer] = {"churn": train_churn, "propensity": train_propensity}
+ROOT = Path(__file__).resolve().parents[2]
 METRICS = {"roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile", "positive_rate", "rows"}
 
 
@@ -78,7 +80,10 @@ def test_models_rank_and_are_calibrated(
         "contract_version": registry.version,
         "dataset_sha256": hashlib.sha256((world / TABLE[kind]).read_bytes()).hexdigest()[:16],
         "kind": kind,
+        "code_version": result.tags["code_version"],
     }
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.tags["code_version"] in (head.stdout.strip(), head.stdout.strip() + "+dirty")
     assert result.params["calibration"] in ("isotonic", "sigmoid")
 
     # The metrics are the calibrated predictions on the newest date only, and training saw neither it nor
@@ -90,6 +95,9 @@ def test_models_rank_and_are_calibrated(
     expected = classification_metrics(y[test], result.bundle.predict(x[test]))
     assert expected["rows"] == float(test.sum())
     assert {k: metrics[k] for k in METRICS} == pytest.approx(expected)
+    # The report is drawn from exactly those rows.
+    assert np.array_equal(result.held_out.x, x[test], equal_nan=True)
+    assert np.array_equal(result.held_out.y, y[test])
 
 
 def test_propensity_actions_exclude_no_action(trained: dict[str, TrainingResult]) -> None:

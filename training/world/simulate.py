@@ -17,6 +17,7 @@ in ``offers.parquet`` but their offer events would fall after the world's end an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,11 @@ from training.world.oracle import _sigmoid, behaviour_probabilities, true_accept
 from training.world.tables import _ids, _ts
 
 
-def simulate(config: WorldConfig, out: Path) -> WorldSummary:
+def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], None] | None = None) -> WorldSummary:
     """Simulate the world month by month and write its parquet tables into ``out``.
+
+    ``progress(done, total)`` is called after each simulated month (warm-up months included) and after
+    the tables are written, so a command can draw a bar over a run that takes minutes at a million customers.
 
     Each month the latent drift moves, the customer's events for the month follow it, ~40% of active
     customers get a decision from the logging policy on the features observed at that moment (snapshot plus
@@ -121,7 +125,9 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
     contacts: list[pa.Table] = []
     order: list[str] = []
     total = _WARMUP_MONTHS + config.months
+    report = progress or (lambda done, of: None)
     for step in range(total):
+        report(step, total + 1)
         k = total - 1 - step  # months before `end`; only the last `months` are written
         ts_us = end_us - k * 30 * _US_PER_DAY
         decision_us = ts_us + _US_PER_DAY
@@ -329,6 +335,7 @@ def simulate(config: WorldConfig, out: Path) -> WorldSummary:
         pq.write_table(
             table, out / f"{name}.parquet", use_dictionary=[c for c in table.column_names if c not in unique]
         )
+    report(total + 1, total + 1)
     rows = {name: t.num_rows for name, t in tables.items()}
     return WorldSummary(
         out=out,
