@@ -1,9 +1,9 @@
 """The model bundle: everything the service needs to score, in one file, versioned as one unit.
 
 A bundle carries the LightGBM booster, its calibrator, the exact input layout it was trained on (the
-feature contract's version and the column order) and, for action models, the action codes. The service
-imports this module and nothing else from training, so the bundle format is the only thing the two
-rooms share besides the feature contract.
+feature contract's version and the column order, or for a user's own table the inferred column schema)
+and, for action models, the action codes. The service imports this module and nothing else from training,
+so the bundle format is the only thing the two rooms share besides the feature contract.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import lightgbm as lgb
 import numpy as np
 
 from training.calibrate import Calibrator
+from training.table_schema import TableSchema
 
 ModelKind = Literal["churn", "propensity"]
 BUNDLE_FILE = "bundle.joblib"
@@ -38,6 +39,9 @@ class ModelBundle:
     actions: tuple[str, ...] = ()
     """For action models: the action ids, in the order their codes were assigned."""
     metrics: dict[str, float] = field(default_factory=dict)
+    schema: TableSchema | None = None
+    """For a model trained on a user's own table (``nba train churn --dataset``): how to read that table.
+    Such a bundle's ``contract_version`` starts with ``byo-``, so the service never serves it."""
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, one per row of ``x``."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import click
+from rich.console import Console
 
 from features import (
     FeatureStoreError,
@@ -15,10 +17,12 @@ from features import (
     online_store_url,
 )
 from features.console import settings_from_env
+from training import byo
 from training.bundle import ModelKind
 from training.console import Reporter, abort
 from training.demo import DemoConfig, ensure_materialized, ensure_models, ensure_world
 from training.errors import TrainingError
+from training.evaluate import describe_metrics
 from training.report import register_result
 from training.settings import MlflowSettings
 from training.simulate_cli import AGENTS, CUSTOMERS
@@ -92,12 +96,7 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
             version = register_result(models, result, aliases=(alias,))
     except (FeatureStoreError, TrainingError) as exc:
         abort(str(exc))
-    metrics = result.bundle.metrics
-    click.echo(
-        f"{models.model_name(kind)} version {version} ({alias}): test ROC-AUC {metrics['roc_auc']:.3f}, "
-        f"PR-AUC {metrics['pr_auc']:.3f}, log loss {metrics['log_loss']:.4f}, Brier {metrics['brier']:.4f}, "
-        f"ECE {metrics['ece']:.4f}, top-decile lift {metrics['lift_top_decile']:.2f}"
-    )
+    click.echo(f"{models.model_name(kind)} version {version} ({alias}): {describe_metrics(result.bundle.metrics)}")
 
 
 _ALIAS = click.option(
@@ -110,12 +109,70 @@ _ALIAS = click.option(
 _SEED = click.option("--seed", type=int, default=7, show_default=True, help="LightGBM and calibration seed.")
 
 
+def _train_dataset(
+    path: Path, alias: str, seed: int, *, label: str, entity: str, positive: str | None, time: str | None
+) -> None:
+    offline_settings = settings_from_env(OfflineSettings)
+    reporter = Reporter()
+    try:
+        models = ModelRegistry(settings_from_env(MlflowSettings), offline_settings.data_dir)
+        name = byo.model_name(models.model_name("churn"), path)
+        with reporter.step(f"Training a churn model on {path}"):
+            trained = byo.train_dataset(
+                path, label=label, entity=entity, positive=positive, time=time, params=TrainParams(seed=seed)
+            )
+        with reporter.step(f"Registering it as {name}@{alias}"):
+            result = trained.result
+            version = models.log_and_register(
+                result.bundle, params=result.params, tags=result.tags, aliases=(alias,), name=name
+            )
+    except TrainingError as exc:
+        abort(str(exc))
+    byo.print_summary(Console(highlight=False), trained, path=path, name=name, version=version, alias=alias)
+
+
 @train.command("churn")
 @_ALIAS
 @_SEED
-def churn(alias: str, seed: int) -> None:
-    """Train the churn model (churn within 30 days) from churn_labels.parquet."""
-    _train("churn", alias, seed)
+@click.option(
+    "--dataset",
+    type=click.Path(path_type=Path),
+    help="Train on your own table (.csv or .parquet) instead of the offline store; column types are inferred.",
+)
+@click.option("--label-column", help="With --dataset: the outcome (0/1, yes/no, true/false, or see --positive-label).")
+@click.option("--entity-column", help="With --dataset: the customer id column (kept out of the model).")
+@click.option("--positive-label", help="With --dataset: the label value that means churned (for any other labels).")
+@click.option("--time-column", help="With --dataset: split by time (oldest rows train, newest test), not at random.")
+def churn(
+    alias: str,
+    seed: int,
+    dataset: Path | None,
+    label_column: str | None,
+    entity_column: str | None,
+    positive_label: str | None,
+    time_column: str | None,
+) -> None:
+    """Train the churn model (churn within 30 days) from churn_labels.parquet, or on your own --dataset.
+
+    With --dataset the model is registered as PREFIX-churn-byo-<file stem>, beside the contract's churn model.
+    """
+    options = {
+        "--label-column": label_column,
+        "--entity-column": entity_column,
+        "--positive-label": positive_label,
+        "--time-column": time_column,
+    }
+    if dataset is None:
+        given = [flag for flag, value in options.items() if value is not None]
+        if given:
+            abort(f"{', '.join(given)} only apply with --dataset FILE")
+        _train("churn", alias, seed)
+        return
+    if label_column is None or entity_column is None:
+        abort("--dataset needs --label-column (the outcome) and --entity-column (the customer id)")
+    _train_dataset(
+        dataset, alias, seed, label=label_column, entity=entity_column, positive=positive_label, time=time_column
+    )
 
 
 @train.command("propensity")

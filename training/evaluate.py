@@ -70,3 +70,11 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "positive_rate": float(y.mean()),
         "rows": float(len(y)),
     }
+
+
+def describe_metrics(metrics: dict[str, float]) -> str:
+    """The held-out metrics in one line, as the train commands print them."""
+    return (
+        f"test ROC-AUC {metrics['roc_auc']:.3f}, PR-AUC {metrics['pr_auc']:.3f}, log loss {metrics['log_loss']:.4f}, "
+        f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}, top-decile lift {metrics['lift_top_decile']:.2f}"
+    )

@@ -97,12 +97,14 @@ class ModelRegistry:
         tags: Mapping[str, str],
         aliases: tuple[str, ...] = (CHALLENGER,),
         report: Path | None = None,
+        name: str | None = None,
     ) -> str:
         """Log one training run with the bundle as its artifact, register it, point ``aliases`` at it.
 
-        ``report`` is a folder of files (plots, tables) logged beside the bundle under ``report/``.
+        ``report`` is a folder of files (plots, tables) logged beside the bundle under ``report/``; ``name``
+        overrides the kind's registered model (a model on a user's own table has its own).
         """
-        name = self.model_name(bundle.kind)
+        name = name or self.model_name(bundle.kind)
         with _map_errors(f"registering {name}"):
             run = self._client.create_run(self._experiment_id(), run_name=f"train-{bundle.kind}")
             run_id = run.info.run_id
@@ -144,9 +146,11 @@ class ModelRegistry:
         with _map_errors(f"{name}@{alias}"):
             return str(self._client.get_model_version_by_alias(name, alias).version)
 
-    def load(self, kind: ModelKind, alias: str = CHAMPION) -> tuple[ModelBundle, str]:
-        """Download and open the bundle that ``alias`` points at; returns it with its version."""
-        name = self.model_name(kind)
+    def load(self, kind: ModelKind, alias: str = CHAMPION, *, name: str | None = None) -> tuple[ModelBundle, str]:
+        """Download and open the bundle that ``alias`` points at; returns it with its version.
+
+        ``name`` picks another registered model than the kind's (one trained on a user's own table)."""
+        name = name or self.model_name(kind)
         with _map_errors(f"{name}@{alias}"):
             version = self._client.get_model_version_by_alias(name, alias)
             local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, tracking_uri=self.tracking_uri)

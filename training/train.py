@@ -105,23 +105,27 @@ def code_version() -> str:
         return "unknown"
 
 
-def _time_split(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Split = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Row masks: train, validation (early stopping and calibration), test (metrics only)."""
+
+
+def _time_split(ts: np.ndarray, source: Path) -> Split:
     """Masks for train / validation / test: the last decision date tests, the one before validates."""
     dates = np.unique(ts)
     if len(dates) < 3:
         found = ", ".join(str(np.datetime_as_string(d, unit="D")) for d in dates)
         raise DatasetError(
-            f"need labels on at least 3 distinct dates to split by time into train / validation / test, "
+            f"{source}: need labels on at least 3 distinct dates to split by time into train / validation / test, "
             f"found {len(dates)}: {found or 'none'}"
         )
     return ts < dates[-2], ts == dates[-2], ts == dates[-1]
 
 
-def _fit(
+def fit_split(
     kind: ModelKind,
     x: np.ndarray,
     y: np.ndarray,
-    ts: np.ndarray,
+    split: Split,
     *,
     feature_names: tuple[str, ...],
     categorical: list[int],
@@ -130,10 +134,8 @@ def _fit(
     params: TrainParams,
     source: Path,
 ) -> TrainingResult:
-    try:
-        train, valid, test = _time_split(ts)
-    except DatasetError as exc:
-        raise DatasetError(f"{source}: {exc}") from exc
+    """Train on the split's first rows with early stopping on its second, calibrate on the second, score the third."""
+    train, valid, test = split
     for part, mask in (("train", train), ("validation", valid), ("test", test)):
         if len(np.unique(y[mask])) < 2:
             raise DatasetError(f"{source}: {kind}: the {part} split has only one class; the label column cannot train")
@@ -193,11 +195,11 @@ def train_churn(registry: Registry, offline: OfflineStore, labels_path: Path, *,
     frame = offline.point_in_time("customer", labels)
     schema = registry.entity("customer")
     x = offline.model_matrix("customer", frame)
-    return _fit(
+    return fit_split(
         "churn",
         x,
         frame.column("churned").to_numpy().astype(np.int8),
-        frame.column("ts").to_numpy(),
+        _time_split(frame.column("ts").to_numpy(), labels_path),
         feature_names=schema.model_names,
         categorical=schema.categorical_indices,
         contract_version=registry.version,
@@ -223,11 +225,11 @@ def train_propensity(
     codes = pc.index_in(frame.column("action_id"), value_set=pa.array(actions)).to_numpy(zero_copy_only=False)
     schema = registry.entity("customer")
     x = np.column_stack([offline.model_matrix("customer", frame), codes.astype(np.float64)])
-    return _fit(
+    return fit_split(
         "propensity",
         x,
         frame.column("accepted").to_numpy().astype(np.int8),
-        frame.column("ts").to_numpy(),
+        _time_split(frame.column("ts").to_numpy(), offers_path),
         feature_names=(*schema.model_names, ACTION_FEATURE),
         categorical=[*schema.categorical_indices, len(schema.model_names)],
         contract_version=registry.version,
