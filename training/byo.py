@@ -105,7 +105,8 @@ def train_dataset(
     )
     bundle = replace(result.bundle, schema=schema)
     tags = {**result.tags, "dataset": path.name, "label_column": label, "entity_column": entity}
-    return ByoResult(data, split, TrainingResult(bundle, {**result.params, "split": _split_kind(time)}, tags))
+    params_out = {**result.params, "split": _split_kind(time)}
+    return ByoResult(data, split, replace(result, bundle=bundle, params=params_out, tags=tags))
 
 
 def _split_kind(time: str | None) -> str:

@@ -122,10 +122,7 @@ def _train_dataset(
                 path, label=label, entity=entity, positive=positive, time=time, params=TrainParams(seed=seed)
             )
         with reporter.step(f"Registering it as {name}@{alias}"):
-            result = trained.result
-            version = models.log_and_register(
-                result.bundle, params=result.params, tags=result.tags, aliases=(alias,), name=name
-            )
+            version = register_result(models, trained.result, aliases=(alias,), name=name)
     except TrainingError as exc:
         abort(str(exc))
     byo.print_summary(Console(highlight=False), trained, path=path, name=name, version=version, alias=alias)

@@ -119,10 +119,17 @@ def write_report(result: TrainingResult, out: Path) -> Path:
     return out
 
 
-def register_result(models: ModelRegistry, result: TrainingResult, *, aliases: tuple[str, ...] = (CHALLENGER,)) -> str:
-    """Log ``result`` with its report to MLflow and register its bundle; returns the new version."""
+def register_result(
+    models: ModelRegistry,
+    result: TrainingResult,
+    *,
+    aliases: tuple[str, ...] = (CHALLENGER,),
+    name: str | None = None,
+) -> str:
+    """Log ``result`` with its report to MLflow and register its bundle (as ``name`` when given, else the
+    kind's model); returns the new version."""
     with tempfile.TemporaryDirectory() as tmp:
         report = write_report(result, Path(tmp))
         return models.log_and_register(
-            result.bundle, params=result.params, tags=result.tags, aliases=aliases, report=report
+            result.bundle, params=result.params, tags=result.tags, aliases=aliases, report=report, name=name
         )
