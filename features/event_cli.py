@@ -57,7 +57,7 @@ class _Progress:
 def _counts(total: ConsumeStats) -> str:
     return (
         f"{total.entries:,} events: {total.applied:,} applied, {total.duplicates:,} duplicates, "
-        f"{total.too_old:,} too old, {total.dead:,} dead letters"
+        f"{total.too_old:,} too old, {total.erased:,} of erased customers, {total.dead:,} dead letters"
     )
 
 

@@ -59,6 +59,9 @@ from features.registry import DAY_SECONDS, EntitySchema, Feature
 TAG_BYTES = 8
 ID_BYTES = 64
 """Room for one event id in the tail; the API's id pattern allows at most 64 ASCII characters."""
+ERASED = b"erased!\x00"
+"""The whole event-state value of an erased entity: a tombstone that makes the apply script refuse its later
+events (a late or replayed one must not bring the entity back) and that every read takes for absent state."""
 UNKNOWN_CATEGORY = -1.0
 """A `last` category value the contract does not list: unknown, but present (no default stands in)."""
 _F8 = np.dtype("<f8")
@@ -70,12 +73,13 @@ APPLY_EVENTS = """
 -- Applies a batch of events, each at most once. KEYS: per entity, its state string then its seen-id sorted set.
 -- ARGV[1]: the horizon (epoch seconds); ARGV[2]: the layout's tag; ARGV[3]: the state's size in bytes;
 -- ARGV[4]: the bytes kept per event id; ARGV[5]: as many NUL bytes as the state's size (Lua 5.1's string.rep
--- builds a string a byte at a time: a few kilobytes of it cost more than the rest of an event); then per event:
+-- builds a string a byte at a time: a few kilobytes of it cost more than the rest of an event); ARGV[6]: the
+-- erased entity's tombstone (ERASED), whose events are refused and leave nothing behind; then per event:
 -- key index (1-based pair), event_id, occurred_at (s), and its changes as float64s (see EventLayout.changes):
 -- day, the byte offset and length of the event type's segment, rings, groups, then per ring (header offset in
 -- the segment, W, k, k amounts) and per group (stamp offset in the segment, id offset in the value or -1, m,
 -- stamp, m values).
--- Returns one integer per event: 1 applied, 0 seen before.
+-- Returns one integer per event: 1 applied, 0 seen before, 2 refused (the entity was erased).
 --
 -- An event reads and writes only the bytes it changes: its event type's segment (GETRANGE, SETRANGE) and the
 -- ids of the groups it becomes the newest of (SETRANGE). Holding each entity's whole value in the script instead
@@ -83,6 +87,7 @@ APPLY_EVENTS = """
 -- 48 against 22 us), more than the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every
 -- string it makes: a thousand live few-kilobyte values that its sampling hash cannot tell apart share chains.
 local horizon, tag, size, id_bytes, zeros = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local tombstone = ARGV[6]
 local horizon_day = math.floor(tonumber(horizon) / 86400)
 local trim_at = size - 8
 local formats = {}
@@ -148,19 +153,25 @@ local function apply(key, id, blob)
   redis.call('SETRANGE', key, start, seg)
   for _, at in ipairs(ids) do redis.call('SETRANGE', key, at, id) end
 end
+local heads = {}
 local ready = {}
 local trimmed = {}
 local out = {}
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   local n = tonumber(ARGV[i]) * 2
   local key, seen, id, blob = KEYS[n - 1], KEYS[n], ARGV[i + 1], ARGV[i + 3]
-  local fresh = redis.call('ZADD', seen, 'NX', ARGV[i + 2], id) == 1
+  local head = heads[key]
+  if not head then
+    head = redis.call('GETRANGE', key, 0, 7)
+    heads[key] = head
+  end
+  local fresh = head ~= tombstone and redis.call('ZADD', seen, 'NX', ARGV[i + 2], id) == 1
   if fresh and #blob > 40 then
     if not ready[key] then
       -- The tag names the layout, and so the size (the trim day read whole says the value is not shorter):
       -- a value of another layout (or none) starts over empty.
       local trim_day = redis.call('GETRANGE', key, trim_at, size - 1)
-      if #trim_day ~= 8 or redis.call('GETRANGE', key, 0, 7) ~= tag then
+      if #trim_day ~= 8 or head ~= tag then
         redis.call('SET', key, tag .. string.sub(zeros, 9))
         trim_day = string.sub(zeros, 1, 8)
       end
@@ -178,7 +189,7 @@ for i = 6, #ARGV, 4 do
     redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. horizon)
     trimmed[seen] = true
   end
-  out[#out + 1] = fresh and 1 or 0
+  out[#out + 1] = (head == tombstone and 2) or (fresh and 1) or 0
 end
 return out
 """

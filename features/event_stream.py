@@ -103,6 +103,7 @@ class ConsumeStats:
     applied: int = 0
     duplicates: int = 0
     too_old: int = 0
+    erased: int = 0
     dead: int = 0
 
     def add(self, other: ConsumeStats) -> None:
@@ -242,7 +243,8 @@ class StreamConsumer:
             stats.applied += statuses.count("applied")
             stats.duplicates += statuses.count("duplicate")
             stats.too_old += statuses.count("too_old")
-            kept = [e for e, s in zip(events, statuses, strict=True) if s != "too_old"]
+            stats.erased += statuses.count("erased")
+            kept = [e for e, s in zip(events, statuses, strict=True) if s in ("applied", "duplicate")]
             await asyncio.to_thread(self._archive_batch, entity, kept)
         stats.dead = len(dead)
         pipe = self._client.pipeline(transaction=False)

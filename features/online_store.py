@@ -32,7 +32,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from features import resp
 from features.errors import OnlineStoreUnavailable
-from features.event_state import APPLY_EVENTS, ID_BYTES, Event, EventLayout
+from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, Event, EventLayout
 from features.identity import LINKED, UNLINKED, Identifier
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
@@ -177,6 +177,10 @@ def map_errors() -> Iterator[None]:
         yield
     except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         raise OnlineStoreUnavailable(f"online store unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+_STATUS = {1: "applied", 0: "duplicate", 2: "erased"}
+"""What the apply script's answer for an event means."""
 
 
 class _Kind:
@@ -448,7 +452,8 @@ class OnlineStore:
         return b"%s%s}" % (self._prefixes[prefix], entity_id.encode())
 
     async def apply_events(self, entity: str, events: Sequence[Event], *, now: float | None = None) -> list[str]:
-        """Apply each event to its entity's state, once: ``applied``, ``duplicate`` or ``too_old`` per event.
+        """Apply each event to its entity's state, once: ``applied``, ``duplicate``, ``too_old`` or ``erased``
+        (the entity was erased: nothing of the event is kept) per event.
 
         Events older than the horizon the features look back over cannot change any feature, and their ids
         are no longer remembered, so they are refused rather than risk counting one twice; the timeless types
@@ -465,7 +470,7 @@ class OnlineStore:
         if fresh:
             applied = await self._run_apply(entity, fresh, layout, horizon_s)
         results = iter(applied)
-        statuses = [("applied" if next(results) else "duplicate") if r else "too_old" for r in recent]
+        statuses = [_STATUS[next(results)] if r else "too_old" for r in recent]
         await self._apply_identity([e for e, s in zip(events, statuses, strict=True) if s == "applied"])
         return statuses
 
@@ -492,6 +497,7 @@ class OnlineStore:
             str(layout.total_size).encode(),
             str(ID_BYTES).encode(),
             bytes(layout.total_size),
+            ERASED,
         ]
         calls = []
         for positions in groups.values():
@@ -622,15 +628,17 @@ class OnlineStore:
         linked = await self.identifiers(entity_id) if entity == "customer" else []
         with map_errors():
             # Separate commands, not one multi-key DEL: on a cluster the keys share a slot, but a plain client
-            # pipeline keeps this the same code for both.
+            # pipeline keeps this the same code for both. The event state becomes the tombstone, not nothing,
+            # so a late or replayed event cannot bring the entity back (the apply script refuses it).
             pipe = self._client.pipeline(transaction=False)
-            for key in (self.key, self.state_key, self.seen_key):
-                pipe.delete(key(entity, entity_id))
+            pipe.delete(self.key(entity, entity_id))
+            pipe.set(self.state_key(entity, entity_id), ERASED, get=True)
+            pipe.delete(self.seen_key(entity, entity_id))
             pipe.delete(f"{self._namespace}:{_LEGACY_STATE}:{entity}:{{{entity_id}}}")
-            deleted = await pipe.execute()
+            snapshot, state, _, legacy = await pipe.execute()
         if linked:
             await self.unlink(entity_id, linked)
-        return bool(deleted[0] or deleted[1] or deleted[3] or linked)
+        return bool(snapshot or state not in (None, ERASED) or legacy or linked)
 
     def queue_key(self, queue: str) -> str:
         """The set of agent ids that serve ``queue``."""
@@ -657,14 +665,20 @@ class OnlineStore:
     async def count(self, entity: str) -> int:
         """How many entities of this kind the store holds (a SCAN: admin use, not the hot path).
 
-        An entity counts once whether it has a snapshot, event state or both. On a cluster redis-py's
-        ``scan_iter`` runs the SCAN on every primary, so the count covers all shards.
+        An entity counts once whether it has a snapshot, event state or both; an erased one's tombstone does
+        not count. On a cluster redis-py's ``scan_iter`` runs the SCAN on every primary, so the count covers
+        all shards.
         """
         ids: set[bytes] = set()
         with map_errors():
-            for pattern in (self.key(entity, "*"), self.state_key(entity, "*")):
-                async for key in self._client.scan_iter(match=pattern, count=1000):
-                    ids.add(key[key.rindex(b"{") :])
+            async for key in self._client.scan_iter(match=self.key(entity, "*"), count=1000):
+                ids.add(key[key.rindex(b"{") :])
+            states = [key async for key in self._client.scan_iter(match=self.state_key(entity, "*"), count=1000)]
+            pipe = self._client.pipeline(transaction=False)
+            for key in states:
+                pipe.strlen(key)
+            lengths = await pipe.execute() if states else []
+        ids.update(key[key.rindex(b"{") :] for key, n in zip(states, lengths, strict=True) if n != len(ERASED))
         return len(ids)
 
     async def sample_ids(self, entity: str, limit: int | None = None) -> list[str]:

@@ -180,7 +180,8 @@ class DecisionService:
             outcome = await self.store.apply_events(entity, [parsed[i][1] for i in positions])
             for i, status in zip(positions, outcome, strict=True):
                 statuses[i] = status
-        await self.publisher.publish_events([p for p, s in zip(parsed, statuses, strict=True) if s != "too_old"])
+        kept = [p for p, s in zip(parsed, statuses, strict=True) if s in ("applied", "duplicate")]
+        await self.publisher.publish_events(kept)
         results = [
             EventResult(event_id=event.event_id, status=status)  # type: ignore[arg-type]
             for (_, event), status in zip(parsed, statuses, strict=True)
@@ -189,6 +190,7 @@ class DecisionService:
             applied=statuses.count("applied"),
             duplicates=statuses.count("duplicate"),
             too_old=statuses.count("too_old"),
+            erased=statuses.count("erased"),
             results=results,
         )
 

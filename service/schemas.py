@@ -226,9 +226,10 @@ class EventResult(BaseModel):
     """What became of one event."""
 
     event_id: str
-    status: Literal["applied", "duplicate", "too_old"] = Field(
+    status: Literal["applied", "duplicate", "too_old", "erased"] = Field(
         description="applied: the state changed; duplicate: this event_id was applied before; too_old: older "
-        "than any feature looks back, so it cannot change the state."
+        "than any feature looks back, so it cannot change the state; erased: the customer was erased (right to "
+        "erasure), so nothing of the event is kept."
     )
 
 
@@ -238,4 +239,5 @@ class EventsResponse(BaseModel):
     applied: int
     duplicates: int
     too_old: int
+    erased: int
     results: list[EventResult]

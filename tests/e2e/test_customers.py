@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from features import OfflineStore, Registry
-from features.event_state import EventLayout
+from features.event_state import ERASED, EventLayout
 from features.packed import TAG_BYTES, PackedLayout
 from tests.conftest import free_port, own_world_settings, serve
 from training.console import Reporter
@@ -296,7 +296,8 @@ def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
         first = http.delete(f"/v1/customers/{CUSTOMER}")
         assert first.status_code == 200
         assert first.json() == {"customer_id": CUSTOMER, "erased": True}
-        assert redis_client.exists(key, state, legacy) == 0
+        assert redis_client.exists(key, legacy) == 0
+        assert redis_client.get(state) == ERASED  # a tombstone, holding nothing of the customer
         assert redis_client.exists(f"nba:seen:customer:{{{CUSTOMER}}}") == 0
         assert redis_client.exists(neighbour) == 1
 
@@ -319,6 +320,24 @@ def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
         asyncio.run(ensure_materialized(redis_url, "nba", registry, offline, stamp, Reporter(), force=True))
         assert redis_client.exists(key) == 0
         assert redis_client.exists(neighbour) == 1
+
+        # A late or replayed event about them (telephony retrying, a stream replay) does not bring them back.
+        late = {
+            "type": "sentiment",
+            "event_id": f"late-{time.time_ns()}",
+            "customer_id": CUSTOMER,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "score": -0.5,
+        }
+        link = late | {"type": "identifier_linked", "event_id": f"link-{time.time_ns()}", "identifier_kind": "email"}
+        link = {k: v for k, v in link.items() if k != "score"} | {"identifier": "gone@example.com"}
+        answer = http.post("/v1/events", json={"events": [late, link]}).json()
+        assert [r["status"] for r in answer["results"]] == ["erased", "erased"]
+        assert (answer["applied"], answer["erased"]) == (0, 2)
+        assert redis_client.get(state) == ERASED
+        assert redis_client.exists(key, f"nba:seen:customer:{{{CUSTOMER}}}") == 0
+        lookup = {"identifier_kind": "email", "identifier": "gone@example.com"}
+        assert http.post("/v1/customers/lookup", json=lookup).status_code == 404  # the link was refused too
 
         recommended = http.post("/v1/recommend", json={"customer_id": CUSTOMER, "channel": "voice"}).json()
         assert recommended["cold_start"] is True

@@ -52,7 +52,8 @@ def test_publish_then_consume_applies_archives_and_says_so(
         timeout=120,
     )
     assert consumed.returncode == 0, consumed.stderr
-    assert consumed.stdout.startswith("4 events: 2 applied, 1 duplicates, 0 too old, 1 dead letters in ")
+    counts = "4 events: 2 applied, 1 duplicates, 0 too old, 0 of erased customers, 1 dead letters in "
+    assert consumed.stdout.startswith(counts)
     assert f"consuming {env['NBA_REDIS_NAMESPACE']}:events as 'cli' in group 'nba-ingest'" in consumed.stderr
     world = tmp_path / "world"
     assert sum(pq.read_metadata(p).num_rows for p in archived_parts(world, "customer")) == 3  # l1 twice, l2
@@ -90,4 +91,4 @@ def test_consume_stops_on_sigterm_having_acknowledged_what_it_took(
         if worker.poll() is None:
             worker.kill()
     assert worker.returncode == 0
-    assert out.startswith("25 events: 25 applied, 0 duplicates, 0 too old, 0 dead letters in ")
+    assert out.startswith("25 events: 25 applied, 0 duplicates, 0 too old, 0 of erased customers, 0 dead letters in ")
