@@ -111,6 +111,25 @@ async def _read(store: OnlineStore, ids: list[str], at: float) -> np.ndarray:
     return np.vstack([(await store.read(c, now=at))[0].values for c in ids])
 
 
+def _live_and_materialized(
+    redis_url: str, registry: Registry, offline: OfflineStore, events: list[Event], ids: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ids``' event features read back after applying ``events`` live, and after materializing them instead."""
+
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            live = OnlineStore(client, registry, namespace="live")
+            await live.apply_events("customer", events, now=NOW)
+            materialized = OnlineStore(client, registry, namespace="mat")
+            await materialize_events(offline, materialized, "customer", now=NOW)
+            return await _read(live, ids, NOW), await _read(materialized, ids, NOW)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
 def _event_columns(registry: Registry) -> list[int]:
     schema = registry.entity("customer")
     return [schema.index[f.name] for f in schema.event_features]
@@ -254,18 +273,7 @@ def test_last_and_days_since_narrowed_by_where_follow_their_own_events(
     offline = _offline(tmp_path / "offline", registry, events)
     schema = registry.entity("customer")
 
-    async def run() -> tuple[np.ndarray, np.ndarray]:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            live = OnlineStore(client, registry, namespace="live")
-            await live.apply_events("customer", list(reversed(events)), now=NOW)
-            materialized = OnlineStore(client, registry, namespace="mat")
-            await materialize_events(offline, materialized, "customer", now=NOW)
-            return await _read(live, ["K1", "K2"], NOW), await _read(materialized, ["K1", "K2"], NOW)
-        finally:
-            await client.aclose()
-
-    live, materialized = asyncio.run(run())
+    live, materialized = _live_and_materialized(redis_url, registry, offline, list(reversed(events)), ["K1", "K2"])
     expected = _offline_vectors(offline, ["K1", "K2"], NOW)
     names = ["marketing_granted", "sms_granted", "days_since_marketing_consent", "last_consent_purpose"]
     at = [schema.index[n] for n in names]
@@ -480,18 +488,7 @@ def test_last_of_a_field_the_newest_event_lacks_is_unknown_everywhere(
     offline = _offline(tmp_path / "offline", registry, events)
     index = registry.entity("customer").index["last_nps"]
 
-    async def run() -> tuple[np.ndarray, np.ndarray]:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            live = OnlineStore(client, registry, namespace="live")
-            await live.apply_events("customer", events, now=NOW)
-            materialized = OnlineStore(client, registry, namespace="mat")
-            await materialize_events(offline, materialized, "customer", now=NOW)
-            return await _read(live, ["N1", "N2"], NOW), await _read(materialized, ["N1", "N2"], NOW)
-        finally:
-            await client.aclose()
-
-    live, materialized = asyncio.run(run())
+    live, materialized = _live_and_materialized(redis_url, registry, offline, events, ["N1", "N2"])
     expected = _offline_vectors(offline, ["N1", "N2"], NOW)
     for values in (live, materialized, expected):
         assert np.isnan(values[0, index])
