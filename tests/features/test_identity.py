@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features import Event, OnlineStore, Registry
+from features.event_state import ERASED
 from features.identity import Identifier, IdentifierError, normalize
 from features.materialize import materialize_identities
 from tests.conftest import run_with_store
@@ -175,7 +176,9 @@ def test_unlink_and_erase_leave_someone_elses_identifier_alone(
     assert phone == "C2"
     assert email is None  # erased with its holder
     assert left == []
-    assert redis_client.keys(f"{NS}:*C1*") == []
+    # All that is left of C1 is the tombstone that keeps late events from bringing them back.
+    assert redis_client.keys(f"{NS}:*C1*") == [f"{NS}:events:customer:{{C1}}".encode()]
+    assert redis_client.get(f"{NS}:events:customer:{{C1}}") == ERASED
 
 
 def test_materialization_rebuilds_the_identity_map_from_the_newest_event_of_each_identifier(
