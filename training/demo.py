@@ -144,15 +144,19 @@ def ensure_models(
     force: bool = False,
     seed: int = 7,
 ) -> dict[str, str]:
-    """Train and register each model that has no champion yet; returns kind → champion version."""
+    """Train and register each model that has no champion on this feature contract; returns kind → champion
+    version. A champion trained on another contract is replaced, not kept: the service would refuse it."""
     versions: dict[str, str] = {}
     kind: ModelKind
     for kind in ("churn", "propensity"):
         if not force:
             try:
-                versions[kind] = models.version_for(kind, CHAMPION)
-                reporter.note(f"{models.model_name(kind)}: champion is version {versions[kind]}")
-                continue
+                champion, version = models.load(kind, CHAMPION)
+                if champion.contract_version == registry.version:
+                    versions[kind] = version
+                    reporter.note(f"{models.model_name(kind)}: champion is version {version}")
+                    continue
+                reporter.note(f"{models.model_name(kind)} v{version} was trained on another feature contract")
             except ModelNotFound:
                 pass
         with reporter.step(f"Training and registering the {kind} model"):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from features import OfflineStore, Registry
 from tests.training.conftest import FEATURES, register
 from training import (
     CHALLENGER,
@@ -24,6 +25,8 @@ from training import (
     ModelRegistry,
     RegistryUnavailable,
 )
+from training.console import Reporter
+from training.demo import ensure_models
 from training.tracking import CHAMPION_HISTORY_TAG
 
 
@@ -239,3 +242,16 @@ def test_registered_names_are_the_prefixed_ones(models: ModelRegistry, bundles: 
     register(models, bundles["a"])
     assert models.registered_names() == [models.model_name("churn"), models.model_name("propensity")]
     assert models.resolve("propensity") == models.model_name("propensity")
+
+
+def test_the_demo_keeps_a_champion_of_this_contract_and_replaces_one_of_another(
+    models: ModelRegistry, bundles: dict[str, ModelBundle], registry: Registry, offline: OfflineStore
+) -> None:
+    """After a contract change `make run` must not keep serving-refused champions: it retrains those."""
+    stale = register(models, bundles["a"], CHAMPION)  # trained on "contract-1", not the packaged contract
+    versions = ensure_models(models, registry, offline, Reporter())
+    churn, version = models.load("churn")
+    assert (version, churn.contract_version) == (versions["churn"], registry.version)
+    assert version != stale
+    # Run again: both champions are on this contract now, so nothing is trained or registered.
+    assert ensure_models(models, registry, offline, Reporter()) == versions
