@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from features.errors import OfflineStoreError
 from features.event_state import ID_BYTES, UNKNOWN_CATEGORY, EventLayout, LastValue
 from features.identity import LINKED, UNLINKED, Identifier
-from features.offline_store import TIMESTAMP_COLUMN, OfflineStore, sql_literal
+from features.offline_store import TIMESTAMP_COLUMN, OfflineStore, matching_sql, sql_literal
 from features.online_store import OnlineStore
 from features.registry import DAY_SECONDS
 
@@ -57,10 +57,6 @@ async def materialize(
 
 def _all(conditions: list[str]) -> str:
     return " AND ".join(conditions) if conditions else "TRUE"
-
-
-def _matching(event: str, where: tuple[tuple[str, bool | str], ...]) -> list[str]:
-    return [f"type = {sql_literal(event)}", *(f"{k} = {sql_literal(v)}" for k, v in where)]
 
 
 def event_state(
@@ -104,7 +100,7 @@ def _day_totals(con: duckdb.DuckDBPyConnection, layout: EventLayout, rows: np.nd
     measures = []
     for ring in layout.rings:
         for s in ring.series:
-            conditions = _matching(s.event, s.where)
+            conditions = matching_sql(s.event, s.where)
             if s.field is not None:
                 conditions.append(f"{s.field} IS NOT NULL")
             measure = f"sum({s.field})" if s.field is not None and s.sums else "count(*)"
@@ -128,7 +124,7 @@ def _newest(con: duckdb.DuckDBPyConnection, layout: EventLayout, rows: np.ndarra
     order = "(occurred_at, event_id)"
     selects = []
     for g in layout.groups:
-        matching = f"FILTER (WHERE {_all(_matching(g.event, g.where))})"
+        matching = f"FILTER (WHERE {_all(matching_sql(g.event, g.where))})"
         selects.append(f"max(epoch_us(occurred_at)) {matching}")
         if g.values:
             selects.append(f"arg_max(event_id, {order}) {matching}")
