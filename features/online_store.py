@@ -194,7 +194,7 @@ class _Kind:
         self.snapshot_at = np.array([position[f.name] for f in self.packed.features], dtype=np.intp)
         self.event_at = np.array([position[f.name] for f in self.events.features], dtype=np.intp)
         views = self.packed.views
-        self.view_at = view_at = {v.name: i for i, v in enumerate(schema.views)}
+        view_at = {v.name: i for i, v in enumerate(schema.views)}
         self.snapshot_view_at = np.array([view_at[v.name] for v in views], dtype=np.intp)
         self.event_view_at = np.array([view_at[v] for v in self.events.view_events], dtype=np.intp)
         self.snapshot_ttl = np.array([v.ttl_seconds for v in views], dtype=np.float64)
@@ -458,9 +458,8 @@ class OnlineStore:
         Events older than the horizon the features look back over cannot change any feature, and their ids
         are no longer remembered, so they are refused rather than risk counting one twice; the timeless types
         (a consent change) have no horizon: applied again, an old one changes nothing, since only a newer event
-        replaces the newest. One round trip:
-        on a single server one script call for the whole batch; on a cluster one call per entity (a script
-        may only touch keys of one slot), pipelined.
+        replaces the newest. One round trip: on a single server one script call for the whole batch; on a
+        cluster one call per entity (a script may only touch keys of one slot), pipelined.
         """
         layout = self._kinds[entity].events
         horizon_s = (now if now is not None else time.time()) - layout.horizon_days * DAY_SECONDS

@@ -22,7 +22,7 @@ from service.schemas import CustomerFeaturesResponse, ErasureResponse, FeatureVa
 REDACTED = "<redacted>"
 
 Human = bool | int | float | str | None
-"""A feature's value as a person reads it (see :func:`humanizer`)."""
+"""A feature's value as a person reads it (see :func:`_humanizer`)."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,10 @@ class CustomerService:
 
 def _answer(schema: EntitySchema, features: list[Feature], views: list[FeatureView]) -> _Answer:
     positions = np.array([schema.index[f.name] for f in features], dtype=np.intp)
-    return _Answer(positions, [(f.name, schema.view_of[f.name], humanizer(f)) for f in features], views)
+    return _Answer(positions, [(f.name, schema.view_of[f.name], _humanizer(f)) for f in features], views)
 
 
-def humanizer(feature: Feature) -> Callable[[float], Human]:
+def _humanizer(feature: Feature) -> Callable[[float], Human]:
     """How an encoded value of ``feature`` reads: category name, bool, whole number for an int feature, float,
     None when unknown, and ``<redacted>`` whatever the value for a PII feature.
 
