@@ -151,8 +151,8 @@ def ensure_models(
     for kind in ("churn", "propensity"):
         if not force:
             try:
-                champion, version = models.load(kind, CHAMPION)
-                if champion.contract_version == registry.version:
+                version, contract = models.contract_of(kind, CHAMPION)
+                if contract == registry.version:
                     versions[kind] = version
                     reporter.note(f"{models.model_name(kind)}: champion is version {version}")
                     continue

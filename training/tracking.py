@@ -142,9 +142,15 @@ class ModelRegistry:
 
     def version_for(self, kind: ModelKind, alias: str) -> str:
         """The version an alias points at."""
+        return self.contract_of(kind, alias)[0]
+
+    def contract_of(self, kind: ModelKind, alias: str) -> tuple[str, str | None]:
+        """The version an alias points at and the feature contract it was trained on (its ``contract_version``
+        tag), read from the registry without downloading the bundle."""
         name = self.model_name(kind)
         with _map_errors(f"{name}@{alias}"):
-            return str(self._client.get_model_version_by_alias(name, alias).version)
+            version = self._client.get_model_version_by_alias(name, alias)
+        return str(version.version), version.tags.get("contract_version")
 
     def load(self, kind: ModelKind, alias: str = CHAMPION, *, name: str | None = None) -> tuple[ModelBundle, str]:
         """Download and open the bundle that ``alias`` points at; returns it with its version.
