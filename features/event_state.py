@@ -369,6 +369,8 @@ class EventLayout:
         self.tag = hashlib.sha256(json.dumps(shape).encode()).digest()[:TAG_BYTES]
         self._tag_word = np.frombuffer(self.tag, dtype=np.uint64)[0]
         self._absent = self.tag + bytes(self.size - TAG_BYTES)
+        self.defaults = np.array([f.encode(None) for f in self.features], dtype=_F8)
+        """Each event feature's encoded default (NaN where it has none): what it reads as when not read."""
         self._writers = {e: _Writer(e, self) for e in events}
         self.view_events = {
             v.name: tuple(sorted({f.aggregation.event for f in v.features if f.aggregation}))
@@ -422,6 +424,10 @@ class EventLayout:
         if not present.all():
             matrix = np.where(present[:, None], matrix, 0.0)
         return matrix, present
+
+    def held(self, tags: Sequence[bytes | None]) -> np.ndarray:
+        """Which of these values (their first bytes at least) are event state of this layout: bool per value."""
+        return np.array([t is not None and t[:TAG_BYTES] == self.tag for t in tags], dtype=bool)
 
     def decode(
         self, blobs: Sequence[bytes | None], now: float

@@ -32,7 +32,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from features import resp
 from features.errors import OnlineStoreUnavailable
-from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, Event, EventLayout
+from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, TAG_BYTES, Event, EventLayout
 from features.identity import LINKED, UNLINKED, Identifier
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
@@ -68,13 +68,13 @@ return 1
 """
 # Resolves an identifier and reads its customer in the same script (single server: the customer's keys are
 # derived inside, which a cluster forbids). KEYS[1]: the identifier; ARGV: packed-key prefix, state-key prefix
-# (both ending in the hash tag's opening brace), the bytes of event state to read (0: customers have none).
+# (both ending in the hash tag's opening brace), the last byte of event state to read (-1: none).
 _RESOLVE_AND_READ = """
 local id = redis.call('GET', KEYS[1])
 if not id then return {false, false, false} end
 local state = false
-local size = tonumber(ARGV[3])
-if size > 0 then state = redis.call('GETRANGE', ARGV[2] .. id .. '}', 0, size - 1) end
+local last = tonumber(ARGV[3])
+if last >= 0 then state = redis.call('GETRANGE', ARGV[2] .. id .. '}', 0, last) end
 return {id, redis.call('GET', ARGV[1] .. id .. '}'), state}
 """
 # Deletes an identifier only while it still names ARGV[1]: unlinking or erasing one customer never takes an
@@ -226,8 +226,14 @@ class _Kind:
         blobs: Sequence[bytes | None],
         states: Sequence[bytes | None] | None,
         now: float,
+        *,
+        events: bool = True,
     ) -> EntityBatch:
-        """Matrices for ``ids`` from their packed values and (when the kind has event features) event states."""
+        """Matrices for ``ids`` from their packed values and (when the kind has event features) event states.
+
+        With ``events`` False the states are only their tags (see :meth:`OnlineStore.read`): they tell whether
+        an entity has event state, and its event features read as not known.
+        """
         n, schema = len(ids), self.schema
         slots, present = self.packed.unpack(blobs)
         stamps = slots[:, self.packed.stamp_slots]
@@ -257,12 +263,16 @@ class _Kind:
             ages = np.full((n, len(schema.views)), np.nan)
             ages[:, self.snapshot_view_at] = snapshot_ages
         found = present & written.any(axis=1)
-        if states is not None:
+        if states is not None and events:
             event_values, event_known, event_ages, has_events = self.events.decode(states, now)
             values[:, self.event_at] = event_values
             known[:, self.event_at] = event_known
             ages[:, self.event_view_at] = event_ages
             found |= has_events
+        elif states is not None:
+            values[:, self.event_at] = self.events.defaults
+            known[:, self.event_at] = False
+            found |= self.events.held(states)
         if not found.all():
             # A cold start: an empty window's zero is a fact only about an entity the store knows.
             known[~found] = False
@@ -278,7 +288,8 @@ class OnlineStore:
         self._namespace = namespace
         self._kinds = {name: _Kind(schema) for name, schema in registry.entities.items()}
         self._cluster = isinstance(client, RedisCluster)
-        self._reads = resp.Coalescer(client)  # type: ignore[arg-type]
+        self._reads = None if self._cluster else resp.Pipeline.of(client)  # type: ignore[arg-type]
+        """The single server's read connection; None on a cluster, read through redis-py's slot routing."""
         self._agent_args: dict[str, bytes] = {}
         self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"events:{e}")}
         self._apply_sha: str | None = None
@@ -286,6 +297,8 @@ class OnlineStore:
         self._state_ranges = {
             e: [b"0", str(k.events.size - 1).encode()] if k.events.features else [] for e, k in self._kinds.items()
         }
+        self._tag_ranges = {e: [b"0", str(TAG_BYTES - 1).encode()] if r else [] for e, r in self._state_ranges.items()}
+        """GETRANGE's bounds of a state's tag alone: whether an entity has event state, for a read without it."""
 
     def layout(self, entity: str) -> EventLayout:
         """How ``entity``'s event features are kept in its event-state value."""
@@ -359,13 +372,23 @@ class OnlineStore:
             owner = await self._client.get(self.identity_key(identifier))
         return owner.decode() if isinstance(owner, bytes) else owner
 
+    async def aclose(self) -> None:
+        """Close the read connection (the client passed in is its owner's to close)."""
+        if self._reads is not None:
+            await self._reads.aclose()
+
     async def ping(self) -> None:
         """Raise :class:`OnlineStoreUnavailable` unless Redis answers."""
         with map_errors():
             await self._client.ping()
 
     async def read(
-        self, customer: str | Identifier, agent_ids: Sequence[str] = (), *, now: float | None = None
+        self,
+        customer: str | Identifier,
+        agent_ids: Sequence[str] = (),
+        *,
+        now: float | None = None,
+        events: bool = True,
     ) -> tuple[EntityVector, EntityBatch]:
         """The customer's vector and the agents' batch as of ``now`` (the clock by default), in one round trip.
 
@@ -373,6 +396,11 @@ class OnlineStore:
         in the same round trip as the read on a single server (one script); a cluster cannot derive the
         customer's keys inside a script, so there it costs a second round trip. The vector of an identifier
         nobody holds is a cold start whose ``entity_id`` is empty.
+
+        ``events=False`` leaves the customer's event state unread but for its tag: its event features read as
+        not known (defaults) and their views as never observed, while ``found`` still counts event state. A
+        reader that needs only snapshot views (``GET /v1/customers/{id}/features?view=profile``) then moves
+        and decodes a few hundred bytes instead of kilobytes of rings.
         """
         now = time.time() if now is None else now
         kind, agent = self._kinds["customer"], self._kinds["agent"]
@@ -381,16 +409,16 @@ class OnlineStore:
             if isinstance(customer, Identifier) and self._cluster:
                 customer_id = await self.resolve(customer) or ""
                 customer = customer_id
-            if self._cluster:
-                replies = await self._read_cluster(customer_id, agent_ids)
+            if self._reads is None:
+                replies = await self._read_cluster(customer_id, agent_ids, events)
             else:
-                replies = await self._read_single(customer, agent_ids)
+                replies = await self._read_single(self._reads, customer, agent_ids, events)
                 if isinstance(customer, Identifier):
                     resolved, packed, state = cast(list[bytes | None], replies[0])
                     customer_id = resolved.decode() if resolved else ""
                     replies[0:1] = [packed, state] if kind.events.features else [packed]
         states = [replies[1]] if kind.events.features else None
-        customers = kind.decode([customer_id], [replies[0]], states, now)  # type: ignore[list-item, arg-type]
+        customers = kind.decode([customer_id], [replies[0]], states, now, events=events)  # type: ignore[list-item, arg-type]
         rest = replies[2 if states else 1 :]
         if not agent_ids:
             return customers[0], agent.empty
@@ -399,17 +427,20 @@ class OnlineStore:
         agents = agent.decode(agent_ids, blobs, agent_states, now)  # type: ignore[arg-type]
         return customers[0], agents
 
-    async def _read_single(self, customer: str | Identifier, agent_ids: Sequence[str]) -> list[object]:
+    async def _read_single(
+        self, reads: resp.Pipeline, customer: str | Identifier, agent_ids: Sequence[str], events: bool
+    ) -> list[object]:
         """GET (+ GETRANGE) for the customer and one MGET (+ GETRANGEs) for the agents, sent as one write.
 
         For an identifier the customer's part is one EVAL (resolve, GET, GETRANGE) whose reply comes first.
         """
-        customers, agents = self._state_ranges["customer"], self._state_ranges["agent"]
+        customers = self._state_ranges["customer"] if events else self._tag_ranges["customer"]
+        agents = self._state_ranges["agent"]
         if isinstance(customer, Identifier):
             # EVAL, not EVALSHA: the server caches the compiled script by its hash either way, and EVAL cannot
             # meet a server that forgot it after a restart.
             key = self.identity_key(customer).encode()
-            size = str(self._kinds["customer"].events.size if customers else 0).encode()
+            size = (customers[1].decode() if customers else "-1").encode()
             prefixes = [self._prefixes["customer"], self._prefixes["events:customer"], size]
             commands = [resp.command(b"EVAL", [_RESOLVE_AND_READ_BYTES, b"1", key, *prefixes])]
         else:
@@ -423,15 +454,15 @@ class OnlineStore:
                 commands += [
                     resp.command(b"GETRANGE", [self._key_bytes("events:agent", a), *agents]) for a in agent_ids
                 ]
-        return await self._reads.exchange(b"".join(commands), len(commands))
+        return await reads.exchange(b"".join(commands), len(commands))
 
-    async def _read_cluster(self, customer_id: str, agent_ids: Sequence[str]) -> list[object]:
+    async def _read_cluster(self, customer_id: str, agent_ids: Sequence[str], events: bool) -> list[object]:
         """The same reads through redis-py's cluster pipeline, one GET per agent (MGET cannot span slots)."""
         pipe = self._client.pipeline(transaction=False)
         pipe.get(self.key("customer", customer_id))
         customers, agents = self._kinds["customer"].events, self._kinds["agent"].events
         if customers.features:
-            pipe.getrange(self.state_key("customer", customer_id), 0, customers.size - 1)
+            pipe.getrange(self.state_key("customer", customer_id), 0, (customers.size if events else TAG_BYTES) - 1)
         for agent_id in agent_ids:
             pipe.get(self.key("agent", agent_id))
         if agent_ids and agents.features:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import ResponseError
-from redis.retry import Retry
 
 from features.errors import OnlineStoreUnavailable
 

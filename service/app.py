@@ -113,6 +113,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
         try:
             yield
         finally:
+            await decisions.store.aclose()
             await client.aclose()
 
     return Litestar(

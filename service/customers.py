@@ -34,6 +34,8 @@ class _Answer:
     features: list[tuple[str, str, Callable[[float], Human]]]
     """Each listed feature's name, view and how its value reads."""
     views: list[FeatureView]
+    events: bool
+    """Whether the answer lists event features, so the read must bring the event state."""
 
 
 class CustomerService:
@@ -60,10 +62,10 @@ class CustomerService:
         if view is not None and view not in self._schema.view_by_name:
             known = ", ".join(v.name for v in self._schema.views)
             raise BadRequest("view", f"{view!r} is not a customer feature view (one of: {known})")
-        vector, _ = await self.store.read(customer)
+        answer = self._answers[view]
+        vector, _ = await self.store.read(customer, events=answer.events)
         if not vector.found:
             raise CustomerNotFound(vector.entity_id)
-        answer = self._answers[view]
         values = vector.values[answer.positions].tolist()
         defaulted = (~vector.known[answer.positions]).tolist()
         features = [
@@ -95,7 +97,8 @@ class CustomerService:
 
 def _answer(schema: EntitySchema, features: list[Feature], views: list[FeatureView]) -> _Answer:
     positions = np.array([schema.index[f.name] for f in features], dtype=np.intp)
-    return _Answer(positions, [(f.name, schema.view_of[f.name], _humanizer(f)) for f in features], views)
+    events = any(v.source == "events" for v in views)
+    return _Answer(positions, [(f.name, schema.view_of[f.name], _humanizer(f)) for f in features], views, events)
 
 
 def _humanizer(feature: Feature) -> Callable[[float], Human]:

@@ -232,9 +232,11 @@ def run_with_store(
 
     async def main() -> T:
         client = redis.asyncio.Redis.from_url(redis_url)
+        store = OnlineStore(client, registry, namespace=namespace)
         try:
-            return await body(OnlineStore(client, registry, namespace=namespace))
+            return await body(store)
         finally:
+            await store.aclose()
             await client.aclose()
 
     return asyncio.run(main())

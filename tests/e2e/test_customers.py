@@ -364,12 +364,18 @@ def test_openapi_documents_the_customer_routes(http: httpx.Client) -> None:
 
 
 def test_view_narrows_the_answer_and_an_unknown_view_is_named(http: httpx.Client, registry: Registry) -> None:
+    """Every view, snapshot (read without the event state) or events, answers its slice of the whole answer."""
     whole = http.get(f"/v1/customers/{CUSTOMER}/features").json()
-    narrowed = http.get(f"/v1/customers/{CUSTOMER}/features", params={"view": "customer_contacts"}).json()
-    expected = [f for f in whole["features"] if f["view"] == "customer_contacts"]
-    assert narrowed["features"] == expected
-    assert [f.name for f in registry.views["customer_contacts"].features] == [f["name"] for f in expected]
-    assert [v["name"] for v in narrowed["views"]] == ["customer_contacts"]
+    ages = {v["name"]: v for v in whole["views"]}
+    for view in registry.entity("customer").views:
+        narrowed = http.get(f"/v1/customers/{CUSTOMER}/features", params={"view": view.name}).json()
+        expected = [f for f in whole["features"] if f["view"] == view.name]
+        assert narrowed["features"] == expected, view.name
+        assert [f.name for f in view.features] == [f["name"] for f in expected]
+        (freshness,) = narrowed["views"]
+        assert freshness["name"] == view.name
+        assert freshness["stale"] == ages[view.name]["stale"]
+        assert freshness["age_seconds"] == pytest.approx(ages[view.name]["age_seconds"], abs=5)
     bad = http.get(f"/v1/customers/{CUSTOMER}/features", params={"view": "nope"})
     assert bad.status_code == 422
     assert bad.json()["detail"].startswith("view: 'nope' is not a customer feature view")

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from features import (
     EntitySchema,
     EntityVector,
+    Event,
     OfflineStore,
     OnlineStore,
     OnlineStoreUnavailable,
@@ -29,6 +30,7 @@ from features import (
     materialize_events,
 )
 from features.event_state import EventLayout
+from features.identity import Identifier
 from features.packed import PackedLayout
 from tests.conftest import run_with_store, served_known
 
@@ -597,3 +599,46 @@ def test_a_write_refuses_what_events_or_derivation_set(redis_url: str, registry:
 
     with pytest.raises(ValueError, match=r"^consent_marketing, days_to_contract_end: not a stored snapshot feature"):
         _run(redis_url, registry, body)
+
+
+# ---- a read without the event state -------------------------------------------------------------------
+
+
+def test_a_read_without_event_state_serves_the_snapshot_views_alone(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """``events=False`` (a snapshot view's HTTP read): the same snapshot values and ages as a whole read, event
+    features not known (their defaults) and their views never observed, and ``found`` still counting a customer
+    who has only events, also when read by an identifier."""
+    schema = registry.entity("customer")
+    now = time.time()
+    event_at = np.array([f in schema.event_features for f in schema.features])
+    event_views = {v.name for v in schema.views if v.source == "events"}
+    email = Identifier("email", "only-events@example.com")
+
+    async def body(store: OnlineStore) -> list[tuple[EntityVector, EntityVector]]:
+        await store.write("customer", [{"customer_id": "C1", "tenure_months": 7, "plan": "premium"}], observed_at=[now])
+        sentiment = [Event(f"e{c}", c, "sentiment", now - 60, {"score": -0.5}) for c in ("C1", "C2")]
+        assert await store.apply_events("customer", sentiment, now=now) == ["applied", "applied"]
+        await store.link("C2", [email])
+        pairs = []
+        for who in ("C1", "C2", "C3", email):
+            (whole, _), (lean, _) = await store.read(who, now=now), await store.read(who, now=now, events=False)
+            pairs.append((whole, lean))
+        return pairs
+
+    pairs = _run(redis_url, registry, body)
+    assert [(whole.found, lean.found) for whole, lean in pairs] == [(True, True)] * 2 + [(False, False), (True, True)]
+    assert [lean.entity_id for _, lean in pairs] == ["C1", "C2", "C3", "C2"]
+    whole, lean = pairs[0]
+    np.testing.assert_array_equal(lean.values[~event_at], whole.values[~event_at])
+    np.testing.assert_array_equal(lean.known[~event_at], whole.known[~event_at])
+    assert lean.values[schema.index["tenure_months"]] == 7.0
+    assert whole.known[event_at].any()
+    assert not lean.known[event_at].any()
+    np.testing.assert_array_equal(lean.values[event_at], _defaults(schema)[event_at])
+    assert whole.view_age_s["customer_sentiment"] == pytest.approx(60, abs=1)
+    assert {v: lean.view_age_s[v] for v in event_views} == dict.fromkeys(event_views)
+    snapshot_ages = {v: a for v, a in whole.view_age_s.items() if v not in event_views}
+    assert {v: a for v, a in lean.view_age_s.items() if v not in event_views} == snapshot_ages
+    assert snapshot_ages["customer_profile"] == pytest.approx(0, abs=1)
