@@ -247,10 +247,11 @@ async def _check_online(
     url: str, redis_settings: RedisSettings, registry: Registry, reference: Reference | None, sample: int | None
 ) -> QualityReport:
     client = connect(url, timeout_s=BULK_TIMEOUT_S, cluster=redis_settings.cluster)
+    store = OnlineStore(client, registry, namespace=redis_settings.namespace)
     try:
-        store = OnlineStore(client, registry, namespace=redis_settings.namespace)
         return await check(store, registry.entity("customer"), reference, sample=sample)
     finally:
+        await store.aclose()
         await client.aclose()
 
 

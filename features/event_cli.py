@@ -90,8 +90,8 @@ async def _consume(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    store = OnlineStore(client, archive.registry, namespace=redis_settings.namespace)
     try:
-        store = OnlineStore(client, archive.registry, namespace=redis_settings.namespace)
         consumer = StreamConsumer(
             client,
             store,
@@ -108,6 +108,7 @@ async def _consume(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await store.aclose()
         await client.aclose()
 
 

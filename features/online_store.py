@@ -288,8 +288,8 @@ class OnlineStore:
         self._namespace = namespace
         self._kinds = {name: _Kind(schema) for name, schema in registry.entities.items()}
         self._cluster = isinstance(client, RedisCluster)
-        self._reads = None if self._cluster else resp.Pipeline.of(client)  # type: ignore[arg-type]
-        """The single server's read connection; None on a cluster, read through redis-py's slot routing."""
+        self._pipeline = None if self._cluster else resp.Pipeline.of(client)  # type: ignore[arg-type]
+        """The single server's connection for reads and event batches; None on a cluster (redis-py's slot routing)."""
         self._agent_args: dict[str, bytes] = {}
         self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"events:{e}")}
         self._apply_sha: str | None = None
@@ -374,8 +374,8 @@ class OnlineStore:
 
     async def aclose(self) -> None:
         """Close the read connection (the client passed in is its owner's to close)."""
-        if self._reads is not None:
-            await self._reads.aclose()
+        if self._pipeline is not None:
+            await self._pipeline.aclose()
 
     async def ping(self) -> None:
         """Raise :class:`OnlineStoreUnavailable` unless Redis answers."""
@@ -409,10 +409,10 @@ class OnlineStore:
             if isinstance(customer, Identifier) and self._cluster:
                 customer_id = await self.resolve(customer) or ""
                 customer = customer_id
-            if self._reads is None:
+            if self._pipeline is None:
                 replies = await self._read_cluster(customer_id, agent_ids, events)
             else:
-                replies = await self._read_single(self._reads, customer, agent_ids, events)
+                replies = await self._read_single(self._pipeline, customer, agent_ids, events)
                 if isinstance(customer, Identifier):
                     resolved, packed, state = cast(list[bytes | None], replies[0])
                     customer_id = resolved.decode() if resolved else ""
@@ -570,9 +570,10 @@ class OnlineStore:
         raise AssertionError("unreachable")
 
     async def _evalsha_all(self, sha: str, calls: list[_Call]) -> list[list[int]]:
-        """Run every call in one round trip: encoded here on a single server (redis-py's generic encoder costs
-        more than the script itself for a batch of a thousand events), through the pipeline on a cluster."""
-        if self._cluster:
+        """Run every call in one round trip: encoded here and sent on the read connection on a single server
+        (redis-py's generic encoder costs more than the script itself for a batch of a thousand events),
+        through redis-py's pipeline on a cluster."""
+        if self._pipeline is None:
             pipe = self._client.pipeline(transaction=False)
             for keys, argv, _ in calls:
                 pipe.evalsha(sha, len(keys), *keys, *argv)
@@ -581,8 +582,7 @@ class OnlineStore:
         payload = b"".join(
             resp.command(b"EVALSHA", [*prefix, str(len(keys)).encode(), *keys, *argv]) for keys, argv, _ in calls
         )
-        replies = await resp.exchange(self._client, payload, len(calls))  # type: ignore[arg-type]
-        return resp.raise_errors(replies)  # type: ignore[return-value]
+        return await self._pipeline.exchange(payload, len(calls))  # type: ignore[return-value]
 
     async def write_event_state(self, entity: str, ids: Sequence[str], values: Sequence[bytes]) -> int:
         """Overwrite the event state of each id with its value (materialization); returns how many.

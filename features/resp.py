@@ -3,9 +3,9 @@
 redis-py's pipeline encodes every argument through its generic encoder and wraps each command in objects;
 for a read of 1 customer + 200 agents that is most of the time a read takes (``make bench`` prints the
 figure beside the pipeline's). Here the command bytes are built with one join and the replies are parsed by
-hiredis, so nothing about the protocol is re-implemented but the encoding of a few commands. Reads travel on
-a :class:`Pipeline`; a batch of events goes through :func:`exchange` on a pooled redis-py connection. A
-single server only: a cluster needs redis-py's slot routing.
+hiredis, so nothing about the protocol is re-implemented but the encoding of a few commands. Reads and
+batches of events travel on a :class:`Pipeline`. A single server only: a cluster needs redis-py's slot
+routing.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import hiredis
 import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import ResponseError
 
 
 def argument(value: bytes) -> bytes:
@@ -35,35 +35,10 @@ def command_of_args(name: bytes, encoded: Sequence[bytes]) -> bytes:
     return b"*%d\r\n$%d\r\n%s\r\n%s" % (len(encoded) + 1, len(name), name, b"".join(encoded))
 
 
-async def exchange(client: aioredis.Redis, payload: bytes, replies: int) -> list[object]:
-    """Send ``payload`` (pipelined commands) and read ``replies`` replies, in one round trip.
-
-    An error reply (``ResponseError``) is returned in its place, not raised, so one bad command does not
-    cost the others their answers; :func:`raise_errors` raises it for whoever asked. A connection that failed
-    mid-exchange may still hold unread replies, so it is dropped, never reused.
-    """
-    pool = client.connection_pool
-    connection = await pool.get_connection()
-    try:
-        await connection.send_packed_command(payload, check_health=False)
-        out: list[object] = []
-        for _ in range(replies):
-            try:
-                out.append(await connection.read_response())
-            except ResponseError as exc:  # the reply was read whole: the connection is still in step
-                out.append(exc)
-        return out
-    except BaseException:
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
-
-
 def raise_errors(replies: list[object]) -> list[object]:
     """``replies`` unchanged, unless one is an error reply: then that error is raised."""
     for reply in replies:
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, Exception):
             raise reply
     return replies
 
@@ -133,7 +108,7 @@ class Pipeline:
     async def exchange(self, payload: bytes, replies: int) -> list[object]:
         """Send ``payload`` (``replies`` pipelined commands) and return their replies, in one round trip.
 
-        An error reply is raised (redis-py's ``ResponseError``), after every reply of the payload was read, so
+        An error reply is raised (as redis-py would raise it), after every reply of the payload was read, so
         the connection stays in step; a lost connection raises ``ConnectionError``, a late one ``TimeoutError``.
         """
         connection = self._connection
@@ -198,9 +173,9 @@ class _Connection(asyncio.Protocol):
         self._timeout_s = timeout_s
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        # Error replies come back as ResponseError objects in their place, so one bad command only fails its own
-        # request and the replies after it still reach theirs.
-        self._reader = hiredis.Reader(replyError=ResponseError)
+        # Error replies come back as exception objects in their place (redis-py's classes: NoScriptError,
+        # AuthenticationError...), so one bad command fails only its own request and the others keep theirs.
+        self._reader = hiredis.Reader(replyError=BaseParser.parse_error)
         self._waiting: deque[_Waiter] = deque()
         self._outgoing: list[bytes] = []
         self._closed = False
