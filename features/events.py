@@ -1,9 +1,10 @@
 """Event schemas, generated from the contract's event catalogue, so producers are validated against it.
 
 Each event type in ``registry.yaml`` becomes a pydantic model (the envelope ``event_id``, ``type``,
-``occurred_at`` and the entity's id, plus its declared fields with their types and bounds); a body is an
-``EventBatch`` of any mix of them, told apart by ``type``. A wrong field fails validation with its path
-(``events.3.score``) and nothing of the batch is stored.
+``occurred_at`` and the entity's id, plus its declared fields with their types and bounds). A POSTed body is
+one event on its own or an ``EventBatch`` of any mix of them, told apart by ``type``. A wrong field fails
+validation with its path (``sentiment.score`` for one event, ``events.3.sentiment.score`` in a batch) and
+nothing of the body is stored.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    RootModel,
     TypeAdapter,
     ValidationError,
     create_model,
@@ -115,8 +117,50 @@ def batch_model(registry: Registry) -> type[BaseModel]:
 
 
 def event_adapter(registry: Registry) -> TypeAdapter[BaseModel]:
-    """Validates one event on its own (a stream entry), with the same models as a POSTed batch."""
+    """Validates one event on its own (a stream entry, a POSTed event), with the same models as a POSTed batch."""
     return TypeAdapter(_any_event(registry))
+
+
+class EventsBody(RootModel[Any]):
+    """A POSTed body: one event, or ``{"events": [...]}``. Either way :attr:`events` is the list to apply.
+
+    :func:`body_model` makes the contract's own: its ``root`` is the batch or one event, so the schema shows both.
+    """
+
+    @property
+    def events(self) -> list[BaseModel]:
+        """The events of the body, in the order sent: one, or the batch's."""
+        if isinstance(self.root, _Envelope):
+            return [self.root]
+        return list(self.root.events)
+
+
+def body_model(registry: Registry) -> type[EventsBody]:
+    """One event of any declared type, or a batch of them (:func:`batch_model`).
+
+    A JSON object with an ``events`` key is a batch, any other object one event. Each shape is validated on its
+    own, so an error names the field as that shape has it (``sentiment.score``, ``events.3.sentiment.score``),
+    not a mix of both shapes' complaints as a plain union would.
+    """
+    batch = batch_model(registry)
+    item: Any = _any_event(registry)
+    shapes: Any = Union[batch, item]  # noqa: UP007 - built at run time
+    one = event_adapter(registry)
+
+    def one_or_many(cls: type[EventsBody], data: Any, _: ModelWrapValidatorHandler[EventsBody]) -> EventsBody:
+        if not isinstance(data, dict):
+            raise PydanticCustomError("events_body", 'a body is one event or {"events": [...]}, each a JSON object')
+        return cls.model_construct(batch.model_validate(data) if "events" in data else one.validate_python(data))
+
+    model: type[EventsBody] = create_model(
+        "EventsRequest",
+        __base__=EventsBody,
+        __doc__='One event, or a batch `{"events": [...]}` of 1 to 1,000; the answer has the same shape either way.',
+        # pydantic's stub types __validators__ as bare callables; the decorated validator is what it accepts
+        __validators__={"one_or_many": model_validator(mode="wrap")(one_or_many)},  # type: ignore[dict-item]
+        root=(shapes, ...),
+    )
+    return model
 
 
 def validation_message(exc: ValidationError) -> str:

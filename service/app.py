@@ -27,6 +27,7 @@ from service.customers import CustomerService
 from service.decisions import DecisionService
 from service.errors import BadRequest, CustomerNotFound
 from service.model_holder import ModelHolder
+from service.openapi import RootModelSchemaPlugin
 from service.routes import (
     assign,
     customer_features,
@@ -139,6 +140,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             OfflineStoreError: _store_unavailable,
         },
         lifespan=[lifespan],
+        plugins=[RootModelSchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="nba-copilot",
             version="0.1.0",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features import Registry
-from features.events import batch_model
+from features.events import EventsBody, body_model
 from features.identity import Identifier, IdentifierError, normalize
 from features.registry import ENTITY_ID_PATTERN
 from service.catalog import Channel
@@ -218,8 +218,12 @@ class ErasureResponse(BaseModel):
     erased: bool = Field(description="False when the online store held nothing for this customer.")
 
 
-EventBatch = batch_model(Registry.load())
-"""``{"events": [...]}``: the contract's event types, validated field by field (see features.events)."""
+# One event, or ``{"events": [...]}``: the contract's event types, validated field by field (see features.events).
+# Generated from the contract at import; the type checker sees its base, whose ``events`` is the list either way.
+if TYPE_CHECKING:
+    EventsRequest = EventsBody
+else:
+    EventsRequest = body_model(Registry.load())
 
 
 class EventResult(BaseModel):
@@ -234,7 +238,7 @@ class EventResult(BaseModel):
 
 
 class EventsResponse(BaseModel):
-    """The outcome of an event batch, in the order sent."""
+    """The outcome of the events sent, in the order sent: the same shape for one event as for a batch."""
 
     applied: int
     duplicates: int

@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 import redis.asyncio as aioredis
 
 from features import ConsumeStats, EventArchive, OfflineStore, OnlineStore, Registry, StreamConsumer
+from features.events import event_models
+from service.schemas import EventsRequest
 from tests.conftest import free_port, serve, settings_for
 
 
@@ -221,3 +224,145 @@ def test_a_posted_event_reaches_the_offline_store_through_the_stream(
     trained_without = OfflineStore(world, registry).as_of("customer", ["C000042"]).to_pylist()[0]
     assert served["contacts_7d"] == trained_without["contacts_7d"] + 1
     assert _features(redis_url, registry, "C000042")["contacts_7d"] == served["contacts_7d"]
+
+
+# One event on its own: the same JSON as one element of ``events``, answered in the batch's shape.
+
+
+def _served(http: httpx.Client, customer: str) -> dict[str, object]:
+    """The customer's features as ``GET /v1/customers/{id}/features`` serves them, by name."""
+    response = http.get(f"/v1/customers/{customer}/features")
+    assert response.status_code == 200
+    return {f["name"]: f["value"] for f in response.json()["features"]}
+
+
+def _answer(**statuses: str) -> dict[str, object]:
+    """The answer to events of these ids with these statuses, in this order."""
+    counts = {s: list(statuses.values()).count(s) for s in ("applied", "duplicate", "too_old", "erased")}
+    return {
+        "applied": counts["applied"],
+        "duplicates": counts["duplicate"],
+        "too_old": counts["too_old"],
+        "erased": counts["erased"],
+        "results": [{"event_id": event_id, "status": status} for event_id, status in statuses.items()],
+    }
+
+
+def test_one_event_is_applied_once_and_answered_like_a_batch(http: httpx.Client) -> None:
+    customer = "C000045"
+    before = _served(http, customer)
+    login = {"type": "login", "event_id": "one-1", "customer_id": customer, "occurred_at": _now(3)}
+    sentiment = {
+        "type": "sentiment",
+        "event_id": "one-2",
+        "customer_id": customer,
+        "occurred_at": _now(2),
+        "score": -0.4,
+    }
+
+    first = http.post("/v1/events", json=login)
+    assert first.status_code == 200
+    assert first.json() == _answer(**{"one-1": "applied"})
+    assert http.post("/v1/events", json=sentiment).json() == _answer(**{"one-2": "applied"})
+    after = _served(http, customer)
+    assert after["logins_7d"] == before["logins_7d"] + 1
+    assert after["last_sentiment"] == -0.4
+
+    # Replayed alone or inside a batch, the same event_id is a duplicate and counts nothing.
+    assert http.post("/v1/events", json=login).json() == _answer(**{"one-1": "duplicate"})
+    again = http.post("/v1/events", json={"events": [sentiment, login]})
+    assert again.json() == _answer(**{"one-2": "duplicate", "one-1": "duplicate"})
+    assert _served(http, customer) == after
+
+
+def test_a_batch_event_replayed_alone_is_a_duplicate(http: httpx.Client) -> None:
+    customer = "C000045"
+    before = _served(http, customer)
+    usage = {"type": "usage", "event_id": "b-1", "customer_id": customer, "occurred_at": _now(5), "units": 7.5}
+    login = {"type": "login", "event_id": "b-2", "customer_id": customer, "occurred_at": _now(4)}
+    assert http.post("/v1/events", json={"events": [usage, login]}).json() == _answer(
+        **{"b-1": "applied", "b-2": "applied"}
+    )
+    assert http.post("/v1/events", json=usage).json() == _answer(**{"b-1": "duplicate"})
+    after = _served(http, customer)
+    assert after["usage_7d"] == before["usage_7d"] + 7.5
+    assert after["logins_7d"] == before["logins_7d"] + 1
+
+
+_GOOD = {"type": "sentiment", "event_id": "bad-x", "customer_id": "C000046", "score": -0.2}
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (_GOOD | {"occurred_at": "2026-01-01T10:00:00"}, "sentiment.occurred_at: Input should have timezone info"),
+        (_GOOD | {"occurred_at": "2999-01-01T10:00:00Z"}, "sentiment.occurred_at: Value error, is in the future"),
+        (_GOOD | {"score": 3}, "sentiment.score: Input should be less than or equal to 1"),
+        (_GOOD | {"mood": "grumpy"}, "sentiment.mood: Extra inputs are not permitted"),
+        ({k: v for k, v in _GOOD.items() if k != "customer_id"}, "sentiment.customer_id: Field required"),
+        (_GOOD | {"type": "teleported"}, "body: Input tag 'teleported' found using 'type' does not match"),
+        (
+            {"events": [{"type": "login", "event_id": "ok-x", "customer_id": "C000046"}, _GOOD | {"score": 3}]},
+            "events.1.sentiment.score: Input should be less than or equal to 1",
+        ),
+    ],
+    ids=["no-time-zone", "in-the-future", "score-above-1", "unknown-field", "no-customer", "unknown-type", "batch"],
+)
+def test_an_invalid_body_is_refused_naming_the_field_and_stores_nothing(
+    http: httpx.Client, redis_client: redis.Redis, body: dict[str, object], detail: str
+) -> None:
+    """One event or a batch, the body is validated whole before anything is applied or published."""
+    customer = "C000046"
+    keys = {k for k in redis_client.scan_iter(f"*{customer}*")} | {b"nba:events"}
+    stored = {k: redis_client.dump(k) for k in keys}
+    served = _served(http, customer)
+
+    response = http.post("/v1/events", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(detail)
+    assert {k for k in redis_client.scan_iter(f"*{customer}*")} | {b"nba:events"} == keys
+    assert {k: redis_client.dump(k) for k in keys} == stored
+    assert _served(http, customer) == served
+    # Nothing of it was remembered either: the corrected event, under the same id, is applied.
+    assert http.post("/v1/events", json=_GOOD).json() == _answer(**{"bad-x": "applied"})
+    assert _served(http, customer)["last_sentiment"] == -0.2
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([_GOOD], 'body: a body is one event or {"events": [...]}, each a JSON object'),
+        ({}, "body: Unable to extract tag using discriminator 'type'"),
+        ({"events": []}, "events: List should have at least 1 item after validation, not 0"),
+    ],
+    ids=["a-bare-list", "an-empty-object", "an-empty-batch"],
+)
+def test_a_body_of_neither_shape_is_refused_saying_what_a_body_is(
+    http: httpx.Client, body: object, message: str
+) -> None:
+    response = http.post("/v1/events", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"] == message
+
+
+def test_openapi_documents_one_event_and_a_batch_with_examples(http: httpx.Client, registry: Registry) -> None:
+    schema = http.get("/schema/openapi.json")
+    assert schema.status_code == 200
+    assert http.get("/schema/swagger").status_code == 200
+    operation = schema.json()["paths"]["/v1/events"]["post"]
+    assert operation["operationId"] == "ingest_events"
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    batch, one = body["oneOf"]
+    assert batch == {"$ref": "#/components/schemas/EventBatch"}
+    models = [model.__name__ for model in event_models(registry).values()]
+    assert [s["$ref"] for s in one["oneOf"]] == [f"#/components/schemas/{m}" for m in models]
+    components = schema.json()["components"]["schemas"]
+    assert components["EventBatch"]["properties"]["events"]["items"] == one
+    assert components["SentimentEvent"]["properties"]["score"]["maximum"] == 1
+    # One example of each shape, and each is a body the service accepts.
+    single, many = body["examples"]
+    assert single["type"] == "sentiment"
+    assert len(many["events"]) == 2
+    assert [len(EventsRequest.model_validate(example).events) for example in (single, many)] == [1, 2]
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/EventsResponse"}

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from features import Event, EventLayout, OfflineStore, OnlineStore, Registry, materialize_events
 from features.event_state import ID_BYTES
-from features.events import batch_model, to_event
+from features.events import batch_model, body_model, to_event
 
 NOW = datetime(2026, 6, 15, 13, 30, tzinfo=UTC).timestamp()
 _counter = itertools.count()
@@ -554,3 +554,49 @@ def test_a_bad_field_of_a_new_event_is_named(
     with pytest.raises(ValidationError) as caught:
         batch_model(registry).model_validate(_body(kind, **fields))
     assert [".".join(str(p) for p in error["loc"]) for error in caught.value.errors()] == [f"events.0.{loc}"]
+    # Sent on its own, the same event is refused naming the same field, without the batch's prefix.
+    (alone,) = _body(kind, **fields)["events"]  # type: ignore[misc]
+    with pytest.raises(ValidationError) as caught:
+        body_model(registry).model_validate(alone)
+    assert [".".join(str(p) for p in error["loc"]) for error in caught.value.errors()] == [loc]
+
+
+def test_a_body_is_one_event_or_a_batch_and_either_way_a_list(registry: Registry) -> None:
+    model = body_model(registry)
+    (usage,) = _body("usage", units=12.0)["events"]  # type: ignore[misc]
+    (survey,) = _body("survey_answered", csat=2)["events"]  # type: ignore[misc]
+    (alone,) = model.model_validate(usage).events
+    assert to_event(alone, registry) == (
+        "customer",
+        Event(
+            event_id="v-usage",
+            entity_id="C000001",
+            type="usage",
+            occurred_at=datetime(2026, 6, 1, 10, tzinfo=UTC).timestamp(),
+            fields={"units": 12.0},
+        ),
+    )
+    batch = model.model_validate({"events": [survey, usage]}).events
+    assert [to_event(e, registry)[1] for e in batch] == [
+        to_event(e, registry)[1]
+        for e in batch_model(registry).model_validate({"events": [survey, usage]}).events  # type: ignore[attr-defined]
+    ]
+    assert [e.event_id for e in batch] == ["v-survey_answered", "v-usage"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], 'a body is one event or {"events": [...]}, each a JSON object'),
+        ("login", 'a body is one event or {"events": [...]}, each a JSON object'),
+        ({}, "Unable to extract tag using discriminator 'type'"),
+        ({"events": []}, "List should have at least 1 item after validation, not 0"),
+    ],
+    ids=["a-bare-list", "a-string", "an-empty-object", "an-empty-batch"],
+)
+def test_a_body_of_neither_shape_is_refused_saying_what_a_body_is(
+    registry: Registry, body: object, message: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        body_model(registry).model_validate(body)
+    assert [error["msg"] for error in caught.value.errors()] == [message]

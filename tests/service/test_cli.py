@@ -98,9 +98,10 @@ def _readme_curls() -> list[tuple[str, dict[str, object]]]:
     assert [path for path, _ in calls] == [
         "/v1/recommend",
         "/v1/assign",
-        "/v1/events",  # an identifier linked to the demo customer
+        "/v1/events",  # an identifier linked to the demo customer, one event on its own
         "/v1/customers/lookup",  # and found by it
-        "/v1/events",  # a live event
+        "/v1/events",  # a live event on its own
+        "/v1/events",  # a batch of two
     ], "the README's curl lines changed: test what they show"
     return calls
 
@@ -142,7 +143,7 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
         answers = [
             httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10) for path, body in _readme_curls()
         ]
-        recommended, assigned, linked, found, ingested = (a.json() for a in answers)
+        recommended, assigned, linked, found, one, batch = (a.json() for a in answers)
     finally:
         first_output = _stop(proc)
     assert proc.returncode == 0
@@ -152,7 +153,14 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     assert scores == sorted(scores, reverse=True)
     assert assigned["agents"]
     assert assigned["degraded"] is False
-    assert ingested["applied"] == 1
+    assert one == {
+        "applied": 1,
+        "duplicates": 0,
+        "too_old": 0,
+        "erased": 0,
+        "results": [{"event_id": "ev-1", "status": "applied"}],
+    }
+    assert [r["status"] for r in batch["results"]] == ["applied", "applied"]
     assert linked["applied"] == 1
     assert found["customer_id"] == "C000042"
     assert re.search(r"✓ Simulating the demo world .*\(\d+\.\d s\)", first_output)
