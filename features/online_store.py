@@ -155,12 +155,10 @@ class EntityBatch(Sequence[EntityVector]):
     def __getitem__(self, i: int | slice) -> EntityVector | list[EntityVector]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self.ids)))]
-        row = list(zip(self.schema.views, self.ages[i].tolist(), strict=True))
-        ages = {v.name: None if math.isnan(a) else a for v, a in row}
-        stale = tuple(v.name for v, a in row if a > v.ttl_seconds)
-        return EntityVector(
-            self.ids[i], self.values[i], bool(self.found[i]), self.known[i], self.schema.names, ages, stale
-        )
+        schema, row = self.schema, self.ages[i].tolist()
+        ages = {name: None if math.isnan(a) else a for name, a in zip(schema.view_names, row, strict=True)}
+        stale = tuple(name for name, a, ttl in zip(schema.view_names, row, schema.view_ttls, strict=True) if a > ttl)
+        return EntityVector(self.ids[i], self.values[i], bool(self.found[i]), self.known[i], schema.names, ages, stale)
 
     def __iter__(self) -> Iterator[EntityVector]:
         return (self[i] for i in range(len(self.ids)))

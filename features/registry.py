@@ -447,6 +447,9 @@ class EntitySchema:
         """Features computed at read time from a stored snapshot feature, never stored."""
         self.event_features: tuple[Feature, ...] = tuple(f for v in views if v.source == "events" for f in v.features)
         self.view_by_name: dict[str, FeatureView] = {v.name: v for v in views}
+        self.view_names: tuple[str, ...] = tuple(v.name for v in views)
+        self.view_ttls: tuple[float, ...] = tuple(v.ttl_seconds for v in views)
+        """Each view's freshness budget in seconds, in view order: resolved once, every read compares them."""
         self.model_features: tuple[Feature, ...] = tuple(f for f in self.features if f.model_input)
         """The features models see, in contract order (every feature but those with ``model_input: false``)."""
         self.model_names: tuple[str, ...] = tuple(f.name for f in self.model_features)
