@@ -187,7 +187,9 @@ def test_contacts_start_before_they_end_and_surveys_follow_them(world: dict[str,
 
 
 def test_agent_results_are_the_last_month_of_contacts(world: dict[str, pd.DataFrame]) -> None:
-    contacts, agents = world["contacts"], world["agent_snapshots"].set_index("agent_id")
+    snapshots = world["agent_snapshots"]
+    contacts, agents = world["contacts"], snapshots[snapshots["feature_ts"] == snapshots["feature_ts"].max()]
+    agents = agents.set_index("agent_id")
     recent = contacts[contacts["ts"] > pd.Timestamp(END, tz="UTC") - pd.Timedelta(days=30)]
     by_agent = recent.groupby("agent_id").agg(rate=("resolved", "mean"), seconds=("handle_time_s", "mean"))
     np.testing.assert_allclose(agents.loc[by_agent.index, "resolution_rate_30d"], by_agent["rate"], atol=5e-4)

@@ -41,6 +41,8 @@ ACTION_COST: dict[str, float] = {
     "payment_plan": 15.0,
 }
 PLAN_PRICE = np.array([25.0, 50.0, 90.0])
+WORLD_STAMP = "world.json"
+"""The file beside a simulated world's tables saying how it was made (``nba simulate``, ``nba demo``)."""
 EVENT_ENVELOPE: tuple[str, ...] = ("event_id", "customer_id", "occurred_at", "type")
 """The columns every row of ``customer_events.parquet`` starts with; the payload columns follow."""
 _SEGMENT_HORIZON = np.array([20.0, 30.0, 40.0])  # months of expected future revenue behind lifetime_value

@@ -1,7 +1,8 @@
 """The simulation: month by month, the customers' drift, their events, the decisions and the churn draw.
 
 The world writes what a real contact center would hold: monthly snapshots of the batch features (profile,
-usage trend, billing standing), a daily agent snapshot with each agent's recent results, and a
+usage trend, billing standing), a monthly agent snapshot with each agent's results over the month just ended
+(from the month before the first written one, so every written contact has an agent snapshot before it), and a
 stream of events (logins, usage records, started and ended contacts, post-contact surveys, complaints,
 failed payments, sentiment scores, offers presented and answered, abandoned carts, consents given and changed) from
 which the other customer features are aggregated, exactly as the feature contract says. A latent "drift
@@ -123,6 +124,8 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
     labels: list[pa.Table] = []
     offers: list[pa.Table] = []
     contacts: list[pa.Table] = []
+    agent_snaps: list[pa.Table] = []
+    agent_order: list[str] = []
     order: list[str] = []
     total = _WARMUP_MONTHS + config.months
     report = progress or (lambda done, of: None)
@@ -265,6 +268,20 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
             yes = accepted[made]
             log.add(step, "offer_accepted", idx[made][yes], answered[yes], action_id=given[yes])
             log.add(step, "offer_declined", idx[made][~yes], answered[~yes], action_id=given[~yes])
+        if k <= config.months:
+            # Workforce management's snapshot at the month's end: the agents' results over its contacts. The next
+            # month's contacts are routed knowing these, never their own outcomes.
+            profile = agents | _agent_results(con, config.agents)
+            agent_order = agent_order or _check("agent", reg.entity("agent").names, profile, reg)
+            agent_snaps.append(
+                pa.table(
+                    {
+                        "agent_id": agent_ids,
+                        "feature_ts": _ts(np.full(config.agents, ts_us)),
+                        **{f: pa.array(profile[f], from_pandas=True) for f in agent_order},  # NaN: no contact, null
+                    }
+                )
+            )
         if k >= config.months:
             continue
         order = order or _check("customer", schema.snapshot_names, snap, reg)
@@ -293,6 +310,8 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
                 {
                     "customer_id": customer_ids.take(pa.array(con["owner"])),
                     "ts": _ts(con["t"]),
+                    # When the contact was routed: a model deciding who takes it sees only what happened before.
+                    "started_at": _ts(started),
                     "intent": pa.array(np.asarray(INTENTS)[con["intent"]], pa.string()),
                     "channel": pa.array(np.asarray(CHANNELS)[con["channel"]], pa.string()),
                     "language": pa.array(np.asarray(LANGUAGES)[con["language"]], pa.string()),
@@ -305,16 +324,6 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
             )
         )
         alive[idx[churned]] = False
-    # The agent snapshot is taken at the end, its recent results from the last month's contacts.
-    agents |= _agent_results(con, config.agents)
-    agent_order = _check("agent", reg.entity("agent").names, agents, reg)
-    agent_table = pa.table(
-        {
-            "agent_id": agent_ids,
-            "feature_ts": _ts(np.full(config.agents, end_us)),
-            **{f: pa.array(agents[f], from_pandas=True) for f in agent_order},  # NaN: no contact, null
-        }
-    )
     contact_table = pa.concat_tables(contacts)
     contact_table = contact_table.add_column(0, "contact_id", _ids("T", np.arange(1, contact_table.num_rows + 1), 8))
     events = log.table(reg, customer_ids)
@@ -324,7 +333,7 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
         "customer_snapshots": pa.concat_tables(snaps),
         "churn_labels": pa.concat_tables(labels),
         "offers": pa.concat_tables(offers),
-        "agent_snapshots": agent_table,
+        "agent_snapshots": pa.concat_tables(agent_snaps),
         "contacts": contact_table,
         "customer_events": events,
     }
