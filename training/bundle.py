@@ -1,13 +1,16 @@
 """The model bundle: everything the service needs to score, in one file, versioned as one unit.
 
 A bundle carries the LightGBM booster, its calibrator, the exact input layout it was trained on (the
-feature contract's version and the column order, or for a user's own table the inferred column schema)
-and, for action models, the action codes. The service imports this module and nothing else from training,
-so the bundle format is the only thing the two rooms share besides the feature contract.
+feature contract's version and the column order, or for a user's own table the inferred column schema),
+for action models the action codes, and for the resolution model the handle-time regressor beside the
+classifier and the contact's categories (intent, channel, language), whose codes lead each row. The service
+imports this module and nothing else from training, so the bundle format is the only thing the two rooms
+share besides the feature contract.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,7 +22,7 @@ import numpy as np
 from training.calibrate import Calibrator
 from training.table_schema import TableSchema
 
-ModelKind = Literal["churn", "propensity"]
+ModelKind = Literal["churn", "propensity", "resolution"]
 BUNDLE_FILE = "bundle.joblib"
 # Scoring happens a few rows at a time inside a request: OpenMP threads would only spin on the shared cores.
 _PREDICT_THREADS = 1
@@ -42,6 +45,11 @@ class ModelBundle:
     schema: TableSchema | None = None
     """For a model trained on a user's own table (``nba train churn --dataset``): how to read that table.
     Such a bundle's ``contract_version`` starts with ``byo-``, so the service never serves it."""
+    handle_time: lgb.Booster | None = None
+    """For the resolution model: the regressor of a contact's handle time in seconds, on the same rows."""
+    contact_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """For the resolution model: the contact's categorical inputs (name, categories in code order), which lead
+    each row; the customer's model inputs and then the agent's follow (see :meth:`pair_rows`)."""
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, one per row of ``x``."""
@@ -57,6 +65,32 @@ class ModelBundle:
         """Rows of ``x`` (one customer vector) repeated once per action with the action's code appended."""
         codes = np.array([self.actions.index(a) if a in self.actions else np.nan for a in actions], dtype=float)
         return np.column_stack([np.repeat(x.reshape(1, -1), len(actions), axis=0), codes])
+
+    def predict_handle_time(self, x: np.ndarray) -> np.ndarray:
+        """Expected handle time in seconds, one per row of ``x`` (the resolution model only)."""
+        if self.handle_time is None:
+            raise TypeError(f"a {self.kind} bundle has no handle-time model")
+        raw = np.asarray(self.handle_time.predict(x, num_threads=_PREDICT_THREADS), dtype=np.float64)
+        return np.maximum(raw, 0.0)
+
+    def contact_codes(self, contact: Mapping[str, str]) -> np.ndarray:
+        """The contact's category codes in :attr:`contact_fields` order; NaN for a value the model never saw."""
+        return np.array(
+            [cats.index(contact[name]) if contact[name] in cats else np.nan for name, cats in self.contact_fields],
+            dtype=np.float64,
+        )
+
+    def pair_rows(self, contact: Mapping[str, str], customer: np.ndarray, agents: np.ndarray) -> np.ndarray:
+        """One row per candidate agent for one contact: the contact's codes, the customer's model inputs (a
+        vector) and that agent's model inputs (a row of ``agents``), so all candidates score in one call."""
+        n = len(agents)
+        return np.column_stack(
+            [
+                np.tile(self.contact_codes(contact), (n, 1)),
+                np.repeat(customer.reshape(1, -1), n, axis=0),
+                agents.reshape(n, -1),
+            ]
+        )
 
     def save(self, directory: Path) -> Path:
         """Write the bundle to ``directory/bundle.joblib``."""

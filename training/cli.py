@@ -24,6 +24,7 @@ from training.demo import DemoConfig, ensure_materialized, ensure_models, ensure
 from training.errors import TrainingError
 from training.evaluate import describe_metrics
 from training.report import register_result
+from training.resolution import describe_resolution
 from training.settings import MlflowSettings
 from training.simulate_cli import AGENTS, CUSTOMERS
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
@@ -97,6 +98,9 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
     except (FeatureStoreError, TrainingError) as exc:
         abort(str(exc))
     click.echo(f"{models.model_name(kind)} version {version} ({alias}): {describe_metrics(result.bundle.metrics)}")
+    if kind == "resolution":
+        for line in describe_resolution(result.bundle.metrics):
+            click.echo(line)
 
 
 _ALIAS = click.option(
@@ -178,3 +182,12 @@ def churn(
 def propensity(alias: str, seed: int) -> None:
     """Train the offer-propensity model (P(accept | customer, action)) from offers.parquet."""
     _train("propensity", alias, seed)
+
+
+@train.command("resolution")
+@_ALIAS
+@_SEED
+def resolution(alias: str, seed: int) -> None:
+    """Train the resolution model (P(first-contact resolution) and expected handle time of a contact with an
+    agent) from contacts.parquet; on a simulated world, check it against the oracle."""
+    _train("resolution", alias, seed)

@@ -24,8 +24,11 @@ from training.report import register_result
 from training.tracking import CHAMPION, ModelRegistry
 from training.train import TrainParams, train_model
 from training.world import WorldConfig, WorldSummary, simulate
+from training.world.config import WORLD_STAMP
 
-WORLD_STAMP = "world.json"
+WORLD_FORMAT = 2
+"""The shape of the world's tables; a stamp of another format is rebuilt. 2: a monthly agent snapshot and the
+contacts' ``started_at``, which the resolution model's point-in-time frame needs."""
 MARKER_KEY = "meta:materialized"
 QUEUE_SKILLS = ("billing", "technical", "retention", "sales")
 # Materializing writes pipelines of thousands of hashes: far slower than a request's read, but a server
@@ -150,7 +153,7 @@ def ensure_models(
     version. A champion trained on another contract is replaced, not kept: the service would refuse it."""
     versions: dict[str, str] = {}
     kind: ModelKind
-    for kind in ("churn", "propensity"):
+    for kind in ("churn", "propensity", "resolution"):
         if not force:
             try:
                 version, contract = models.contract_of(kind, CHAMPION)

@@ -26,6 +26,7 @@ from training.bundle import ModelBundle, ModelKind
 from training.calibrate import choose_calibrator
 from training.errors import DatasetError
 from training.evaluate import classification_metrics
+from training.world.config import WORLD_STAMP
 
 ACTION_FEATURE = "action"
 
@@ -239,11 +240,26 @@ def train_propensity(
     )
 
 
-LABEL_TABLES: dict[ModelKind, str] = {"churn": "churn_labels.parquet", "propensity": "offers.parquet"}
+LABEL_TABLES: dict[ModelKind, str] = {
+    "churn": "churn_labels.parquet",
+    "propensity": "offers.parquet",
+    "resolution": "contacts.parquet",
+}
 """The label table each model trains from, in the offline store's folder."""
 
 
 def train_model(kind: ModelKind, registry: Registry, offline: OfflineStore, *, params: TrainParams) -> TrainingResult:
-    """Train ``kind`` from its label table beside the offline store's snapshots."""
+    """Train ``kind`` from its label table beside the offline store's snapshots.
+
+    The resolution model checks itself against the oracle when the folder holds a simulated world (its
+    ``world.json`` stamp): real contacts have no ground truth to compare with.
+    """
+    source = offline.root / LABEL_TABLES[kind]
+    if kind == "resolution":
+        # Imported here: training.resolution builds on this module's fit_split.
+        from training.resolution import train_resolution
+
+        oracle = (offline.root / WORLD_STAMP).is_file()
+        return train_resolution(registry, offline, source, params=params, oracle=oracle)
     trainer = train_churn if kind == "churn" else train_propensity
-    return trainer(registry, offline, offline.root / LABEL_TABLES[kind], params=params)
+    return trainer(registry, offline, source, params=params)
