@@ -42,8 +42,7 @@ from features import (
 from service import ServiceSettings, Settings, create_app
 from training import MlflowSettings, ModelRegistry
 from training.console import Reporter
-from training.demo import DemoConfig, ensure_materialized, ensure_models
-from training.world import WorldConfig, simulate
+from training.demo import DemoConfig, ensure_materialized, ensure_models, simulate_world
 
 
 @pytest.fixture(scope="session")
@@ -83,17 +82,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def world(data_dir: Path) -> Path:
-    """The demo's world (same size and seed, ending today), so the README's demo customer is tested."""
+    """The demo's world (same size and seed, ending today), so the README's demo customer is tested; stamped as
+    the demo stamps it, so training knows it is a simulated world (the resolution model checks its oracle)."""
     out = data_dir / "world"
-    demo = DemoConfig()
-    config = WorldConfig(
-        customers=demo.customers,
-        agents=demo.agents,
-        months=demo.months,
-        seed=demo.seed,
-        end=datetime.now(UTC).date(),
-    )
-    simulate(config, out)
+    simulate_world(out, DemoConfig(), end=datetime.now(UTC).date())
     return out
 
 
@@ -134,7 +126,7 @@ def model_registry(data_dir: Path) -> ModelRegistry:
 
 @pytest.fixture(scope="session")
 def champions(model_registry: ModelRegistry, registry: Registry, offline: OfflineStore, world: Path) -> dict[str, str]:
-    """Churn and propensity models trained on the test world and registered as champions."""
+    """Churn, propensity and resolution models trained on the test world and registered as champions."""
     return ensure_models(model_registry, registry, offline, Reporter())
 
 
