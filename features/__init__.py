@@ -19,7 +19,7 @@ from features.event_state import Event, EventLayout
 from features.event_stream import ConsumeStats, EventPublisher, StreamConsumer
 from features.materialize import materialize, materialize_events
 from features.offline_store import OfflineStore
-from features.online_store import EntityVector, OnlineStore
+from features.online_store import EntityBatch, EntityVector, OnlineStore
 from features.redis_client import OnlineClient, connect
 from features.registry import EntitySchema, Feature, FeatureView, Registry
 from features.settings import EventStreamSettings, OfflineSettings, RedisSettings
@@ -28,6 +28,7 @@ __all__ = [
     "ConsumeStats",
     "EmbeddedValkey",
     "EmptySampleError",
+    "EntityBatch",
     "EntitySchema",
     "EntityVector",
     "ErasureLedger",

@@ -7,18 +7,18 @@ answer says ``degraded``; no models means the catalog's priors rank the actions.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
 
-from features import EntityVector, EventPublisher, OnlineStore, OnlineStoreUnavailable, Registry
+from features import EntityBatch, EntityVector, EventPublisher, OnlineStore, OnlineStoreUnavailable, Registry
 from features.events import to_event
 from service.catalog import Catalog
 from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
 from service.errors import BadRequest, ModelsUnavailable
 from service.model_holder import ModelHolder
-from service.routing import rank_agents
+from service.routing import Scorer, rank_agents
 from service.schemas import (
     ActionOut,
     AgentOut,
@@ -58,7 +58,7 @@ class DecisionService:
 
     async def _read(
         self, customer_id: str, agent_ids: list[str], degraded: list[str]
-    ) -> tuple[EntityVector | None, Sequence[EntityVector] | None]:
+    ) -> tuple[EntityVector | None, EntityBatch | None]:
         try:
             return await self.store.read(customer_id, agent_ids)
         except OnlineStoreUnavailable as exc:
@@ -70,6 +70,22 @@ class DecisionService:
 
     def _versions(self) -> dict[str, str]:
         return self.holder.models.versions if self.holder.loaded else {}
+
+    def _scorer(self, request: AssignRequest, customer: EntityVector, degraded: list[str]) -> Scorer | None:
+        """The resolution model's scorer for this contact and customer, or None (and why) when there is none."""
+        try:
+            bundle = self.holder.resolution.bundle
+        except ModelsUnavailable as exc:
+            degraded.append(f"{exc}; agents ranked by their measured resolution rate for the intent")
+            return None
+        contact = {"intent": request.intent, "channel": request.channel, "language": request.language}
+        inputs = customer.values[self._customer.model_at]
+
+        def score(agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rows = bundle.pair_rows(contact, inputs, agents)  # every candidate in one call per model
+            return bundle.predict(rows), bundle.predict_handle_time(rows)
+
+        return score
 
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Ranked next-best actions for the customer in ``request``."""
@@ -133,32 +149,49 @@ class DecisionService:
                 churn_risk = float(self.holder.models.churn.predict(inputs)[0])
             except ModelsUnavailable as exc:
                 degraded.append(str(exc))
-        if agents is None:
+        if customer is None or agents is None:
             ranked_out = [
-                AgentOut(agent_id=a, score=0.0, p_resolution=0.0, reasons=["fallback: online store unavailable"])
+                AgentOut(
+                    agent_id=a,
+                    score=0.0,
+                    p_resolution=0.0,
+                    expected_handle_time_s=None,
+                    reasons=["fallback: online store unavailable"],
+                )
                 for a in agent_ids
             ]
             excluded_out: list[ExcludedOut] = []
+            ranked_by: Literal["resolution_model", "measured_rate", "order_given"] = "order_given"
         else:
+            scorer = self._scorer(request, customer, degraded)
             ranked, excluded = rank_agents(
                 agents,
                 schema=self._agent,
                 intent=request.intent,
                 language=request.language,
                 churn_risk=churn_risk,
+                score=scorer,
             )
             ranked_out = [
-                AgentOut(agent_id=r.agent_id, score=r.score, p_resolution=r.p_resolution, reasons=r.reasons)
+                AgentOut(
+                    agent_id=r.agent_id,
+                    score=r.score,
+                    p_resolution=r.p_resolution,
+                    expected_handle_time_s=r.expected_handle_time_s,
+                    reasons=r.reasons,
+                )
                 for r in ranked
             ]
             excluded_out = [ExcludedOut(agent_id=e.agent_id, reason=e.reason) for e in excluded]
+            ranked_by = "measured_rate" if scorer is None else "resolution_model"
         return AssignResponse(
             decision_id=uuid.uuid4().hex,
             customer_id=request.customer_id,
             agents=ranked_out,
             excluded=excluded_out,
             churn_risk=churn_risk,
-            model_versions=self._versions(),
+            ranked_by=ranked_by,
+            model_versions=self.holder.versions,
             degraded=bool(degraded),
             degraded_reasons=degraded,
         )

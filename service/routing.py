@@ -5,24 +5,31 @@ language, holds the skill the intent needs); the eligible are then ranked by
 
     score = P(first-contact resolution) + retention_bonus − occupancy_penalty
 
-where P(resolution) is the agent's measured first-contact resolution rate for this intent (from the
-feature store; the learned resolution model of issue 6 replaces it), the retention bonus sends customers
-at high churn risk to retention-skilled agents, and the occupancy penalty spreads work so the best agents
-are not flooded. Ties go to the longest-idle agent, then the id.
+where P(resolution) and the expected handle time come from the resolution model, which scores every eligible
+agent for this contact and customer in one call (``score``); without it, from the agent's measured
+first-contact resolution rate for this intent and 30-day mean handle time in the feature store (the
+fallback, which the answer flags). The retention bonus sends customers at high churn risk to
+retention-skilled agents, and the occupancy penalty spreads work so the best agents are not flooded. Ties go
+to the longest-idle agent, then the id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from features import EntitySchema, EntityVector
+import numpy as np
+
+from features import EntityBatch, EntitySchema
 
 # Which skill (and which proficiency feature) a contact's intent needs.
 INTENT_SKILL = {"billing": "billing", "technical": "technical", "cancel": "retention", "sales": "sales"}
 HIGH_RISK = 0.30
 RETENTION_BONUS = 0.15
 OCCUPANCY_PENALTY = 0.10
+
+Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Agents' model inputs (one row each, ``schema.model_at`` columns) → (P(resolution), expected handle time s)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class RankedAgent:
     agent_id: str
     score: float
     p_resolution: float
+    expected_handle_time_s: float | None
     reasons: list[str]
 
 
@@ -43,45 +51,69 @@ class ExcludedAgent:
     reason: str
 
 
-def _constraint_failure(agent: EntityVector, schema: EntitySchema, skill: str, language: str) -> str | None:
-    if not agent.found:
-        return "unknown agent"
-    v = dict(zip(schema.names, agent.values.tolist(), strict=True))
-    if v["available"] != 1.0:
-        return "not available"
-    if not v["current_load"] < v["max_load"]:
-        return "at capacity"
-    if v.get(f"speaks_{language}") != 1.0:
-        return f"does not speak {language}"
-    if v[f"skill_{skill}"] != 1.0:
-        return f"lacks the {skill} skill"
-    return None
+def _failures(agents: EntityBatch, schema: EntitySchema, skill: str, language: str) -> list[str | None]:
+    """Each candidate's first failed hard constraint, None for the eligible; over the batch's matrix at once."""
+    v = agents.values
+
+    def column(name: str) -> np.ndarray:
+        return v[:, schema.index[name]]
+
+    speaks = f"speaks_{language}"
+    checks = [
+        (~agents.found, "unknown agent"),
+        (column("available") != 1.0, "not available"),
+        (~(column("current_load") < column("max_load")), "at capacity"),
+        (column(speaks) != 1.0 if speaks in schema.index else np.ones(len(v), bool), f"does not speak {language}"),
+        (column(f"skill_{skill}") != 1.0, f"lacks the {skill} skill"),
+    ]
+    out: list[str | None] = [None] * len(v)
+    for failed, reason in reversed(checks):  # the first failed check names the reason
+        for i in np.flatnonzero(failed):
+            out[i] = reason
+    return out
 
 
 def rank_agents(
-    agents: Sequence[EntityVector], *, schema: EntitySchema, intent: str, language: str, churn_risk: float | None
+    agents: EntityBatch,
+    *,
+    schema: EntitySchema,
+    intent: str,
+    language: str,
+    churn_risk: float | None,
+    score: Scorer | None,
 ) -> tuple[list[RankedAgent], list[ExcludedAgent]]:
-    """Eligible agents best first, and the excluded with their reason."""
+    """Eligible agents best first, and the excluded with their reason.
+
+    ``score`` is the resolution model's (None: the measured per-intent rate and 30-day handle time stand in).
+    """
     skill = INTENT_SKILL[intent]
     proficiency = schema.feature(f"proficiency_{skill}")
+    failures = _failures(agents, schema, skill, language)
+    excluded = [ExcludedAgent(agents.ids[i], f) for i, f in enumerate(failures) if f is not None]
+    at = np.array([i for i, f in enumerate(failures) if f is None], dtype=np.intp)
+    values = agents.values[at]
+    if score is not None and len(at):
+        p, seconds = score(values[:, schema.model_at])
+    else:
+        p = values[:, schema.index[proficiency.name]]
+        seconds = values[:, schema.index["handle_time_mean_30d_s"]]
+    load, capacity = values[:, schema.index["current_load"]], values[:, schema.index["max_load"]]
+    retention = values[:, schema.index["skill_retention"]] == 1.0
+    idle = values[:, schema.index["idle_seconds"]]
     ranked: list[tuple[RankedAgent, float]] = []
-    excluded: list[ExcludedAgent] = []
-    for agent in agents:
-        failure = _constraint_failure(agent, schema, skill, language)
-        if failure is not None:
-            excluded.append(ExcludedAgent(agent.entity_id, failure))
-            continue
-        v = dict(zip(schema.names, agent.values.tolist(), strict=True))
-        p = v[proficiency.name]
-        reasons = [proficiency.phrase(p)]
+    for j, i in enumerate(at.tolist()):
+        reasons = [proficiency.phrase(float(values[j, schema.index[proficiency.name]]))]
         bonus = 0.0
-        if churn_risk is not None and churn_risk >= HIGH_RISK and v["skill_retention"] == 1.0:
+        if churn_risk is not None and churn_risk >= HIGH_RISK and retention[j]:
             bonus = RETENTION_BONUS
             reasons.append("retention specialist for a customer at high churn risk")
-        occupancy = v["current_load"] / max(v["max_load"], 1.0)
+        occupancy = float(load[j] / max(capacity[j], 1.0))
         if occupancy > 0:
-            reasons.append(schema.feature("current_load").phrase(v["current_load"]))
-        score = p + bonus - OCCUPANCY_PENALTY * occupancy
-        ranked.append((RankedAgent(agent.entity_id, score, p, reasons), v["idle_seconds"]))
+            reasons.append(schema.feature("current_load").phrase(float(load[j])))
+        handle = None if np.isnan(seconds[j]) else float(seconds[j])
+        agent = RankedAgent(
+            agents.ids[i], float(p[j]) + bonus - OCCUPANCY_PENALTY * occupancy, float(p[j]), handle, reasons
+        )
+        ranked.append((agent, float(idle[j])))
     ranked.sort(key=lambda pair: (-pair[0].score, -pair[1], pair[0].agent_id))
     return [r for r, _ in ranked], excluded

@@ -95,8 +95,15 @@ class AgentOut(BaseModel):
     """A ranked candidate agent."""
 
     agent_id: str
-    score: float
-    p_resolution: float = Field(description="P(first-contact resolution) for this contact.")
+    score: float = Field(description="p_resolution + retention bonus − occupancy penalty; the ranking key.")
+    p_resolution: float = Field(
+        description="P(first-contact resolution) of this agent with this contact: the resolution model's, or "
+        "without it the agent's measured resolution rate for the intent (see ranked_by)."
+    )
+    expected_handle_time_s: float | None = Field(
+        description="Expected handle time in seconds: the resolution model's, or without it the agent's 30-day "
+        "mean; null when neither is known."
+    )
     reasons: list[str]
 
 
@@ -115,6 +122,10 @@ class AssignResponse(BaseModel):
     agents: list[AgentOut]
     excluded: list[ExcludedOut]
     churn_risk: float | None
+    ranked_by: Literal["resolution_model", "measured_rate", "order_given"] = Field(
+        description="resolution_model: the learned model scored every candidate; measured_rate: it is unavailable "
+        "and the agents' measured rates ranked them (degraded); order_given: the online store is unavailable."
+    )
     model_versions: dict[str, str]
     degraded: bool
     degraded_reasons: list[str]
@@ -132,6 +143,9 @@ class Readiness(BaseModel):
     ready: bool
     redis: str
     models: str
+    resolution_model: str = Field(
+        description="ok, or why routing falls back to measured rates; not needed for readiness (a documented fallback)."
+    )
     model_versions: dict[str, str]
     feature_contract: str
 

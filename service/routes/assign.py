@@ -13,7 +13,9 @@ from service.schemas import AssignRequest, AssignResponse
     operation_id="assign",
     summary="Rank candidate agents for a contact",
     description="Applies hard constraints (availability, capacity, language, skill) and ranks the eligible "
-    "agents by predicted first-contact resolution; excluded candidates come back with the reason.",
+    "agents by the resolution model's P(first-contact resolution), each with its expected handle time; "
+    "excluded candidates come back with the reason. Without the resolution model the agents' measured rates "
+    "rank them and the answer says so (ranked_by, degraded).",
     status_code=200,
     tags=["decisions"],
 )

@@ -34,7 +34,8 @@ async def ready(decisions: DecisionService) -> Response[Readiness]:
         ready=redis == "ok" and holder.loaded,
         redis=redis,
         models="ok" if holder.loaded else holder.error or "not loaded",
-        model_versions=holder.models.versions if holder.loaded else {},
+        resolution_model=holder.resolution_error or "ok",
+        model_versions=holder.versions,
         feature_contract=decisions.registry.version,
     )
     return Response(body, status_code=200 if body.ready else 503)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from features import OfflineStore, Registry
 from service.catalog import Catalog
-from tests.conftest import Served, free_port, serve, settings_for
+from tests.conftest import Served, free_port, run_with_store, serve, settings_for
 from training import ModelRegistry
 
 DEMO_CUSTOMER = "C000042"
@@ -33,7 +34,9 @@ def test_ready_names_the_champion_versions(http: httpx.Client, champions: dict[s
     assert body["model_versions"] == {
         "nba-churn": champions["churn"],
         "nba-propensity": champions["propensity"],
+        "nba-resolution": champions["resolution"],
     }
+    assert body["resolution_model"] == "ok"
     assert body["feature_contract"] == registry.version
 
 
@@ -134,15 +137,7 @@ def test_recommend_rejects_a_body_that_is_not_json(http: httpx.Client) -> None:
     assert 400 <= response.status_code < 500
 
 
-def test_assign_ranks_eligible_agents_and_explains_exclusions(http: httpx.Client, offline: OfflineStore) -> None:
-    agents = offline.latest("agent").to_pylist()
-    fit = [
-        a["agent_id"]
-        for a in agents
-        if a["available"] and a["current_load"] < a["max_load"] and a["speaks_en"] and a["skill_billing"]
-    ]
-    busy = next(a["agent_id"] for a in agents if not a["available"])
-    candidates = [*fit, busy, "A9999"]
+def _assign_billing(http: httpx.Client, candidates: list[str]) -> dict[str, Any]:
     response = http.post(
         "/v1/assign",
         json={
@@ -154,16 +149,93 @@ def test_assign_ranks_eligible_agents_and_explains_exclusions(http: httpx.Client
         },
     )
     assert response.status_code == 200
-    body = response.json()
-    assert fit
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _billing_candidates(offline: OfflineStore) -> tuple[list[dict[str, Any]], list[str], str]:
+    """The agents now, those fit for an English billing contact, and one who is not available."""
+    agents = offline.latest("agent").to_pylist()
+    fit = [
+        a["agent_id"]
+        for a in agents
+        if a["available"] and a["current_load"] < a["max_load"] and a["speaks_en"] and a["skill_billing"]
+    ]
+    busy = next(a["agent_id"] for a in agents if not a["available"])
+    assert len(fit) > 3
+    return agents, fit, busy
+
+
+def test_assign_ranks_eligible_agents_by_the_resolution_model(
+    http: httpx.Client, offline: OfflineStore, model_registry: ModelRegistry, registry: Registry, redis_url: str
+) -> None:
+    agents, fit, busy = _billing_candidates(offline)
+    body = _assign_billing(http, [*fit, busy, "A9999"])
     assert {a["agent_id"] for a in body["agents"]} == set(fit)
     assert _ranked([a["score"] for a in body["agents"]])
     excluded = {e["agent_id"]: e["reason"] for e in body["excluded"]}
     assert excluded == {busy: "not available", "A9999": "unknown agent"}
+    assert body["ranked_by"] == "resolution_model"
+    assert body["degraded"] is False
+    assert body["model_versions"]["nba-resolution"] == model_registry.version_for("resolution", "champion")
+    assert 0 <= body["churn_risk"] <= 1
+    # The same numbers as the champion bundle scoring the store's vectors itself, one row per agent.
+    bundle, _ = model_registry.load("resolution")
+    ids = [a["agent_id"] for a in body["agents"]]
+    customer, batch = run_with_store(redis_url, registry, lambda store: store.read(DEMO_CUSTOMER, ids), "nba")
+    rows = bundle.pair_rows(
+        {"intent": "billing", "channel": "voice", "language": "en"},
+        customer.values[registry.entity("customer").model_at],
+        batch.values[:, registry.entity("agent").model_at],
+    )
+    np.testing.assert_allclose([a["p_resolution"] for a in body["agents"]], bundle.predict(rows), rtol=1e-9)
+    seconds = [a["expected_handle_time_s"] for a in body["agents"]]
+    np.testing.assert_allclose(seconds, bundle.predict_handle_time(rows), rtol=1e-9)
+    assert all(60 < s < 3_600 for s in seconds)
+    # The model's P(resolution) is not the measured rate: it differs for some agent, yet follows the proficiency.
+    by_id = {a["agent_id"]: a for a in agents}
+    proficiency = [by_id[a]["proficiency_billing"] for a in ids]
+    p = [a["p_resolution"] for a in body["agents"]]
+    assert any(abs(x - y) > 1e-6 for x, y in zip(p, proficiency, strict=True))
+    assert np.corrcoef(p, proficiency)[0, 1] > 0.5
+
+
+def test_assign_without_a_resolution_model_falls_back_to_measured_rates(
+    tmp_path: Path,
+    redis_url: str,
+    materialized: None,
+    offline: OfflineStore,
+    model_registry: ModelRegistry,
+    champions: dict[str, str],
+) -> None:
+    # A registry with churn and propensity champions and no resolution model at all.
+    settings = settings_for(tmp_path, redis_url)
+    own = ModelRegistry(settings.mlflow, tmp_path)
+    for kind in ("churn", "propensity"):
+        bundle, _ = model_registry.load(kind)
+        own.log_and_register(
+            bundle, params={}, tags={"contract_version": bundle.contract_version}, aliases=("champion",)
+        )
+    agents, fit, _ = _billing_candidates(offline)
+    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        assert "cannot load the champion resolution model" in ready.json()["resolution_model"]
+        body = _assign_billing(client, fit)
+    assert body["ranked_by"] == "measured_rate"
+    assert body["degraded"] is True
+    assert any("resolution model" in r and "measured resolution rate" in r for r in body["degraded_reasons"])
+    assert "nba-resolution" not in body["model_versions"]
+    assert {a["agent_id"] for a in body["agents"]} == set(fit)
+    assert _ranked([a["score"] for a in body["agents"]])
     by_id = {a["agent_id"]: a for a in agents}
     for ranked in body["agents"]:
-        assert ranked["p_resolution"] == pytest.approx(by_id[ranked["agent_id"]]["proficiency_billing"])
-    assert 0 <= body["churn_risk"] <= 1
+        agent = by_id[ranked["agent_id"]]
+        assert ranked["p_resolution"] == pytest.approx(agent["proficiency_billing"])
+        if agent["handle_time_mean_30d_s"] is None:
+            assert ranked["expected_handle_time_s"] is None
+        else:
+            assert ranked["expected_handle_time_s"] == pytest.approx(agent["handle_time_mean_30d_s"])
 
 
 def test_assign_from_a_queue_uses_its_members(http: httpx.Client, offline: OfflineStore) -> None:
