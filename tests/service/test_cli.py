@@ -44,6 +44,7 @@ def _clean_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
         ["train"],
         ["train", "churn"],
         ["train", "propensity"],
+        ["train", "resolution"],
         ["events"],
         ["events", "consume"],
         ["events", "publish"],
