@@ -165,8 +165,12 @@ def routing_check(
     """See :func:`oracle_check`: the resolution rate each routing policy achieves on the test contacts."""
     agent_ids = offline.latest("agent").column("agent_id")
     k = min(CANDIDATES, len(agent_ids))
+    if k == 0:
+        raise DatasetError(f"{offline.table_path('agent')}: no agents to route the test contacts to")
     rng = np.random.default_rng(seed)
-    contacts = test.drop_columns([c for c in test.column_names if c != "_pair" and c in _agent_columns(registry)])
+    # The test rows without their own agent's features: each contact is joined again with its candidates'.
+    own_agent = {*registry.entity("agent").names, "agent_feature_ts"}
+    contacts = test.drop_columns([c for c in test.column_names if c in own_agent])
     drawn = np.concatenate([rng.choice(len(agent_ids), k, replace=False) for _ in range(contacts.num_rows)])
     candidates = contacts.take(np.repeat(np.arange(contacts.num_rows), k))
     candidates = candidates.set_column(
@@ -209,10 +213,6 @@ def routing_check(
     out["routing_contacts"] = float(served)
     out["routing_candidates"] = float(k)
     return out
-
-
-def _agent_columns(registry: Registry) -> set[str]:
-    return {*registry.entity("agent").names, "agent_feature_ts"}
 
 
 def _flag(table: pa.Table, name: str) -> np.ndarray:
