@@ -106,13 +106,20 @@ def settings_for(data_dir: Path, redis_url: str, *, port: int = 8000) -> Setting
     )
 
 
-def own_world_settings(tmp_path: Path, world: Path, data_dir: Path, redis_url: str) -> Settings:
-    """Settings over a data dir of its own, whose world links the session world's tables, with the session's
-    MLflow store: an erasure lands in its own ledger, so it cannot remove a customer from the other tests' world."""
-    own = tmp_path / "data"
-    (own / "world").mkdir(parents=True)
+def own_world(data: Path, world: Path) -> Path:
+    """``data/world``, a world of its own whose tables link the session world's: an erasure's ledger (or anything
+    else a test writes beside the tables) lands there, not in the world the other tests read."""
+    own = data / "world"
+    own.mkdir(parents=True)
     for table in world.iterdir():
-        (own / "world" / table.name).symlink_to(table)
+        (own / table.name).symlink_to(table)
+    return own
+
+
+def own_world_settings(tmp_path: Path, world: Path, data_dir: Path, redis_url: str) -> Settings:
+    """Settings over a data dir of its own (see :func:`own_world`), with the session's MLflow store."""
+    own = tmp_path / "data"
+    own_world(own, world)
     settings = settings_for(own, redis_url)
     shared = MlflowSettings(tracking_uri=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}", experiment="nba-tests")
     return settings.model_copy(update={"mlflow": shared})

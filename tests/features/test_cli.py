@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from features import EventLayout, OfflineStore, Registry
 from features.event_state import TAG_BYTES
 from service.cli import main
+from tests.conftest import own_world
 
 WIDE = {"COLUMNS": "250"}  # rich sizes tables to the terminal; a wide one keeps every cell on one line
 
@@ -241,15 +242,6 @@ def test_materialize_without_a_world_says_where_it_looked(tmp_path: Path, redis_
     assert "customer_snapshots.parquet: no snapshot table for entity 'customer'" in result.output
 
 
-def _own_world(tmp_path: Path, world: Path) -> Path:
-    """A world of its own (the session world's tables linked): an erasure's ledger lands here, not there."""
-    own = tmp_path / "world"
-    own.mkdir()
-    for table in world.iterdir():
-        (own / table.name).symlink_to(table)
-    return own
-
-
 def test_check_prints_every_feature_and_fails_past_the_thresholds(
     world: Path, redis_url: str, materialized: None, registry: Registry, tmp_path: Path
 ) -> None:
@@ -311,7 +303,7 @@ def test_check_on_an_empty_store_says_to_materialize(world: Path, redis_url: str
 def test_erase_then_materialize_leaves_the_customer_out(
     tmp_path: Path, world: Path, redis_url: str, redis_client: redis.Redis, materialized: None, registry: Registry
 ) -> None:
-    own = _own_world(tmp_path, world)
+    own = own_world(tmp_path, world)
     env = _env(own, redis_url)
     first = _nba("erase", "C000042", env=env)
     assert first.exit_code == 0, first.output
@@ -336,7 +328,7 @@ def test_erase_then_materialize_leaves_the_customer_out(
 def test_erase_rejects_a_malformed_id_without_echoing_it(
     tmp_path: Path, world: Path, redis_url: str, customer_id: str
 ) -> None:
-    own = _own_world(tmp_path, world)
+    own = own_world(tmp_path, world)
     result = _nba("erase", customer_id, env=_env(own, redis_url))
     assert result.exit_code == 1
     assert result.output == "Error: CUSTOMER_ID: not a customer id (letters, digits and _.:@+- up to 64 characters)\n"

@@ -18,20 +18,13 @@ from click.testing import CliRunner
 
 from features import OfflineStore, Registry
 from service.cli import main
+from tests.conftest import own_world
 from training import DatasetError, ModelRegistry
 from training.resolution import time_split
 from training.resolution_frame import feature_names, pair_frame, pair_matrix
 
 # The agent profile a leaked snapshot would carry: values no real snapshot of the world holds.
 LEAKED = {"proficiency_billing": 0.0123, "resolution_rate_30d": 0.999, "handle_time_mean_30d_s": 12345.0}
-
-
-def _own_world(tmp_path: Path, world: Path) -> Path:
-    own = tmp_path / "world"
-    own.mkdir()
-    for table in world.iterdir():
-        (own / table.name).symlink_to(table)
-    return own
 
 
 def test_frame_takes_the_agent_as_of_the_contact_start(
@@ -42,7 +35,7 @@ def test_frame_takes_the_agent_as_of_the_contact_start(
     agent, started = contact.column("agent_id")[0].as_py(), contact.column("started_at")[0].as_py()
     before = pair_frame(offline, contact)
     # The agent's profile changes a second after the contact started: the frame must not see it.
-    own = _own_world(tmp_path, world)
+    own = own_world(tmp_path, world)
     snapshots = pq.read_table(world / "agent_snapshots.parquet")
     row = snapshots.filter(pc.equal(snapshots.column("agent_id"), agent)).slice(0, 1).to_pylist()[0]
     changed = {**row, **LEAKED, "feature_ts": started + timedelta(seconds=1)}
@@ -136,7 +129,7 @@ def test_champion_routes_better_than_the_measured_rate(
 def test_train_resolution_registers_a_challenger_and_prints_the_oracle_check(tmp_path: Path, world: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    _own_world(data, world)
+    own_world(data, world)
     env = {k: None for k in os.environ if k.startswith("NBA_") or k == "MLFLOW_TRACKING_URI"}
     env |= {"NBA_DATA_DIR": str(data), "NBA_MLFLOW_EXPERIMENT": "nba-tests", "COLUMNS": "200"}
     result = CliRunner().invoke(main, ["train", "resolution"], env=env)
