@@ -382,6 +382,14 @@ class EventLayout:
         """Event types this entity's features read."""
         return tuple(self.segments)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The event fields this state reads: summed or counted, narrowed on (``where``), or kept as a `last`."""
+        named = [s.field for s in self.series if s.field is not None]
+        named += [k for s in self.series for k, _ in s.where] + [k for g in self.groups for k, _ in g.where]
+        named += [v.field for g in self.groups for v in g.values]
+        return tuple(dict.fromkeys(named))
+
     def group(self, event: str, where: tuple[tuple[str, bool | str], ...] = ()) -> LastGroup:
         """The last group of ``event`` narrowed by ``where`` (the unfiltered one by default)."""
         return next(g for g in self.groups if g.event == event and g.where == where)
