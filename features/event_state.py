@@ -1,45 +1,49 @@
-"""Event features online: an entity's event state as one fixed-layout binary string, and how it reads back.
+"""Event features online: an entity's event state as one binary string, and how it reads back.
 
-Layout (little-endian; the float64 slots come after an 8-byte tag, like :mod:`features.packed`)::
+Layout (little-endian float64s after an 8-byte tag, like :mod:`features.packed`)::
 
-    tag | ring 1 | ring 2 | ... | last group 1 | last group 2 | ... || id 1 | id 2 | ...
+    tag | ring header 1 | ... | last group 1 | ... || id 1 | id 2 | ... | trim day || day record | day record ...
 
-- The **tag** is a hash of this layout (entity, series, windows, groups, fields and their encodings). A reader
-  or a script built from another contract finds a different tag and treats the value as absent (the script
-  starts it over), so a contract change reads as a cold start, never as one feature's number read as another's.
-- A **ring** holds the day totals of the series of one event type that need the same number of days ``W``
-  (the longest window any feature reads from them): a header slot, the newest day the ring holds (UTC days
-  since 1970), then ``W`` slots of ``k`` float64 (one per series: ``count``, ``sum`` of a field, or the count of
-  the events carrying it, each possibly narrowed by a ``where``). Day ``d`` sits in slot ``d mod W`` while
-  ``newest - W < d <= newest``. An event of a day newer than the header advances it and zeroes the slots of the
-  days in between (their old contents are out of every window); an event of a day at or before ``newest - W``
-  can change no window and is dropped; any other adds to its day. So windows slide with no sweeping job, and a
-  late event still lands in its own day. One header per ring rather than a day per slot: half the bytes.
+- The **tag** is a hash of this layout (entity, series, windows, groups, fields and their encodings, the way
+  rings are stored). A reader or a script built from another contract finds a different tag and treats the
+  value as absent (the script starts it over), so a contract change reads as a cold start, never as one
+  feature's number read as another's.
+- A **ring** gathers the series of one event type that need the same number of days ``W`` (the longest window
+  any feature reads from them; a series is a ``count``, the ``sum`` of a field or the count of the events
+  carrying it, each possibly narrowed by a ``where``). Its header is the newest day it holds (UTC days since
+  1970); it holds the days ``newest - W < d <= newest``. An event of a day newer than the header moves it on;
+  one of a day at or before ``newest - W`` can change no window and is dropped; any other adds to its day. So
+  windows slide with no sweeping job, and a late event still lands in its own day.
+- A **day record** (16 bytes: key ``day * 256 + series``, amount) holds one series' total of one day that had
+  events of it. Only those days are stored: a customer with 20 events in the horizon keeps a handful of records
+  where holding every ring whole (``W`` slots per series) took 6.7 KB, 87% zeros, and materializing 100,000
+  customers meant writing 670 MB. A record the ring has moved past is skipped by reads and dropped by the script
+  on the entity's first event of a later day, with the seen ids (see below).
 - A **last group** is one (event type, ``where``) that a ``last`` or ``days_since`` reads, plus one unfiltered
   group per event type read at all (its stamp says how old the view is): the newest event's time in
   microseconds as float64 (exact below 2**53, about year 2255; 0 = never), then one float64 per field read,
   already encoded as the model reads it (category index, 0/1, number), NaN when the newest event lacks it.
   A category value the contract does not know is stored as -1: it reads as unknown but, unlike a missing
   field, is not replaced by the default, as the offline join has it.
-- After the fixed part, the **ids**: the event id of each group with fields, NUL-padded to
-  :data:`ID_BYTES`. Only the script reads them, to break a tie between two events of the same microsecond the
-  way the offline store orders (``occurred_at, event_id``); a read asks ``GETRANGE`` for the fixed part only.
-  Last, a float64 only the script uses: the day it last trimmed the entity's seen ids.
+- The **ids**: the event id of each group with fields, NUL-padded to :data:`ID_BYTES`. Only the script reads
+  them, to break a tie between two events of the same microsecond the way the offline store orders
+  (``occurred_at, event_id``). Then a float64 only the script uses: the day it last trimmed the entity's seen
+  ids and day records. The ring headers, groups, ids and trim day sit at fixed offsets (the records come after
+  them), so the script changes them in place.
 
-Why this and not the hash of ``{series}@{day}`` fields it replaces: a read is one ``GETRANGE`` of a few
-kilobytes that numpy turns into every event feature of N entities at once (window sums by precomputed index
-arrays and masks), where the hash cost an ``HGETALL`` of hundreds of fields and a Python loop over them; and
-materialization is one ``MSET`` of rows built by numpy. What it gives up: the bytes are not readable with
-``redis-cli`` (``nba features`` and ``GET /v1/customers/{id}/features`` are), and every customer with events
-holds every ring whole (a few kilobytes) however few events they have. An event stamped on a day after the
-day of a read (a clock ahead by minutes near midnight) moves its rings on early: until the reader's day
-catches up, the oldest day of the longest windows reads as empty.
+A read is one ``GET``; numpy turns N values into every event feature at once. The records are first spread into
+the days of whole rings (the slot ``day mod W`` of their ring), so from there the window sums are the ones the
+offline store computes, added oldest day first by precomputed index arrays and masks. What this gives up: the
+bytes are not readable with ``redis-cli`` (``nba features`` and ``GET /v1/customers/{id}/features`` are). An
+event stamped on a day after the day of a read (a clock ahead by minutes near midnight) moves its rings on
+early: until the reader's day catches up, the oldest day of the longest windows reads as empty.
 
 Applying a batch of events is one Lua script call (:data:`APPLY_EVENTS`): a per-entity sorted set of seen ids
-makes a retried event count once, then Lua's ``struct`` updates the rings and groups the event reaches in its
-event type's segment, read and written in place (``GETRANGE``/``SETRANGE``; one segment per event type is why
-the layout groups rings and last groups by event type). The arithmetic mirrors :mod:`features.offline_store`'s
-SQL; a parity test holds the two together.
+makes a retried event count once, then Lua's ``struct`` updates the ring headers and groups the event reaches
+in its event type's segment of the fixed part (``GETRANGE``/``SETRANGE``; one segment per event type is why the
+layout groups headers and last groups by event type) and adds to its day records (found by a plain substring
+search for their key, or appended). The arithmetic mirrors :mod:`features.offline_store`'s SQL; a parity test
+holds the two together.
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from features.packed import rows_of
 from features.registry import DAY_SECONDS, EntitySchema, Feature
 
 TAG_BYTES = 8
@@ -65,36 +69,43 @@ events (a late or replayed one must not bring the entity back) and that every re
 UNKNOWN_CATEGORY = -1.0
 """A `last` category value the contract does not list: unknown, but present (no default stands in)."""
 _F8 = np.dtype("<f8")
+_SERIES = 256
+"""A day record's key is ``day * 256 + series index``: exact in a float64, and one 8-byte string per (series, day)
+that the script finds with a plain substring search."""
+_RECORD = 16
+"""Bytes of a day record: its key and its amount, float64 each."""
+_RECORDS = "day-records-1"
+"""Names the way rings are stored (in the tag's hash): values of the layout before it, every ring's days held
+whole, read as absent."""
 _OUTSIDE = 1 << 30
 """What :class:`_Plan` puts for the days back of a day a row's window does not reach: farther back than any ring's
 newest day can be from today (day numbers are below 2**22 until the year 13,000), so never held."""
 
 APPLY_EVENTS = """
 -- Applies a batch of events, each at most once. KEYS: per entity, its state string then its seen-id sorted set.
--- ARGV[1]: the horizon (epoch seconds); ARGV[2]: the layout's tag; ARGV[3]: the state's size in bytes;
--- ARGV[4]: the bytes kept per event id; ARGV[5]: as many NUL bytes as the state's size (Lua 5.1's string.rep
--- builds a string a byte at a time: a few kilobytes of it cost more than the rest of an event); ARGV[6]: the
--- erased entity's tombstone (ERASED), whose events are refused and leave nothing behind; then per event:
--- key index (1-based pair), event_id, occurred_at (s), and its changes as float64s (see EventLayout.changes):
--- day, the byte offset and length of the event type's segment, rings, groups, then per ring (header offset in
--- the segment, W, k, k amounts) and per group (stamp offset in the segment, id offset in the value or -1, m,
--- stamp, m values).
+-- ARGV[1]: the horizon (epoch seconds); ARGV[2]: the layout's tag; ARGV[3]: the bytes before the day records
+-- (EventLayout.records_at); ARGV[4]: the bytes kept per event id; ARGV[5]: as many NUL bytes as ARGV[3] (Lua
+-- 5.1's string.rep builds a string a byte at a time); ARGV[6]: the erased entity's tombstone (ERASED), whose
+-- events are refused and leave nothing behind; ARGV[7]: per series, its ring header's byte offset and its days
+-- (float64s, EventLayout.compaction); then per event: key index (1-based pair), event_id, occurred_at (s), and
+-- its changes as float64s (see EventLayout.changes): day, the byte offset and length of the event type's segment,
+-- rings, groups, then per ring (header offset in the segment, W, k, then k day records: key, amount) and per group
+-- (stamp offset in the segment, id offset in the value or -1, m, stamp, m values).
 -- Returns one integer per event: 1 applied, 0 seen before, 2 refused (the entity was erased).
 --
--- An event reads and writes only the bytes it changes: its event type's segment (GETRANGE, SETRANGE) and the
--- ids of the groups it becomes the newest of (SETRANGE). Holding each entity's whole value in the script instead
--- (one GET and SET per entity per call, the value rebuilt in Lua) cost twice the server CPU per event (bench:
--- 48 against 22 us), more than the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every
--- string it makes: a thousand live few-kilobyte values that its sampling hash cannot tell apart share chains.
+-- An event reads and writes only the bytes it changes: its event type's segment of the fixed part, the day records
+-- when it adds to a ring (GETRANGE, SETRANGE), and the ids of the groups it becomes the newest of (SETRANGE).
+-- Holding each entity's whole value in the script instead (one GET and SET per entity per call, the value rebuilt
+-- in Lua) cost twice the server CPU per event when rings were held whole (bench: 48 against 22 us), more than
+-- the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every string it makes.
 local horizon, tag, size, id_bytes, zeros = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local tombstone = ARGV[6]
 local horizon_day = math.floor(tonumber(horizon) / 86400)
 local trim_at = size - 8
-local formats = {}
-local function doubles(n)
-  local f = formats[n]
-  if not f then f = '<' .. string.rep('d', n); formats[n] = f end
-  return f
+local series = {}
+for j = 0, #ARGV[7] / 16 - 1 do
+  local head, w = struct.unpack('<dd', ARGV[7], 16 * j + 1)
+  series[j] = {head, w}
 end
 -- Bytewise, not Lua's `>`: that one calls strcoll, and Redis takes LC_COLLATE from its environment.
 local function after(a, b)
@@ -107,33 +118,58 @@ end
 local function put(s, at, bytes)
   return string.sub(s, 1, at) .. bytes .. string.sub(s, at + #bytes + 1)
 end
+-- The position of the day record whose key is the 8 bytes `k` (a plain search, kept to record boundaries).
+local function find(records, k)
+  local from = 1
+  while true do
+    local at = string.find(records, k, from, true)
+    if not at or (at - 1) % 16 == 0 then return at end
+    from = at + 1
+  end
+end
+-- Drops the day records no window can reach any more (their ring has moved on by its days); a read skips them
+-- meanwhile, so this only bounds the value's size. Once a day per entity, with the trim of its seen ids.
+local function compact(key)
+  local records = redis.call('GETRANGE', key, size, -1)
+  if #records < 16 then return end
+  local fixed = redis.call('GETRANGE', key, 0, size - 1)
+  local kept, dropped = {}, false
+  for at = 1, #records - 15, 16 do
+    local k = struct.unpack('<d', records, at)
+    local s = k % 256
+    local ring = series[s]
+    if ring and (k - s) / 256 > struct.unpack('<d', fixed, ring[1] + 1) - ring[2] then
+      kept[#kept + 1] = string.sub(records, at, at + 15)
+    else
+      dropped = true
+    end
+  end
+  if dropped then redis.call('SET', key, fixed .. table.concat(kept)) end
+end
 local function apply(key, id, blob)
   local day, start, len, rings, groups, pos = struct.unpack('<ddddd', blob)
   local seg = redis.call('GETRANGE', key, start, start + len - 1)
+  local records
   for _ = 1, rings do
     local off, w, k, p = struct.unpack('<ddd', blob, pos)
-    local stride = 8 * k
     local newest = struct.unpack('<d', seg, off + 1)
+    -- A day at or before newest - W can change no window: dropped. A newer day moves the ring on; the records
+    -- of the days it moves past stay until compacted, and reads skip them.
     if day > newest - w then
-      local at = off + 8 + (day % w) * stride
-      local amounts = string.sub(blob, p, p + stride - 1)
-      if day > newest then
-        -- The days between are empty: zero their slots (they held days out of every window).
-        local gap = math.min(day - newest, w)
-        local first = (newest + 1) % w
-        local run = math.min(gap, w - first)
-        seg = put(seg, off + 8 + first * stride, string.sub(zeros, 1, run * stride))
-        if gap > run then seg = put(seg, off + 8, string.sub(zeros, 1, (gap - run) * stride)) end
-        seg = put(seg, off, struct.pack('<d', day))
-      else
-        local old = {struct.unpack(doubles(k), seg, at + 1)}
-        local new = {struct.unpack(doubles(k), amounts)}
-        for c = 1, k do new[c] = old[c] + new[c] end
-        amounts = struct.pack(doubles(k), unpack(new, 1, k))
+      if day > newest then seg = put(seg, off, struct.pack('<d', day)) end
+      records = records or redis.call('GETRANGE', key, size, -1)
+      for c = 0, k - 1 do
+        local at = p + 16 * c
+        local found = find(records, string.sub(blob, at, at + 7))
+        if found then
+          local total = struct.unpack('<d', records, found + 8) + struct.unpack('<d', blob, at + 8)
+          records = put(records, found + 7, struct.pack('<d', total))
+        else
+          records = records .. string.sub(blob, at, at + 15)
+        end
       end
-      seg = put(seg, at, amounts)
     end
-    pos = p + stride
+    pos = p + 16 * k
   end
   local ids = {}
   for _ = 1, groups do
@@ -151,13 +187,14 @@ local function apply(key, id, blob)
     pos = p + 8 * (m + 1)
   end
   redis.call('SETRANGE', key, start, seg)
+  if records then redis.call('SETRANGE', key, size, records) end
   for _, at in ipairs(ids) do redis.call('SETRANGE', key, at, id) end
 end
 local heads = {}
 local ready = {}
 local trimmed = {}
 local out = {}
-for i = 7, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   local n = tonumber(ARGV[i]) * 2
   local key, seen, id, blob = KEYS[n - 1], KEYS[n], ARGV[i + 1], ARGV[i + 3]
   local head = heads[key]
@@ -168,17 +205,19 @@ for i = 7, #ARGV, 4 do
   local fresh = head ~= tombstone and redis.call('ZADD', seen, 'NX', ARGV[i + 2], id) == 1
   if fresh and #blob > 40 then
     if not ready[key] then
-      -- The tag names the layout, and so the size (the trim day read whole says the value is not shorter):
-      -- a value of another layout (or none) starts over empty.
+      -- The tag names the layout, and so the size of the fixed part (the trim day read whole says the value is not
+      -- shorter): a value of another layout (or none) starts over empty.
       local trim_day = redis.call('GETRANGE', key, trim_at, size - 1)
       if #trim_day ~= 8 or head ~= tag then
         redis.call('SET', key, tag .. string.sub(zeros, 9))
         trim_day = string.sub(zeros, 1, 8)
       end
-      -- The seen ids older than the horizon go once a day per entity; the day of the last trim is kept last.
+      -- The seen ids older than the horizon and the day records out of reach go once a day per entity; the day
+      -- of the last trim is kept before the records.
       if struct.unpack('<d', trim_day) < horizon_day then
         redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. horizon)
         redis.call('SETRANGE', key, trim_at, struct.pack('<d', horizon_day))
+        compact(key)
       end
       trimmed[seen] = true
       ready[key] = true
@@ -247,18 +286,18 @@ class Series:
 
 @dataclass(frozen=True)
 class Ring:
-    """The series of one event type kept over the same number of days, side by side in one ring."""
+    """The series of one event type kept over the same number of days: one header in the fixed part (the newest
+    day held), and day records of each series for the days of the last ``days`` that had events."""
 
     event: str
     days: int
     series: tuple[Series, ...]
     slot: int
-    """The header's slot (the newest day held); the days follow, ``len(series)`` slots each."""
-
-    @property
-    def width(self) -> int:
-        """Slots the ring takes, header included."""
-        return 1 + self.days * len(self.series)
+    """The header's slot in the fixed part."""
+    first: int
+    """The index of its first series among the layout's (a day record names its series by that index)."""
+    days_at: int
+    """Where its days start among the day slots a read spreads the records into (``days`` x ``len(series)``)."""
 
 
 @dataclass(frozen=True)
@@ -336,13 +375,16 @@ class EventLayout:
         lasts: list[LastGroup] = []
         self.segments: dict[str, tuple[int, int]] = {}
         """Per event type: the byte offset and length of the part of the value its events change."""
-        slot = ids = 0
+        slot = ids = days_at = 0
+        ordered: list[Series] = []
         for event in events:
             first = slot
             for (ring_event, days), members in by_ring.items():
                 if ring_event == event:
-                    rings.append(Ring(event, days, tuple(members), slot))
-                    slot += rings[-1].width
+                    rings.append(Ring(event, days, tuple(members), slot, len(ordered), days_at))
+                    ordered += members
+                    slot += 1
+                    days_at += days * len(members)
             for (group_event, where), values in groups.items():
                 if group_event == event:
                     kept = tuple(values.values())
@@ -351,24 +393,45 @@ class EventLayout:
                     ids += 1 if kept else 0
             self.segments[event] = (TAG_BYTES + 8 * first, 8 * (slot - first))
         self.rings = tuple(rings)
+        self.series = tuple(ordered)
+        """In the order of their indices in day records: ring by ring."""
+        if len(self.series) > _SERIES:
+            raise ValueError(f"{schema.name}: {len(self.series)} windowed series; day records name at most {_SERIES}")
         self.width = slot
+        """Slots of the fixed part: ring headers and last groups."""
         self.size = TAG_BYTES + 8 * slot
-        """Bytes of the fixed part, the part a read fetches."""
-        self.total_size = self.size + ID_BYTES * ids + 8
-        """Bytes of the whole value: the fixed part, the ids, and the day the script last trimmed the seen ids."""
+        """Bytes of the tag and the fixed part."""
+        self.records_at = self.size + ID_BYTES * ids + 8
+        """Bytes before the day records: the fixed part, the ids, and the day the script last trimmed the seen ids
+        and the records (the value of an entity with no day records)."""
+        self.day_slots = days_at
+        """Slots a read spreads the day records into: each ring's days whole, as :class:`_Plan` reads them."""
         self.groups = tuple(
             LastGroup(g.event, g.where, g.values, g.slot, self.size + ID_BYTES * g.id_at if g.values else -1)
             for g in lasts
         )
         shape = [
             schema.name,
+            _RECORDS,
             [(r.event, r.days, [(s.name, s.days) for s in r.series]) for r in self.rings],
             [(g.event, g.where, [(v.field, *_encoding(v.feature)) for v in g.values]) for g in self.groups],
             ID_BYTES,
         ]
         self.tag = hashlib.sha256(json.dumps(shape).encode()).digest()[:TAG_BYTES]
         self._tag_word = np.frombuffer(self.tag, dtype=np.uint64)[0]
-        self._absent = self.tag + bytes(self.size - TAG_BYTES)
+        self._empty = bytes(self.size - TAG_BYTES)
+        # Per series (by index): its ring's header slot and days, and where its day 0 sits among the day slots.
+        self._series_head = np.array([r.slot for r in rings for _ in r.series], dtype=np.intp)
+        self._series_days = np.array([r.days for r in rings for _ in r.series], dtype=np.int64)
+        self._series_base = np.array(
+            [self.width + r.days_at + c for r in rings for c in range(len(r.series))], dtype=np.int64
+        )
+        self._series_stride = np.array([len(r.series) for r in rings for _ in r.series], dtype=np.int64)
+        self.compaction = struct.pack(
+            f"<{2 * len(self.series)}d", *(v for r in rings for _ in r.series for v in (TAG_BYTES + 8 * r.slot, r.days))
+        )
+        """Per series, its ring header's byte offset and its days, as float64s: how the script tells which day
+        records no window can reach any more."""
         self._writers = {e: _Writer(e, self) for e in events}
         self.view_events = {
             v.name: tuple(sorted({f.aggregation.event for f in v.features if f.aggregation}))
@@ -405,31 +468,61 @@ class EventLayout:
         return writer.changes(event)
 
     def empty_rows(self, n: int) -> np.ndarray:
-        """The slot matrix of ``n`` entities with no events (every ring empty, every group never seen)."""
+        """The fixed slots of ``n`` entities with no events (every ring empty, every group never seen)."""
         return np.zeros((n, self.width), dtype=_F8)
 
-    def values(self, rows: np.ndarray, ids: np.ndarray) -> list[bytes]:
-        """Whole state values from a slot matrix and the tail of ids (``n x groups-with-fields``, ``S64``)."""
+    def record_key(self, day: int | np.ndarray, series: int) -> float | np.ndarray:
+        """The key of the day record of series number ``series`` (its index in :attr:`series`) on ``day``."""
+        return day * _SERIES + series
+
+    def values(self, rows: np.ndarray, ids: np.ndarray, entity: np.ndarray, records: np.ndarray) -> list[bytes]:
+        """Whole state values from the fixed slots (``n x width``), the tail of ids (``n x groups-with-fields``,
+        ``S64``) and the day records (``entity``: each one's row, ascending; ``records``: its key and amount)."""
         n = rows.shape[0]
-        body = np.empty((n, self.total_size), dtype=np.uint8)
+        body = np.empty((n, self.records_at), dtype=np.uint8)
         body[:, :TAG_BYTES] = np.frombuffer(self.tag, dtype=np.uint8)
         body[:, TAG_BYTES : self.size] = rows.astype(_F8, copy=False).view(np.uint8).reshape(n, -1)
-        body[:, self.size : self.total_size - 8] = ids.view(np.uint8).reshape(n, -1)
-        body[:, self.total_size - 8 :] = 0  # never trimmed: the first live event trims the seen ids
-        raw = body.tobytes()
-        step = self.total_size
-        return [raw[i : i + step] for i in range(0, len(raw), step)]
+        body[:, self.size : self.records_at - 8] = ids.view(np.uint8).reshape(n, -1)
+        body[:, self.records_at - 8 :] = 0  # never trimmed: the first live event trims the seen ids
+        fixed, step = body.tobytes(), self.records_at
+        tails = records.astype(_F8, copy=False).tobytes()
+        ends = np.cumsum(np.bincount(entity, minlength=n)) * _RECORD
+        starts = np.concatenate(([0], ends[:-1]))
+        return [
+            fixed[at : at + step] + tails[start:end]
+            for at, start, end in zip(range(0, n * step, step), starts.tolist(), ends.tolist(), strict=True)
+        ]
 
     # ---- reading -----------------------------------------------------------------------------------
 
     def unpack(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-        """The slot matrix (rows x width; an empty state where absent or of another layout), and which were here."""
-        table = rows_of(blobs, self.size, self._absent)
-        present = table[:, 0].view(np.uint64) == self._tag_word
-        matrix = table[:, 1:]
-        if not present.all():
-            matrix = np.where(present[:, None], matrix, 0.0)
-        return matrix, present
+        """The slot matrix (rows x fixed slots then day slots; an empty state where absent or of another layout),
+        and which were here.
+
+        The day records are spread into the days of their rings, each where a ring of every day would hold it:
+        from there on a read is the one it was when every ring was stored whole. A record its ring has moved
+        past (its day ``<= newest - days``, left until the script next drops them) is skipped.
+        """
+        n, at, tag = len(blobs), self.records_at, self.tag
+        present = [b is not None and len(b) >= at and b.startswith(tag) for b in blobs]
+        stored = cast(list[bytes], [b for b, ok in zip(blobs, present, strict=True) if ok])
+        fixed = b"".join(b[TAG_BYTES : self.size] if ok else self._empty for b, ok in zip(blobs, present, strict=True))  # type: ignore[index]
+        matrix = np.zeros((n, self.width + self.day_slots), dtype=_F8)
+        matrix[:, : self.width] = np.frombuffer(fixed, dtype=_F8).reshape(n, self.width)
+        tails = [b[at : len(b) - (len(b) - at) % _RECORD] for b in stored]
+        records = np.frombuffer(b"".join(tails), dtype=_F8).reshape(-1, 2)
+        if len(records):
+            entity = np.repeat(np.flatnonzero(present), [len(t) // _RECORD for t in tails])
+            key = records[:, 0].astype(np.int64)
+            series, day = key % _SERIES, key // _SERIES
+            known = series < len(self.series)
+            entity, series, day, amount = entity[known], series[known], day[known], records[known, 1]
+            days = self._series_days[series]
+            newest = matrix[entity, self._series_head[series]]
+            held = (day > newest - days) & (day <= newest)
+            slot = self._series_base[series] + (day % days) * self._series_stride[series]
+            matrix[entity[held], slot[held]] = amount[held]
+        return matrix, np.array(present, dtype=bool)
 
     def decode(
         self, blobs: Sequence[bytes | None], now: float
@@ -449,19 +542,22 @@ class _Writer:
     def __init__(self, event: str, layout: EventLayout) -> None:
         start, _length = self.segment = layout.segments[event]
         self.rings = [
-            (TAG_BYTES + 8 * r.slot - start, r.days, len(r.series), r.series) for r in layout.rings if r.event == event
+            (TAG_BYTES + 8 * r.slot - start, r.days, tuple(enumerate(r.series, start=r.first)))
+            for r in layout.rings
+            if r.event == event
         ]
         self.groups = [
             (g, TAG_BYTES + 8 * g.slot - start, g.id_at, len(g.values)) for g in layout.groups if g.event == event
         ]
 
     def changes(self, event: Event) -> bytes:
-        parts: list[float] = [event.occurred_at // DAY_SECONDS, *self.segment, 0, 0]
-        for offset, days, k, series in self.rings:
-            amounts = [s.amount(event) for s in series]
-            if any(a is not None for a in amounts):
+        day = event.occurred_at // DAY_SECONDS
+        parts: list[float] = [day, *self.segment, 0, 0]
+        for offset, days, series in self.rings:
+            records = [(day * _SERIES + i, a + 0.0) for i, s in series if (a := s.amount(event)) is not None]
+            if records:
                 parts[3] += 1
-                parts += [offset, days, k, *(a or 0.0 for a in amounts)]
+                parts += [offset, days, len(records), *(v for record in records for v in record)]
         us = float(stamp_us(event.occurred_at))
         for group, offset, id_at, m in self.groups:
             if group.matches(event):
@@ -526,7 +622,7 @@ class _Plan:
         self.back = np.where(back < window, back, np.int32(_OUTSIDE))
         """Days before today of each row's days (``w_max x rows``, oldest first), :data:`_OUTSIDE` past its window."""
         self.ring_days = np.array([r.days for r, _ in rings], dtype=np.uint32)
-        self.base = np.array([r.slot + 1 + c for r, c in rings], dtype=np.int64)
+        self.base = np.array([layout.width + r.days_at + c for r, c in rings], dtype=np.int64)
         self.stride = np.array([len(r.series) for r, _ in rings], dtype=np.int64)
         heads = [r.slot for r, _ in rings]
         m = len(means)

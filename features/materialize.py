@@ -1,10 +1,10 @@
 """Offline to online: copy each entity's latest snapshot and its event state into Redis.
 
 Idempotent: running it twice leaves the same values. Both kinds of value are packed by numpy and sent as
-MSETs of whole values, so throughput is bounded by Redis, not by round trips. Event state (rings of day
-totals and the newest event of each group, see :mod:`features.event_state`) is aggregated from the events
-table by DuckDB, not replayed event by event: it replaces what live ingestion wrote, which is right only
-when the events table holds every event (the event sink keeps it so).
+MSETs of whole values, so throughput is bounded by Redis, not by round trips. Event state (day totals of
+each ring and the newest event of each group, see :mod:`features.event_state`) is aggregated from the events
+table by numpy over the columns DuckDB hands over, not replayed event by event: it replaces what live
+ingestion wrote, which is right only when the events table holds every event (the event sink keeps it so).
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def event_state(
     """The ids of every entity with events in the horizon as of ``now``, and each one's event-state value.
 
     DuckDB hands over the events of the horizon (only the columns and types the layout reads); numpy does the
-    rest, each step one pass over whole columns: the day totals of a ring are added into their slots by
-    ``np.add.at``, the newest event of a group is the greatest stamp per entity (``np.maximum.at``), ties broken
-    by event id as the offline store orders them. No Python loop over events or entities, and no aggregate
-    evaluated over events of another type: the SQL this replaced filtered every event once per aggregate
-    (about fifty of them) and cost ten times this. Every ring is written holding the days up to today, so an
-    entity's rings read the same whatever live events did before.
+    rest, each step one pass over whole columns: a series' day totals are sums over (entity, day) by
+    ``np.bincount``, the newest event of a group is the greatest stamp per entity (``np.maximum.at``), ties broken
+    by event id as the offline store orders them. No Python loop over events, and no aggregate evaluated over
+    events of another type: the SQL this replaced filtered every event once per aggregate (about fifty of them)
+    and cost four times this. Every ring is written holding the days up to today, so an entity's rings read the
+    same whatever live events did before.
     """
     schema = offline.registry.entity(entity)
     until = datetime.fromtimestamp(now, UTC)
@@ -82,9 +82,9 @@ def event_state(
     )
     events = _Events(table, schema.join_key, layout.events)
     rows = layout.empty_rows(len(events.ids))
-    _day_totals(events, layout, rows, int(now // DAY_SECONDS))
+    owners, records = _day_records(events, layout, rows, int(now // DAY_SECONDS))
     tail = _newest(events, layout, rows)
-    return events.ids, layout.values(rows, tail)
+    return events.ids, layout.values(rows, tail, owners, records)
 
 
 class _Events:
@@ -138,21 +138,34 @@ class _Events:
         return np.concatenate((newest[~tied], candidates[last]))
 
 
-def _day_totals(events: _Events, layout: EventLayout, rows: np.ndarray, today: int) -> None:
-    """Each ring's day totals in ``rows``, its header at ``today``: events added into their day's slot."""
-    width, flat = rows.shape[1], rows.reshape(-1)
+def _day_records(events: _Events, layout: EventLayout, rows: np.ndarray, today: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each ring's header at ``today`` in ``rows``, and the day records of every series: one per (entity, day) with
+    events of it in the ring's days. Returns each record's entity row (ascending) and its key and amount."""
+    entities, records = [], []
     for ring in layout.rings:
         rows[:, ring.slot] = today
         kind = layout.events.index(ring.event)
         held = events.day > today - ring.days
-        slot = events.row * width + ring.slot + 1 + (events.day % ring.days) * len(ring.series)
-        for c, series in enumerate(ring.series):
+        for index, series in enumerate(ring.series, start=ring.first):
             mine = np.flatnonzero(held & events.matching(kind, series.where, series.field))
+            day = events.day[mine]
+            unique, which = np.unique(events.row[mine] * ring.days + day % ring.days, return_inverse=True)
             if series.field is not None and series.sums:
                 amounts = events.table.column(series.field).take(mine).cast(pa.float64()).to_numpy()
             else:
                 amounts = np.ones(len(mine))
-            np.add.at(flat, slot[mine] + c, amounts)
+            # Added in the order of the events, as live ingestion adds them; a day's total then reads as it did
+            # when rings were stored whole.
+            totals = np.bincount(which, weights=amounts, minlength=len(unique))
+            days = np.empty(len(unique), dtype=np.int64)
+            days[which] = day
+            entities.append(unique // ring.days)
+            records.append(np.column_stack((layout.record_key(days, index), totals)))
+    if not records:
+        return np.empty(0, dtype=np.int64), np.empty((0, 2))
+    entity = np.concatenate(entities)
+    order = np.argsort(entity, kind="stable")
+    return entity[order], np.concatenate(records)[order]
 
 
 def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarray:

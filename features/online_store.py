@@ -9,7 +9,7 @@ shard):
   event of each group, see :mod:`features.event_state`), for entities whose contract has event features.
 - ``{namespace}:seen:{entity}:{{id}}``: a sorted set of the event ids already applied.
 
-A read is one pipeline: ``GET`` (and ``GETRANGE`` of the event state's fixed part) for the customer and one
+A read is one pipeline: ``GET`` (and ``GET`` of the event state) for the customer and one
 ``MGET`` for all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
 ``cluster=True``) the agents are asked with one ``GET`` each, since an ``MGET`` cannot span slots; redis-py
 splits the pipeline per shard and asks the shards concurrently, so a read still costs one round trip of
@@ -38,10 +38,10 @@ from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
 
-STORE_LAYOUT = "packed-2"
+STORE_LAYOUT = "packed-3"
 """How this module lays entities out in Redis; a marker of materialized data names it, so data written in
-another layout (the first one kept a hash per entity, the second a hash of event state) is rewritten rather
-than read as this one."""
+another layout (the first one kept a hash per entity, the second a hash of event state, the third every ring's
+days whole) is rewritten rather than read as this one."""
 _LEGACY_STATE = "ev"
 """The prefix under which layout packed-1 kept event state as a hash; erasure deletes it too, since a store
 upgraded in place may still hold one for an entity that had no events in the horizon at the upgrade."""
@@ -68,13 +68,12 @@ return 1
 """
 # Resolves an identifier and reads its customer in the same script (single server: the customer's keys are
 # derived inside, which a cluster forbids). KEYS[1]: the identifier; ARGV: packed-key prefix, state-key prefix
-# (both ending in the hash tag's opening brace), the bytes of event state to read (0: customers have none).
+# (both ending in the hash tag's opening brace), whether to read the event state ('1'; '0': customers have none).
 _RESOLVE_AND_READ = """
 local id = redis.call('GET', KEYS[1])
 if not id then return {false, false, false} end
 local state = false
-local size = tonumber(ARGV[3])
-if size > 0 then state = redis.call('GETRANGE', ARGV[2] .. id .. '}', 0, size - 1) end
+if ARGV[3] == '1' then state = redis.call('GET', ARGV[2] .. id .. '}') end
 return {id, redis.call('GET', ARGV[1] .. id .. '}'), state}
 """
 # Deletes an identifier only while it still names ARGV[1]: unlinking or erasing one customer never takes an
@@ -282,10 +281,7 @@ class OnlineStore:
         self._agent_args: dict[str, bytes] = {}
         self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"events:{e}")}
         self._apply_sha: str | None = None
-        # GETRANGE's bounds of each kind's event state: the fixed part, not the ids only the script reads.
-        self._state_ranges = {
-            e: [b"0", str(k.events.size - 1).encode()] if k.events.features else [] for e, k in self._kinds.items()
-        }
+        self._has_state = {e: bool(k.events.features) for e, k in self._kinds.items()}
 
     def layout(self, entity: str) -> EventLayout:
         """How ``entity``'s event features are kept in its event-state value."""
@@ -400,29 +396,26 @@ class OnlineStore:
         return customers[0], agents
 
     async def _read_single(self, customer: str | Identifier, agent_ids: Sequence[str]) -> list[object]:
-        """GET (+ GETRANGE) for the customer and one MGET (+ GETRANGEs) for the agents, sent as one write.
+        """GET (+ GET of the event state) for the customer and one MGET (+ GETs) for the agents, sent as one write.
 
-        For an identifier the customer's part is one EVAL (resolve, GET, GETRANGE) whose reply comes first.
+        For an identifier the customer's part is one EVAL (resolve, GET, GET) whose reply comes first.
         """
-        customers, agents = self._state_ranges["customer"], self._state_ranges["agent"]
+        customers, agents = self._has_state["customer"], self._has_state["agent"]
         if isinstance(customer, Identifier):
             # EVAL, not EVALSHA: the server caches the compiled script by its hash either way, and EVAL cannot
             # meet a server that forgot it after a restart.
             key = self.identity_key(customer).encode()
-            size = str(self._kinds["customer"].events.size if customers else 0).encode()
-            prefixes = [self._prefixes["customer"], self._prefixes["events:customer"], size]
+            prefixes = [self._prefixes["customer"], self._prefixes["events:customer"], b"1" if customers else b"0"]
             commands = [resp.command(b"EVAL", [_RESOLVE_AND_READ_BYTES, b"1", key, *prefixes])]
         else:
             commands = [resp.command(b"GET", [self._key_bytes("customer", customer)])]
             if customers:
-                commands.append(resp.command(b"GETRANGE", [self._key_bytes("events:customer", customer), *customers]))
+                commands.append(resp.command(b"GET", [self._key_bytes("events:customer", customer)]))
         if agent_ids:
             kept = self._agent_args  # looked up inline: a method call per agent costs more than the lookup
             commands.append(resp.command_of_args(b"MGET", [kept.get(a) or self._agent_key_arg(a) for a in agent_ids]))
             if agents:
-                commands += [
-                    resp.command(b"GETRANGE", [self._key_bytes("events:agent", a), *agents]) for a in agent_ids
-                ]
+                commands += [resp.command(b"GET", [self._key_bytes("events:agent", a)]) for a in agent_ids]
         return await self._reads.exchange(b"".join(commands), len(commands))
 
     async def _read_cluster(self, customer_id: str, agent_ids: Sequence[str]) -> list[object]:
@@ -431,12 +424,12 @@ class OnlineStore:
         pipe.get(self.key("customer", customer_id))
         customers, agents = self._kinds["customer"].events, self._kinds["agent"].events
         if customers.features:
-            pipe.getrange(self.state_key("customer", customer_id), 0, customers.size - 1)
+            pipe.get(self.state_key("customer", customer_id))
         for agent_id in agent_ids:
             pipe.get(self.key("agent", agent_id))
         if agent_ids and agents.features:
             for agent_id in agent_ids:
-                pipe.getrange(self.state_key("agent", agent_id), 0, agents.size - 1)
+                pipe.get(self.state_key("agent", agent_id))
         return list(await pipe.execute())
 
     def _agent_key_arg(self, agent_id: str) -> bytes:
@@ -493,10 +486,11 @@ class OnlineStore:
         head = [
             repr(horizon_s).encode(),
             layout.tag,
-            str(layout.total_size).encode(),
+            str(layout.records_at).encode(),
             str(ID_BYTES).encode(),
-            bytes(layout.total_size),
+            bytes(layout.records_at),
             ERASED,
+            layout.compaction,
         ]
         calls = []
         for positions in groups.values():
