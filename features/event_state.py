@@ -2,7 +2,7 @@
 
 Layout (little-endian float64s after an 8-byte tag, like :mod:`features.packed`)::
 
-    tag | ring header 1 | ... | last group 1 | ... || id 1 | id 2 | ... | trim day || day record | day record ...
+    tag | trim day | id 1 | id 2 | ... || ring header 1 | ... | last group 1 | ... || day record | day record ...
 
 - The **tag** is a hash of this layout (entity, series, windows, groups, fields and their encodings, the way
   rings are stored). A reader or a script built from another contract finds a different tag and treats the
@@ -25,11 +25,12 @@ Layout (little-endian float64s after an 8-byte tag, like :mod:`features.packed`)
   already encoded as the model reads it (category index, 0/1, number), NaN when the newest event lacks it.
   A category value the contract does not know is stored as -1: it reads as unknown but, unlike a missing
   field, is not replaced by the default, as the offline join has it.
-- The **ids**: the event id of each group with fields, NUL-padded to :data:`ID_BYTES`. Only the script reads
-  them, to break a tie between two events of the same microsecond the way the offline store orders
-  (``occurred_at, event_id``). Then a float64 only the script uses: the day it last trimmed the entity's seen
-  ids and day records. The ring headers, groups, ids and trim day sit at fixed offsets (the records come after
-  them), so the script changes them in place.
+- The **trim day** (a float64 only the script uses: the day it last trimmed the entity's seen ids and day
+  records), then the **ids**: the event id of each group with fields, NUL-padded to :data:`ID_BYTES`. Only the
+  script reads them, to break a tie between two events of the same microsecond the way the offline store orders
+  (``occurred_at, event_id``). They come before the fixed slots so that an event adding to a ring reads and
+  writes its event type's segment and the records in one range, with no ids in between. Everything but the
+  records sits at a fixed offset, so the script changes it in place.
 
 A read is one ``GET``; numpy turns N values into every event feature at once. The records are first spread into
 the days of whole rings (the slot ``day mod W`` of their ring), so from there the window sums are the ones the
@@ -77,9 +78,6 @@ _RECORD = 16
 _RECORDS = "day-records-1"
 """Names the way rings are stored (in the tag's hash): values of the layout before it, every ring's days held
 whole, read as absent."""
-_OUTSIDE = 1 << 30
-"""What :class:`_Plan` puts for the days back of a day a row's window does not reach: farther back than any ring's
-newest day can be from today (day numbers are below 2**22 until the year 13,000), so never held."""
 
 APPLY_EVENTS = """
 -- Applies a batch of events, each at most once. KEYS: per entity, its state string then its seen-id sorted set.
@@ -93,15 +91,16 @@ APPLY_EVENTS = """
 -- (stamp offset in the segment, id offset in the value or -1, m, stamp, m values).
 -- Returns one integer per event: 1 applied, 0 seen before, 2 refused (the entity was erased).
 --
--- An event reads and writes only the bytes it changes: its event type's segment of the fixed part, the day records
--- when it adds to a ring (GETRANGE, SETRANGE), and the ids of the groups it becomes the newest of (SETRANGE).
+-- An event reads and writes only the bytes it changes: its event type's segment of the fixed slots, and the day
+-- records from there when it adds to a ring (GETRANGE, SETRANGE), and the ids of the groups it becomes the newest
+-- of (SETRANGE).
 -- Holding each entity's whole value in the script instead (one GET and SET per entity per call, the value rebuilt
 -- in Lua) cost twice the server CPU per event when rings were held whole (bench: 48 against 22 us), more than
 -- the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every string it makes.
 local horizon, tag, size, id_bytes, zeros = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local tombstone = ARGV[6]
 local horizon_day = math.floor(tonumber(horizon) / 86400)
-local trim_at = size - 8
+local trim_at = 8
 local series = {}
 for j = 0, #ARGV[7] / 16 - 1 do
   local head, w = struct.unpack('<dd', ARGV[7], 16 * j + 1)
@@ -148,8 +147,17 @@ local function compact(key)
 end
 local function apply(key, id, blob)
   local day, start, len, rings, groups, pos = struct.unpack('<ddddd', blob)
-  local seg = redis.call('GETRANGE', key, start, start + len - 1)
-  local records
+  -- An event that adds to a ring reads its segment and the records in one GETRANGE (the segments of the event
+  -- types after its own in between), and writes them back in one SETRANGE.
+  local seg, between, records
+  if rings > 0 then
+    local tail = redis.call('GETRANGE', key, start, -1)
+    seg, between = string.sub(tail, 1, len), string.sub(tail, len + 1, size - start)
+    records = string.sub(tail, size - start + 1)
+  else
+    seg = redis.call('GETRANGE', key, start, start + len - 1)
+  end
+  local added = false
   for _ = 1, rings do
     local off, w, k, p = struct.unpack('<ddd', blob, pos)
     local newest = struct.unpack('<d', seg, off + 1)
@@ -157,7 +165,7 @@ local function apply(key, id, blob)
     -- of the days it moves past stay until compacted, and reads skip them.
     if day > newest - w then
       if day > newest then seg = put(seg, off, struct.pack('<d', day)) end
-      records = records or redis.call('GETRANGE', key, size, -1)
+      added = true
       for c = 0, k - 1 do
         local at = p + 16 * c
         local found = find(records, string.sub(blob, at, at + 7))
@@ -186,8 +194,7 @@ local function apply(key, id, blob)
     end
     pos = p + 8 * (m + 1)
   end
-  redis.call('SETRANGE', key, start, seg)
-  if records then redis.call('SETRANGE', key, size, records) end
+  redis.call('SETRANGE', key, start, added and (seg .. between .. records) or seg)
   for _, at in ipairs(ids) do redis.call('SETRANGE', key, at, id) end
 end
 local heads = {}
@@ -205,15 +212,15 @@ for i = 8, #ARGV, 4 do
   local fresh = head ~= tombstone and redis.call('ZADD', seen, 'NX', ARGV[i + 2], id) == 1
   if fresh and #blob > 40 then
     if not ready[key] then
-      -- The tag names the layout, and so the size of the fixed part (the trim day read whole says the value is not
-      -- shorter): a value of another layout (or none) starts over empty.
-      local trim_day = redis.call('GETRANGE', key, trim_at, size - 1)
+      -- The tag names the layout, and so the size of the fixed part: a value of another layout (or none) starts
+      -- over empty.
+      local trim_day = redis.call('GETRANGE', key, trim_at, trim_at + 7)
       if #trim_day ~= 8 or head ~= tag then
         redis.call('SET', key, tag .. string.sub(zeros, 9))
         trim_day = string.sub(zeros, 1, 8)
       end
       -- The seen ids older than the horizon and the day records out of reach go once a day per entity; the day
-      -- of the last trim is kept before the records.
+      -- of the last trim is kept after the tag.
       if struct.unpack('<d', trim_day) < horizon_day then
         redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. horizon)
         redis.call('SETRANGE', key, trim_at, struct.pack('<d', horizon_day))
@@ -296,8 +303,6 @@ class Ring:
     """The header's slot in the fixed part."""
     first: int
     """The index of its first series among the layout's (a day record names its series by that index)."""
-    days_at: int
-    """Where its days start among the day slots a read spreads the records into (``days`` x ``len(series)``)."""
 
 
 @dataclass(frozen=True)
@@ -374,40 +379,36 @@ class EventLayout:
         rings: list[Ring] = []
         lasts: list[LastGroup] = []
         self.segments: dict[str, tuple[int, int]] = {}
-        """Per event type: the byte offset and length of the part of the value its events change."""
-        slot = ids = days_at = 0
+        """Per event type: the byte offset and length of the part of the fixed slots its events change."""
+        self.fixed_at = TAG_BYTES + 8 + ID_BYTES * sum(1 for values in groups.values() if values)
+        """Byte offset of the fixed slots: after the tag, the trim day and the ids."""
+        slot = ids = 0
         ordered: list[Series] = []
         for event in events:
             first = slot
             for (ring_event, days), members in by_ring.items():
                 if ring_event == event:
-                    rings.append(Ring(event, days, tuple(members), slot, len(ordered), days_at))
+                    rings.append(Ring(event, days, tuple(members), slot, len(ordered)))
                     ordered += members
                     slot += 1
-                    days_at += days * len(members)
             for (group_event, where), values in groups.items():
                 if group_event == event:
                     kept = tuple(values.values())
                     lasts.append(LastGroup(event, where, kept, slot, ids if kept else -1))
                     slot += 1 + len(kept)
                     ids += 1 if kept else 0
-            self.segments[event] = (TAG_BYTES + 8 * first, 8 * (slot - first))
+            self.segments[event] = (self.fixed_at + 8 * first, 8 * (slot - first))
         self.rings = tuple(rings)
         self.series = tuple(ordered)
         """In the order of their indices in day records: ring by ring."""
         if len(self.series) > _SERIES:
             raise ValueError(f"{schema.name}: {len(self.series)} windowed series; day records name at most {_SERIES}")
         self.width = slot
-        """Slots of the fixed part: ring headers and last groups."""
-        self.size = TAG_BYTES + 8 * slot
-        """Bytes of the tag and the fixed part."""
-        self.records_at = self.size + ID_BYTES * ids + 8
-        """Bytes before the day records: the fixed part, the ids, and the day the script last trimmed the seen ids
-        and the records (the value of an entity with no day records)."""
-        self.day_slots = days_at
-        """Slots a read spreads the day records into: each ring's days whole, as :class:`_Plan` reads them."""
+        """Fixed slots: ring headers and last groups."""
+        self.records_at = self.fixed_at + 8 * slot
+        """Bytes before the day records (the value of an entity with none)."""
         self.groups = tuple(
-            LastGroup(g.event, g.where, g.values, g.slot, self.size + ID_BYTES * g.id_at if g.values else -1)
+            LastGroup(g.event, g.where, g.values, g.slot, TAG_BYTES + 8 + ID_BYTES * g.id_at if g.values else -1)
             for g in lasts
         )
         shape = [
@@ -419,16 +420,9 @@ class EventLayout:
         ]
         self.tag = hashlib.sha256(json.dumps(shape).encode()).digest()[:TAG_BYTES]
         self._tag_word = np.frombuffer(self.tag, dtype=np.uint64)[0]
-        self._empty = bytes(self.size - TAG_BYTES)
-        # Per series (by index): its ring's header slot and days, and where its day 0 sits among the day slots.
-        self._series_head = np.array([r.slot for r in rings for _ in r.series], dtype=np.intp)
-        self._series_days = np.array([r.days for r in rings for _ in r.series], dtype=np.int64)
-        self._series_base = np.array(
-            [self.width + r.days_at + c for r in rings for c in range(len(r.series))], dtype=np.int64
-        )
-        self._series_stride = np.array([len(r.series) for r in rings for _ in r.series], dtype=np.int64)
+        self._absent = bytes(self.records_at)
         self.compaction = struct.pack(
-            f"<{2 * len(self.series)}d", *(v for r in rings for _ in r.series for v in (TAG_BYTES + 8 * r.slot, r.days))
+            f"<{2 * len(self.series)}d", *(v for r in rings for _ in r.series for v in (self.offset(r.slot), r.days))
         )
         """Per series, its ring header's byte offset and its days, as float64s: how the script tells which day
         records no window can reach any more."""
@@ -439,6 +433,10 @@ class EventLayout:
             if v.source == "events"
         }
         self._plan = _Plan(self, schema)
+
+    def offset(self, slot: int) -> int:
+        """The byte offset in the value of fixed slot ``slot`` (a ring header, a group's stamp or value)."""
+        return self.fixed_at + 8 * slot
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -481,59 +479,54 @@ class EventLayout:
         n = rows.shape[0]
         body = np.empty((n, self.records_at), dtype=np.uint8)
         body[:, :TAG_BYTES] = np.frombuffer(self.tag, dtype=np.uint8)
-        body[:, TAG_BYTES : self.size] = rows.astype(_F8, copy=False).view(np.uint8).reshape(n, -1)
-        body[:, self.size : self.records_at - 8] = ids.view(np.uint8).reshape(n, -1)
-        body[:, self.records_at - 8 :] = 0  # never trimmed: the first live event trims the seen ids
-        fixed, step = body.tobytes(), self.records_at
-        tails = records.astype(_F8, copy=False).tobytes()
+        body[:, TAG_BYTES : TAG_BYTES + 8] = 0  # never trimmed: the first live event trims the seen ids
+        body[:, TAG_BYTES + 8 : self.fixed_at] = ids.view(np.uint8).reshape(n, -1)
+        body[:, self.fixed_at :] = rows.astype(_F8, copy=False).view(np.uint8).reshape(n, -1)
+        # Each value is one join of its row of ``body`` and its records, both views: one copy of the bytes.
+        fixed, step = body.reshape(-1).data, self.records_at
+        tails = np.ascontiguousarray(records, dtype=_F8).reshape(-1).view(np.uint8).data
         ends = np.cumsum(np.bincount(entity, minlength=n)) * _RECORD
         starts = np.concatenate(([0], ends[:-1]))
+        join = b"".join
         return [
-            fixed[at : at + step] + tails[start:end]
+            join((fixed[at : at + step], tails[start:end]))
             for at, start, end in zip(range(0, n * step, step), starts.tolist(), ends.tolist(), strict=True)
         ]
 
     # ---- reading -----------------------------------------------------------------------------------
 
-    def unpack(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-        """The slot matrix (rows x fixed slots then day slots; an empty state where absent or of another layout),
-        and which were here.
-
-        The day records are spread into the days of their rings, each where a ring of every day would hold it:
-        from there on a read is the one it was when every ring was stored whole. A record its ring has moved
-        past (its day ``<= newest - days``, left until the script next drops them) is skipped.
-        """
+    def unpack(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The fixed slots (rows x width; an empty state where absent or of another layout), which rows were
+        here, and their day records: each one's row, and its key and amount (``records x 2``)."""
         n, at, tag = len(blobs), self.records_at, self.tag
         present = [b is not None and len(b) >= at and b.startswith(tag) for b in blobs]
         stored = cast(list[bytes], [b for b, ok in zip(blobs, present, strict=True) if ok])
-        fixed = b"".join(b[TAG_BYTES : self.size] if ok else self._empty for b, ok in zip(blobs, present, strict=True))  # type: ignore[index]
-        matrix = np.zeros((n, self.width + self.day_slots), dtype=_F8)
-        matrix[:, : self.width] = np.frombuffer(fixed, dtype=_F8).reshape(n, self.width)
+        if len(stored) < n:
+            kept = iter(stored)
+            stored_or_empty = [next(kept) if ok else self._absent for ok in present]
+        else:
+            stored_or_empty = stored
+        fixed = b"".join([b[self.fixed_at : at] for b in stored_or_empty])
+        slots = np.frombuffer(fixed, dtype=_F8).reshape(n, self.width)
         tails = [b[at : len(b) - (len(b) - at) % _RECORD] for b in stored]
         records = np.frombuffer(b"".join(tails), dtype=_F8).reshape(-1, 2)
-        if len(records):
-            entity = np.repeat(np.flatnonzero(present), [len(t) // _RECORD for t in tails])
-            key = records[:, 0].astype(np.int64)
-            series, day = key % _SERIES, key // _SERIES
-            known = series < len(self.series)
-            entity, series, day, amount = entity[known], series[known], day[known], records[known, 1]
-            days = self._series_days[series]
-            newest = matrix[entity, self._series_head[series]]
-            held = (day > newest - days) & (day <= newest)
-            slot = self._series_base[series] + (day % days) * self._series_stride[series]
-            matrix[entity[held], slot[held]] = amount[held]
-        return matrix, np.array(present, dtype=bool)
+        if n == 1 or not len(records):
+            owners = np.zeros(len(records), dtype=np.intp)
+        else:
+            rows = np.flatnonzero(present) if len(stored) < n else np.arange(n)
+            owners = np.repeat(rows, [len(t) // _RECORD for t in tails])
+        return slots, np.array(present, dtype=bool), owners, records
 
     def decode(
         self, blobs: Sequence[bytes | None], now: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Features of N entities from their state values (the fixed part), as of ``now``.
+        """Features of N entities from their state values, as of ``now``.
 
         Returns values and known (N x event features, registry order), each event view's age in seconds (N x
         event views, NaN where never observed) and whether the entity has any event state at all.
         """
-        slots, _ = self.unpack(blobs)
-        return self._plan.run(slots, now)
+        slots, _, owners, records = self.unpack(blobs)
+        return self._plan.run(slots, owners, records, now)
 
 
 class _Writer:
@@ -542,12 +535,12 @@ class _Writer:
     def __init__(self, event: str, layout: EventLayout) -> None:
         start, _length = self.segment = layout.segments[event]
         self.rings = [
-            (TAG_BYTES + 8 * r.slot - start, r.days, tuple(enumerate(r.series, start=r.first)))
+            (layout.offset(r.slot) - start, r.days, tuple(enumerate(r.series, start=r.first)))
             for r in layout.rings
             if r.event == event
         ]
         self.groups = [
-            (g, TAG_BYTES + 8 * g.slot - start, g.id_at, len(g.values)) for g in layout.groups if g.event == event
+            (g, layout.offset(g.slot) - start, g.id_at, len(g.values)) for g in layout.groups if g.event == event
         ]
 
     def changes(self, event: Event) -> bytes:
@@ -567,21 +560,20 @@ class _Writer:
 
 
 class _Plan:
-    """What :meth:`EventLayout.decode` gathers and computes, resolved from the contract once (per day for the
-    ring positions), so a read is one gather of the slots it needs and a few whole-matrix operations: a read of
+    """What :meth:`EventLayout.decode` gathers and computes, resolved from the contract once, so a read is one
+    gather of the slots it needs, one scatter of the day records and a few whole-matrix operations: a read of
     one entity costs about as many numpy calls as a read of a hundred.
 
     Windowed totals: one row per (series, window), ``w_max`` days oldest first (days before a shorter window
-    are never held). Day ``today - b`` is read from slot ``day mod W`` of its ring when the window reaches it
-    (``b < window``) and the ring still holds it (``newest - W < day <= newest``, i.e. ``0 <= b - lag < W`` for
-    ``lag = today - newest``); otherwise it adds 0.0. The days are added one after the other, oldest first,
-    the order the offline store's per-day totals were added in, so totals stay bit-equal: a reduction along an
-    axis that is not the fastest in memory adds element by element (numpy sums pairwise only along the fastest
-    axis), which is why the rows are the last axis and there are always at least two of them.
+    are never held). A day record of day ``today - b`` lands in each row of its series whose window reaches it
+    (``0 <= b < window``) if its ring still holds it (``newest - W < day <= newest``); every other day adds 0.0,
+    as the slot of a day with no events did when rings were stored whole. The days are added one after the
+    other, oldest first, the order the offline store's per-day totals were added in, so totals stay bit-equal:
+    a reduction along an axis that is not the fastest in memory adds element by element (numpy sums pairwise
+    only along the fastest axis), which is why the rows are the last axis and there are always at least two.
     """
 
     def __init__(self, layout: EventLayout, schema: EntitySchema) -> None:
-        ring_of = {s.name: (r, r.series.index(s)) for r in layout.rings for s in r.series}
         rows: dict[tuple[str, int], int] = {}
 
         def row(series: str, window: int) -> int:
@@ -613,18 +605,26 @@ class _Plan:
         keys = list(rows)
         if len(keys) == 1:
             keys.append((keys[0][0], 0))  # a second row, never held: see the class docstring
-        rings = [ring_of[s] for s, _ in keys]
         self.n = len(layout.features)
         self.rows = len(keys) if rows else 0
-        window = np.array([w for _, w in keys], dtype=np.int64)
-        self.w_max = int(window.max(initial=0))
-        back = np.arange(self.w_max - 1, -1, -1, dtype=np.int32)[:, None]
-        self.back = np.where(back < window, back, np.int32(_OUTSIDE))
-        """Days before today of each row's days (``w_max x rows``, oldest first), :data:`_OUTSIDE` past its window."""
-        self.ring_days = np.array([r.days for r, _ in rings], dtype=np.uint32)
-        self.base = np.array([layout.width + r.days_at + c for r, c in rings], dtype=np.int64)
-        self.stride = np.array([len(r.series) for r, _ in rings], dtype=np.int64)
-        heads = [r.slot for r, _ in rings]
+        self.w_max = max((w for _, w in keys), default=0)
+        # Per series (by index), the rows it feeds and their windows, padded with a row no day reaches (window 0).
+        feeds = [[(r, w) for r, (name, w) in enumerate(keys) if name == s.name] or [(0, 0)] for s in layout.series]
+        widest_feed = max((len(f) for f in feeds), default=1)
+        padded = [f + [(0, 0)] * (widest_feed - len(f)) for f in feeds]
+        self.feed_rows = np.array([[r for r, _ in f] for f in padded], dtype=np.intp).reshape(-1, widest_feed)
+        self.feed_windows = np.array([[w for _, w in f] for f in padded], dtype=np.int64).reshape(-1, widest_feed)
+        by_ring = {s.name: r for r in layout.rings for s in r.series}
+        self.series_head = np.array([by_ring[s.name].slot for s in layout.series], dtype=np.intp)
+        self.series_days = np.array([by_ring[s.name].days for s in layout.series], dtype=np.uint64)
+        # Per series and day back (w_max: none a row reads), where a day record lands in a read's plane of days
+        # (1 + (w_max - 1 - back) * rows + row, oldest first), once per row it feeds; 0, the spare slot, for a row
+        # whose window does not reach that day.
+        back = np.arange(self.w_max + 1)[None, :, None]
+        reaches = back < self.feed_windows[:, None, :]
+        self.targets = np.where(
+            reaches, 1 + (self.w_max - 1 - back) * self.rows + self.feed_rows[:, None, :], 0
+        ).astype(np.intp)
         m = len(means)
         mean_rows = [x[1] for x in means] + [x[2] for x in means]
         self.mean_missing = np.array([x[3] for x in means], dtype=np.float64)
@@ -642,13 +642,12 @@ class _Plan:
         self.views = len(stamps)
         self.widest = widest
         fixed = [
-            *heads,
             *(x[1] for x in lasts),
             *(x[2] if x[2] >= 0 else x[1] for x in lasts),
             *(s for v in stamps for s in v + v[:1] * (widest - len(v))),
         ]
         self.fixed = np.array(fixed, dtype=np.intp)
-        """Slots read whatever the day: ring heads, then per `last` its stamp and value, then the view stamps."""
+        """Slots read whatever the day: per `last` its stamp and value, then the view stamps."""
         self.mean_rows = np.array(mean_rows, dtype=np.intp)
         """The sum rows then the count rows of the means."""
         self.m = m
@@ -666,32 +665,24 @@ class _Plan:
             where_value[last[0]], where_known[last[0]] = r + m + j, m + j
         self.value_from = np.array(where_value, dtype=np.intp)
         self.known_from = np.array(where_known, dtype=np.intp)
-        self._today: int | None = None
-        self._pick = self.fixed
-        self._back_today = self.back
 
-    def _for_day(self, today: int) -> tuple[np.ndarray, np.ndarray]:
-        """The slots a read as of ``today`` gathers (each row's days, ``w_max x rows`` flat, then the fixed ones)
-        and ``back - today`` (a ring's days are held where ``0 <= back - today + newest < W``); kept for the day."""
-        if self._today != today:
-            days = today - np.arange(self.w_max - 1, -1, -1, dtype=np.int64)[:, None]
-            positions = self.base + (days % self.ring_days) * self.stride
-            self._pick = np.concatenate((positions.ravel(), self.fixed))
-            self._back_today = self.back - np.int32(today)
-            self._today = today
-        return self._pick, self._back_today
-
-    def run(self, slots: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def run(
+        self, slots: np.ndarray, owners: np.ndarray, records: np.ndarray, now: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n, rows, k = slots.shape[0], self.rows, self.lasts
-        pick, back_today = self._for_day(math.floor(now / DAY_SECONDS))
-        picked = slots[:, pick]
-        at = self.w_max * rows
-        held_days = picked[:, :at].reshape(n, self.w_max, rows)
-        newest = picked[:, at : at + rows].astype(np.int32)  # whole days
-        at += rows
-        # Held iff 0 <= back - (today - newest) < W: one unsigned comparison of integers, no temporaries of floats.
-        unheld = (back_today + newest[:, None, :]).view(np.uint32) >= self.ring_days
-        np.copyto(held_days, 0.0, where=unheld)  # in place: ``picked`` is this call's own copy
+        picked = slots[:, self.fixed]
+        at = 0
+        # The days of every row, oldest first, after one spare slot that takes what no row reads.
+        plane = np.zeros((n, 1 + self.w_max * rows), dtype=_F8)
+        if len(records):
+            day, series = np.divmod(records[:, 0].astype(np.int64), _SERIES)
+            lag = slots[owners, self.series_head[series]].astype(np.int64) - day
+            back = math.floor(now / DAY_SECONDS) - day
+            # Held by its ring (0 <= newest - day < W) and not after today: unsigned, each is one comparison.
+            read = (lag.view(np.uint64) < self.series_days[series]) & (back.view(np.uint64) < self.w_max)
+            targets = self.targets[series, np.where(read, back, self.w_max)]
+            plane[owners[:, None], targets] = records[:, 1:]
+        held_days = plane[:, 1:].reshape(n, self.w_max, rows)
         totals = np.add.reduce(held_days, axis=1)
         mean_rows = totals[:, self.mean_rows]
         sums, counts = mean_rows[:, : self.m], mean_rows[:, self.m :]
