@@ -88,8 +88,8 @@ def event_state(
 
 
 class _Events:
-    """The events of the horizon as numpy columns: each one's entity (its row: the ids in sorted order), event
-    type (its index in the layout's), stamp (epoch microseconds) and UTC day."""
+    """The events of the horizon as numpy columns: each one's entity (its row: the ids in sorted order), stamp
+    (epoch microseconds) and UTC day, and the events of each type the layout reads."""
 
     def __init__(self, table: pa.Table, key: str, types: tuple[str, ...]) -> None:
         self.table = table
@@ -99,23 +99,29 @@ class _Events:
         rank[order.to_numpy()] = np.arange(len(order))
         self.ids: list[str] = entity.dictionary.take(order).to_pylist()
         self.row = rank[entity.indices.to_numpy(zero_copy_only=False)]
-        self.kind = pc.index_in(table.column("type"), value_set=pa.array(types, pa.string())).to_numpy(
-            zero_copy_only=False
-        )
+        # Each type's index, through the column's dictionary: a dozen strings to look up instead of every event's.
+        kinds = pc.dictionary_encode(table.column("type").combine_chunks())
+        index = np.array([types.index(t) if t in types else -1 for t in kinds.dictionary.to_pylist()], dtype=np.intp)
+        kind = index[kinds.indices.to_numpy(zero_copy_only=False)].astype(np.int16)
+        # The events of each type, in table order (a stable radix sort of small integers): a series or a group
+        # looks at its own type's events only, not at every event of the horizon.
+        self._by_kind = np.argsort(kind, kind="stable")
+        self._bounds = np.searchsorted(kind[self._by_kind], np.arange(len(types) + 1))
         stamps = pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("us", "UTC")).cast(pa.int64())
         self.stamp = stamps.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         self.day = self.stamp // (DAY_SECONDS * 1_000_000)
 
     def matching(self, kind: int, where: tuple[tuple[str, bool | str], ...], field: str | None = None) -> np.ndarray:
-        """Which events are of type ``kind`` with the ``where`` values (and ``field`` present): SQL's ``=``."""
-        mask = self.kind == kind
+        """The events (indices, ascending) of type ``kind`` with the ``where`` values (and ``field`` present),
+        as SQL's ``=`` and ``IS NOT NULL`` pick them."""
+        events = self._by_kind[self._bounds[kind] : self._bounds[kind + 1]]
+        mask = np.ones(len(events), dtype=bool)
         for name, value in where:
-            mask &= pc.fill_null(pc.equal(self.table.column(name), pa.scalar(value)), False).to_numpy(
-                zero_copy_only=False
-            )
+            column = self.table.column(name).take(events)
+            mask &= pc.fill_null(pc.equal(column, pa.scalar(value)), False).to_numpy(zero_copy_only=False)
         if field is not None:
-            mask &= pc.is_valid(self.table.column(field)).to_numpy(zero_copy_only=False)
-        return mask
+            mask &= pc.is_valid(self.table.column(field).take(events)).to_numpy(zero_copy_only=False)
+        return events[mask]
 
     def newest(self, events: np.ndarray) -> np.ndarray:
         """Of ``events`` (indices), the newest of each entity by ``(occurred_at, event_id)``, one per entity."""
@@ -145,9 +151,9 @@ def _day_records(events: _Events, layout: EventLayout, rows: np.ndarray, today: 
     for ring in layout.rings:
         rows[:, ring.slot] = today
         kind = layout.events.index(ring.event)
-        held = events.day > today - ring.days
         for index, series in enumerate(ring.series, start=ring.first):
-            mine = np.flatnonzero(held & events.matching(kind, series.where, series.field))
+            mine = events.matching(kind, series.where, series.field)
+            mine = mine[events.day[mine] > today - ring.days]
             day = events.day[mine]
             unique, which = np.unique(events.row[mine] * ring.days + day % ring.days, return_inverse=True)
             if series.field is not None and series.sums:
@@ -173,7 +179,7 @@ def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarra
     tail = np.zeros((rows.shape[0], sum(1 for g in layout.groups if g.values)), dtype=f"S{ID_BYTES}")
     kept = 0
     for g in layout.groups:
-        newest = events.newest(np.flatnonzero(events.matching(layout.events.index(g.event), g.where)))
+        newest = events.newest(events.matching(layout.events.index(g.event), g.where))
         entity = events.row[newest]
         rows[entity, g.slot] = events.stamp[newest]
         if not g.values:

@@ -568,18 +568,27 @@ class OnlineStore:
         return len(ids)
 
     async def _set_all(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
-        """SET every key, in one round trip: MSETs of :data:`_MSET_ROWS` (a pipeline of SETs on a cluster,
-        where one MSET cannot span slots)."""
-        pipe = self._client.pipeline(transaction=False)
+        """SET every key, in one round trip: MSETs of :data:`_MSET_ROWS`, encoded here on a single server (redis-py's
+        generic encoder cost more than building the values: 0.35 s of event-state materialization's 1.5 s for
+        100,000 entities), a pipeline of SETs through redis-py on a cluster, where one MSET cannot span slots."""
         if self._cluster:
+            pipe = self._client.pipeline(transaction=False)
             for key, value in zip(keys, values, strict=True):
                 pipe.set(key, value)
-        else:
-            for start in range(0, len(keys), _MSET_ROWS):
-                chunk = range(start, min(start + _MSET_ROWS, len(keys)))
-                pipe.mset({keys[i]: values[i] for i in chunk})
+            with map_errors():
+                await pipe.execute()
+            return
+        # The payload is one join of small headers and the values themselves: each value's bytes copied once.
+        parts: list[bytes] = []
+        for start in range(0, len(keys), _MSET_ROWS):
+            chunk = range(start, min(start + _MSET_ROWS, len(keys)))
+            parts.append(b"*%d\r\n$4\r\nMSET\r\n" % (2 * len(chunk) + 1))
+            for i in chunk:
+                name, value = keys[i].encode(), values[i]
+                parts += (b"$%d\r\n%s\r\n$%d\r\n" % (len(name), name, len(value)), value, b"\r\n")
         with map_errors():
-            await pipe.execute()
+            replies = await resp.exchange(self._client, b"".join(parts), -(-len(keys) // _MSET_ROWS))  # type: ignore[arg-type]
+            resp.raise_errors(replies)
 
     async def write(
         self,
