@@ -28,9 +28,8 @@ Layout (little-endian float64s after an 8-byte tag, like :mod:`features.packed`)
 - The **trim day** (a float64 only the script uses: the day it last trimmed the entity's seen ids and day
   records), then the **ids**: the event id of each group with fields, NUL-padded to :data:`ID_BYTES`. Only the
   script reads them, to break a tie between two events of the same microsecond the way the offline store orders
-  (``occurred_at, event_id``). They come before the fixed slots so that an event adding to a ring reads and
-  writes its event type's segment and the records in one range, with no ids in between. Everything but the
-  records sits at a fixed offset, so the script changes it in place.
+  (``occurred_at, event_id``). Everything but the records sits at a fixed offset, so the script changes it in
+  place.
 
 A read is one ``GET``; numpy turns N values into every event feature at once. The records are first spread into
 the days of whole rings (the slot ``day mod W`` of their ring), so from there the window sums are the ones the
@@ -91,9 +90,10 @@ APPLY_EVENTS = """
 -- (stamp offset in the segment, id offset in the value or -1, m, stamp, m values).
 -- Returns one integer per event: 1 applied, 0 seen before, 2 refused (the entity was erased).
 --
--- An event reads and writes only the bytes it changes: its event type's segment of the fixed slots, and the day
--- records from there when it adds to a ring (GETRANGE, SETRANGE), and the ids of the groups it becomes the newest
--- of (SETRANGE).
+-- An event reads and writes only the bytes it changes: its event type's segment of the fixed slots (GETRANGE,
+-- SETRANGE), the amount of each day record it adds to or the record it appends (the records are read with one
+-- GETRANGE when it adds to a ring, found by a plain substring search), and the ids of the groups it becomes the
+-- newest of (SETRANGE).
 -- Holding each entity's whole value in the script instead (one GET and SET per entity per call, the value rebuilt
 -- in Lua) cost twice the server CPU per event when rings were held whole (bench: 48 against 22 us), more than
 -- the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every string it makes.
@@ -147,17 +147,8 @@ local function compact(key)
 end
 local function apply(key, id, blob)
   local day, start, len, rings, groups, pos = struct.unpack('<ddddd', blob)
-  -- An event that adds to a ring reads its segment and the records in one GETRANGE (the segments of the event
-  -- types after its own in between), and writes them back in one SETRANGE.
-  local seg, between, records
-  if rings > 0 then
-    local tail = redis.call('GETRANGE', key, start, -1)
-    seg, between = string.sub(tail, 1, len), string.sub(tail, len + 1, size - start)
-    records = string.sub(tail, size - start + 1)
-  else
-    seg = redis.call('GETRANGE', key, start, start + len - 1)
-  end
-  local added = false
+  local seg = redis.call('GETRANGE', key, start, start + len - 1)
+  local records, appended
   for _ = 1, rings do
     local off, w, k, p = struct.unpack('<ddd', blob, pos)
     local newest = struct.unpack('<d', seg, off + 1)
@@ -165,15 +156,19 @@ local function apply(key, id, blob)
     -- of the days it moves past stay until compacted, and reads skip them.
     if day > newest - w then
       if day > newest then seg = put(seg, off, struct.pack('<d', day)) end
-      added = true
+      if not records then
+        records, appended = redis.call('GETRANGE', key, size, -1), 0
+      end
+      -- Each record is changed in place (its amount) or appended: the records are read, never rebuilt in Lua.
       for c = 0, k - 1 do
         local at = p + 16 * c
         local found = find(records, string.sub(blob, at, at + 7))
         if found then
           local total = struct.unpack('<d', records, found + 8) + struct.unpack('<d', blob, at + 8)
-          records = put(records, found + 7, struct.pack('<d', total))
+          redis.call('SETRANGE', key, size + found + 7, struct.pack('<d', total))
         else
-          records = records .. string.sub(blob, at, at + 15)
+          redis.call('SETRANGE', key, size + #records + appended, string.sub(blob, at, at + 15))
+          appended = appended + 16
         end
       end
     end
@@ -194,7 +189,7 @@ local function apply(key, id, blob)
     end
     pos = p + 8 * (m + 1)
   end
-  redis.call('SETRANGE', key, start, added and (seg .. between .. records) or seg)
+  redis.call('SETRANGE', key, start, seg)
   for _, at in ipairs(ids) do redis.call('SETRANGE', key, at, id) end
 end
 local heads = {}
