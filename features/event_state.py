@@ -117,12 +117,13 @@ end
 local function put(s, at, bytes)
   return string.sub(s, 1, at) .. bytes .. string.sub(s, at + #bytes + 1)
 end
--- The position of the day record whose key is the 8 bytes `k` (a plain search, kept to record boundaries).
-local function find(records, k)
-  local from = 1
+-- The position in `s` of the day record whose key is the 8 bytes `k`, the records starting at `first` (a plain
+-- search, kept to record boundaries).
+local function find(s, k, first)
+  local from = first
   while true do
-    local at = string.find(records, k, from, true)
-    if not at or (at - 1) % 16 == 0 then return at end
+    local at = string.find(s, k, from, true)
+    if not at or (at - first) % 16 == 0 then return at end
     from = at + 1
   end
 end
@@ -147,8 +148,17 @@ local function compact(key)
 end
 local function apply(key, id, blob)
   local day, start, len, rings, groups, pos = struct.unpack('<ddddd', blob)
-  local seg = redis.call('GETRANGE', key, start, start + len - 1)
-  local records, appended
+  -- An event that adds to a ring reads its segment and the records in one GETRANGE (the later segments in between
+  -- are a few hundred bytes), then writes back only what it changes.
+  -- The records are searched where they sit in that range, not copied out of it.
+  local seg, tail, appended
+  local first = size - start + 1
+  if rings > 0 then
+    tail = redis.call('GETRANGE', key, start, -1)
+    seg = string.sub(tail, 1, len)
+  else
+    seg = redis.call('GETRANGE', key, start, start + len - 1)
+  end
   for _ = 1, rings do
     local off, w, k, p = struct.unpack('<ddd', blob, pos)
     local newest = struct.unpack('<d', seg, off + 1)
@@ -156,24 +166,21 @@ local function apply(key, id, blob)
     -- of the days it moves past stay until compacted, and reads skip them.
     if day > newest - w then
       if day > newest then seg = put(seg, off, struct.pack('<d', day)) end
-      if not records then
-        records, appended = redis.call('GETRANGE', key, size, -1), 0
-      end
       -- Each record is changed in place (its amount) or appended: the records are read, never rebuilt in Lua.
       for c = 0, k - 1 do
         local at = p + 16 * c
-        local found = find(records, string.sub(blob, at, at + 7))
+        local found = find(tail, string.sub(blob, at, at + 7), first)
         if found then
-          local total = struct.unpack('<d', records, found + 8) + struct.unpack('<d', blob, at + 8)
-          redis.call('SETRANGE', key, size + found + 7, struct.pack('<d', total))
+          local total = struct.unpack('<d', tail, found + 8) + struct.unpack('<d', blob, at + 8)
+          redis.call('SETRANGE', key, start + found + 7, struct.pack('<d', total))
         else
-          redis.call('SETRANGE', key, size + #records + appended, string.sub(blob, at, at + 15))
-          appended = appended + 16
+          appended = (appended or '') .. string.sub(blob, at, at + 15)
         end
       end
     end
     pos = p + 16 * k
   end
+  if appended then redis.call('SETRANGE', key, start + #tail, appended) end
   local ids = {}
   for _ = 1, groups do
     local off, id_at, m, p = struct.unpack('<ddd', blob, pos)
