@@ -146,9 +146,14 @@ async def _run(url: str, world: Path) -> None:
         snapshots_per_s = await _materialize_at_scale(client, store, registry)
         await _materialize_events_at_scale(store, registry, world.parent / "scale", snapshots_per_s)
         layout = store.layout("customer")
+        pipe = client.pipeline(transaction=False)
+        for i in range(0, 100_000, 100):
+            pipe.strlen(store.state_key("customer", f"S{i:07d}"))
+        sizes = [n for n in await pipe.execute() if n]
         print(
-            f"event state per customer: {layout.total_size:,} bytes, of which a read fetches {layout.size:,} "
-            f"({len(layout.rings)} rings, {len(layout.groups)} last groups)"
+            f"event state per customer: {sum(sizes) / len(sizes):,.0f} bytes on average (1,000 of the 100,000): "
+            f"a fixed {layout.records_at:,} ({len(layout.rings)} ring headers, {len(layout.groups)} last groups, "
+            f"their event ids), then 16 per day with events of a windowed series"
         )
 
         now = time.time()

@@ -187,8 +187,8 @@ async def _materialize_all(
     """Materialize each entity in turn, with a bar each; returns (entity, written, seconds)."""
     client = connect(url, timeout_s=BULK_TIMEOUT_S, cluster=redis_settings.cluster)
     done: list[tuple[str, int, float]] = []
+    store = OnlineStore(client, registry, namespace=redis_settings.namespace)
     try:
-        store = OnlineStore(client, registry, namespace=redis_settings.namespace)
         for entity in entities:
             start = time.perf_counter()
             with progress_bar(Console(stderr=True, highlight=False), f"{entity}s") as bar:
@@ -207,6 +207,7 @@ async def _materialize_all(
                 linked = await materialize_identities(offline, store)
                 done.append(("customer identifiers", linked, time.perf_counter() - start))
     finally:
+        await store.aclose()
         await client.aclose()
     return done
 

@@ -1,45 +1,49 @@
-"""Event features online: an entity's event state as one fixed-layout binary string, and how it reads back.
+"""Event features online: an entity's event state as one binary string, and how it reads back.
 
-Layout (little-endian; the float64 slots come after an 8-byte tag, like :mod:`features.packed`)::
+Layout (little-endian float64s after an 8-byte tag, like :mod:`features.packed`)::
 
-    tag | ring 1 | ring 2 | ... | last group 1 | last group 2 | ... || id 1 | id 2 | ...
+    tag | trim day | id 1 | id 2 | ... || ring header 1 | ... | last group 1 | ... || day record | day record ...
 
-- The **tag** is a hash of this layout (entity, series, windows, groups, fields and their encodings). A reader
-  or a script built from another contract finds a different tag and treats the value as absent (the script
-  starts it over), so a contract change reads as a cold start, never as one feature's number read as another's.
-- A **ring** holds the day totals of the series of one event type that need the same number of days ``W``
-  (the longest window any feature reads from them): a header slot, the newest day the ring holds (UTC days
-  since 1970), then ``W`` slots of ``k`` float64 (one per series: ``count``, ``sum`` of a field, or the count of
-  the events carrying it, each possibly narrowed by a ``where``). Day ``d`` sits in slot ``d mod W`` while
-  ``newest - W < d <= newest``. An event of a day newer than the header advances it and zeroes the slots of the
-  days in between (their old contents are out of every window); an event of a day at or before ``newest - W``
-  can change no window and is dropped; any other adds to its day. So windows slide with no sweeping job, and a
-  late event still lands in its own day. One header per ring rather than a day per slot: half the bytes.
+- The **tag** is a hash of this layout (entity, series, windows, groups, fields and their encodings, the way
+  rings are stored). A reader or a script built from another contract finds a different tag and treats the
+  value as absent (the script starts it over), so a contract change reads as a cold start, never as one
+  feature's number read as another's.
+- A **ring** gathers the series of one event type that need the same number of days ``W`` (the longest window
+  any feature reads from them; a series is a ``count``, the ``sum`` of a field or the count of the events
+  carrying it, each possibly narrowed by a ``where``). Its header is the newest day it holds (UTC days since
+  1970); it holds the days ``newest - W < d <= newest``. An event of a day newer than the header moves it on;
+  one of a day at or before ``newest - W`` can change no window and is dropped; any other adds to its day. So
+  windows slide with no sweeping job, and a late event still lands in its own day.
+- A **day record** (16 bytes: key ``day * 256 + series``, amount) holds one series' total of one day that had
+  events of it. Only those days are stored: a customer with 20 events in the horizon keeps a handful of records
+  where holding every ring whole (``W`` slots per series) took 6.7 KB, 87% zeros, and materializing 100,000
+  customers meant writing 670 MB. A record the ring has moved past is skipped by reads and dropped by the script
+  on the entity's first event of a later day, with the seen ids (see below).
 - A **last group** is one (event type, ``where``) that a ``last`` or ``days_since`` reads, plus one unfiltered
   group per event type read at all (its stamp says how old the view is): the newest event's time in
   microseconds as float64 (exact below 2**53, about year 2255; 0 = never), then one float64 per field read,
   already encoded as the model reads it (category index, 0/1, number), NaN when the newest event lacks it.
   A category value the contract does not know is stored as -1: it reads as unknown but, unlike a missing
   field, is not replaced by the default, as the offline join has it.
-- After the fixed part, the **ids**: the event id of each group with fields, NUL-padded to
-  :data:`ID_BYTES`. Only the script reads them, to break a tie between two events of the same microsecond the
-  way the offline store orders (``occurred_at, event_id``); a read asks ``GETRANGE`` for the fixed part only.
-  Last, a float64 only the script uses: the day it last trimmed the entity's seen ids.
+- The **trim day** (a float64 only the script uses: the day it last trimmed the entity's seen ids and day
+  records), then the **ids**: the event id of each group with fields, NUL-padded to :data:`ID_BYTES`. Only the
+  script reads them, to break a tie between two events of the same microsecond the way the offline store orders
+  (``occurred_at, event_id``). Everything but the records sits at a fixed offset, so the script changes it in
+  place.
 
-Why this and not the hash of ``{series}@{day}`` fields it replaces: a read is one ``GETRANGE`` of a few
-kilobytes that numpy turns into every event feature of N entities at once (window sums by precomputed index
-arrays and masks), where the hash cost an ``HGETALL`` of hundreds of fields and a Python loop over them; and
-materialization is one ``MSET`` of rows built by numpy. What it gives up: the bytes are not readable with
-``redis-cli`` (``nba features`` and ``GET /v1/customers/{id}/features`` are), and every customer with events
-holds every ring whole (a few kilobytes) however few events they have. An event stamped on a day after the
-day of a read (a clock ahead by minutes near midnight) moves its rings on early: until the reader's day
-catches up, the oldest day of the longest windows reads as empty.
+A read is one ``GET``; numpy turns N values into every event feature at once. The records are first spread into
+the days of whole rings (the slot ``day mod W`` of their ring), so from there the window sums are the ones the
+offline store computes, added oldest day first by precomputed index arrays and masks. What this gives up: the
+bytes are not readable with ``redis-cli`` (``nba features`` and ``GET /v1/customers/{id}/features`` are). An
+event stamped on a day after the day of a read (a clock ahead by minutes near midnight) moves its rings on
+early: until the reader's day catches up, the oldest day of the longest windows reads as empty.
 
 Applying a batch of events is one Lua script call (:data:`APPLY_EVENTS`): a per-entity sorted set of seen ids
-makes a retried event count once, then Lua's ``struct`` updates the rings and groups the event reaches in its
-event type's segment, read and written in place (``GETRANGE``/``SETRANGE``; one segment per event type is why
-the layout groups rings and last groups by event type). The arithmetic mirrors :mod:`features.offline_store`'s
-SQL; a parity test holds the two together.
+makes a retried event count once, then Lua's ``struct`` updates the ring headers and groups the event reaches
+in its event type's segment of the fixed part (``GETRANGE``/``SETRANGE``; one segment per event type is why the
+layout groups headers and last groups by event type) and adds to its day records (found by a plain substring
+search for their key, or appended). The arithmetic mirrors :mod:`features.offline_store`'s SQL; a parity test
+holds the two together.
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from features.packed import rows_of
 from features.registry import DAY_SECONDS, EntitySchema, Feature
 
 TAG_BYTES = 8
@@ -65,36 +69,42 @@ events (a late or replayed one must not bring the entity back) and that every re
 UNKNOWN_CATEGORY = -1.0
 """A `last` category value the contract does not list: unknown, but present (no default stands in)."""
 _F8 = np.dtype("<f8")
-_OUTSIDE = 1 << 30
-"""What :class:`_Plan` puts for the days back of a day a row's window does not reach: farther back than any ring's
-newest day can be from today (day numbers are below 2**22 until the year 13,000), so never held."""
+_SERIES = 256
+"""A day record's key is ``day * 256 + series index``: exact in a float64, and one 8-byte string per (series, day)
+that the script finds with a plain substring search."""
+_RECORD = 16
+"""Bytes of a day record: its key and its amount, float64 each."""
+_RECORDS = "day-records-1"
+"""Names the way rings are stored (in the tag's hash): values of the layout before it, every ring's days held
+whole, read as absent."""
 
 APPLY_EVENTS = """
 -- Applies a batch of events, each at most once. KEYS: per entity, its state string then its seen-id sorted set.
--- ARGV[1]: the horizon (epoch seconds); ARGV[2]: the layout's tag; ARGV[3]: the state's size in bytes;
--- ARGV[4]: the bytes kept per event id; ARGV[5]: as many NUL bytes as the state's size (Lua 5.1's string.rep
--- builds a string a byte at a time: a few kilobytes of it cost more than the rest of an event); ARGV[6]: the
--- erased entity's tombstone (ERASED), whose events are refused and leave nothing behind; then per event:
--- key index (1-based pair), event_id, occurred_at (s), and its changes as float64s (see EventLayout.changes):
--- day, the byte offset and length of the event type's segment, rings, groups, then per ring (header offset in
--- the segment, W, k, k amounts) and per group (stamp offset in the segment, id offset in the value or -1, m,
--- stamp, m values).
+-- ARGV[1]: the horizon (epoch seconds); ARGV[2]: the layout's tag; ARGV[3]: the bytes before the day records
+-- (EventLayout.records_at); ARGV[4]: the bytes kept per event id; ARGV[5]: as many NUL bytes as ARGV[3] (Lua
+-- 5.1's string.rep builds a string a byte at a time); ARGV[6]: the erased entity's tombstone (ERASED), whose
+-- events are refused and leave nothing behind; ARGV[7]: per series, its ring header's byte offset and its days
+-- (float64s, EventLayout.compaction); then per event: key index (1-based pair), event_id, occurred_at (s), and
+-- its changes as float64s (see EventLayout.changes): day, the byte offset and length of the event type's segment,
+-- rings, groups, then per ring (header offset in the segment, W, k, then k day records: key, amount) and per group
+-- (stamp offset in the segment, id offset in the value or -1, m, stamp, m values).
 -- Returns one integer per event: 1 applied, 0 seen before, 2 refused (the entity was erased).
 --
--- An event reads and writes only the bytes it changes: its event type's segment (GETRANGE, SETRANGE) and the
--- ids of the groups it becomes the newest of (SETRANGE). Holding each entity's whole value in the script instead
--- (one GET and SET per entity per call, the value rebuilt in Lua) cost twice the server CPU per event (bench:
--- 48 against 22 us), more than the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every
--- string it makes: a thousand live few-kilobyte values that its sampling hash cannot tell apart share chains.
+-- An event reads and writes only the bytes it changes: its event type's segment of the fixed slots (GETRANGE,
+-- SETRANGE), the amount of each day record it adds to or the record it appends (the records are read with one
+-- GETRANGE when it adds to a ring, found by a plain substring search), and the ids of the groups it becomes the
+-- newest of (SETRANGE).
+-- Holding each entity's whole value in the script instead (one GET and SET per entity per call, the value rebuilt
+-- in Lua) cost twice the server CPU per event when rings were held whole (bench: 48 against 22 us), more than
+-- the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every string it makes.
 local horizon, tag, size, id_bytes, zeros = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local tombstone = ARGV[6]
 local horizon_day = math.floor(tonumber(horizon) / 86400)
-local trim_at = size - 8
-local formats = {}
-local function doubles(n)
-  local f = formats[n]
-  if not f then f = '<' .. string.rep('d', n); formats[n] = f end
-  return f
+local trim_at = 8
+local series = {}
+for j = 0, #ARGV[7] / 16 - 1 do
+  local head, w = struct.unpack('<dd', ARGV[7], 16 * j + 1)
+  series[j] = {head, w}
 end
 -- Bytewise, not Lua's `>`: that one calls strcoll, and Redis takes LC_COLLATE from its environment.
 local function after(a, b)
@@ -107,34 +117,70 @@ end
 local function put(s, at, bytes)
   return string.sub(s, 1, at) .. bytes .. string.sub(s, at + #bytes + 1)
 end
+-- The position in `s` of the day record whose key is the 8 bytes `k`, the records starting at `first` (a plain
+-- search, kept to record boundaries).
+local function find(s, k, first)
+  local from = first
+  while true do
+    local at = string.find(s, k, from, true)
+    if not at or (at - first) % 16 == 0 then return at end
+    from = at + 1
+  end
+end
+-- Drops the day records no window can reach any more (their ring has moved on by its days); a read skips them
+-- meanwhile, so this only bounds the value's size. Once a day per entity, with the trim of its seen ids.
+local function compact(key)
+  local records = redis.call('GETRANGE', key, size, -1)
+  if #records < 16 then return end
+  local fixed = redis.call('GETRANGE', key, 0, size - 1)
+  local kept, dropped = {}, false
+  for at = 1, #records - 15, 16 do
+    local k = struct.unpack('<d', records, at)
+    local s = k % 256
+    local ring = series[s]
+    if ring and (k - s) / 256 > struct.unpack('<d', fixed, ring[1] + 1) - ring[2] then
+      kept[#kept + 1] = string.sub(records, at, at + 15)
+    else
+      dropped = true
+    end
+  end
+  if dropped then redis.call('SET', key, fixed .. table.concat(kept)) end
+end
 local function apply(key, id, blob)
   local day, start, len, rings, groups, pos = struct.unpack('<ddddd', blob)
-  local seg = redis.call('GETRANGE', key, start, start + len - 1)
+  -- An event that adds to a ring reads its segment and the records in one GETRANGE (the later segments in between
+  -- are a few hundred bytes), then writes back only what it changes.
+  -- The records are searched where they sit in that range, not copied out of it.
+  local seg, tail, appended
+  local first = size - start + 1
+  if rings > 0 then
+    tail = redis.call('GETRANGE', key, start, -1)
+    seg = string.sub(tail, 1, len)
+  else
+    seg = redis.call('GETRANGE', key, start, start + len - 1)
+  end
   for _ = 1, rings do
     local off, w, k, p = struct.unpack('<ddd', blob, pos)
-    local stride = 8 * k
     local newest = struct.unpack('<d', seg, off + 1)
+    -- A day at or before newest - W can change no window: dropped. A newer day moves the ring on; the records
+    -- of the days it moves past stay until compacted, and reads skip them.
     if day > newest - w then
-      local at = off + 8 + (day % w) * stride
-      local amounts = string.sub(blob, p, p + stride - 1)
-      if day > newest then
-        -- The days between are empty: zero their slots (they held days out of every window).
-        local gap = math.min(day - newest, w)
-        local first = (newest + 1) % w
-        local run = math.min(gap, w - first)
-        seg = put(seg, off + 8 + first * stride, string.sub(zeros, 1, run * stride))
-        if gap > run then seg = put(seg, off + 8, string.sub(zeros, 1, (gap - run) * stride)) end
-        seg = put(seg, off, struct.pack('<d', day))
-      else
-        local old = {struct.unpack(doubles(k), seg, at + 1)}
-        local new = {struct.unpack(doubles(k), amounts)}
-        for c = 1, k do new[c] = old[c] + new[c] end
-        amounts = struct.pack(doubles(k), unpack(new, 1, k))
+      if day > newest then seg = put(seg, off, struct.pack('<d', day)) end
+      -- Each record is changed in place (its amount) or appended: the records are read, never rebuilt in Lua.
+      for c = 0, k - 1 do
+        local at = p + 16 * c
+        local found = find(tail, string.sub(blob, at, at + 7), first)
+        if found then
+          local total = struct.unpack('<d', tail, found + 8) + struct.unpack('<d', blob, at + 8)
+          redis.call('SETRANGE', key, start + found + 7, struct.pack('<d', total))
+        else
+          appended = (appended or '') .. string.sub(blob, at, at + 15)
+        end
       end
-      seg = put(seg, at, amounts)
     end
-    pos = p + stride
+    pos = p + 16 * k
   end
+  if appended then redis.call('SETRANGE', key, start + #tail, appended) end
   local ids = {}
   for _ = 1, groups do
     local off, id_at, m, p = struct.unpack('<ddd', blob, pos)
@@ -157,7 +203,7 @@ local heads = {}
 local ready = {}
 local trimmed = {}
 local out = {}
-for i = 7, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   local n = tonumber(ARGV[i]) * 2
   local key, seen, id, blob = KEYS[n - 1], KEYS[n], ARGV[i + 1], ARGV[i + 3]
   local head = heads[key]
@@ -168,17 +214,19 @@ for i = 7, #ARGV, 4 do
   local fresh = head ~= tombstone and redis.call('ZADD', seen, 'NX', ARGV[i + 2], id) == 1
   if fresh and #blob > 40 then
     if not ready[key] then
-      -- The tag names the layout, and so the size (the trim day read whole says the value is not shorter):
-      -- a value of another layout (or none) starts over empty.
-      local trim_day = redis.call('GETRANGE', key, trim_at, size - 1)
+      -- The tag names the layout, and so the size of the fixed part: a value of another layout (or none) starts
+      -- over empty.
+      local trim_day = redis.call('GETRANGE', key, trim_at, trim_at + 7)
       if #trim_day ~= 8 or head ~= tag then
         redis.call('SET', key, tag .. string.sub(zeros, 9))
         trim_day = string.sub(zeros, 1, 8)
       end
-      -- The seen ids older than the horizon go once a day per entity; the day of the last trim is kept last.
+      -- The seen ids older than the horizon and the day records out of reach go once a day per entity; the day
+      -- of the last trim is kept after the tag.
       if struct.unpack('<d', trim_day) < horizon_day then
         redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. horizon)
         redis.call('SETRANGE', key, trim_at, struct.pack('<d', horizon_day))
+        compact(key)
       end
       trimmed[seen] = true
       ready[key] = true
@@ -247,18 +295,16 @@ class Series:
 
 @dataclass(frozen=True)
 class Ring:
-    """The series of one event type kept over the same number of days, side by side in one ring."""
+    """The series of one event type kept over the same number of days: one header in the fixed part (the newest
+    day held), and day records of each series for the days of the last ``days`` that had events."""
 
     event: str
     days: int
     series: tuple[Series, ...]
     slot: int
-    """The header's slot (the newest day held); the days follow, ``len(series)`` slots each."""
-
-    @property
-    def width(self) -> int:
-        """Slots the ring takes, header included."""
-        return 1 + self.days * len(self.series)
+    """The header's slot in the fixed part."""
+    first: int
+    """The index of its first series among the layout's (a day record names its series by that index)."""
 
 
 @dataclass(frozen=True)
@@ -335,40 +381,53 @@ class EventLayout:
         rings: list[Ring] = []
         lasts: list[LastGroup] = []
         self.segments: dict[str, tuple[int, int]] = {}
-        """Per event type: the byte offset and length of the part of the value its events change."""
+        """Per event type: the byte offset and length of the part of the fixed slots its events change."""
+        self.fixed_at = TAG_BYTES + 8 + ID_BYTES * sum(1 for values in groups.values() if values)
+        """Byte offset of the fixed slots: after the tag, the trim day and the ids."""
         slot = ids = 0
+        ordered: list[Series] = []
         for event in events:
             first = slot
             for (ring_event, days), members in by_ring.items():
                 if ring_event == event:
-                    rings.append(Ring(event, days, tuple(members), slot))
-                    slot += rings[-1].width
+                    rings.append(Ring(event, days, tuple(members), slot, len(ordered)))
+                    ordered += members
+                    slot += 1
             for (group_event, where), values in groups.items():
                 if group_event == event:
                     kept = tuple(values.values())
                     lasts.append(LastGroup(event, where, kept, slot, ids if kept else -1))
                     slot += 1 + len(kept)
                     ids += 1 if kept else 0
-            self.segments[event] = (TAG_BYTES + 8 * first, 8 * (slot - first))
+            self.segments[event] = (self.fixed_at + 8 * first, 8 * (slot - first))
         self.rings = tuple(rings)
+        self.series = tuple(ordered)
+        """In the order of their indices in day records: ring by ring."""
+        if len(self.series) > _SERIES:
+            raise ValueError(f"{schema.name}: {len(self.series)} windowed series; day records name at most {_SERIES}")
         self.width = slot
-        self.size = TAG_BYTES + 8 * slot
-        """Bytes of the fixed part, the part a read fetches."""
-        self.total_size = self.size + ID_BYTES * ids + 8
-        """Bytes of the whole value: the fixed part, the ids, and the day the script last trimmed the seen ids."""
+        """Fixed slots: ring headers and last groups."""
+        self.records_at = self.fixed_at + 8 * slot
+        """Bytes before the day records (the value of an entity with none)."""
         self.groups = tuple(
-            LastGroup(g.event, g.where, g.values, g.slot, self.size + ID_BYTES * g.id_at if g.values else -1)
+            LastGroup(g.event, g.where, g.values, g.slot, TAG_BYTES + 8 + ID_BYTES * g.id_at if g.values else -1)
             for g in lasts
         )
         shape = [
             schema.name,
+            _RECORDS,
             [(r.event, r.days, [(s.name, s.days) for s in r.series]) for r in self.rings],
             [(g.event, g.where, [(v.field, *_encoding(v.feature)) for v in g.values]) for g in self.groups],
             ID_BYTES,
         ]
         self.tag = hashlib.sha256(json.dumps(shape).encode()).digest()[:TAG_BYTES]
         self._tag_word = np.frombuffer(self.tag, dtype=np.uint64)[0]
-        self._absent = self.tag + bytes(self.size - TAG_BYTES)
+        self._absent = bytes(self.records_at)
+        self.compaction = struct.pack(
+            f"<{2 * len(self.series)}d", *(v for r in rings for _ in r.series for v in (self.offset(r.slot), r.days))
+        )
+        """Per series, its ring header's byte offset and its days, as float64s: how the script tells which day
+        records no window can reach any more."""
         self.defaults = np.array([f.encode(None) for f in self.features], dtype=_F8)
         """Each event feature's encoded default (NaN where it has none): what it reads as when not read."""
         self._writers = {e: _Writer(e, self) for e in events}
@@ -379,10 +438,22 @@ class EventLayout:
         }
         self._plan = _Plan(self, schema)
 
+    def offset(self, slot: int) -> int:
+        """The byte offset in the value of fixed slot ``slot`` (a ring header, a group's stamp or value)."""
+        return self.fixed_at + 8 * slot
+
     @property
     def events(self) -> tuple[str, ...]:
         """Event types this entity's features read."""
         return tuple(self.segments)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The event fields this state reads: summed or counted, narrowed on (``where``), or kept as a `last`."""
+        named = [s.field for s in self.series if s.field is not None]
+        named += [k for s in self.series for k, _ in s.where] + [k for g in self.groups for k, _ in g.where]
+        named += [v.field for g in self.groups for v in g.values]
+        return tuple(dict.fromkeys(named))
 
     def group(self, event: str, where: tuple[tuple[str, bool | str], ...] = ()) -> LastGroup:
         """The last group of ``event`` narrowed by ``where`` (the unfiltered one by default)."""
@@ -399,31 +470,56 @@ class EventLayout:
         return writer.changes(event)
 
     def empty_rows(self, n: int) -> np.ndarray:
-        """The slot matrix of ``n`` entities with no events (every ring empty, every group never seen)."""
+        """The fixed slots of ``n`` entities with no events (every ring empty, every group never seen)."""
         return np.zeros((n, self.width), dtype=_F8)
 
-    def values(self, rows: np.ndarray, ids: np.ndarray) -> list[bytes]:
-        """Whole state values from a slot matrix and the tail of ids (``n x groups-with-fields``, ``S64``)."""
+    def record_key(self, day: int | np.ndarray, series: int) -> float | np.ndarray:
+        """The key of the day record of series number ``series`` (its index in :attr:`series`) on ``day``."""
+        return day * _SERIES + series
+
+    def values(self, rows: np.ndarray, ids: np.ndarray, entity: np.ndarray, records: np.ndarray) -> list[bytes]:
+        """Whole state values from the fixed slots (``n x width``), the tail of ids (``n x groups-with-fields``,
+        ``S64``) and the day records (``entity``: each one's row, ascending; ``records``: its key and amount)."""
         n = rows.shape[0]
-        body = np.empty((n, self.total_size), dtype=np.uint8)
+        body = np.empty((n, self.records_at), dtype=np.uint8)
         body[:, :TAG_BYTES] = np.frombuffer(self.tag, dtype=np.uint8)
-        body[:, TAG_BYTES : self.size] = rows.astype(_F8, copy=False).view(np.uint8).reshape(n, -1)
-        body[:, self.size : self.total_size - 8] = ids.view(np.uint8).reshape(n, -1)
-        body[:, self.total_size - 8 :] = 0  # never trimmed: the first live event trims the seen ids
-        raw = body.tobytes()
-        step = self.total_size
-        return [raw[i : i + step] for i in range(0, len(raw), step)]
+        body[:, TAG_BYTES : TAG_BYTES + 8] = 0  # never trimmed: the first live event trims the seen ids
+        body[:, TAG_BYTES + 8 : self.fixed_at] = ids.view(np.uint8).reshape(n, -1)
+        body[:, self.fixed_at :] = rows.astype(_F8, copy=False).view(np.uint8).reshape(n, -1)
+        # Each value is one join of its row of ``body`` and its records, both views: one copy of the bytes.
+        fixed, step = body.reshape(-1).data, self.records_at
+        tails = np.ascontiguousarray(records, dtype=_F8).reshape(-1).view(np.uint8).data
+        ends = np.cumsum(np.bincount(entity, minlength=n)) * _RECORD
+        starts = np.concatenate(([0], ends[:-1]))
+        join = b"".join
+        return [
+            join((fixed[at : at + step], tails[start:end]))
+            for at, start, end in zip(range(0, n * step, step), starts.tolist(), ends.tolist(), strict=True)
+        ]
 
     # ---- reading -----------------------------------------------------------------------------------
 
-    def unpack(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-        """The slot matrix (rows x width; an empty state where absent or of another layout), and which were here."""
-        table = rows_of(blobs, self.size, self._absent)
-        present = table[:, 0].view(np.uint64) == self._tag_word
-        matrix = table[:, 1:]
-        if not present.all():
-            matrix = np.where(present[:, None], matrix, 0.0)
-        return matrix, present
+    def unpack(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The fixed slots (rows x width; an empty state where absent or of another layout), which rows were
+        here, and their day records: each one's row, and its key and amount (``records x 2``)."""
+        n, at, tag = len(blobs), self.records_at, self.tag
+        present = [b is not None and len(b) >= at and b.startswith(tag) for b in blobs]
+        stored = cast(list[bytes], [b for b, ok in zip(blobs, present, strict=True) if ok])
+        if len(stored) < n:
+            kept = iter(stored)
+            stored_or_empty = [next(kept) if ok else self._absent for ok in present]
+        else:
+            stored_or_empty = stored
+        fixed = b"".join([b[self.fixed_at : at] for b in stored_or_empty])
+        slots = np.frombuffer(fixed, dtype=_F8).reshape(n, self.width)
+        tails = [b[at : len(b) - (len(b) - at) % _RECORD] for b in stored]
+        records = np.frombuffer(b"".join(tails), dtype=_F8).reshape(-1, 2)
+        if n == 1 or not len(records):
+            owners = np.zeros(len(records), dtype=np.intp)
+        else:
+            rows = np.flatnonzero(present) if len(stored) < n else np.arange(n)
+            owners = np.repeat(rows, [len(t) // _RECORD for t in tails])
+        return slots, np.array(present, dtype=bool), owners, records
 
     def held(self, tags: Sequence[bytes | None]) -> np.ndarray:
         """Which of these values (their first bytes at least) are event state of this layout: bool per value."""
@@ -432,13 +528,13 @@ class EventLayout:
     def decode(
         self, blobs: Sequence[bytes | None], now: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Features of N entities from their state values (the fixed part), as of ``now``.
+        """Features of N entities from their state values, as of ``now``.
 
         Returns values and known (N x event features, registry order), each event view's age in seconds (N x
         event views, NaN where never observed) and whether the entity has any event state at all.
         """
-        slots, _ = self.unpack(blobs)
-        return self._plan.run(slots, now)
+        slots, _, owners, records = self.unpack(blobs)
+        return self._plan.run(slots, owners, records, now)
 
 
 class _Writer:
@@ -447,19 +543,22 @@ class _Writer:
     def __init__(self, event: str, layout: EventLayout) -> None:
         start, _length = self.segment = layout.segments[event]
         self.rings = [
-            (TAG_BYTES + 8 * r.slot - start, r.days, len(r.series), r.series) for r in layout.rings if r.event == event
+            (layout.offset(r.slot) - start, r.days, tuple(enumerate(r.series, start=r.first)))
+            for r in layout.rings
+            if r.event == event
         ]
         self.groups = [
-            (g, TAG_BYTES + 8 * g.slot - start, g.id_at, len(g.values)) for g in layout.groups if g.event == event
+            (g, layout.offset(g.slot) - start, g.id_at, len(g.values)) for g in layout.groups if g.event == event
         ]
 
     def changes(self, event: Event) -> bytes:
-        parts: list[float] = [event.occurred_at // DAY_SECONDS, *self.segment, 0, 0]
-        for offset, days, k, series in self.rings:
-            amounts = [s.amount(event) for s in series]
-            if any(a is not None for a in amounts):
+        day = event.occurred_at // DAY_SECONDS
+        parts: list[float] = [day, *self.segment, 0, 0]
+        for offset, days, series in self.rings:
+            records = [(day * _SERIES + i, a + 0.0) for i, s in series if (a := s.amount(event)) is not None]
+            if records:
                 parts[3] += 1
-                parts += [offset, days, k, *(a or 0.0 for a in amounts)]
+                parts += [offset, days, len(records), *(v for record in records for v in record)]
         us = float(stamp_us(event.occurred_at))
         for group, offset, id_at, m in self.groups:
             if group.matches(event):
@@ -469,21 +568,20 @@ class _Writer:
 
 
 class _Plan:
-    """What :meth:`EventLayout.decode` gathers and computes, resolved from the contract once (per day for the
-    ring positions), so a read is one gather of the slots it needs and a few whole-matrix operations: a read of
+    """What :meth:`EventLayout.decode` gathers and computes, resolved from the contract once, so a read is one
+    gather of the slots it needs, one scatter of the day records and a few whole-matrix operations: a read of
     one entity costs about as many numpy calls as a read of a hundred.
 
     Windowed totals: one row per (series, window), ``w_max`` days oldest first (days before a shorter window
-    are never held). Day ``today - b`` is read from slot ``day mod W`` of its ring when the window reaches it
-    (``b < window``) and the ring still holds it (``newest - W < day <= newest``, i.e. ``0 <= b - lag < W`` for
-    ``lag = today - newest``); otherwise it adds 0.0. The days are added one after the other, oldest first,
-    the order the offline store's per-day totals were added in, so totals stay bit-equal: a reduction along an
-    axis that is not the fastest in memory adds element by element (numpy sums pairwise only along the fastest
-    axis), which is why the rows are the last axis and there are always at least two of them.
+    are never held). A day record of day ``today - b`` lands in each row of its series whose window reaches it
+    (``0 <= b < window``) if its ring still holds it (``newest - W < day <= newest``); every other day adds 0.0,
+    as the slot of a day with no events did when rings were stored whole. The days are added one after the
+    other, oldest first, the order the offline store's per-day totals were added in, so totals stay bit-equal:
+    a reduction along an axis that is not the fastest in memory adds element by element (numpy sums pairwise
+    only along the fastest axis), which is why the rows are the last axis and there are always at least two.
     """
 
     def __init__(self, layout: EventLayout, schema: EntitySchema) -> None:
-        ring_of = {s.name: (r, r.series.index(s)) for r in layout.rings for s in r.series}
         rows: dict[tuple[str, int], int] = {}
 
         def row(series: str, window: int) -> int:
@@ -515,18 +613,26 @@ class _Plan:
         keys = list(rows)
         if len(keys) == 1:
             keys.append((keys[0][0], 0))  # a second row, never held: see the class docstring
-        rings = [ring_of[s] for s, _ in keys]
         self.n = len(layout.features)
         self.rows = len(keys) if rows else 0
-        window = np.array([w for _, w in keys], dtype=np.int64)
-        self.w_max = int(window.max(initial=0))
-        back = np.arange(self.w_max - 1, -1, -1, dtype=np.int32)[:, None]
-        self.back = np.where(back < window, back, np.int32(_OUTSIDE))
-        """Days before today of each row's days (``w_max x rows``, oldest first), :data:`_OUTSIDE` past its window."""
-        self.ring_days = np.array([r.days for r, _ in rings], dtype=np.uint32)
-        self.base = np.array([r.slot + 1 + c for r, c in rings], dtype=np.int64)
-        self.stride = np.array([len(r.series) for r, _ in rings], dtype=np.int64)
-        heads = [r.slot for r, _ in rings]
+        self.w_max = max((w for _, w in keys), default=0)
+        # Per series (by index), the rows it feeds and their windows, padded with a row no day reaches (window 0).
+        feeds = [[(r, w) for r, (name, w) in enumerate(keys) if name == s.name] or [(0, 0)] for s in layout.series]
+        widest_feed = max((len(f) for f in feeds), default=1)
+        padded = [f + [(0, 0)] * (widest_feed - len(f)) for f in feeds]
+        self.feed_rows = np.array([[r for r, _ in f] for f in padded], dtype=np.intp).reshape(-1, widest_feed)
+        self.feed_windows = np.array([[w for _, w in f] for f in padded], dtype=np.int64).reshape(-1, widest_feed)
+        by_ring = {s.name: r for r in layout.rings for s in r.series}
+        self.series_head = np.array([by_ring[s.name].slot for s in layout.series], dtype=np.intp)
+        self.series_days = np.array([by_ring[s.name].days for s in layout.series], dtype=np.uint64)
+        # Per series and day back (w_max: none a row reads), where a day record lands in a read's plane of days
+        # (1 + (w_max - 1 - back) * rows + row, oldest first), once per row it feeds; 0, the spare slot, for a row
+        # whose window does not reach that day.
+        back = np.arange(self.w_max + 1)[None, :, None]
+        reaches = back < self.feed_windows[:, None, :]
+        self.targets = np.where(
+            reaches, 1 + (self.w_max - 1 - back) * self.rows + self.feed_rows[:, None, :], 0
+        ).astype(np.intp)
         m = len(means)
         mean_rows = [x[1] for x in means] + [x[2] for x in means]
         self.mean_missing = np.array([x[3] for x in means], dtype=np.float64)
@@ -544,13 +650,12 @@ class _Plan:
         self.views = len(stamps)
         self.widest = widest
         fixed = [
-            *heads,
             *(x[1] for x in lasts),
             *(x[2] if x[2] >= 0 else x[1] for x in lasts),
             *(s for v in stamps for s in v + v[:1] * (widest - len(v))),
         ]
         self.fixed = np.array(fixed, dtype=np.intp)
-        """Slots read whatever the day: ring heads, then per `last` its stamp and value, then the view stamps."""
+        """Slots read whatever the day: per `last` its stamp and value, then the view stamps."""
         self.mean_rows = np.array(mean_rows, dtype=np.intp)
         """The sum rows then the count rows of the means."""
         self.m = m
@@ -568,32 +673,24 @@ class _Plan:
             where_value[last[0]], where_known[last[0]] = r + m + j, m + j
         self.value_from = np.array(where_value, dtype=np.intp)
         self.known_from = np.array(where_known, dtype=np.intp)
-        self._today: int | None = None
-        self._pick = self.fixed
-        self._back_today = self.back
 
-    def _for_day(self, today: int) -> tuple[np.ndarray, np.ndarray]:
-        """The slots a read as of ``today`` gathers (each row's days, ``w_max x rows`` flat, then the fixed ones)
-        and ``back - today`` (a ring's days are held where ``0 <= back - today + newest < W``); kept for the day."""
-        if self._today != today:
-            days = today - np.arange(self.w_max - 1, -1, -1, dtype=np.int64)[:, None]
-            positions = self.base + (days % self.ring_days) * self.stride
-            self._pick = np.concatenate((positions.ravel(), self.fixed))
-            self._back_today = self.back - np.int32(today)
-            self._today = today
-        return self._pick, self._back_today
-
-    def run(self, slots: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def run(
+        self, slots: np.ndarray, owners: np.ndarray, records: np.ndarray, now: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n, rows, k = slots.shape[0], self.rows, self.lasts
-        pick, back_today = self._for_day(math.floor(now / DAY_SECONDS))
-        picked = slots[:, pick]
-        at = self.w_max * rows
-        held_days = picked[:, :at].reshape(n, self.w_max, rows)
-        newest = picked[:, at : at + rows].astype(np.int32)  # whole days
-        at += rows
-        # Held iff 0 <= back - (today - newest) < W: one unsigned comparison of integers, no temporaries of floats.
-        unheld = (back_today + newest[:, None, :]).view(np.uint32) >= self.ring_days
-        np.copyto(held_days, 0.0, where=unheld)  # in place: ``picked`` is this call's own copy
+        picked = slots[:, self.fixed]
+        at = 0
+        # The days of every row, oldest first, after one spare slot that takes what no row reads.
+        plane = np.zeros((n, 1 + self.w_max * rows), dtype=_F8)
+        if len(records):
+            day, series = np.divmod(records[:, 0].astype(np.int64), _SERIES)
+            lag = slots[owners, self.series_head[series]].astype(np.int64) - day
+            back = math.floor(now / DAY_SECONDS) - day
+            # Held by its ring (0 <= newest - day < W) and not after today: unsigned, each is one comparison.
+            read = (lag.view(np.uint64) < self.series_days[series]) & (back.view(np.uint64) < self.w_max)
+            targets = self.targets[series, np.where(read, back, self.w_max)]
+            plane[owners[:, None], targets] = records[:, 1:]
+        held_days = plane[:, 1:].reshape(n, self.w_max, rows)
         totals = np.add.reduce(held_days, axis=1)
         mean_rows = totals[:, self.mean_rows]
         sums, counts = mean_rows[:, : self.m], mean_rows[:, self.m :]

@@ -112,8 +112,8 @@ async def ensure_materialized(
     ``cluster`` says that ``url`` is a node of a Redis Cluster (``RedisSettings.cluster``).
     """
     client = connect(url, timeout_s=MATERIALIZE_TIMEOUT_S, cluster=cluster)
+    store = OnlineStore(client, registry, namespace=namespace)
     try:
-        store = OnlineStore(client, registry, namespace=namespace)
         marker_key = f"{namespace}:{MARKER_KEY}"
         wanted = json.dumps(
             {"contract": registry.version, "layout": STORE_LAYOUT, "built_at": stamp["built_at"]}, sort_keys=True
@@ -137,6 +137,7 @@ async def ensure_materialized(
             await store.set_queue(skill, members)
         await client.set(marker_key, wanted)
     finally:
+        await store.aclose()
         await client.aclose()
 
 

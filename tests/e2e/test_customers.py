@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -147,7 +148,7 @@ def test_a_missing_field_is_served_as_its_default_and_flagged(
     slot = int(layout.value_slots[[f.name for f in layout.features].index("price_increase_pct")])
     redis_client.setrange(f"nba:customer:{{{CUSTOMER}}}", TAG_BYTES + 8 * slot, struct.pack("<d", math.nan))
     group = EventLayout(schema).group(last.aggregation.event)
-    at = TAG_BYTES + 8 * (group.slot + 1 + [v.field for v in group.values].index(str(last.aggregation.field)))
+    at = EventLayout(schema).offset(group.slot + 1 + [v.field for v in group.values].index(str(last.aggregation.field)))
     key = f"nba:events:customer:{{{CUSTOMER}}}"
     (held,) = struct.unpack("<d", redis_client.getrange(key, at, at + 7))  # type: ignore[arg-type]
     assert not math.isnan(held)
@@ -208,12 +209,14 @@ def test_an_events_view_whose_newest_event_is_past_its_ttl_is_stale(
     layout = EventLayout(registry.entity("customer"))
     for event in ("login", "usage"):
         (ring,) = [r for r in layout.rings if r.event == event]
-        start = TAG_BYTES + 8 * ring.slot
-        days: bytes = redis_client.getrange(key, start + 8, start + 8 * ring.width - 1)  # type: ignore[assignment]
-        assert days.strip(b"\0"), f"the demo customer should have {event} events in the last 30 days"
-        redis_client.setrange(key, start, bytes(8 * ring.width))  # an empty ring
+        records: bytes = redis_client.getrange(key, layout.records_at, -1)  # type: ignore[assignment]
+        series = np.frombuffer(records, dtype="<f8")[::2].astype(np.int64) % 256
+        held = (series >= ring.first) & (series < ring.first + len(ring.series))
+        assert held.any(), f"the demo customer should have {event} events in the last 30 days"
+        # An empty ring: its newest day 0 holds none of the days its records are of, so a read skips them.
+        redis_client.setrange(key, layout.offset(ring.slot), bytes(8))
         stamp = round((time.time() - 100 * DAY) * 1e6)
-        redis_client.setrange(key, TAG_BYTES + 8 * layout.group(event).slot, struct.pack("<d", stamp))
+        redis_client.setrange(key, layout.offset(layout.group(event).slot), struct.pack("<d", stamp))
     body = http.get(f"/v1/customers/{CUSTOMER}/features").json()
     views = _by_name(body["views"])
     assert views["customer_activity"]["stale"] is True

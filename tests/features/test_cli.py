@@ -13,7 +13,6 @@ import redis
 from click.testing import CliRunner, Result
 
 from features import EventLayout, OfflineStore, Registry
-from features.event_state import TAG_BYTES
 from service.cli import main
 from tests.conftest import own_world
 
@@ -162,7 +161,8 @@ def _state_ids(client: redis.Redis, entity: str, *, seen: str | None = None) -> 
     """Ids of the entities with event state; only those whose state holds an event of type ``seen`` when given."""
     keys = [k.decode() for k in client.scan_iter(match=f"nba:events:{entity}:*", count=1000)]
     if seen is not None:
-        at = TAG_BYTES + 8 * EventLayout(Registry.load().entity(entity)).group(seen).slot
+        layout = EventLayout(Registry.load().entity(entity))
+        at = layout.offset(layout.group(seen).slot)
         keys = [k for k in keys if struct.unpack("<d", client.getrange(k, at, at + 7))[0] > 0]  # type: ignore[arg-type]
     return {k.split("{", 1)[1].rstrip("}") for k in keys}
 

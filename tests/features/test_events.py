@@ -214,14 +214,21 @@ def test_live_events_read_back_as_the_point_in_time_join_computes(
     online, statuses = asyncio.run(run())
     schema = registry.entity("customer")
     horizon = NOW - schema.event_horizon_days * 86_400
-    recent = [e for e in events if e.occurred_at > horizon]
-    old = [e for e in shuffled if e.occurred_at <= horizon]
-    # A timeless event (consent) past the horizon is applied every time it comes: its id is not remembered that
-    # long, and applying it again changes nothing, since only a newer event replaces the newest.
-    old_timeless = [e for e in old if e.type in schema.timeless_events]
-    assert statuses.count("applied") == len(recent) + len(old_timeless)
-    assert statuses.count("too_old") == len(old) - len(old_timeless)
-    assert statuses.count("duplicate") == len(shuffled) - len(old) - len(recent)
+    sent: dict[str, list[str]] = {}
+    for event, status in zip(shuffled, statuses, strict=True):
+        sent.setdefault(event.event_id, []).append(status)
+    for event in events:
+        got = sent[event.event_id]
+        if event.occurred_at > horizon:  # applied once, however often sent
+            assert sorted(got) == ["applied"] + ["duplicate"] * (len(got) - 1), (event, got)
+        elif event.type in schema.timeless_events:
+            # Past the horizon a timeless event (consent) is applied, and again when it comes again unless its id
+            # is still remembered (ids that old are trimmed once a day): either way it changes nothing the second
+            # time, since only a newer event replaces the newest.
+            assert got[0] == "applied", (event, got)
+            assert set(got) <= {"applied", "duplicate"}, (event, got)
+        else:
+            assert set(got) == {"too_old"}, (event, got)
     cols = _event_columns(registry)
     for at, served in zip(moments, online, strict=True):
         expected = _offline_vectors(offline, [customer], at)
@@ -448,6 +455,45 @@ def test_a_ring_keeps_only_the_days_its_windows_can_reach(
     assert asyncio.run(run()) == [c for _, c in steps] + [2, 0, 1]
 
 
+def test_day_records_a_ring_has_moved_past_are_skipped_then_dropped(
+    redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """A ring keeps a record per day with events; one its ring has moved past is skipped by reads (it would land
+    in the slot of a day 30 days later) and is gone from the value after the entity's first event of a later day."""
+    today = int(NOW // 86_400)
+    layout = EventLayout(registry.entity("customer"))
+    key = "nba:events:customer:{D1}"
+    logins = registry.entity("customer").index["logins_30d"]
+    steps = [
+        (["d1", "d2"], today - 40, NOW),  # two logins 40 days ago: out of the window, the ring at day -40
+        (["d3"], today - 10, NOW),  # the ring moves on 30 days: day -40 is past it, and shares day -10's slot
+        (["d4"], today + 1, NOW + 86_400),  # a day later: the daily trim drops day -40's record
+    ]
+
+    async def run() -> list[tuple[int, float]]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = OnlineStore(client, registry)
+        seen = []
+        try:
+            for ids, day, now in steps:
+                events = [Event(i, "D1", "login", day * 86_400 + 60.0, {}) for i in ids]
+                await store.apply_events("customer", events, now=now)
+                stored = redis_client.get(key)
+                assert isinstance(stored, bytes)
+                value = (await store.read("D1", now=now))[0].values[logins]
+                seen.append(((len(stored) - layout.records_at) // 16, value))
+                if len(stored) == layout.records_at + 32:  # records in either order read alike
+                    swapped = stored[: layout.records_at] + stored[-16:] + stored[-32:-16]
+                    redis_client.set(key, swapped)
+                    assert (await store.read("D1", now=now))[0].values[logins] == value
+                    redis_client.set(key, stored)
+            return seen
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [(1, 0.0), (2, 1.0), (2, 2.0)]
+
+
 def test_state_of_another_layout_reads_as_absent_and_is_started_over(
     redis_client: redis.Redis, redis_url: str, registry: Registry
 ) -> None:
@@ -457,7 +503,7 @@ def test_state_of_another_layout_reads_as_absent_and_is_started_over(
     key = "nba:events:customer:{X1}"
     stored = redis_client.get(key)
     assert isinstance(stored, bytes)
-    assert len(stored) == EventLayout(registry.entity("customer")).total_size
+    assert len(stored) == EventLayout(registry.entity("customer")).records_at + 16  # the fixed part, one day record
     redis_client.set(key, b"\x00" * 8 + stored[8:])  # same size, another layout's tag
     schema = registry.entity("customer")
     assert np.isnan(asyncio.run(_read_one(redis_url, registry, "X1"))[schema.index["days_since_last_activity"]])

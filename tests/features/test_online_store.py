@@ -218,8 +218,8 @@ def test_one_customer_and_200_agents(redis_client: redis.Redis, redis_url: str, 
     # The customer's packed value and event state, and one MGET for all 200 agents, in the one pipeline.
     calls = _calls(redis_client)
     assert {k: calls.get(k) for k in ("get", "getrange", "mget", "hmget", "evalsha")} == {
-        "get": 1,
-        "getrange": 1,
+        "get": 2,
+        "getrange": None,
         "mget": 1,
         "hmget": None,
         "evalsha": None,
@@ -411,7 +411,8 @@ def test_materialize_is_idempotent(
     assert _dump(redis_client, f"{NS}:customer:*") == snapshot
     assert _dump(redis_client, f"{NS}:events:customer:*") == state
     events = EventLayout(registry.entity("customer"))
-    assert all(len(value) == events.total_size and value.startswith(events.tag) for value in state.values())
+    assert all((len(value) - events.records_at) % 16 == 0 for value in state.values())  # fixed part + day records
+    assert all(len(value) >= events.records_at and value.startswith(events.tag) for value in state.values())
     assert all(re.fullmatch(rb"t:events:customer:\{C\d{6}\}", key) for key in state)
     assert progress == [(min(d, n), n) for d in range(1_500, n + 1_500, 1_500)]
     assert all(re.fullmatch(rb"t:customer:\{C\d{6}\}", key) for key in snapshot)
@@ -553,7 +554,7 @@ def test_concurrent_reads_each_get_their_own_answer(
     assert tenure == [float(i) for i in range(300)]
     assert [a[0].entity_id for a in answers] == [r["customer_id"] for r in rows]  # type: ignore[index]
     stats: dict[str, Any] = redis_client.info("commandstats")
-    assert stats["cmdstat_get"]["calls"] == 301
+    assert stats["cmdstat_get"]["calls"] == 2 * 301  # each read's packed value and event state
 
 
 @settings(max_examples=25, deadline=None)
