@@ -71,8 +71,8 @@ def table_schema(bundle: ModelBundle, name: str, version: str) -> TableSchema:
     """The bundle's table layout, or a :class:`ScoringError` for a model that scores from the feature store."""
     if bundle.schema is None:
         raise ScoringError(
-            f"{name} version {version} is the feature contract's {bundle.kind} model: it scores customers from "
-            "the feature store (POST /v1/recommend), not from a file; nba score takes a model trained with "
+            f"{name} version {version} is the feature contract's {bundle.kind} model: the service scores it on "
+            "the feature store's live vectors, not on a file; nba score takes a model trained with "
             "nba train churn --dataset (named ...-churn-byo-...)"
         )
     return bundle.schema

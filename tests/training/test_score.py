@@ -200,8 +200,8 @@ BY_VERSION = "{name}/1"
             "churn@champion",
             write_csv,
             (),
-            "{prefix}-churn version 1 is the feature contract's churn model: it scores customers from the feature "
-            "store (POST /v1/recommend), not from a file",
+            "{prefix}-churn version 1 is the feature contract's churn model: the service scores it on the "
+            "feature store's live vectors, not on a file",
         ),
         (BY_VERSION, None, (), "--dataset {path}: no such file"),
         (BY_VERSION, _zero_bytes, (), "--dataset {path}: the file is empty"),
