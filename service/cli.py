@@ -19,6 +19,7 @@ from training.cli import build_demo, demo, settings_from_env, train
 from training.console import Reporter, abort
 from training.demo import DemoConfig
 from training.models_cli import models as models_commands
+from training.score_cli import score
 from training.simulate_cli import simulate
 
 
@@ -78,5 +79,6 @@ main.add_command(demo)
 main.add_command(train)
 main.add_command(simulate)
 main.add_command(models_commands)
+main.add_command(score)
 main.add_command(features_commands)
 main.add_command(events_commands)

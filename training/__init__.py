@@ -5,7 +5,7 @@ from here.
 """
 
 from training.bundle import ModelBundle, ModelKind
-from training.errors import DatasetError, ModelNotFound, RegistryUnavailable, TrainingError
+from training.errors import DatasetError, ModelNotFound, RegistryUnavailable, ScoringError, TrainingError
 from training.settings import MlflowSettings
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry, RegisteredVersion
 
@@ -20,5 +20,6 @@ __all__ = [
     "ModelRegistry",
     "RegisteredVersion",
     "RegistryUnavailable",
+    "ScoringError",
     "TrainingError",
 ]

@@ -29,6 +29,7 @@ from training.errors import DatasetError
 from training.table_schema import (
     FALSE_WORDS,
     GROUPED_PATTERN,
+    MISSING_WORDS,
     NUMBER_PATTERN,
     TRUE_WORDS,
     FeatureColumn,
@@ -39,7 +40,6 @@ from training.table_schema import (
 )
 
 MAX_LEVELS = 100
-MISSING_WORDS = ("na", "n/a", "nan", "null", "none")
 _DELIMITERS = (",", ";", "\t", "|")
 _SHOWN_VALUES = 8
 _SHOWN_LEVELS = 4

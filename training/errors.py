@@ -2,6 +2,7 @@
 
 TrainingError
 ├── DatasetError        a table or label set is unusable (missing column, one class only, empty)
+├── ScoringError        nba score cannot run as asked (malformed --model, not a table's model, unwritable --out)
 └── RegistryUnavailable the MLflow store cannot be reached or lacks the asked-for model
     └── ModelNotFound   no such registered model, version or alias
 """
@@ -15,6 +16,10 @@ class TrainingError(Exception):
 
 class DatasetError(TrainingError):
     """The data cannot train a model; the message names the table and the column."""
+
+
+class ScoringError(TrainingError):
+    """``nba score`` cannot run as asked; the message names the option at fault."""
 
 
 class RegistryUnavailable(TrainingError):

@@ -2,8 +2,9 @@
 
 :mod:`training.dataset` infers it once from the training table; the bundle keeps it, so a later export of
 the same table is encoded the way training encoded it: the same number parsing, the same yes/no words, the
-same category codes. A cell that no longer fits (a new category level, text in a number column) becomes
-missing, which LightGBM handles, rather than a guess or a crash.
+same category codes. A cell that no longer fits (a new category level, an unknown yes/no word, text in a
+number column) becomes missing, which LightGBM handles, rather than a guess or a crash; :meth:`FeatureColumn.unread`
+finds those cells, so scoring can say so (and refuses text in a number column, which means the export changed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ GROUPED_PATTERN = r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"
 TRUE_WORDS = ("yes", "true", "y")
 FALSE_WORDS = ("no", "false", "n")
 """Yes/no words, compared lower-cased; position i of each tuple forms one pair (yes/no, true/false, y/n)."""
+MISSING_WORDS = ("na", "n/a", "nan", "null", "none")
+"""Cells that mean "no value", compared lower-cased, like a blank cell."""
 BYO_CONTRACT_PREFIX = "byo-"
 """Start of a bundle's ``contract_version`` when it was trained on a user's table, not the feature contract."""
 
@@ -79,6 +82,17 @@ class FeatureColumn:
             readable = pc.or_(readable, pc.match_substring_regex(text, GROUPED_PATTERN))
             text = pc.replace_substring(text, ",", "")
         return floats(pc.if_else(readable, text, pa.scalar(None, pa.string())))
+
+    def unread(self, column: pa.ChunkedArray | pa.Array, encoded: np.ndarray) -> np.ndarray:
+        """Which cells hold a value that :meth:`encode` could not read and made missing (``encoded`` is its
+        output): a category level or yes/no word training never saw, text that is not a number. Blank cells
+        and missing-value words (NA, null, ...) are missing, not unread."""
+        if self.kind != "category" and (is_numeric_type(column.type) or pa.types.is_boolean(column.type)):
+            return np.zeros(len(column), dtype=bool)
+        text = as_text(column)
+        missing_word = pc.is_in(pc.utf8_lower(text), value_set=pa.array(MISSING_WORDS))
+        present = pc.and_(pc.is_valid(text), pc.invert(missing_word))
+        return np.asarray(present.to_numpy(zero_copy_only=False), dtype=bool) & np.isnan(encoded)
 
 
 @dataclass(frozen=True)

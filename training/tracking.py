@@ -162,6 +162,31 @@ class ModelRegistry:
             local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, tracking_uri=self.tracking_uri)
         return ModelBundle.load(Path(local)), str(version.version)
 
+    def load_version(
+        self, name: str, *, alias: str | None = None, version: str | None = None
+    ) -> tuple[ModelBundle, str, str]:
+        """Download and open one version of a registered model, named as a user typed it (see :meth:`resolve`).
+
+        Exactly one of ``alias`` and ``version`` picks the version. Returns the bundle, the full registered
+        name and the version; an unknown name, alias or version is a :class:`ModelNotFound` listing what there is.
+        """
+        if (alias is None) == (version is None):
+            raise ValueError("give exactly one of alias and version")
+        name = self.resolve(name)
+        with _map_errors(name):
+            if alias is not None:
+                aliases = self._aliases(name)
+                if alias not in aliases:
+                    known = ", ".join(f"{a} (version {v})" for a, v in sorted(aliases.items())) or "none"
+                    raise ModelNotFound(f"{name} has no alias {alias!r}; aliases: {known}")
+                version = aliases[alias]
+            else:
+                assert version is not None
+                self._check_version(name, version)
+            source = self._client.get_model_version(name, version).source
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=self.tracking_uri)
+        return ModelBundle.load(Path(local)), name, version
+
     def versions(self, kind: ModelKind) -> list[RegisteredVersion]:
         """Every registered version of the kind's model, newest first, with aliases and run metrics."""
         return self.versions_of(self.model_name(kind))

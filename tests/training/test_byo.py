@@ -207,6 +207,14 @@ def _constant_label(path: Path, telco: dict[str, np.ndarray]) -> Path:
     return write_csv(path, {**telco, "Churn": np.full(ROWS, "No")})
 
 
+def _blank_label(path: Path, telco: dict[str, np.ndarray]) -> Path:
+    return write_csv(path, {**telco, "Churn": np.full(ROWS, " ")})
+
+
+def _one_label_beside_blanks(path: Path, telco: dict[str, np.ndarray]) -> Path:
+    return write_csv(path, {**telco, "Churn": np.where(telco["Churn"] == "Yes", "Yes", "")})
+
+
 def _three_labels(path: Path, telco: dict[str, np.ndarray]) -> Path:
     return write_csv(path, {**telco, "Churn": np.resize(np.array(["Stayed", "Churned", "Joined"]), ROWS)})
 
@@ -248,6 +256,8 @@ BASE = ("--label-column", "Churn", "--entity-column", "customerID")
             "--label-column and --entity-column must name different columns",
         ),
         (_constant_label, BASE, f"--label-column 'Churn' has one value only, 'No' ({ROWS}): a model needs both"),
+        (_one_label_beside_blanks, BASE, "--label-column 'Churn' has one value only, 'Yes' ("),
+        (_blank_label, BASE, "--label-column 'Churn': every cell is blank"),
         (
             _three_labels,
             BASE,
@@ -273,6 +283,8 @@ BASE = ("--label-column", "Churn", "--entity-column", "customerID")
         "unreadable-time",
         "same-column-twice",
         "one-class",
+        "one-class-beside-blanks",
+        "blank-label",
         "three-labels",
         "unnamed-positive",
         "absent-positive",
@@ -425,9 +437,14 @@ def test_numbers_written_as_text_are_numbers_with_nan_exactly_at_the_blanks(
         return
     assert isinstance(feature, FeatureColumn)
     assert feature.kind == "number"
-    got = feature.encode(pa.chunked_array([pa.array(cells)]))
+    column = pa.chunked_array([pa.array(cells)])
+    got = feature.encode(column)
     assert [math.isnan(g) for g in got] == [e is None for e in expected]
     assert [g for g in got if not math.isnan(g)] == [e for e in expected if e is not None]
+    assert not feature.unread(column, got).any(), "a blank is missing, not unread"
+    # Text in a number column is unread (scoring refuses it); a missing-value word is only missing.
+    later = pa.array(["12 EUR", "NA", " null ", cells[0]])
+    assert feature.unread(later, feature.encode(later)).tolist() == [True, False, False, False]
 
 
 @st.composite
@@ -449,6 +466,9 @@ def test_yes_no_words_are_booleans(case: tuple[list[str], list[float | None]]) -
     assert feature.kind == "boolean"
     got = feature.encode(pa.array(cells))
     assert [None if math.isnan(g) else g for g in got] == expected
+    assert not feature.unread(pa.array(cells), got).any()
+    later = pa.array(["maybe", "N/A", cells[0]])
+    assert feature.unread(later, feature.encode(later)).tolist() == [True, False, False]
 
 
 @settings(max_examples=100, deadline=None)
@@ -471,8 +491,12 @@ def test_few_distinct_words_are_categories_whose_codes_decode_back(levels: list[
     assert [None if math.isnan(c) else feature.levels[int(c)] for c in codes] == [
         None if b else c.strip() for c, b in zip(cells, blank, strict=True)
     ]
-    # A level training never saw is missing when scoring, not some other level's code.
-    assert math.isnan(feature.encode(pa.array(["never seen"]))[0])
+    assert not feature.unread(pa.array(cells), codes).any()
+    # A level training never saw is missing when scoring, not some other level's code, and it is unread.
+    later = pa.array(["never seen", " ", levels[0]])
+    encoded = feature.encode(later)
+    assert math.isnan(encoded[0])
+    assert feature.unread(later, encoded).tolist() == [True, False, False]
 
 
 def test_free_text_and_ids_are_dropped() -> None:

@@ -130,6 +130,32 @@ def test_load_of_a_missing_alias(
         models.version_for("churn", alias)
 
 
+def test_load_version_by_alias_or_number_and_what_is_missing(
+    models: ModelRegistry, bundles: dict[str, ModelBundle], x: np.ndarray
+) -> None:
+    a, b = bundles["a"], bundles["b"]
+    register(models, a, CHAMPION)
+    register(models, b)
+    name = models.model_name("churn")
+    rows = _columns(a, x)
+    for typed in (name, "churn"):  # the full name or the kind, as nba models takes them
+        loaded, full, version = models.load_version(typed, alias=CHALLENGER)
+        assert (full, version) == (name, "2")
+        assert np.array_equal(loaded.predict(rows), b.predict(rows))
+    loaded, _, version = models.load_version(name, version="1")
+    assert version == "1"
+    assert np.array_equal(loaded.predict(rows), a.predict(rows))
+
+    # An unknown name, alias or version, each with what there is instead.
+    for typed, how, message in (
+        ("nope", {"alias": CHAMPION}, r"^no registered model 'nope' in sqlite:.*; known: "),
+        (name, {"alias": "shadow"}, rf"^{name} has no alias 'shadow'; aliases: challenger \(version 2\), "),
+        (name, {"version": "7"}, rf"^{name} has no version '7'; versions: 1, 2$"),
+    ):
+        with pytest.raises(ModelNotFound, match=message):
+            models.load_version(typed, **how)
+
+
 def test_set_alias_to_a_missing_version(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
     register(models, bundles["a"], CHAMPION)
     with pytest.raises(ModelNotFound, match=rf"{models.model_name('churn')} version 7"):
