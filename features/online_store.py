@@ -372,7 +372,8 @@ class OnlineStore:
         return owner.decode() if isinstance(owner, bytes) else owner
 
     async def aclose(self) -> None:
-        """Close the read connection (the client passed in is its owner's to close)."""
+        """Close the connection reads, event batches and MSETs travel on (the client passed in is its owner's to
+        close)."""
         if self._pipeline is not None:
             await self._pipeline.aclose()
 
@@ -398,8 +399,8 @@ class OnlineStore:
 
         ``events=False`` leaves the customer's event state unread but for its tag: its event features read as
         not known (defaults) and their views as never observed, while ``found`` still counts event state. A
-        reader that needs only snapshot views (``GET /v1/customers/{id}/features?view=profile``) then moves
-        and decodes a few hundred bytes instead of kilobytes of rings.
+        reader that needs only snapshot views (``GET /v1/customers/{id}/features?view=customer_profile``) then
+        moves and decodes the snapshot's few hundred bytes and no event state.
         """
         now = time.time() if now is None else now
         kind, agent = self._kinds["customer"], self._kinds["agent"]
