@@ -1,9 +1,11 @@
-"""``create_app(settings)``: the Litestar application, its clients opened and closed in the lifespan."""
+"""``create_app(settings)``: the Litestar application behind the fast feature read, its clients opened and closed in
+the lifespan."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response
@@ -26,6 +28,7 @@ from service.catalog import Catalog
 from service.customers import CustomerService
 from service.decisions import DecisionService
 from service.errors import BadRequest, CustomerNotFound
+from service.fast_read import FastFeatureRead
 from service.model_holder import ModelHolder
 from service.openapi import RootModelSchemaPlugin
 from service.routes import (
@@ -78,11 +81,15 @@ def _store_unavailable(_: Request, exc: OnlineStoreUnavailable | OfflineStoreErr
     )
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> Litestar:
+def create_app(
+    settings: Settings, registry: Registry | None = None, *, clock: Callable[[], float] = time.time
+) -> FastFeatureRead:
     """The API for ``settings``; Redis must be reachable at ``settings.redis.url`` (or it serves degraded).
 
     ``registry`` is the packaged feature contract unless given (the benchmark serves a contract with an extra
-    view shaped like its peer's).
+    view shaped like its peer's). ``clock`` is what a customer-features read takes as now (a test fixes it to
+    compare two answers byte for byte). The Litestar app is the answer's ``litestar``; in front of it
+    :class:`~service.fast_read.FastFeatureRead` answers the plain feature reads (see why there).
     """
     if settings.redis.url is None:
         raise ValueError("settings.redis.url is unset: start the embedded server first (nba run does)")
@@ -101,7 +108,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
         top_k=settings.service.top_k,
     )
     offline = OfflineStore(settings.offline.world_dir, registry)
-    customers = CustomerService(store=decisions.store, registry=registry, erasures=offline.erasures)
+    customers = CustomerService(store=decisions.store, registry=registry, erasures=offline.erasures, clock=clock)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -117,7 +124,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             await decisions.store.aclose()
             await client.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -147,3 +154,4 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             description="Next-best actions for the agent desktop and predictive routing for the routing engine.",
         ),
     )
+    return FastFeatureRead(app, customers)

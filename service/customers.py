@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,8 +42,16 @@ class _Answer:
 class CustomerService:
     """Reads one customer's online state, and erases the customer online and offline."""
 
-    def __init__(self, *, store: OnlineStore, registry: Registry, erasures: ErasureLedger) -> None:
+    def __init__(
+        self,
+        *,
+        store: OnlineStore,
+        registry: Registry,
+        erasures: ErasureLedger,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self._clock = clock
         self.registry = registry
         self.erasures = erasures
         self._schema = schema = registry.entity("customer")
@@ -63,7 +72,7 @@ class CustomerService:
             known = ", ".join(v.name for v in self._schema.views)
             raise BadRequest("view", f"{view!r} is not a customer feature view (one of: {known})")
         answer = self._answers[view]
-        vector, _ = await self.store.read(customer, events=answer.events)
+        vector, _ = await self.store.read(customer, now=self._clock(), events=answer.events)
         if not vector.found:
             raise CustomerNotFound(vector.entity_id)
         values = vector.values[answer.positions].tolist()

@@ -28,6 +28,7 @@ import pytest
 import redis
 import redis.asyncio
 import uvicorn
+from litestar.types import ASGIApp
 
 from features import (
     EmbeddedValkey,
@@ -187,11 +188,11 @@ class Served:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[Served]:
-    """Serve ``create_app(settings)`` with uvicorn in a thread until the block ends."""
+def serve(settings: Settings, build: Callable[[Settings], ASGIApp] = create_app) -> Iterator[Served]:
+    """Serve ``build(settings)`` (``create_app`` unless given) with uvicorn in a thread until the block ends."""
     port = free_port()
     settings = settings.model_copy(update={"service": settings.service.model_copy(update={"port": port})})
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level=settings.service.log_level)
+    config = uvicorn.Config(build(settings), host="127.0.0.1", port=port, log_level=settings.service.log_level)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
