@@ -303,13 +303,17 @@ async def _materialize_events_at_scale(store: OnlineStore, registry: Registry, r
             columns[name] = pa.array(rng.uniform(spec.min or 0, spec.max or 100, n * per).round(2))
     root.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), root / "customer_events.parquet")
-    start = time.perf_counter()
-    written = await materialize_events(OfflineStore(root, registry), store, "customer", now=now)
-    events_s = time.perf_counter() - start
-    print(
-        f"materialize event state of {written:,} customers ({n * per:,} events): {written / events_s:,.0f} "
-        f"entities/s (packed snapshots of as many: {snapshots:,.0f}/s; ratio {written / events_s / snapshots:.2f})"
-    )
+    # Twice: into a server that holds none of these keys (a first deployment: Redis allocates as it goes), then
+    # again over the same keys (the nightly rerun, the usual case).
+    for when in ("first, into an empty store", "again, over the same keys"):
+        start = time.perf_counter()
+        written = await materialize_events(OfflineStore(root, registry), store, "customer", now=now)
+        events_s = time.perf_counter() - start
+        print(
+            f"materialize event state of {written:,} customers ({n * per:,} events), {when}: "
+            f"{written / events_s:,.0f} entities/s (packed snapshots of as many: {snapshots:,.0f}/s; "
+            f"ratio {written / events_s / snapshots:.2f})"
+        )
 
 
 def main() -> None:
