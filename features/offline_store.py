@@ -44,7 +44,7 @@ def sql_literal(value: bool | str) -> str:
     return "'{}'".format(value.replace("'", "''"))
 
 
-def matching_sql(event: str, where: Iterable[tuple[str, bool | str]]) -> list[str]:
+def _matching_sql(event: str, where: Iterable[tuple[str, bool | str]]) -> list[str]:
     """The SQL conditions that pick the events of type ``event`` whose fields hold the ``where`` values."""
     return [f"type = {sql_literal(event)}", *(f"{k} = {sql_literal(v)}" for k, v in where)]
 
@@ -53,7 +53,7 @@ def _aggregate_sql(feature: Feature, view: FeatureView) -> str:
     """One SELECT expression computing ``feature`` over the joined events ``j`` of one label row."""
     agg = feature.aggregation
     assert agg is not None
-    conditions = matching_sql(agg.event, agg.where.items())
+    conditions = _matching_sql(agg.event, agg.where.items())
     if agg.window_days is not None:
         conditions.append(f"_day > _label_day - {agg.window_days}")
     elif view.ttl_days is not None:
