@@ -23,6 +23,7 @@ from features.online_store import EntityBatch, EntityVector, OnlineStore
 from features.redis_client import OnlineClient, connect
 from features.registry import EntitySchema, Feature, FeatureView, Registry
 from features.settings import EventStreamSettings, OfflineSettings, RedisSettings
+from features.view_read import ViewVector
 
 __all__ = [
     "ConsumeStats",
@@ -51,6 +52,7 @@ __all__ = [
     "RegistryError",
     "StreamConsumer",
     "UnknownFeatureError",
+    "ViewVector",
     "connect",
     "materialize",
     "materialize_events",

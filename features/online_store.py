@@ -31,12 +31,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from features import resp
-from features.errors import OnlineStoreUnavailable
+from features.errors import OnlineStoreUnavailable, UnknownFeatureError
 from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, TAG_BYTES, Event, EventLayout
 from features.identity import LINKED, UNLINKED, Identifier
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
+from features.view_read import SnapshotViewDecoder, ViewVector
 
 STORE_LAYOUT = "packed-3"
 """How this module lays entities out in Redis; a marker of materialized data names it, so data written in
@@ -221,6 +222,9 @@ class _Kind:
         )
         """What a read without agents returns for them, built once."""
         self.snapshot_only = self.snapshot_views_only and self.snapshot_at.tolist() == list(range(len(schema.names)))
+        event_tag = self.events.tag if self.events.features else None
+        self.view_decoders = {v.name: SnapshotViewDecoder(schema, self.packed, v, event_tag) for v in views}
+        """Each snapshot view's own decoder, for a read of that view alone."""
 
     def decode(
         self,
@@ -404,19 +408,7 @@ class OnlineStore:
         """
         now = time.time() if now is None else now
         kind, agent = self._kinds["customer"], self._kinds["agent"]
-        customer_id = customer if isinstance(customer, str) else ""
-        with map_errors():
-            if isinstance(customer, Identifier) and self._cluster:
-                customer_id = await self.resolve(customer) or ""
-                customer = customer_id
-            if self._pipeline is None:
-                replies = await self._read_cluster(customer_id, agent_ids, events)
-            else:
-                replies = await self._read_single(self._pipeline, customer, agent_ids, events)
-                if isinstance(customer, Identifier):
-                    resolved, packed, state = cast(list[bytes | None], replies[0])
-                    customer_id = resolved.decode() if resolved else ""
-                    replies[0:1] = [packed, state] if kind.events.features else [packed]
+        customer_id, replies = await self._replies(customer, agent_ids, events)
         states = [replies[1]] if kind.events.features else None
         customers = kind.decode([customer_id], [replies[0]], states, now, events=events)  # type: ignore[list-item, arg-type]
         rest = replies[2 if states else 1 :]
@@ -426,6 +418,37 @@ class OnlineStore:
         agent_states = rest[-len(agent_ids) :] if agent.events.features else None
         agents = agent.decode(agent_ids, blobs, agent_states, now)  # type: ignore[arg-type]
         return customers[0], agents
+
+    async def read_view(self, customer: str | Identifier, view: str, *, now: float | None = None) -> ViewVector:
+        """One snapshot view of the customer as of ``now``: :meth:`read`'s answer for the view's features (with
+        ``events=False``), decoded without building the whole vector (see :mod:`features.view_read`)."""
+        now = time.time() if now is None else now
+        kind = self._kinds["customer"]
+        decoder = kind.view_decoders.get(view)
+        if decoder is None:
+            raise UnknownFeatureError(f"{view!r} is not a snapshot view of customer")
+        customer_id, replies = await self._replies(customer, (), events=False)
+        state = cast(bytes | None, replies[1]) if kind.events.features else None
+        return decoder.decode(customer_id, cast(bytes | None, replies[0]), state, now)
+
+    async def _replies(
+        self, customer: str | Identifier, agent_ids: Sequence[str], events: bool
+    ) -> tuple[str, list[object]]:
+        """The customer's id (resolved when ``customer`` is an identifier; "" for nobody) and the read's replies:
+        the packed value, the event state (or its tag) when the kind has one, then the agents'."""
+        customer_id = customer if isinstance(customer, str) else ""
+        with map_errors():
+            if isinstance(customer, Identifier) and self._cluster:
+                customer_id = await self.resolve(customer) or ""
+                customer = customer_id
+            if self._pipeline is None:
+                return customer_id, await self._read_cluster(customer_id, agent_ids, events)
+            replies = await self._read_single(self._pipeline, customer, agent_ids, events)
+        if isinstance(customer, Identifier):
+            resolved, packed, state = cast(list[bytes | None], replies[0])
+            customer_id = resolved.decode() if resolved else ""
+            replies[0:1] = [packed, state] if self._has_state["customer"] else [packed]
+        return customer_id, replies
 
     async def _read_single(
         self, reads: resp.Pipeline, customer: str | Identifier, agent_ids: Sequence[str], events: bool

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,8 @@ class _Answer:
     views: list[FeatureView]
     events: bool
     """Whether the answer lists event features, so the read must bring the event state."""
+    snapshot: bool
+    """Whether the answer is one snapshot view, which the store decodes alone (:meth:`OnlineStore.read_view`)."""
 
 
 class CustomerService:
@@ -69,28 +71,31 @@ class CustomerService:
         identifier, resolved in the read's own round trip; one nobody holds is a 404 like an unknown id.
         """
         if view is not None and view not in self._schema.view_by_name:
-            known = ", ".join(v.name for v in self._schema.views)
-            raise BadRequest("view", f"{view!r} is not a customer feature view (one of: {known})")
+            names = ", ".join(v.name for v in self._schema.views)
+            raise BadRequest("view", f"{view!r} is not a customer feature view (one of: {names})")
         answer = self._answers[view]
-        vector, _ = await self.store.read(customer, now=self._clock(), events=answer.events)
-        if not vector.found:
-            raise CustomerNotFound(vector.entity_id)
-        values = vector.values[answer.positions].tolist()
-        defaulted = (~vector.known[answer.positions]).tolist()
+        now = self._clock()
+        ages: Mapping[str, float | None]
+        if answer.snapshot:
+            # One snapshot view: decoded alone, a few microseconds instead of the whole vector's numpy work.
+            one = await self.store.read_view(customer, answer.views[0].name, now=now)
+            entity_id, found, values, known = one.entity_id, one.found, one.values, one.known
+            ages, stale = {answer.views[0].name: one.age_s}, {answer.views[0].name} if one.stale else set()
+        else:
+            vector, _ = await self.store.read(customer, now=now, events=answer.events)
+            entity_id, found, ages, stale = vector.entity_id, vector.found, vector.view_age_s, set(vector.stale_views)
+            values, known = vector.values[answer.positions].tolist(), vector.known[answer.positions].tolist()
+        if not found:
+            raise CustomerNotFound(entity_id)
         features = [
-            FeatureValueOut(name, view_name, human(value), d)
-            for (name, view_name, human), value, d in zip(answer.features, values, defaulted, strict=True)
+            FeatureValueOut(name, view_name, human(value), not k)
+            for (name, view_name, human), value, k in zip(answer.features, values, known, strict=True)
         ]
         views = [
-            ViewFreshnessOut(
-                v.name,
-                vector.view_age_s[v.name],
-                v.name in vector.stale_views,
-                None if v.ttl_days is None else v.ttl_seconds,
-            )
+            ViewFreshnessOut(v.name, ages[v.name], v.name in stale, None if v.ttl_days is None else v.ttl_seconds)
             for v in answer.views
         ]
-        return CustomerFeaturesResponse(vector.entity_id, vector.found, features, views, self.registry.version)
+        return CustomerFeaturesResponse(entity_id, found, features, views, self.registry.version)
 
     async def erase(self, customer_id: str) -> ErasureResponse:
         """Erase the customer (right to erasure); ``erased`` is False when the online store held nothing.
@@ -107,7 +112,9 @@ class CustomerService:
 def _answer(schema: EntitySchema, features: list[Feature], views: list[FeatureView]) -> _Answer:
     positions = np.array([schema.index[f.name] for f in features], dtype=np.intp)
     events = any(v.source == "events" for v in views)
-    return _Answer(positions, [(f.name, schema.view_of[f.name], _humanizer(f)) for f in features], views, events)
+    snapshot = len(views) == 1 and not events
+    listed = [(f.name, schema.view_of[f.name], _humanizer(f)) for f in features]
+    return _Answer(positions, listed, views, events, snapshot)
 
 
 def _humanizer(feature: Feature) -> Callable[[float], Human]:

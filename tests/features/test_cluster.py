@@ -34,6 +34,7 @@ from features import (
     OnlineStoreUnavailable,
     RedisSettings,
     Registry,
+    ViewVector,
     connect,
     online_store_url,
 )
@@ -233,6 +234,30 @@ def test_every_customer_reads_back_like_a_single_server(
     got = np.stack([v.values for v in served])
     assert np.array_equal(got, offline.matrix("customer", expected), equal_nan=True)
     assert np.array_equal(np.stack([v.known for v in served]), served_known(schema, expected))
+
+
+def test_a_view_read_alone_on_the_cluster_is_the_whole_reads_slice(
+    clustered: Cluster, registry: Registry, offline: OfflineStore
+) -> None:
+    ids = [*offline.latest("customer").column("customer_id").to_pylist()[:100], "C-nobody"]
+    schema = registry.entity("customer")
+    views = [v.name for v in schema.views if v.source == "snapshot"]
+    now = time.time()
+
+    async def read(store: OnlineStore) -> list[tuple[EntityVector, list[ViewVector]]]:
+        async def one(cid: str) -> tuple[EntityVector, list[ViewVector]]:
+            whole, _ = await store.read(cid, now=now, events=False)
+            return whole, [await store.read_view(cid, v, now=now) for v in views]
+
+        return list(await asyncio.gather(*(one(cid) for cid in ids)))
+
+    served = _run(clustered.url, registry, read)
+    for whole, alone in served:
+        for view, one in zip(views, alone, strict=True):
+            at = [schema.index[f.name] for f in schema.features if schema.view_of[f.name] == view]
+            assert np.array_equal(one.values, whole.values[at], equal_nan=True)
+            assert (one.known, one.found, one.age_s) == (whole.known[at].tolist(), whole.found, whole.view_age_s[view])
+    assert [w.found for w, _ in served] == [True] * 100 + [False]
 
 
 # ---- placement: keys spread over the shards, one entity on one shard --------------------------------
