@@ -127,13 +127,25 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wrk(name: str, url: str, connections: int, seconds: int) -> str:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(name: str, url: str, connections: int, seconds: int, server_pid: int | None = None) -> str:
+    """wrk's figures as one line; with ``server_pid``, also the server's CPU time per request, which a busy
+    machine stretches far less than it stretches requests per second."""
+    cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    used = _cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
+    cpu = f" server cpu {used / requests * 1e6:.0f} us/req" if server_pid else ""
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
@@ -141,7 +153,7 @@ def _wrk(name: str, url: str, connections: int, seconds: int) -> str:
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return (
         f"{name} c{connections}: {rps:.0f} rps p50 {float(p50[0]) * scale[p50[1]]:.2f} ms "
-        f"p99 {float(p99[0]) * scale[p99[1]]:.2f} ms non2xx {int(bad.group(1)) if bad else 0}"
+        f"p99 {float(p99[0]) * scale[p99[1]]:.2f} ms non2xx {int(bad.group(1)) if bad else 0}{cpu}"
     )
 
 
@@ -168,7 +180,7 @@ def _measure(
             assert all(isinstance(v, float) for v in values), answer.text[:200]
         _wrk(app, url, 4, 3)  # warm up
         name = app if server == "uvicorn" else f"{app}-{server}"
-        return [_wrk(name, url, c, seconds) for c in connections]
+        return [_wrk(name, url, c, seconds, process.pid) for c in connections]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
