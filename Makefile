@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.online_store
 	$(BIN)/python -m bench.event_stream
 	$(BIN)/python -m bench.training_frame
+	$(BIN)/python -m bench.training_scale
 	$(BIN)/python -m bench.feature_server
 
 clean:
