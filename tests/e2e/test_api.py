@@ -61,19 +61,28 @@ def test_recommend_ranks_actions_from_the_registered_models(
     x = offline.model_matrix("customer", row)
     churn, _ = model_registry.load("churn")
     propensity, _ = model_registry.load("propensity")
-    assert body["customer"]["churn_risk"] == pytest.approx(float(churn.predict(x)[0]), rel=1e-9)
+    n = churn.actions.index("no_action")
+    risk = float(churn.predict(np.column_stack([x, [[n, 0.0]]]))[0])
+    assert body["customer"]["churn_risk"] == pytest.approx(risk, rel=1e-9)
 
-    # Every offer's propensity and expected value follow the documented arithmetic.
+    # Every offer is ranked by the documented arithmetic: the learned churn effect (the churn model's rows for the
+    # action accepted and declined, mixed by P(accept)) times the lifetime value, plus P(accept) × (value − cost).
     catalog = Catalog.load(registry)
     ltv = float(row.column("lifetime_value")[0].as_py())
     offers = [a for a in actions if a["action_id"] != "no_action"]
     p_accept = propensity.predict(propensity.with_actions(x[0], [a["action_id"] for a in offers]))
     for action, p in zip(offers, p_accept, strict=True):
         spec = catalog.by_id[action["action_id"]]
-        gain = spec.value + body["customer"]["churn_risk"] * ltv * spec.save_rate - spec.cost
+        code = churn.actions.index(spec.id)
+        declined, accepted = churn.predict(np.column_stack([np.vstack([x, x]), [[code, 0.0], [code, 1.0]]]))
+        if_offered = float(p) * accepted + (1 - float(p)) * declined
+        gain = ltv * (risk - if_offered) + float(p) * (spec.value - spec.cost)
         assert action["propensity"] == pytest.approx(float(p), rel=1e-9)
-        assert action["expected_value"] == pytest.approx(float(p) * gain, rel=1e-9, abs=1e-9)
+        assert action["churn_if_offered"] == pytest.approx(if_offered, rel=1e-9)
+        assert action["expected_value"] == pytest.approx(gain, rel=1e-9, abs=1e-9)
         assert action["score"] == pytest.approx(action["expected_value"] * spec.lever, rel=1e-9, abs=1e-9)
+    nothing = next(a for a in actions if a["action_id"] == "no_action")
+    assert (nothing["expected_value"], nothing["churn_if_offered"]) == (0.0, pytest.approx(risk, rel=1e-9))
 
 
 def test_recommend_is_deterministic_for_the_same_state(http: httpx.Client) -> None:
@@ -364,6 +373,7 @@ def test_without_models_ready_is_503_and_recommend_falls_back(
         for action in body["actions"]:
             spec = catalog.by_id[action["action_id"]]
             assert action["score"] == pytest.approx(spec.prior_accept * (spec.value - spec.cost) * spec.lever)
+            assert action["churn_if_offered"] is None
         # Without a churn model no retention value is assumed: a pure-cost offer never outranks doing nothing.
         ids = [a["action_id"] for a in body["actions"]]
         assert "no_action" in ids
