@@ -33,13 +33,14 @@ from training.policy_evaluation import (
     routing_rows,
 )
 from training.settings import MlflowSettings
-from training.simulate_cli import AGENTS
+from training.simulate_cli import AGENTS, customers_option
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
 from training.world import WorldConfig, simulate
 from training.world.config import WORLD_STAMP
 
 TEST_SEED = 1007
 """The default seed of the test world: not the demo's (7), so the models are scored on customers they never saw."""
+SEED_HELP = "Seed of the test world; must differ from the training world's (NBA_DATA_DIR/world)."
 
 
 def policy_table(evaluation: Evaluation) -> Table:
@@ -141,24 +142,10 @@ def _training_seed(world_dir: Path) -> int | None:
 
 
 @click.command("evaluate")
-@click.option(
-    "--customers",
-    type=click.IntRange(1_000, 1_000_000),
-    default=3_000,
-    show_default=True,
-    help="Customers in the fresh test world (1,000 to 1,000,000).",
-)
-@click.option(
-    "--months", type=click.IntRange(3, 36), default=3, show_default=True, help="Months of decisions (3 to 36)."
-)
+@customers_option(3_000)
+@click.option("--months", type=click.IntRange(3, 36), default=3, show_default=True, help="Months of decisions.")
 @AGENTS
-@click.option(
-    "--seed",
-    type=int,
-    default=TEST_SEED,
-    show_default=True,
-    help="Seed of the test world; must differ from the training world's (NBA_DATA_DIR/world).",
-)
+@click.option("--seed", type=int, default=TEST_SEED, show_default=True, help=SEED_HELP)
 def evaluate(customers: int, months: int, agents: int, seed: int) -> None:
     """Simulate a fresh world and score the policies random, no action, rules, champion, challenger and oracle
     on it with the oracle's true expected values; print the table and log it to MLflow."""
