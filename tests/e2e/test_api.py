@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import lightgbm as lgb
 import numpy as np
 import pytest
 
 from features import OfflineStore, Registry
 from service.catalog import Catalog
 from tests.conftest import Served, free_port, run_with_store, serve, settings_for
-from training import ModelRegistry
+from training import ModelBundle, ModelRegistry
+from training.calibrate import Calibrator
 
 DEMO_CUSTOMER = "C000042"
 
@@ -379,6 +381,32 @@ def test_without_models_ready_is_503_and_recommend_falls_back(
         assert "no_action" in ids
         pure_cost = {a.id for a in catalog.actions if a.value == 0 and a.cost > 0}
         assert all(ids.index(i) > ids.index("no_action") for i in pure_cost & set(ids))
+
+
+def test_a_churn_champion_without_the_action_input_is_refused(
+    tmp_path: Path, redis_url: str, materialized: None, registry: Registry, model_registry: ModelRegistry
+) -> None:
+    """A churn model from before it learned what offers do cannot value an offer: the service says to retrain it
+    and ranks by the catalog's priors rather than guess."""
+    settings = settings_for(tmp_path, redis_url)
+    own = ModelRegistry(settings.mlflow, tmp_path)
+    names = registry.entity("customer").model_names
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, len(names))), rng.random(300) < 0.3
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(x, y), 5)
+    calibrator = Calibrator(method="sigmoid").fit(np.asarray(booster.predict(x)), y)
+    plain = ModelBundle("churn", booster, calibrator, names, registry.version)
+    propensity, _ = model_registry.load("propensity")
+    for bundle in (plain, propensity):
+        own.log_and_register(bundle, params={}, tags={"contract_version": registry.version}, aliases=("champion",))
+    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+        ready = client.get("/ready")
+        body = client.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"}).json()
+    assert ready.status_code == 503
+    assert "nba-churn v1 does not take the action as an input" in ready.json()["models"]
+    assert body["degraded"] is True
+    assert any("retrain it (nba train churn)" in r for r in body["degraded_reasons"])
+    assert all(a["churn_if_offered"] is None for a in body["actions"])
 
 
 def test_api_fixture_is_served_on_loopback(api: Served) -> None:
