@@ -26,8 +26,12 @@ decision points of ``nba evaluate`` (training world: the demo's, 5,000 customers
 
 Inverse-propensity weights were not tried: the behaviour policy's propensities depend only on features the
 model sees, so conditioning on those features already removes its bias. The policy with the oracle's true
-churn and the learned P(accept) captures 97%: what is left is the estimate of the churn effect, a difference
-of a few points of probability learned from a few thousand offers, which a larger world improves.
+churn and the learned P(accept) captures 97%, the learned churn with the oracle's P(accept) 90%: what is left
+is the estimate of each action's effect, a fraction of a point of churn probability. More data does not settle
+it by itself: trained on a 20,000-customer world the same learner captured 66%, because in that world's draws
+customers without payment trouble who were offered a payment plan churned at 4.2% where the oracle expects
+4.7% (1.3 standard errors); the model learned that fluke, and the policy offered the plan widely, since a
+plan that is rarely accepted costs about 1 in expectation.
 """
 
 from __future__ import annotations
