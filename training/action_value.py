@@ -7,7 +7,8 @@ For a customer with lifetime value ``LTV`` and an action ``a``:
 ``P(churn | a offered)`` comes from the action-aware churn model (the action is one of its inputs; the gap to
 the ``no_action`` row is the action's learned effect, see :func:`churn_by_action`), ``P(accept | a)`` from the
 propensity model, value and cost from whoever owns the money (the service's catalog, or the simulated world's
-costs when evaluating). ``no_action`` gains 0 by definition, so an action expected to lose money ranks below doing nothing.
+costs when evaluating). ``no_action`` gains 0 by definition, so an action expected to lose money ranks below
+doing nothing.
 
 Why one churn model with the action and its acceptance as inputs: measured against the oracle on the
 decision points of ``nba evaluate`` (training world: the demo's, 5,000 customers × 6 months; test world: 5,000
