@@ -45,7 +45,6 @@ class Action(BaseModel):
     channels: tuple[Channel, ...] = Field(min_length=1)
     value: float = Field(ge=0)
     cost: float = Field(ge=0)
-    save_rate: float = Field(ge=0, le=1)
     lever: float = Field(default=1.0, gt=0)
     prior_accept: float = Field(gt=0, le=1)
     requires_consent: bool = False

@@ -18,6 +18,7 @@ from training import MlflowSettings, TrainingError
 from training.cli import build_demo, demo, settings_from_env, train
 from training.console import Reporter, abort
 from training.demo import DemoConfig
+from training.evaluate_cli import evaluate
 from training.models_cli import models as models_commands
 from training.score_cli import score
 from training.simulate_cli import simulate
@@ -78,6 +79,7 @@ def run(no_demo: bool) -> None:
 main.add_command(demo)
 main.add_command(train)
 main.add_command(simulate)
+main.add_command(evaluate)
 main.add_command(models_commands)
 main.add_command(score)
 main.add_command(features_commands)

@@ -1,14 +1,19 @@
 """Next-best-action arbitration: which eligible actions to put in front of the agent, and why.
 
-For each eligible action a:
+For each eligible action a (see :mod:`training.action_value`):
 
-    expected_value(a) = P(accept | customer, a) × (value_a + churn_risk × lifetime_value × save_rate_a − cost_a)
+    expected_value(a) = lifetime_value × (P(churn | no_action) − P(churn | a offered))
+                        + P(accept | customer, a) × (value_a − cost_a)
     score(a)          = expected_value(a) × lever_a
 
-P(accept) comes from the propensity model, churn risk from the churn model; value, cost, save rate and
-lever from the catalog. "no_action" is always a candidate at 0, so an action that is expected to lose
-money ranks below doing nothing. Ties break on the action id, so the same input gives the same order.
-Reasons are LightGBM's per-feature contributions (``pred_contrib``) turned into the contract's phrases.
+P(accept) comes from the propensity model (one predict call for all offers). P(churn | a offered) comes from
+the action-aware churn model, scored for "no_action" and every eligible offer, accepted and declined, in one
+predict call and mixed by P(accept) (:func:`training.action_value.churn_by_action`): the gap to "no_action" is
+the action's learned effect on churn, not an assumed save rate. Value, cost and lever come from the catalog.
+"no_action" is always a candidate at 0, so an action that is expected to lose money ranks below doing nothing.
+Ties break on the action id, so the same input gives the same order. Reasons are LightGBM's per-feature
+contributions (``pred_contrib``) turned into the contract's phrases; an offer whose learned effect lowers the
+churn risk also cites the risk's top driver.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 from features import EntitySchema
 from service.catalog import NO_ACTION, Action, Catalog
 from service.model_holder import Models
+from training import churn_by_action, expected_gain, untreated_rows
 
 MAX_REASONS = 3
 RISK_BANDS = ((0.30, "high"), (0.10, "medium"), (0.0, "low"))
@@ -34,6 +40,8 @@ class ScoredAction:
     propensity: float
     expected_value: float
     reasons: list[str]
+    churn_if_offered: float | None = None
+    """The churn model's P(churn within 30 days | this action offered); None when no model scored it."""
 
 
 @dataclass(frozen=True)
@@ -92,25 +100,35 @@ def recommend(
     candidates = catalog.eligible(x, channel)
     offers = [a for a in candidates if a.id != NO_ACTION]
     inputs = x[schema.model_at]
-    row = inputs.reshape(1, -1)
-    churn_risk = float(models.churn.predict(row)[0])
-    risk_reasons = _drivers(models.churn.contributions(row)[0], x, known, schema, MAX_REASONS)
+    matrix = models.propensity.with_actions(inputs, [a.id for a in offers])
+    accept = models.propensity.predict(matrix) if offers else np.zeros(0)
+    churn = churn_by_action(models.churn, inputs, [NO_ACTION, *(a.id for a in offers)], np.r_[0.0, accept])[0]
+    churn_risk = float(churn[0])
+    risk_reasons = _drivers(
+        models.churn.contributions(untreated_rows(models.churn, inputs))[0], x, known, schema, MAX_REASONS
+    )
     ltv = _value(x, schema, "lifetime_value") or 0.0
     scored: list[ScoredAction] = []
     if offers:
-        matrix = models.propensity.with_actions(inputs, [a.id for a in offers])
-        accept = models.propensity.predict(matrix)
         contrib = models.propensity.contributions(matrix)
-        for action, p, c in zip(offers, accept, contrib, strict=True):
-            gain = action.value + churn_risk * ltv * action.save_rate - action.cost
-            ev = float(p) * gain
-            reasons = (risk_reasons[:1] if action.save_rate > 0 else []) + _drivers(c, x, known, schema, MAX_REASONS)
+        payoff = np.array([a.value - a.cost for a in offers])
+        gains = expected_gain(churn[:1], churn[1:], accept, np.array([ltv]), payoff)[0]
+        for action, p, c, if_offered, ev in zip(offers, accept, contrib, churn[1:], gains, strict=True):
+            saves = if_offered < churn_risk
+            reasons = (risk_reasons[:1] if saves else []) + _drivers(c, x, known, schema, MAX_REASONS)
             scored.append(
-                ScoredAction(action, ev * action.lever, float(p), ev, list(dict.fromkeys(reasons))[:MAX_REASONS])
+                ScoredAction(
+                    action,
+                    float(ev) * action.lever,
+                    float(p),
+                    float(ev),
+                    list(dict.fromkeys(reasons))[:MAX_REASONS],
+                    float(if_offered),
+                )
             )
     if NO_ACTION in catalog.by_id:
         reason = [f"churn risk {churn_risk:.0%}", *risk_reasons[:2]]
-        scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, reason))
+        scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, reason, churn_risk))
     ranked = sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]
     view = CustomerView(churn_risk, risk_band(churn_risk), ltv, _value(x, schema, "last_sentiment"))
     return ranked, view

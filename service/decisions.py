@@ -31,6 +31,7 @@ from service.schemas import (
     RecommendRequest,
     RecommendResponse,
 )
+from training import untreated_rows
 
 
 class DecisionService:
@@ -145,8 +146,8 @@ class DecisionService:
         churn_risk = None
         if customer is not None:
             try:
-                inputs = customer.values[self._customer.model_at].reshape(1, -1)
-                churn_risk = float(self.holder.models.churn.predict(inputs)[0])
+                churn = self.holder.models.churn
+                churn_risk = float(churn.predict(untreated_rows(churn, customer.values[self._customer.model_at]))[0])
             except ModelsUnavailable as exc:
                 degraded.append(str(exc))
         if customer is None or agents is None:
@@ -236,5 +237,6 @@ def _action_out(s: ScoredAction) -> ActionOut:
         score=s.score,
         propensity=s.propensity,
         expected_value=s.expected_value,
+        churn_if_offered=s.churn_if_offered,
         reasons=s.reasons,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.errors import ModelsUnavailable
-from training import CHAMPION, ModelBundle, ModelRegistry, RegistryUnavailable
+from training import CHAMPION, NO_ACTION, ModelBundle, ModelRegistry, RegistryUnavailable
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,12 @@ class ModelHolder:
                     f"the service runs {self._contract_version}: retrain it"
                 )
                 return
+        if NO_ACTION not in churn.actions:
+            self.error = (
+                f"{self._registry.model_name('churn')} v{churn_version} does not take the action as an input, so it "
+                "cannot say what an offer does to churn: retrain it (nba train churn)"
+            )
+            return
         self._models = Models(
             churn,
             propensity,

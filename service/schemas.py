@@ -37,7 +37,14 @@ class ActionOut(BaseModel):
     script: str
     score: float = Field(description="expected_value × lever; the ranking key.")
     propensity: float = Field(description="Calibrated P(the customer accepts).")
-    expected_value: float = Field(description="P(accept) × (value + churn risk × lifetime value × save rate − cost).")
+    expected_value: float = Field(
+        description="Expected value gained over no offer: lifetime value × (churn risk − churn_if_offered) "
+        "+ propensity × (value − cost)."
+    )
+    churn_if_offered: float | None = Field(
+        description="The churn model's P(churn within 30 days | this action offered); the gap to the customer's "
+        "churn_risk is the action's learned effect. Null when no model is loaded (the catalog's priors ranked)."
+    )
     reasons: list[str] = Field(description="Up to three plain phrases an agent can read back.")
 
 

@@ -10,7 +10,7 @@ share besides the feature contract.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -37,7 +37,7 @@ class ModelBundle:
     calibrator: Calibrator
     feature_names: tuple[str, ...]
     """Columns in order: the contract's model inputs (``EntitySchema.model_names``), then any extra (``action`` for
-    propensity)."""
+    churn and propensity)."""
     contract_version: str
     actions: tuple[str, ...] = ()
     """For action models: the action ids, in the order their codes were assigned."""
@@ -61,10 +61,14 @@ class ModelBundle:
         """Per-feature contributions to the raw score (SHAP values from LightGBM); last column is the bias."""
         return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=_PREDICT_THREADS), dtype=np.float64)
 
-    def with_actions(self, x: np.ndarray, actions: list[str]) -> np.ndarray:
-        """Rows of ``x`` (one customer vector) repeated once per action with the action's code appended."""
+    def with_actions(self, x: np.ndarray, actions: Sequence[str]) -> np.ndarray:
+        """Rows of ``x`` (one customer vector, or a matrix of them) repeated once per action with the action's code
+        appended, customer by customer: row ``i * len(actions) + j`` is customer ``i`` offered ``actions[j]``.
+
+        An action the model never saw gets a NaN code (LightGBM scores it as a missing category)."""
         codes = np.array([self.actions.index(a) if a in self.actions else np.nan for a in actions], dtype=float)
-        return np.column_stack([np.repeat(x.reshape(1, -1), len(actions), axis=0), codes])
+        customers = np.atleast_2d(x)
+        return np.column_stack([np.repeat(customers, len(actions), axis=0), np.tile(codes, len(customers))])
 
     def predict_handle_time(self, x: np.ndarray) -> np.ndarray:
         """Expected handle time in seconds, one per row of ``x`` (the resolution model only)."""

@@ -92,7 +92,7 @@ def _train(kind: ModelKind, alias: str, seed: int) -> None:
     try:
         models = ModelRegistry(settings_from_env(MlflowSettings), offline_settings.data_dir)
         with reporter.step(f"Training the {kind} model on {world}"):
-            result = train_model(kind, registry, offline, params=TrainParams(seed=seed))
+            result = train_model(kind, registry, offline, params=TrainParams.for_model(kind, seed=seed))
         with reporter.step(f"Registering it as {models.model_name(kind)}@{alias}"):
             version = register_result(models, result, aliases=(alias,))
     except (FeatureStoreError, TrainingError) as exc:

@@ -17,12 +17,13 @@ import pyarrow.compute as pc
 
 from features import OfflineStore, OnlineStore, Registry, connect, materialize, materialize_events
 from features.online_store import STORE_LAYOUT
+from training.action_value import NO_ACTION
 from training.bundle import ModelKind
 from training.console import Reporter
 from training.errors import ModelNotFound
 from training.report import register_result
 from training.tracking import CHAMPION, ModelRegistry
-from training.train import TrainParams, train_model
+from training.train import ACTIONS_TAG, TrainParams, train_model
 from training.world import WorldConfig, WorldSummary, simulate
 from training.world.config import WORLD_STAMP
 
@@ -151,22 +152,26 @@ def ensure_models(
     seed: int = 7,
 ) -> dict[str, str]:
     """Train and register each model that has no champion on this feature contract; returns kind → champion
-    version. A champion trained on another contract is replaced, not kept: the service would refuse it."""
+    version. A champion trained on another contract, or a churn champion that does not take the action as an
+    input (trained before the churn model learned what offers do), is replaced, not kept: the service would
+    refuse it."""
     versions: dict[str, str] = {}
     kind: ModelKind
     for kind in ("churn", "propensity", "resolution"):
         if not force:
             try:
-                version, contract = models.contract_of(kind, CHAMPION)
-                if contract == registry.version:
+                version, tags = models.tags_of(kind, CHAMPION)
+                action_aware = kind != "churn" or NO_ACTION in tags.get(ACTIONS_TAG, "").split(",")
+                if tags.get("contract_version") == registry.version and action_aware:
                     versions[kind] = version
                     reporter.note(f"{models.model_name(kind)}: champion is version {version}")
                     continue
-                reporter.note(f"{models.model_name(kind)} v{version} was trained on another feature contract")
+                why = "on another feature contract" if action_aware else "without the action as an input"
+                reporter.note(f"{models.model_name(kind)} v{version} was trained {why}")
             except ModelNotFound:
                 pass
         with reporter.step(f"Training and registering the {kind} model"):
-            result = train_model(kind, registry, offline, params=TrainParams(seed=seed))
+            result = train_model(kind, registry, offline, params=TrainParams.for_model(kind, seed=seed))
             versions[kind] = register_result(models, result, aliases=(CHAMPION,))
             m = result.bundle.metrics
             reporter.note(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
+from click.decorators import FC
 from rich.console import Console
 from rich.table import Table
 
@@ -47,17 +49,22 @@ def _summary(summary: WorldSummary, out: Path) -> Table:
     return table
 
 
-CUSTOMERS = click.option(
-    "--customers",
-    type=click.IntRange(1_000, 1_000_000),
-    default=DemoConfig.customers,
-    show_default=True,
-    help="Customers in the simulated world (1,000 to 1,000,000).",
-)
+def customers_option(default: int) -> Callable[[FC], FC]:
+    """The ``--customers`` flag of a command that simulates a world, with its own default."""
+    return click.option(
+        "--customers",
+        type=click.IntRange(1_000, 1_000_000),
+        default=default,
+        show_default=True,
+        help="Customers in the simulated world (1,000 to 1,000,000).",
+    )
+
+
+CUSTOMERS = customers_option(DemoConfig.customers)
 AGENTS = click.option(
     "--agents", type=click.IntRange(5, 5_000), default=DemoConfig.agents, show_default=True, help="Agents (5 to 5,000)."
 )
-"""The world's size flags, shared by ``nba simulate`` and ``nba demo``."""
+"""The world's size flags, shared by ``nba simulate``, ``nba demo`` and (``--agents``) ``nba evaluate``."""
 
 
 @click.command("simulate")

@@ -133,6 +133,25 @@ class ModelRegistry:
                 self._point(name, alias, str(version.version))
         return str(version.version)
 
+    def log_evaluation(self, *, metrics: Mapping[str, float], params: Mapping[str, object], artifacts: Path) -> str:
+        """Log one policy evaluation (``nba evaluate``) as a run: its figures as metrics, how it was made as
+        params, and the files in ``artifacts`` (the table) under ``evaluation/``; returns the run id."""
+        with _map_errors("logging the evaluation"):
+            run = self._client.create_run(self._experiment_id(), run_name="evaluate")
+            run_id = run.info.run_id
+            try:
+                self._client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
+                    params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                )
+                self._client.log_artifacts(run_id, str(artifacts), artifact_path="evaluation")
+            except BaseException:
+                self._client.set_terminated(run_id, status="FAILED")
+                raise
+            self._client.set_terminated(run_id)
+        return str(run_id)
+
     def set_alias(self, kind: ModelKind, alias: str, version: str) -> None:
         """Point ``alias`` of the kind's registered model at ``version``."""
         name = self.model_name(kind)
@@ -147,10 +166,15 @@ class ModelRegistry:
     def contract_of(self, kind: ModelKind, alias: str) -> tuple[str, str | None]:
         """The version an alias points at and the feature contract it was trained on (its ``contract_version``
         tag), read from the registry without downloading the bundle."""
+        version, tags = self.tags_of(kind, alias)
+        return version, tags.get("contract_version")
+
+    def tags_of(self, kind: ModelKind, alias: str) -> tuple[str, dict[str, str]]:
+        """The version an alias points at and its tags (how it was trained), without downloading the bundle."""
         name = self.model_name(kind)
         with _map_errors(f"{name}@{alias}"):
             version = self._client.get_model_version_by_alias(name, alias)
-        return str(version.version), version.tags.get("contract_version")
+        return str(version.version), dict(version.tags)
 
     def load(self, kind: ModelKind, alias: str = CHAMPION, *, name: str | None = None) -> tuple[ModelBundle, str]:
         """Download and open the bundle that ``alias`` points at; returns it with its version.

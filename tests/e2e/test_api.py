@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import lightgbm as lgb
 import numpy as np
 import pytest
 
 from features import OfflineStore, Registry
 from service.catalog import Catalog
 from tests.conftest import Served, free_port, run_with_store, serve, settings_for
-from training import ModelRegistry
+from training import ModelBundle, ModelRegistry
+from training.calibrate import Calibrator
 
 DEMO_CUSTOMER = "C000042"
 
@@ -61,19 +63,28 @@ def test_recommend_ranks_actions_from_the_registered_models(
     x = offline.model_matrix("customer", row)
     churn, _ = model_registry.load("churn")
     propensity, _ = model_registry.load("propensity")
-    assert body["customer"]["churn_risk"] == pytest.approx(float(churn.predict(x)[0]), rel=1e-9)
+    n = churn.actions.index("no_action")
+    risk = float(churn.predict(np.column_stack([x, [[n, 0.0]]]))[0])
+    assert body["customer"]["churn_risk"] == pytest.approx(risk, rel=1e-9)
 
-    # Every offer's propensity and expected value follow the documented arithmetic.
+    # Every offer is ranked by the documented arithmetic: the learned churn effect (the churn model's rows for the
+    # action accepted and declined, mixed by P(accept)) times the lifetime value, plus P(accept) × (value − cost).
     catalog = Catalog.load(registry)
     ltv = float(row.column("lifetime_value")[0].as_py())
     offers = [a for a in actions if a["action_id"] != "no_action"]
     p_accept = propensity.predict(propensity.with_actions(x[0], [a["action_id"] for a in offers]))
     for action, p in zip(offers, p_accept, strict=True):
         spec = catalog.by_id[action["action_id"]]
-        gain = spec.value + body["customer"]["churn_risk"] * ltv * spec.save_rate - spec.cost
+        code = churn.actions.index(spec.id)
+        declined, accepted = churn.predict(np.column_stack([np.vstack([x, x]), [[code, 0.0], [code, 1.0]]]))
+        if_offered = float(p) * accepted + (1 - float(p)) * declined
+        gain = ltv * (risk - if_offered) + float(p) * (spec.value - spec.cost)
         assert action["propensity"] == pytest.approx(float(p), rel=1e-9)
-        assert action["expected_value"] == pytest.approx(float(p) * gain, rel=1e-9, abs=1e-9)
+        assert action["churn_if_offered"] == pytest.approx(if_offered, rel=1e-9)
+        assert action["expected_value"] == pytest.approx(gain, rel=1e-9, abs=1e-9)
         assert action["score"] == pytest.approx(action["expected_value"] * spec.lever, rel=1e-9, abs=1e-9)
+    nothing = next(a for a in actions if a["action_id"] == "no_action")
+    assert (nothing["expected_value"], nothing["churn_if_offered"]) == (0.0, pytest.approx(risk, rel=1e-9))
 
 
 def test_recommend_is_deterministic_for_the_same_state(http: httpx.Client) -> None:
@@ -364,11 +375,38 @@ def test_without_models_ready_is_503_and_recommend_falls_back(
         for action in body["actions"]:
             spec = catalog.by_id[action["action_id"]]
             assert action["score"] == pytest.approx(spec.prior_accept * (spec.value - spec.cost) * spec.lever)
+            assert action["churn_if_offered"] is None
         # Without a churn model no retention value is assumed: a pure-cost offer never outranks doing nothing.
         ids = [a["action_id"] for a in body["actions"]]
         assert "no_action" in ids
         pure_cost = {a.id for a in catalog.actions if a.value == 0 and a.cost > 0}
         assert all(ids.index(i) > ids.index("no_action") for i in pure_cost & set(ids))
+
+
+def test_a_churn_champion_without_the_action_input_is_refused(
+    tmp_path: Path, redis_url: str, materialized: None, registry: Registry, model_registry: ModelRegistry
+) -> None:
+    """A churn model from before it learned what offers do cannot value an offer: the service says to retrain it
+    and ranks by the catalog's priors rather than guess."""
+    settings = settings_for(tmp_path, redis_url)
+    own = ModelRegistry(settings.mlflow, tmp_path)
+    names = registry.entity("customer").model_names
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, len(names))), rng.random(300) < 0.3
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(x, y), 5)
+    calibrator = Calibrator(method="sigmoid").fit(np.asarray(booster.predict(x)), y)
+    plain = ModelBundle("churn", booster, calibrator, names, registry.version)
+    propensity, _ = model_registry.load("propensity")
+    for bundle in (plain, propensity):
+        own.log_and_register(bundle, params={}, tags={"contract_version": registry.version}, aliases=("champion",))
+    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+        ready = client.get("/ready")
+        body = client.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"}).json()
+    assert ready.status_code == 503
+    assert "nba-churn v1 does not take the action as an input" in ready.json()["models"]
+    assert body["degraded"] is True
+    assert any("retrain it (nba train churn)" in r for r in body["degraded_reasons"])
+    assert all(a["churn_if_offered"] is None for a in body["actions"])
 
 
 def test_api_fixture_is_served_on_loopback(api: Served) -> None:

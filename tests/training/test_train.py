@@ -22,9 +22,12 @@ from sklearn.metrics import log_loss
 
 from features import OfflineStore, Registry
 from training import DatasetError
+from training.action_value import churn_by_action
 from training.calibrate import Calibrator, choose_calibrator
 from training.evaluate import classification_metrics, expected_calibration_error, top_decile_lift
 from training.train import TrainingResult, TrainParams, train_churn, train_propensity
+from training.world.config import ACTIONS
+from training.world.oracle import true_churn_probability
 
 Trainer = Callable[..., TrainingResult]
 TABLE = {"churn": "churn_labels.parquet", "propensity": "offers.parquet"}
@@ -48,11 +51,15 @@ def _test_rows(
     labels = pq.read_table(world / TABLE[kind])
     if kind == "propensity":
         labels = labels.filter(pc.not_equal(labels.column("action_id"), "no_action"))
+    else:  # each customer-month's logged decision, if any, and its answer
+        offers = pq.read_table(world / TABLE["propensity"], columns=["customer_id", "ts", "action_id", "accepted"])
+        labels = labels.join(offers, ["customer_id", "ts"], join_type="left outer")
     frame = offline.point_in_time("customer", labels)
     x = offline.model_matrix("customer", frame)
-    if kind == "propensity":
-        codes = [float(result.bundle.actions.index(a)) for a in frame.column("action_id").to_pylist()]
-        x = np.column_stack([x, codes])
+    actions = [a or "no_action" for a in frame.column("action_id").to_pylist()]
+    x = np.column_stack([x, [float(result.bundle.actions.index(a)) for a in actions]])
+    if kind == "churn":
+        x = np.column_stack([x, [float(a or 0) for a in frame.column("accepted").to_pylist()]])
     y = frame.column("churned" if kind == "churn" else "accepted").to_numpy().astype(np.int8)
     return x, y, frame.column("ts").to_numpy()
 
@@ -75,12 +82,14 @@ def test_models_rank_and_are_calibrated(
     assert result.bundle.contract_version == registry.version
     customer = registry.entity("customer").model_names
     assert "contract_end_day" not in customer, "an absolute date is no model input"
-    assert result.bundle.feature_names == (customer if kind == "churn" else (*customer, "action"))
+    extra = ("action", "accepted") if kind == "churn" else ("action",)
+    assert result.bundle.feature_names == (*customer, *extra)
     assert result.tags == {
         "contract_version": registry.version,
         "dataset_sha256": hashlib.sha256((world / TABLE[kind]).read_bytes()).hexdigest()[:16],
         "kind": kind,
         "code_version": result.tags["code_version"],
+        "actions": ",".join(result.bundle.actions),
     }
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.tags["code_version"] in (head.stdout.strip(), head.stdout.strip() + "+dirty")
@@ -110,7 +119,28 @@ def test_propensity_actions_exclude_no_action(trained: dict[str, TrainingResult]
         "retention_offer",
         "tech_callback",
     )
-    assert trained["churn"].bundle.actions == ()
+    # The churn model knows every logged action, doing nothing included: its untreated baseline.
+    assert trained["churn"].bundle.actions == tuple(sorted(ACTIONS))
+
+
+def test_churn_model_learns_what_a_callback_does(
+    trained: dict[str, TrainingResult], registry: Registry, offline: OfflineStore, world: Path
+) -> None:
+    """The learned effect of a tech callback on repeat callers points the way the oracle's does, and is larger
+    for them than for everyone else (the oracle's callback works per repeat contact)."""
+    frame = offline.point_in_time("customer", pq.read_table(world / TABLE["churn"], columns=["customer_id", "ts"]))
+    columns = {n: frame.column(n).to_numpy(zero_copy_only=False) for n in frame.column_names}
+    x = offline.model_matrix("customer", frame)
+    churn, propensity = trained["churn"].bundle, trained["propensity"].bundle
+    accept = propensity.predict(propensity.with_actions(x, ACTIONS[1:])).reshape(len(x), -1)
+    learned = churn_by_action(churn, x, ACTIONS, np.column_stack([np.zeros(len(x)), accept]))
+    j = ACTIONS.index("tech_callback")
+    effect = learned[:, 0] - learned[:, j]  # churn avoided by the callback, per customer
+    truth = true_churn_probability(columns, None) - true_churn_probability(columns, "tech_callback")
+    repeat = np.nan_to_num(columns["repeat_contacts_30d"].astype(float)) >= 2
+    assert truth[repeat].mean() > 0.01
+    assert effect[repeat].mean() > 0.25 * truth[repeat].mean()
+    assert effect[repeat].mean() > effect[~repeat].mean()
 
 
 def test_same_seed_same_predictions(
@@ -135,6 +165,19 @@ def _last_dates(world: Path, kind: str, n: int) -> tuple[pa.Table, list[datetime
     return table.filter(pc.is_in(table.column("ts"), pa.array(dates, table.schema.field("ts").type))), dates
 
 
+def _decision_log_beside(labels: Path, world: Path) -> None:
+    """The world's offers table beside ``labels``, where the churn model reads each month's decision."""
+    if labels.name == TABLE["churn"] and not (labels.parent / TABLE["propensity"]).exists():
+        (labels.parent / TABLE["propensity"]).symlink_to(world / TABLE["propensity"])
+
+
+def test_churn_needs_the_decision_log(tmp_path: Path, registry: Registry, offline: OfflineStore, world: Path) -> None:
+    path = tmp_path / TABLE["churn"]
+    path.symlink_to(world / TABLE["churn"])
+    with pytest.raises(DatasetError, match=r"offers\.parquet: no such label table"):
+        train_churn(registry, offline, path, params=TrainParams())
+
+
 @pytest.mark.parametrize("kind", ["churn", "propensity"], ids=["churn", "propensity"])
 def test_two_dates_cannot_split_by_time(
     kind: str, tmp_path: Path, registry: Registry, offline: OfflineStore, world: Path
@@ -142,6 +185,7 @@ def test_two_dates_cannot_split_by_time(
     table, _ = _last_dates(world, kind, 2)
     path = tmp_path / TABLE[kind]
     pq.write_table(table, path)
+    _decision_log_beside(path, world)
     with pytest.raises(
         DatasetError, match=r"at least 3 distinct dates to split by time into train / validation / test, found 2"
     ):
@@ -154,6 +198,7 @@ def test_two_dates_error_names_the_dates(
     table, dates = _last_dates(world, "churn", 2)
     path = tmp_path / "churn_labels.parquet"
     pq.write_table(table, path)
+    _decision_log_beside(path, world)
     with pytest.raises(DatasetError) as caught:
         train_churn(registry, offline, path, params=TrainParams())
     message = str(caught.value)
@@ -168,6 +213,7 @@ def test_single_class_test_date_is_refused(
     churned = pc.if_else(pc.equal(table.column("ts"), last), 0, table.column("churned")).cast(pa.int8())
     path = tmp_path / "churn_labels.parquet"
     pq.write_table(table.set_column(table.column_names.index("churned"), "churned", churned), path)
+    _decision_log_beside(path, world)
     with pytest.raises(DatasetError, match="churn: the test split has only one class"):
         train_churn(registry, offline, path, params=TrainParams())
 

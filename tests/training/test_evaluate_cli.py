@@ -1,0 +1,73 @@
+"""``nba evaluate`` as a data scientist types it: the session's champions on a fresh world, logged to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from mlflow import MlflowClient
+
+from service.cli import main
+
+EXPERIMENT = "nba-evaluate-tests"
+
+
+def _nba(data_dir: Path, *args: str, prefix: str = "nba") -> Result:
+    """``nba evaluate ARGS`` on the session's data dir (its world, seed 7, and its champions), logging to an
+    experiment of its own."""
+    env = {
+        "NBA_DATA_DIR": str(data_dir),
+        "NBA_MLFLOW_EXPERIMENT": EXPERIMENT,
+        "NBA_MLFLOW_MODEL_PREFIX": prefix,
+        "MLFLOW_TRACKING_URI": None,
+    }
+    return CliRunner().invoke(main, ["evaluate", *args], env=env, terminal_width=200)
+
+
+def test_prints_the_table_and_the_goal_and_logs_both(data_dir: Path, champions: dict[str, str]) -> None:
+    result = _nba(data_dir, "--customers", "1000")
+    assert result.exit_code == 0, result.output
+    cells = [[c.strip() for c in line.split("│")] for line in result.stdout.splitlines() if "│" in line]
+    rows = {row[0]: row for row in cells}
+    assert list(rows) == ["random", "no_action", "rules", "champion", "oracle"]  # no challenger registered
+    assert "retained value per 1,000" in result.stdout
+    assert rows["oracle"][3] == "100.0%"  # its share of its own gain
+    assert rows["no_action"][2:] == ["+0", "0.0%", rows["no_action"][4], "0", "0%"]  # no gain, no cost, no offer
+    assert "challenger: skipped" in result.stderr
+    assert "goal: champion captures" in result.stdout
+    assert "of the oracle's value gain over no action (≥ 85%:" in result.stdout
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'evaluate'")
+    metrics = run.data.metrics
+    assert metrics["no_action.offer_cost_per_1000"] == 0.0
+    assert metrics["oracle.value_per_1000"] >= metrics["champion.value_per_1000"]
+    assert run.data.params["customers"] == "1000"
+    assert run.data.params["champion.nba-churn"] == champions["churn"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert artifacts == {"evaluation/policies.csv", "evaluation/policies.txt"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--customers", "10"), "Invalid value for '--customers': 10 is not in the range 1000<=x<=1000000"),
+        (("--months", "2"), "Invalid value for '--months': 2 is not in the range 3<=x<=36"),
+        (("--seed", "7"), "--seed 7 is the training world's seed"),
+    ],
+    ids=["too-few-customers", "too-few-months", "training-seed"],
+)
+def test_bad_flags_are_named(data_dir: Path, args: tuple[str, ...], message: str) -> None:
+    result = _nba(data_dir, *args)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_an_unknown_model_stops_with_what_to_do(data_dir: Path) -> None:
+    result = _nba(data_dir, prefix="nosuch")
+    assert result.exit_code == 1
+    assert "nosuch-churn@champion" in result.output
+    assert "train and register champions first" in result.output
