@@ -386,4 +386,6 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
         agent_snapshots=rows["agent_snapshots"],
         contacts=rows["contacts"],
         events=rows["customer_events"],
+        contact_truth=rows[CONTACT_TRUTH],
+        agent_truth=rows[AGENT_TRUTH],
     )
