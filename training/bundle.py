@@ -125,10 +125,11 @@ def with_matched(x: np.ndarray, names: Sequence[str], matched: Matched) -> np.nd
     learning which of the agent's per-skill columns each intent reads from a few thousand contacts."""
     if not matched:
         return x
-    intent = x[:, list(names).index(INTENT_INPUT)]
+    column = {name: i for i, name in enumerate(names)}
+    intent = x[:, column[INTENT_INPUT]]
     extra = np.full((len(x), len(matched)), np.nan)
     for j, (_, sources) in enumerate(matched):
         for code, source in enumerate(sources):
             rows = intent == code
-            extra[rows, j] = x[rows, list(names).index(source)]
+            extra[rows, j] = x[rows, column[source]]
     return np.column_stack([x, extra])

@@ -127,27 +127,34 @@ def oracle_inputs(root: Path, rows: pa.Table) -> tuple[Columns, Columns]:
     if not all(p.is_file() for p in paths):
         raise DatasetError(f"{root}: no {CONTACT_TRUTH} and {AGENT_TRUTH} tables; only a simulated world has an oracle")
     hidden = pq.read_table(paths[0])
-    at = pc.index_in(rows.column("contact_id"), value_set=hidden.column("contact_id")).to_numpy(zero_copy_only=False)
+    at = pc.index_in(rows.column("contact_id"), value_set=hidden.column("contact_id"))
+    if at.null_count:
+        raise DatasetError(f"{paths[0]}: {at.null_count} contact(s) the world did not write")
     contacts: dict[str, np.ndarray] = {
         name: rows.column(CONTACT_PREFIX + name).to_numpy(zero_copy_only=False).astype(str)
         for name in ("intent", "channel", "language")
     }
     contacts["repeat"] = rows.column("repeat").to_numpy(zero_copy_only=False).astype(bool)
     for name in ("complaint", "mood"):
-        contacts[name] = hidden.column(name).to_numpy(zero_copy_only=False)[at]
+        contacts[name] = hidden.column(name).take(at).to_numpy(zero_copy_only=False)
     truth = pq.read_table(paths[1])
+    # A contact belongs to the month whose closing snapshot is the first at or after its start.
     months = np.unique(truth.column("month_end").to_numpy())
-    ids = truth.column("agent_id").unique()
-    # The truth table as (month, agent) grids; a contact belongs to the first month ending at or after it.
-    month = np.searchsorted(months, rows.column(STARTED).to_numpy())
-    agent = pc.index_in(rows.column("agent_id"), value_set=ids).to_numpy(zero_copy_only=False)
-    cell = np.searchsorted(months, truth.column("month_end").to_numpy()) * len(ids) + pc.index_in(
-        truth.column("agent_id"), value_set=ids
-    ).to_numpy(zero_copy_only=False)
-    wanted = month * len(ids) + agent
-    order = np.argsort(cell)
+    started = rows.column(STARTED).to_numpy()
+    if len(started) and started.max() > months[-1]:
+        raise DatasetError(f"{paths[1]}: no month holds contacts started after {months[-1]}")
+    keys = pa.table(
+        {
+            "agent_id": rows.column("agent_id"),
+            "month_end": pa.array(months[np.searchsorted(months, started)], truth.schema.field("month_end").type),
+            "_row": pa.array(np.arange(rows.num_rows)),
+        }
+    )
+    joined = keys.join(truth, ["agent_id", "month_end"], join_type="inner").sort_by("_row")
+    if joined.num_rows != rows.num_rows:
+        raise DatasetError(f"{paths[1]}: {rows.num_rows - joined.num_rows} pair(s) with an agent the world lacks")
     agents = {
-        name: truth.column(name).to_numpy(zero_copy_only=False)[order][wanted]
+        name: joined.column(name).to_numpy(zero_copy_only=False)
         for name in truth.column_names
         if name not in ("agent_id", "month_end")
     }

@@ -9,24 +9,25 @@ routing evaluation scores each policy's pick with them. What moves the log-odds 
 =====================  ===========================================  ==========================================
 term                   effect on the resolution log-odds            what a model can see of it
 =====================  ===========================================  ==========================================
-latent skill           ``talent_<skill>`` of the intent's skill     the rating (noisy at hire, 5 levels, never
-                       (at hire: the rating's source; then drifts   updated); the measured per-intent rate over
-                       by N(0, 0.12) a month)                       90 days and how many contacts it counts
-experience             +0.9 x (1 - exp(-months / 12)) - 0.6: a      ``experience_months``
-                       novice -0.6, a year in -0.03, veteran +0.3
+latent skill           ``talent_<skill>`` of the intent's skill:    the rating (its noisy view at hire, 5
+                       0.4 x the log-odds of a Beta(5, 4) draw      levels, never updated); the measured rate
+                       (+0.15 with the skill) at hire, then a       for the intent's skill over 90 days and
+                       N(0, 0.05) step a month                      how many contacts it counts
+experience             +2.0 x (1 - exp(-months / 18)) - 1.0: a      ``experience_months`` (at the world's
+                       novice -1.0, a year in -0.03, three +0.73    start exponential, mean 12 months)
 difficult customer     -(0.8 open complaint + 0.5 repeat contact    the customer's ``open_complaint``,
-                       + 0.8 x max(0, -mood)), softened by           ``repeat_contacts_30d``, sentiment features
-                       up to 70% with experience (3 years: 70%)     (the mood itself is hidden)
+                       + 0.8 x max(0, -mood)), softened by          ``repeat_contacts_30d``, sentiment features
+                       experience (by 23% a year, 70% at three)     (the mood itself is hidden)
 skill not held         -0.8                                         ``skill_<skill>`` (a hard constraint)
 language not spoken    -2.0                                         ``speaks_<lang>`` (a hard constraint)
 =====================  ===========================================  ==========================================
 
 Handle time is the channel's base (420 s voice, 600 s chat, 900 s email) times a lognormal(0, 0.4) draw, 1.3x
-when unresolved, 1.4x when transferred, up to 25% faster with experience and up to 30% slower for a difficult
-customer. A transfer happens with log-odds -2.6, +1.0 without the skill, +1.2 without the language, +0.5 for a
-cancellation. CSAT (1 to 5) is ``rint(2.2 + 1.8 resolved - 0.6 transferred + 0.8 mood + N(0, 0.6))``, clipped:
-the agent moves it through resolution and transfer. Expected values are exact (no sampling): what a policy
-choosing that agent gets on average.
+when unresolved, 1.4x when transferred, faster with experience (a three-year agent by 23%) and up to 30% slower
+for a difficult customer. A transfer happens with log-odds -2.6, +1.0 without the skill, +1.2 without the
+language, +0.5 for a cancellation. CSAT (1 to 5) is ``rint(2.2 + 1.8 resolved - 0.6 transferred + 0.8 mood +
+N(0, 0.6))``, clipped: the agent moves it through resolution and transfer. Expected values are exact (no
+sampling): what a policy choosing that agent gets on average.
 
 ``contacts`` columns: ``intent``, ``channel``, ``language`` (names as in the contacts table), ``repeat``, and
 the hidden ``complaint`` and ``mood`` (the customer's latent state that month). ``agents`` columns, aligned
@@ -55,7 +56,8 @@ TRUTH_PROFILE: tuple[str, ...] = (
 )
 """The agent profile features the oracle reads besides the latent ``talent_<skill>``."""
 TALENT_SPREAD = 0.4
-"""The latent skill at hire is this share of the log-odds of the agent's skill draw (agents differ, not wildly)."""
+"""The latent skill at hire is this share of the log-odds of the agent's skill draw: agents differ at hire less
+than a novice differs from a three-year agent."""
 TALENT_DRIFT = 0.05
 """Standard deviation of a month's random step of each latent skill."""
 CSAT_NOISE = 0.6
@@ -86,7 +88,7 @@ def _skill_of(contacts: Columns) -> np.ndarray:
 
 
 def seasoning(experience_months: np.ndarray) -> np.ndarray:
-    """How far an agent has learned the job: 0 at hire, 0.63 after a year, 0.95 after three."""
+    """How far an agent has learned the job: 0 at hire, 0.49 after a year, 0.86 after three."""
     return np.asarray(1.0 - np.exp(-np.asarray(experience_months, dtype=np.float64) / 18.0))
 
 
