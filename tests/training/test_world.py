@@ -17,6 +17,7 @@ from training.routing_evaluation import oracle_inputs
 from training.world import (
     ACTIONS,
     EVENT_ENVELOPE,
+    TABLES,
     WorldConfig,
     behaviour_probabilities,
     event_features_at,
@@ -29,16 +30,6 @@ from training.world.contract import _derived
 from training.world.routing_oracle import true_csat, true_handle_time, true_resolution_probability
 
 END = dt.date(2024, 6, 30)
-TABLES = (
-    "customer_snapshots",
-    "churn_labels",
-    "offers",
-    "agent_snapshots",
-    "contacts",
-    "customer_events",
-    "contact_truth",
-    "agent_truth",
-)
 UTC = dt.UTC
 
 

@@ -34,11 +34,12 @@ from training.world.oracle import (
     true_expected_value,
 )
 from training.world.routing_oracle import true_csat, true_handle_time, true_resolution_probability
-from training.world.simulate import simulate
+from training.world.simulate import TABLES, simulate
 
 __all__ = [
     "ACTIONS",
     "EVENT_ENVELOPE",
+    "TABLES",
     "WorldConfig",
     "WorldSummary",
     "behaviour_probabilities",

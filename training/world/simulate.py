@@ -66,6 +66,18 @@ from training.world.oracle import _sigmoid, behaviour_probabilities, true_accept
 from training.world.routing_oracle import AGENT_TRUTH, CONTACT_TRUTH, TRUTH_PROFILE
 from training.world.tables import _ids, _ts
 
+TABLES: tuple[str, ...] = (
+    "customer_snapshots",
+    "churn_labels",
+    "offers",
+    "agent_snapshots",
+    "contacts",
+    "customer_events",
+    CONTACT_TRUTH,
+    AGENT_TRUTH,
+)
+"""The tables :func:`simulate` writes, each as ``<name>.parquet``."""
+
 
 def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], None] | None = None) -> WorldSummary:
     """Simulate the world month by month and write its parquet tables into ``out``.
@@ -370,7 +382,8 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
         AGENT_TRUTH: pa.concat_tables(agent_truth),
     }
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
+    for name in TABLES:
+        table = tables[name]
         # Unique ids and times gain nothing from dictionary encoding, and the events table is the bulk of the write.
         unique = ("event_id", "contact_id", "occurred_at")
         pq.write_table(
