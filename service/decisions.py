@@ -77,7 +77,7 @@ class DecisionService:
         try:
             bundle = self.holder.resolution.bundle
         except ModelsUnavailable as exc:
-            degraded.append(f"{exc}; agents ranked by their measured resolution rate for the intent")
+            degraded.append(f"{exc}; agents ranked by their measured resolution rate for the intent and their rating")
             return None
         contact = {"intent": request.intent, "channel": request.channel, "language": request.language}
         inputs = customer.values[self._customer.model_at]

@@ -6,11 +6,13 @@ language, holds the skill the intent needs); the eligible are then ranked by
     score = P(first-contact resolution) + retention_bonus − occupancy_penalty
 
 where P(resolution) and the expected handle time come from the resolution model, which scores every eligible
-agent for this contact and customer in one call (``score``); without it, from the agent's measured
-first-contact resolution rate for this intent and 30-day mean handle time in the feature store (the
-fallback, which the answer flags). The retention bonus sends customers at high churn risk to
-retention-skilled agents, and the occupancy penalty spreads work so the best agents are not flooded. Ties go
-to the longest-idle agent, then the id.
+agent for this contact and customer in one call (``score``). Without it (the fallback, which the answer flags)
+P(resolution) is the agent's measured resolution rate for the intent's skill over 90 days, pulled toward
+workforce management's rating of the agent (``proficiency_<skill>``) as if the rating were
+:data:`RATING_WEIGHT` contacts more: an agent with few measured contacts keeps close to its rating, one with
+many is judged on its results; the expected handle time is the agent's 30-day mean. The retention bonus sends
+customers at high churn risk to retention-skilled agents, and the occupancy penalty spreads work so the best
+agents are not flooded. Ties go to the longest-idle agent, then the id.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ INTENT_SKILL = {"billing": "billing", "technical": "technical", "cancel": "reten
 HIGH_RISK = 0.30
 RETENTION_BONUS = 0.15
 OCCUPANCY_PENALTY = 0.10
+RATING_WEIGHT = 20.0
+"""In the fallback, how many contacts' worth of evidence the rating counts for beside the measured rate."""
 
 Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Agents' model inputs (one row each, ``schema.model_at`` columns) → (P(resolution), expected handle time s)."""
@@ -84,10 +88,10 @@ def rank_agents(
 ) -> tuple[list[RankedAgent], list[ExcludedAgent]]:
     """Eligible agents best first, and the excluded with their reason.
 
-    ``score`` is the resolution model's (None: the measured per-intent rate and 30-day handle time stand in).
+    ``score`` is the resolution model's (None: :func:`fallback_resolution` and the 30-day handle time stand in).
     """
     skill = INTENT_SKILL[intent]
-    proficiency = schema.feature(f"proficiency_{skill}")
+    measured, rating = schema.feature(f"resolution_rate_{skill}_90d"), schema.feature(f"proficiency_{skill}")
     failures = _failures(agents, schema, skill, language)
     excluded = [ExcludedAgent(agents.ids[i], f) for i, f in enumerate(failures) if f is not None]
     at = np.array([i for i, f in enumerate(failures) if f is None], dtype=np.intp)
@@ -95,14 +99,17 @@ def rank_agents(
     if score is not None and len(at):
         p, seconds = score(values[:, schema.model_at])
     else:
-        p = values[:, schema.index[proficiency.name]]
+        p = fallback_resolution(values, schema, skill)
         seconds = values[:, schema.index["handle_time_mean_30d_s"]]
     load, capacity = values[:, schema.index["current_load"]], values[:, schema.index["max_load"]]
     retention = values[:, schema.index["skill_retention"]] == 1.0
     idle = values[:, schema.index["idle_seconds"]]
     ranked: list[tuple[RankedAgent, float]] = []
     for j, i in enumerate(at.tolist()):
-        reasons = [proficiency.phrase(float(values[j, schema.index[proficiency.name]]))]
+        rate = float(values[j, schema.index[measured.name]])
+        reasons = [rating.phrase(float(values[j, schema.index[rating.name]]))]
+        if not np.isnan(rate):
+            reasons.insert(0, measured.phrase(rate))
         bonus = 0.0
         if churn_risk is not None and churn_risk >= HIGH_RISK and retention[j]:
             bonus = RETENTION_BONUS
@@ -117,3 +124,14 @@ def rank_agents(
         ranked.append((agent, float(idle[j])))
     ranked.sort(key=lambda pair: (-pair[0].score, -pair[1], pair[0].agent_id))
     return [r for r, _ in ranked], excluded
+
+
+def fallback_resolution(values: np.ndarray, schema: EntitySchema, skill: str) -> np.ndarray:
+    """P(resolution) without the model, for agents' rows ``values``: the measured rate for ``skill`` over its
+    contacts and the rating as :data:`RATING_WEIGHT` contacts more (the rating alone when none were measured)."""
+    rating = values[:, schema.index[f"proficiency_{skill}"]]
+    rate = values[:, schema.index[f"resolution_rate_{skill}_90d"]]
+    contacts = np.where(np.isnan(rate), 0.0, values[:, schema.index[f"contacts_{skill}_90d"]])
+    return np.asarray(
+        (RATING_WEIGHT * rating + contacts * np.nan_to_num(rate)) / (RATING_WEIGHT + contacts), dtype=np.float64
+    )

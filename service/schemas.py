@@ -105,7 +105,8 @@ class AgentOut(BaseModel):
     score: float = Field(description="p_resolution + retention bonus − occupancy penalty; the ranking key.")
     p_resolution: float = Field(
         description="P(first-contact resolution) of this agent with this contact: the resolution model's, or "
-        "without it the agent's measured resolution rate for the intent (see ranked_by)."
+        "without it the agent's measured resolution rate for the intent over 90 days, pulled toward its rating (see "
+        "ranked_by)."
     )
     expected_handle_time_s: float | None = Field(
         description="Expected handle time in seconds: the resolution model's, or without it the agent's 30-day "

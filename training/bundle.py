@@ -3,7 +3,8 @@
 A bundle carries the LightGBM booster, its calibrator, the exact input layout it was trained on (the
 feature contract's version and the column order, or for a user's own table the inferred column schema),
 for action models the action codes, and for the resolution model the handle-time regressor beside the
-classifier and the contact's categories (intent, channel, language), whose codes lead each row. The service
+classifier, the contact's categories (intent, channel, language), whose codes lead each row, and the inputs
+read from the agent's columns for the contact's intent (see :func:`with_matched`). The service
 imports this module and nothing else from training, so the bundle format is the only thing the two rooms
 share besides the feature contract.
 """
@@ -23,6 +24,10 @@ from training.calibrate import Calibrator
 from training.table_schema import TableSchema
 
 ModelKind = Literal["churn", "propensity", "resolution"]
+Matched = tuple[tuple[str, tuple[str, ...]], ...]
+"""Inputs an agent holds once per skill, read for the contact's intent: each input's name and, per intent code,
+the column it reads (``("intent_proficiency", ("proficiency_billing", "proficiency_technical", ...))``)."""
+INTENT_INPUT = "contact_intent"
 BUNDLE_FILE = "bundle.joblib"
 # Scoring happens a few rows at a time inside a request: OpenMP threads would only spin on the shared cores.
 _PREDICT_THREADS = 1
@@ -50,6 +55,9 @@ class ModelBundle:
     contact_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """For the resolution model: the contact's categorical inputs (name, categories in code order), which lead
     each row; the customer's model inputs and then the agent's follow (see :meth:`pair_rows`)."""
+    matched: Matched = ()
+    """For the resolution model: the inputs that close each row, read from the agent's columns for the contact's
+    intent (:func:`with_matched`), whose names end :attr:`feature_names`."""
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, one per row of ``x``."""
@@ -88,13 +96,14 @@ class ModelBundle:
         """One row per candidate agent for one contact: the contact's codes, the customer's model inputs (a
         vector) and that agent's model inputs (a row of ``agents``), so all candidates score in one call."""
         n = len(agents)
-        return np.column_stack(
+        rows = np.column_stack(
             [
                 np.tile(self.contact_codes(contact), (n, 1)),
                 np.repeat(customer.reshape(1, -1), n, axis=0),
                 agents.reshape(n, -1),
             ]
         )
+        return with_matched(rows, self.feature_names[: len(self.feature_names) - len(self.matched)], self.matched)
 
     def save(self, directory: Path) -> Path:
         """Write the bundle to ``directory/bundle.joblib``."""
@@ -111,3 +120,20 @@ class ModelBundle:
         if not isinstance(bundle, ModelBundle):
             raise TypeError(f"{file} holds a {type(bundle).__name__}, not a ModelBundle")
         return bundle
+
+
+def with_matched(x: np.ndarray, names: Sequence[str], matched: Matched) -> np.ndarray:
+    """``x`` (columns ``names``, with the contact's intent code in ``contact_intent``) and one more column per
+    ``matched`` input: the row's value of the column that input reads for the row's intent (NaN for an unknown
+    intent). A tree model then splits on "the agent's rating for this contact's intent" directly, instead of
+    learning which of the agent's per-skill columns each intent reads from a few thousand contacts."""
+    if not matched:
+        return x
+    column = {name: i for i, name in enumerate(names)}
+    intent = x[:, column[INTENT_INPUT]]
+    extra = np.full((len(x), len(matched)), np.nan)
+    for j, (_, sources) in enumerate(matched):
+        for code, source in enumerate(sources):
+            rows = intent == code
+            extra[rows, j] = x[rows, column[source]]
+    return np.column_stack([x, extra])

@@ -27,9 +27,10 @@ from training.train import ACTIONS_TAG, TrainParams, train_model
 from training.world import WorldConfig, WorldSummary, simulate
 from training.world.config import WORLD_STAMP
 
-WORLD_FORMAT = 2
+WORLD_FORMAT = 3
 """The shape of the world's tables; a stamp of another format is rebuilt. 2: a monthly agent snapshot and the
-contacts' ``started_at``, which the resolution model's point-in-time frame needs."""
+contacts' ``started_at``, which the resolution model's point-in-time frame needs. 3: the routing oracle's
+hidden tables (``contact_truth``, ``agent_truth``) and agents with a latent skill behind their rating."""
 MARKER_KEY = "meta:materialized"
 QUEUE_SKILLS = ("billing", "technical", "retention", "sales")
 # Materializing writes pipelines of thousands of hashes: far slower than a request's read, but a server
@@ -181,6 +182,8 @@ def ensure_models(
             if "routing_fcr_model" in m:
                 reporter.note(
                     f"routing by it resolves {m['routing_fcr_model']:.1%} of test contacts (true FCR), by the agents' "
-                    f"30-day rate {m['routing_fcr_measured_rate']:.1%}, at random {m['routing_fcr_random']:.1%}"
+                    f"rating {m['routing_fcr_skills_only']:.1%}, at random {m['routing_fcr_random']:.1%}, by the "
+                    f"oracle {m['routing_fcr_oracle']:.1%}: {m['routing_gain_captured']:.0%} of the oracle's gain over "
+                    "the rating"
                 )
     return versions

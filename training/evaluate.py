@@ -78,3 +78,11 @@ def describe_metrics(metrics: dict[str, float]) -> str:
         f"test ROC-AUC {metrics['roc_auc']:.3f}, PR-AUC {metrics['pr_auc']:.3f}, log loss {metrics['log_loss']:.4f}, "
         f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}, top-decile lift {metrics['lift_top_decile']:.2f}"
     )
+
+
+def ece_noise_floor(p: np.ndarray, *, draws: int = 200, seed: int = 0) -> float:
+    """The mean ECE a perfectly calibrated model would show on ``len(p)`` rows predicted ``p``: outcomes drawn from
+    ``p`` itself still stray from it by chance in each bin. On a few thousand rows this is ~0.01-0.02, so a
+    measured ECE near it says the calibration error is too small for the test set to tell apart from noise."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([expected_calibration_error((rng.random(len(p)) < p).astype(float), p) for _ in range(draws)]))

@@ -7,22 +7,37 @@ the contact started reaches its row: not the contact's own end, survey or sentim
 results over the month it belongs to (the agent snapshot taken at that month's end comes after it).
 
 The model's input is the contact's category codes, then the customer's model inputs, then the agent's, in
-contract order: :meth:`training.bundle.ModelBundle.pair_rows` lays out the same columns for the service.
+contract order, then the agent's rating, measured rate and contact count for the contact's intent (the
+bundle's ``matched`` inputs): :meth:`training.bundle.ModelBundle.pair_rows` lays out the same columns for the
+service.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from features import OfflineStore, Registry
+from training.bundle import Matched, with_matched
 from training.errors import DatasetError
+from training.train import Split
+from training.world.config import _INTENT_SKILL
 
 STARTED = "started_at"
+PERIOD = timedelta(days=30)
 CONTACT_PREFIX = "contact_"
 CONTACT_FIELDS = ("intent", "channel", "language")
 """The contact's own inputs, as the request carries them; columns ``contact_<field>`` in the frame."""
+# The agent's inputs held once per skill; "{skill}" is the skill the contact's intent needs.
+PER_SKILL = {
+    "intent_proficiency": "proficiency_{skill}",
+    "intent_resolution_rate_90d": "resolution_rate_{skill}_90d",
+    "intent_contacts_90d": "contacts_{skill}_90d",
+}
 
 
 def contact_categories(registry: Registry) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -37,13 +52,30 @@ def contact_categories(registry: Registry) -> tuple[tuple[str, tuple[str, ...]],
     return (("intent", intent), ("channel", channel), ("language", language))
 
 
-def feature_names(registry: Registry) -> tuple[str, ...]:
-    """The model's input columns, in order."""
+def matched_inputs(registry: Registry) -> Matched:
+    """The bundle's ``matched`` inputs: for each of :data:`PER_SKILL`, the agent's column per intent code.
+
+    The intent's skill is the contact center's routing rule (``_INTENT_SKILL``, which ``service.routing`` holds
+    too); the bundle carries the resolved columns, so the service needs no copy of it to score.
+    """
+    intents = dict(contact_categories(registry))["intent"]
+    return tuple(
+        (name, tuple(source.format(skill=_INTENT_SKILL[intent]) for intent in intents))
+        for name, source in PER_SKILL.items()
+    )
+
+
+def _row_names(registry: Registry) -> tuple[str, ...]:
     return (
         *(CONTACT_PREFIX + f for f in CONTACT_FIELDS),
         *registry.entity("customer").model_names,
         *registry.entity("agent").model_names,
     )
+
+
+def feature_names(registry: Registry) -> tuple[str, ...]:
+    """The model's input columns, in order."""
+    return (*_row_names(registry), *PER_SKILL)
 
 
 def categorical_indices(registry: Registry) -> list[int]:
@@ -95,4 +127,22 @@ def pair_matrix(registry: Registry, offline: OfflineStore, frame: pa.Table) -> n
         .to_numpy(zero_copy_only=False)
         for name, cats in contact_categories(registry)
     ]
-    return np.column_stack([*codes, offline.model_matrix("customer", frame), offline.model_matrix("agent", frame)])
+    x = np.column_stack([*codes, offline.model_matrix("customer", frame), offline.model_matrix("agent", frame)])
+    return with_matched(x, _row_names(registry), matched_inputs(registry))
+
+
+def time_split(started: pa.ChunkedArray | pa.Array, source: Path) -> Split:
+    """Masks: contacts started in the newest 30 days test, the 30 days before validate, older ones train."""
+    ts = started.to_numpy() if isinstance(started, pa.Array) else started.combine_chunks().to_numpy()
+    if len(ts) == 0:
+        raise DatasetError(f"{source}: no contacts")
+    newest = ts.max()
+    test_from = newest - np.timedelta64(PERIOD)
+    valid_from = test_from - np.timedelta64(PERIOD)
+    split = (ts <= valid_from, (ts > valid_from) & (ts <= test_from), ts > test_from)
+    if not all(m.any() for m in split):
+        raise DatasetError(
+            f"{source}: need contacts over more than 60 days to split by time into train / validation (30 days) / "
+            f"test (the newest 30 days); they span {(newest - ts.min()).astype('timedelta64[D]')}"
+        )
+    return split

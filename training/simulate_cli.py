@@ -40,6 +40,9 @@ def _summary(summary: WorldSummary, out: Path) -> Table:
         "agent_snapshots": summary.agent_snapshots,
         "contacts": summary.contacts,
         "customer_events": summary.events,
+        # The routing oracle's hidden state: what a real contact center never sees; no model reads it.
+        "contact_truth": summary.contact_truth,
+        "agent_truth": summary.agent_truth,
     }
     for name, count in rows.items():
         size = (out / f"{name}.parquet").stat().st_size
@@ -98,7 +101,8 @@ def simulate(customers: int, days: int, agents: int, seed: int, end: datetime | 
     """Simulate a contact center with known ground truth and write its tables as parquet.
 
     Writes customer_snapshots, customer_events, churn_labels, offers (with the logging policy's
-    propensities), contacts and agent_snapshots, plus world.json saying how they were made.
+    propensities), contacts and agent_snapshots, the routing oracle's hidden contact_truth and agent_truth,
+    plus world.json saying how they were made.
     """
     out = out if out is not None else settings_from_env(OfflineSettings).world_dir
     last: date = end.date() if end is not None else datetime.now(UTC).date()

@@ -176,8 +176,13 @@ def fit_split(
     actions: tuple[str, ...],
     params: TrainParams,
     source: Path,
+    monotone: tuple[int, ...] = (),
 ) -> TrainingResult:
-    """Train on the split's first rows with early stopping on its second, calibrate on the second, score the third."""
+    """Train on the split's first rows with early stopping on its second, calibrate on the second, score the third.
+
+    ``monotone``: LightGBM's ``monotone_constraints``, one per feature (1 rising, -1 falling, 0 free); none by
+    default.
+    """
     train, valid, test = split
     for part, mask in (("train", train), ("validation", valid), ("test", test)):
         if len(np.unique(y[mask])) < 2:
@@ -191,7 +196,7 @@ def fit_split(
     )
     dvalid = lgb.Dataset(x[valid], y[valid], reference=dtrain)
     booster = lgb.train(
-        params.booster_params(),
+        params.booster_params() | ({"monotone_constraints": list(monotone)} if monotone else {}),
         dtrain,
         num_boost_round=params.max_rounds,
         valid_sets=[dvalid],

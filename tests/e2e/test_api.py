@@ -203,12 +203,21 @@ def test_assign_ranks_eligible_agents_by_the_resolution_model(
     seconds = [a["expected_handle_time_s"] for a in body["agents"]]
     np.testing.assert_allclose(seconds, bundle.predict_handle_time(rows), rtol=1e-9)
     assert all(60 < s < 3_600 for s in seconds)
-    # The model's P(resolution) is not the measured rate: it differs for some agent, yet follows the proficiency.
+    # The model's P(resolution) is not the rating: it differs for some agent, yet follows the agents' measured
+    # results pulled toward their rating (the fallback's estimate), and weighs what the rating ignores.
     by_id = {a["agent_id"]: a for a in agents}
-    proficiency = [by_id[a]["proficiency_billing"] for a in ids]
+    rating = [by_id[a]["proficiency_billing"] for a in ids]
     p = [a["p_resolution"] for a in body["agents"]]
-    assert any(abs(x - y) > 1e-6 for x, y in zip(p, proficiency, strict=True))
-    assert np.corrcoef(p, proficiency)[0, 1] > 0.5
+    assert any(abs(x - y) > 0.05 for x, y in zip(p, rating, strict=True))
+    assert np.corrcoef(p, [_fallback(by_id[a]) for a in ids])[0, 1] > 0.5
+
+
+def _fallback(agent: dict[str, Any]) -> float:
+    """The fallback's P(resolution) of a billing contact, by hand: the 90-day rate with the rating as 20 contacts."""
+    rate, n = agent["resolution_rate_billing_90d"], agent["contacts_billing_90d"]
+    if rate is None:
+        return float(agent["proficiency_billing"])
+    return float((20 * agent["proficiency_billing"] + n * rate) / (20 + n))
 
 
 def test_assign_without_a_resolution_model_falls_back_to_measured_rates(
@@ -242,7 +251,7 @@ def test_assign_without_a_resolution_model_falls_back_to_measured_rates(
     by_id = {a["agent_id"]: a for a in agents}
     for ranked in body["agents"]:
         agent = by_id[ranked["agent_id"]]
-        assert ranked["p_resolution"] == pytest.approx(agent["proficiency_billing"])
+        assert ranked["p_resolution"] == pytest.approx(_fallback(agent))
         if agent["handle_time_mean_30d_s"] is None:
             assert ranked["expected_handle_time_s"] is None
         else:

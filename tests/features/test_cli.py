@@ -135,7 +135,7 @@ def test_describe_a_view_shows_the_view_then_each_feature() -> None:
 @pytest.mark.parametrize(
     ("name", "hint"),
     [
-        ("tenure_month", "did you mean 'tenure_months'?"),
+        ("tenure_month", "did you mean 'tenure_months' or 'experience_months'?"),
         ("customer_profil", "did you mean 'customer_profile' or 'customer_offers' or 'customer_cart'?"),
         ("xyzzy", "see `nba features list`"),
     ],

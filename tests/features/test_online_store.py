@@ -62,6 +62,12 @@ def _agent(agent_id: str, i: int) -> dict[str, Any]:
         "proficiency_technical": 0.9 - 0.001 * i,
         "proficiency_retention": 1 / (i + 3),
         "proficiency_sales": 0.25,
+        **{
+            f"resolution_rate_{s}_90d": 0.4 + 0.001 * (i + j)
+            for j, s in enumerate(("billing", "technical", "retention", "sales"))
+        },
+        **{f"contacts_{s}_90d": i + j + 1 for j, s in enumerate(("billing", "technical", "retention", "sales"))},
+        "experience_months": 3 * i + 1,
         "resolution_rate_30d": 0.5 + 0.002 * i,
         "handle_time_mean_30d_s": 300.0 + i,
         "available": i % 4 != 0,

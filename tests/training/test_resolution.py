@@ -1,6 +1,6 @@
 """The resolution model: its point-in-time frame leaks nothing from after a contact started, the session's
-champion (trained on the test world by the ``champions`` fixture) beats the measured-rate routing on the
-oracle's truth, and ``nba train resolution`` registers a challenger and prints its figures."""
+champion (trained on the test world by the ``champions`` fixture) beats skills-only routing on the oracle's
+truth, and ``nba train resolution`` registers a challenger and prints its figures."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from features import OfflineStore, Registry
 from service.cli import main
 from tests.conftest import own_world
 from training import DatasetError, ModelRegistry
-from training.resolution import time_split
-from training.resolution_frame import feature_names, pair_frame, pair_matrix
+from training.resolution_frame import feature_names, pair_frame, pair_matrix, time_split
 
 # The agent profile a leaked snapshot would carry: values no real snapshot of the world holds.
 LEAKED = {"proficiency_billing": 0.0123, "resolution_rate_30d": 0.999, "handle_time_mean_30d_s": 12345.0}
@@ -100,30 +99,35 @@ def test_time_split_holds_out_the_newest_30_days(world: Path) -> None:
         time_split(started.filter(pa.array(ts >= ts[valid].min())), world / "contacts.parquet")
 
 
-def test_champion_routes_better_than_the_measured_rate(
+def test_champion_routes_better_than_skills_only(
     champions: dict[str, str], model_registry: ModelRegistry, registry: Registry
 ) -> None:
     bundle, version = model_registry.load("resolution")
     assert version == champions["resolution"]
     assert bundle.feature_names == feature_names(registry)
+    assert bundle.feature_names[-3:] == ("intent_proficiency", "intent_resolution_rate_90d", "intent_contacts_90d")
+    assert dict(bundle.matched)["intent_proficiency"] == tuple(
+        f"proficiency_{s}" for s in ("billing", "technical", "retention", "sales")
+    )
     assert bundle.handle_time is not None
     logged = next(v for v in model_registry.versions("resolution") if v.version == version).metrics
     m = dict(logged)
     assert m == pytest.approx(bundle.metrics)
-    # Against the truth: probabilities that follow the oracle's, and routing that resolves more contacts than
-    # picking by the measured 30-day rate, or at random; never more than the oracle (a sanity bound).
-    assert m["truth_corr"] > 0.75
-    assert m["truth_ece"] < 0.05
-    assert m["routing_fcr_random"] < m["routing_fcr_measured_rate"] < m["routing_fcr_model"] <= m["routing_fcr_oracle"]
-    assert m["routing_fcr_model"] - m["routing_fcr_measured_rate"] > 0.03
-    assert m["routing_gain_captured"] > 0.6
-    assert m["routing_contacts"] > 1_000
+    # Against the truth: probabilities that follow the oracle's and are calibrated to them, and routing (the
+    # routing evaluation, tested on its own in test_routing_evaluation) that beats the agents' rating.
+    assert m["truth_corr"] > 0.7
+    assert m["truth_ece"] < 0.03
+    assert m["routing_fcr_random"] < m["routing_fcr_skills_only"] < m["routing_fcr_model"] <= m["routing_fcr_oracle"]
+    assert m["routing_gain_captured"] > 0.5
+    # The test ECE is near what a perfectly calibrated model would show on so few contacts by chance.
+    assert 0.005 < m["ece_noise_floor"] < 0.04
+    assert m["ece"] < m["ece_noise_floor"] + 0.02
     # The handle-time regressor beats its same-run baseline, the agent's 30-day mean.
     assert m["handle_time_mae"] < m["handle_time_baseline_mae"]
     assert m["handle_time_r2"] > 0.1 > m["handle_time_baseline_r2"]
     for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile"):
         assert math.isfinite(m[name])
-    assert m["roc_auc"] > 0.65
+    assert m["roc_auc"] > 0.6
 
 
 def test_train_resolution_registers_a_challenger_and_prints_the_oracle_check(tmp_path: Path, world: Path) -> None:
@@ -138,4 +142,5 @@ def test_train_resolution_registers_a_challenger_and_prints_the_oracle_check(tmp
     assert any(line.startswith("nba-resolution version 1 (challenger): test ROC-AUC") for line in lines)
     assert any(line.startswith("handle time: test MAE") for line in lines)
     assert any(line.startswith("against the oracle: correlation") for line in lines)
-    assert any("model captures" in line for line in lines)
+    assert any(line.startswith("model captures") and "over skills-only routing" in line for line in lines)
+    assert any(line.split()[:1] == ["skills-only"] for line in lines)

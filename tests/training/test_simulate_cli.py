@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from service.cli import main
 from training.simulate_cli import DAYS_PER_MONTH, months_for
+from training.world import TABLES
 
-TABLES = ("customer_snapshots", "churn_labels", "offers", "agent_snapshots", "contacts", "customer_events")
 SMALL = ("--customers", "1000", "--agents", "10", "--end", "2026-01-31")
 
 

@@ -13,9 +13,11 @@ import pytest
 
 from features.identity import LINKED, UNLINKED
 from features.registry import Registry
+from training.routing_evaluation import oracle_inputs
 from training.world import (
     ACTIONS,
     EVENT_ENVELOPE,
+    TABLES,
     WorldConfig,
     behaviour_probabilities,
     event_features_at,
@@ -25,9 +27,9 @@ from training.world import (
     true_expected_value,
 )
 from training.world.contract import _derived
+from training.world.routing_oracle import true_csat, true_handle_time, true_resolution_probability
 
 END = dt.date(2024, 6, 30)
-TABLES = ("customer_snapshots", "churn_labels", "offers", "agent_snapshots", "contacts", "customer_events")
 UTC = dt.UTC
 
 
@@ -196,6 +198,70 @@ def test_agent_results_are_the_last_month_of_contacts(world: dict[str, pd.DataFr
     np.testing.assert_allclose(agents.loc[by_agent.index, "handle_time_mean_30d_s"], by_agent["seconds"], atol=0.05)
     idle = agents.index.difference(by_agent.index)
     assert agents.loc[idle, ["resolution_rate_30d", "handle_time_mean_30d_s"]].isna().all().all()
+
+
+def test_the_rating_is_a_stale_noisy_coarse_view_of_the_latent_skill(world: dict[str, pd.DataFrame]) -> None:
+    snapshots, truth = world["agent_snapshots"], world["agent_truth"]
+    last = truth[truth["month_end"] == truth["month_end"].max()].set_index("agent_id")
+    for skill in ("billing", "technical", "retention", "sales"):
+        rating = snapshots.groupby("agent_id")[f"proficiency_{skill}"]
+        assert rating.nunique().eq(1).all()  # set at onboarding, never updated
+        assert set(snapshots[f"proficiency_{skill}"].round(3)) <= {0.4, 0.5, 0.6, 0.7, 0.8}  # five levels
+        latent = truth.groupby("agent_id")[f"talent_{skill}"]
+        assert (latent.max() - latent.min()).gt(0).all()  # the latent skill drifts month to month
+        # The rating sees the latent skill, through noise: related, far from the same.
+        agreement = np.corrcoef(rating.first().loc[last.index], last[f"talent_{skill}"])[0, 1]
+        assert 0.2 < agreement < 0.9
+    experience = snapshots.pivot(index="feature_ts", columns="agent_id", values="experience_months")
+    assert experience.diff().dropna().eq(1).all().all()  # a month more at each monthly snapshot
+
+
+def test_the_logged_contacts_are_drawn_from_the_oracle(world: dict[str, pd.DataFrame], world_dir: Path) -> None:
+    contacts = pq.read_table(world_dir / "contacts.parquet")
+    rows = contacts.rename_columns(
+        [f"contact_{c}" if c in ("intent", "channel", "language") else c for c in contacts.column_names]
+    )
+    pair = oracle_inputs(world_dir, rows)
+    frame = world["contacts"]
+    p = true_resolution_probability(*pair)
+    assert abs(frame["resolved"].mean() - p.mean()) < 0.01
+    # Resolution follows the truth across its range: a decile of the oracle's P is resolved at about that rate.
+    decile = pd.qcut(p, 10, labels=False)
+    by_decile = frame.groupby(decile)["resolved"].mean()
+    np.testing.assert_allclose(by_decile, pd.Series(p).groupby(decile).mean(), atol=0.05)
+    assert frame["handle_time_s"].mean() == pytest.approx(true_handle_time(*pair).mean(), rel=0.03)
+    csat = true_csat(*pair)
+    assert csat.min() > 1
+    assert csat.max() < 5
+
+
+def test_the_oracle_by_hand() -> None:
+    # A billing contact by voice from a customer with an open complaint in a bad mood (-0.5), not a repeat,
+    # and an agent holding the skill and the language, latent skill 0.3, 18 months in the job.
+    contacts = {
+        "intent": np.array(["billing"]),
+        "channel": np.array(["voice"]),
+        "language": np.array(["en"]),
+        "repeat": np.array([False]),
+        "complaint": np.array([True]),
+        "mood": np.array([-0.5]),
+    }
+    agents = {
+        **{f"skill_{s}": np.array([s == "billing"]) for s in ("billing", "technical", "retention", "sales")},
+        **{f"speaks_{lang}": np.array([lang == "en"]) for lang in ("en", "es", "fr")},
+        **{f"talent_{s}": np.array([0.3]) for s in ("billing", "technical", "retention", "sales")},
+        "experience_months": np.array([18]),
+    }
+    # difficulty 0.8 + 0.8 * 0.5 = 1.2, softened by 0.7 * 18 / 36 = 35%; seasoning 1 - exp(-1)
+    logit = 0.3 + 2.0 * (1 - np.exp(-1.0)) - 1.0 - 1.2 * 0.65
+    p = 1 / (1 + np.exp(-logit))
+    assert true_resolution_probability(contacts, agents)[0] == pytest.approx(p)
+    transfer = 1 / (1 + np.exp(2.6))
+    slower = 420.0 * np.exp(-0.3 * (1 - np.exp(-1.0))) * 1.3 * np.exp(0.08)
+    assert true_handle_time(contacts, agents)[0] == pytest.approx(slower * (p + 1.3 * (1 - p)) * (1 + 0.4 * transfer))
+    # Without the language the same pair resolves far less often.
+    foreign = {**contacts, "language": np.array(["fr"])}
+    assert true_resolution_probability(foreign, agents)[0] == pytest.approx(1 / (1 + np.exp(-(logit - 2.0))))
 
 
 def test_usage_declines_before_churn(observed: pd.DataFrame, world: dict[str, pd.DataFrame]) -> None:

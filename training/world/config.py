@@ -94,3 +94,5 @@ class WorldSummary:
     agent_snapshots: int
     contacts: int
     events: int
+    contact_truth: int
+    agent_truth: int

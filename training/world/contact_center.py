@@ -6,13 +6,36 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from training.world.config import _INTENT_SKILL, _US_PER_S, INTENTS, LANGUAGES
+from training.world.config import _INTENT_SKILL, _US_PER_S, CHANNELS, INTENTS, LANGUAGES
 from training.world.draws import _sample, _times
-from training.world.oracle import _sigmoid, true_resolution_probability
+from training.world.routing_oracle import (
+    CSAT_NOISE,
+    SKILLS,
+    TALENT_DRIFT,
+    TALENT_SPREAD,
+    _sigmoid,
+    csat_mean,
+    handle_time_factor,
+    handle_time_scale,
+    true_resolution_probability,
+    true_transfer_probability,
+)
+
+Talent = dict[str, np.ndarray]
+"""Each agent's latent skill per intent, ``talent_<skill>`` (log-odds), which no feature holds."""
+RESULT_MONTHS = 3
+"""Months of contacts behind an agent's measured per-intent rate (``resolution_rate_<skill>_90d``)."""
 
 
-def _agents(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    """Agent profiles: English is most common, ~20% are retention specialists, skills raise proficiency."""
+def _agents(rng: np.random.Generator, traits: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray], Talent]:
+    """Agent profiles and their latent skill per intent.
+
+    English is most common, ~20% are retention specialists, and a skill raises the latent skill at hire. The
+    profile's ``proficiency_<skill>`` is workforce management's rating, made at onboarding from a noisy look at
+    that latent skill and kept on a coarse five-level scale (40% to 80%); the latent skill then moves without
+    it (see :mod:`training.world.routing_oracle`). ``traits`` draws what ``rng`` did not before the latent
+    skill existed, so the customers' and contacts' draws from ``rng`` stay as they were.
+    """
     a: dict[str, np.ndarray] = {}
     for skill, share in (("billing", 0.6), ("technical", 0.5), ("retention", 0.2), ("sales", 0.4)):
         a[f"skill_{skill}"] = rng.random(n) < share
@@ -21,14 +44,26 @@ def _agents(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     a["speaks_en"] |= ~(a["speaks_es"] | a["speaks_fr"])
     for i, lang in enumerate(LANGUAGES):  # every language can be routed somewhere, even in tiny worlds
         a[f"speaks_{lang}"][i] = True
-    for skill in ("billing", "technical", "retention", "sales"):
-        a[f"proficiency_{skill}"] = np.clip(rng.beta(5, 4, n) + 0.15 * a[f"skill_{skill}"], 0.05, 0.97)
+    talent: Talent = {}
+    for skill in SKILLS:
+        at_hire = np.clip(rng.beta(5, 4, n) + 0.15 * a[f"skill_{skill}"], 0.05, 0.97)
+        talent[f"talent_{skill}"] = TALENT_SPREAD * np.log(at_hire / (1.0 - at_hire))
+        seen = _sigmoid(talent[f"talent_{skill}"] + traits.normal(0.0, 0.35, n))
+        a[f"proficiency_{skill}"] = np.clip(np.round(seen, 1), 0.4, 0.8)
     a["available"] = rng.random(n) < 0.7
     a["max_load"] = rng.integers(1, 5, n).astype(np.int64)
     load = rng.integers(0, 5, n) % (a["max_load"] + 1)
     a["current_load"] = np.where(a["available"], load, 0).astype(np.int64)
     a["idle_seconds"] = np.where(a["available"], rng.exponential(120.0, n), 0).astype(np.int64)
-    return a
+    a["experience_months"] = np.minimum(traits.exponential(12.0, n), 120.0).astype(np.int64)
+    return a, talent
+
+
+def _next_month(traits: np.random.Generator, agents: dict[str, np.ndarray], talent: Talent) -> None:
+    """A month passes: every agent has a month more experience and each latent skill takes a random step."""
+    agents["experience_months"] = agents["experience_months"] + 1
+    for name, value in talent.items():
+        talent[name] = value + traits.normal(0.0, TALENT_DRIFT, len(value))
 
 
 def _contacts(
@@ -37,13 +72,15 @@ def _contacts(
     n_contacts: np.ndarray,
     n_repeat: np.ndarray,
     latent: Mapping[str, np.ndarray],
-    agents: dict[str, np.ndarray],
+    agents: Mapping[str, np.ndarray],
     snapshot_us: int,
 ) -> dict[str, np.ndarray]:
     """A month's contacts of customers ``who``: when, why, routed to whom, resolved, transferred, repeated.
 
     Contacts come grouped by customer in time order; a customer's last ``n_repeat`` contacts of the month
-    are repeats about the first one's issue (same intent).
+    are repeats about the first one's issue (same intent). ``agents`` holds each agent's profile and latent
+    skill this month; the outcomes come from :mod:`training.world.routing_oracle`, and the customer's hidden
+    state it reads (``complaint``, ``mood``) is returned with the contacts, for the oracle's later use.
     """
     counts = n_contacts[who]
     owner = np.repeat(who, counts)
@@ -76,18 +113,18 @@ def _contacts(
         m = matched & (language == lang)
         agent[m] = pool[rng.integers(0, len(pool), int(m.sum()))]
     pair = {k: v[agent] for k, v in agents.items()}
-    resolved = rng.random(n) < true_resolution_probability(intent, language, pair)
-    skill = np.asarray([_INTENT_SKILL[i] for i in INTENTS])[intent_code]
-    skilled = np.zeros(n, dtype=bool)
-    speaks = np.zeros(n, dtype=bool)
-    for s in set(_INTENT_SKILL.values()):
-        skilled |= (skill == s) & pair[f"skill_{s}"]
-    for lang in LANGUAGES:
-        speaks |= (language == lang) & pair[f"speaks_{lang}"]
-    transfer_logit = -2.6 + 1.0 * ~skilled + 1.2 * ~speaks + 0.5 * (intent_code == INTENTS.index("cancel"))
-    transferred = rng.random(n) < _sigmoid(transfer_logit)
-    base_time = np.array([420.0, 600.0, 900.0])[channel]
-    handle = base_time * rng.lognormal(0.0, 0.4, n) * np.where(resolved, 1.0, 1.3) * np.where(transferred, 1.4, 1.0)
+    truth = {
+        "intent": intent,
+        "channel": np.asarray(CHANNELS)[channel],
+        "language": language,
+        "repeat": repeat,
+        "complaint": lat["complaint"].astype(bool),
+        "mood": lat["sentiment"],
+    }
+    resolved = rng.random(n) < true_resolution_probability(truth, pair)
+    transferred = rng.random(n) < true_transfer_probability(truth, pair)
+    noise = rng.lognormal(0.0, 0.4, n)
+    handle = handle_time_scale(truth, pair) * noise * handle_time_factor(resolved, transferred)
     return {
         "owner": owner,
         "t": t,
@@ -99,6 +136,8 @@ def _contacts(
         "transferred": transferred,
         "repeat": repeat,
         "handle_time_s": np.round(handle, 1),
+        "complaint": truth["complaint"],
+        "mood": truth["mood"],
     }
 
 
@@ -113,9 +152,8 @@ def _surveys(rng: np.random.Generator, con: Mapping[str, np.ndarray], sentiment:
     owner, resolved = con["owner"][answered], con["resolved"][answered]
     mood = sentiment[owner]
     m = len(answered)
-    csat = np.clip(
-        np.rint(2.2 + 1.8 * resolved - 0.6 * con["transferred"][answered] + 0.8 * mood + rng.normal(0, 0.6, m)), 1, 5
-    )
+    centre = csat_mean(resolved, con["transferred"][answered], mood)
+    csat = np.clip(np.rint(centre + rng.normal(0, CSAT_NOISE, m)), 1, 5)
     nps = np.clip(np.rint(5.5 + 3.0 * mood + 0.8 * (csat - 3.0) + rng.normal(0.0, 1.5, m)), 0, 10)
     asked = rng.random(m) < 0.5
     return {
@@ -140,3 +178,27 @@ def _agent_results(con: Mapping[str, np.ndarray], n_agents: int) -> dict[str, np
         "resolution_rate_30d": np.where(some, np.round(resolved / safe, 3), np.nan),
         "handle_time_mean_30d_s": np.where(some, np.round(seconds / safe, 1), np.nan),
     }
+
+
+def _intent_counts(con: Mapping[str, np.ndarray], n_agents: int) -> np.ndarray:
+    """A (2, agents, skills) array: each agent's contacts needing each skill over ``con``, then those resolved."""
+    skill_of_intent = np.array([SKILLS.index(_INTENT_SKILL[i]) for i in INTENTS])
+    cell = con["agent"] * len(SKILLS) + skill_of_intent[con["intent"]]
+    size = n_agents * len(SKILLS)
+    handled = np.bincount(cell, minlength=size)
+    resolved = np.bincount(cell, weights=con["resolved"].astype(np.float64), minlength=size)
+    return np.stack([handled, resolved]).reshape(2, n_agents, len(SKILLS))
+
+
+def _intent_results(months: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Each agent's measured resolution rate per skill over the last :data:`RESULT_MONTHS` months of
+    :func:`_intent_counts`, and how many contacts it counts (NaN rate for none): what workforce management
+    measures, unlike the rating, and what reveals the latent skill as it drifts."""
+    handled, resolved = np.sum(months[-RESULT_MONTHS:], axis=0)
+    out: dict[str, np.ndarray] = {}
+    for j, skill in enumerate(SKILLS):
+        some = handled[:, j] > 0
+        rate = np.round(resolved[:, j] / np.maximum(handled[:, j], 1), 3)
+        out[f"resolution_rate_{skill}_90d"] = np.where(some, rate, np.nan)
+        out[f"contacts_{skill}_90d"] = handled[:, j].astype(np.int64)
+    return out

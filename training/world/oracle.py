@@ -1,4 +1,4 @@
-"""The ground truth: the churn, acceptance, resolution and logging-policy probabilities the world draws from.
+"""The ground truth: the churn, acceptance and logging-policy probabilities the world draws from.
 
 Every outcome the simulation draws comes from these functions, so evaluation can compare a policy with the
 truth instead of with another model. They read the features as the models see them at decision time (the
@@ -40,7 +40,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from training.world.config import _INTENT_SKILL, ACTION_COST, ACTIONS, LANGUAGES, SALES_ACTIONS, Columns
+from training.world.config import ACTION_COST, ACTIONS, SALES_ACTIONS, Columns
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -220,21 +220,3 @@ def behaviour_probabilities(customers: Columns) -> np.ndarray:
     soft /= soft.sum(axis=1, keepdims=True)
     floor = 0.04
     return np.asarray((1.0 - floor * len(ACTIONS)) * soft + floor, dtype=np.float64)
-
-
-def true_resolution_probability(intent: np.ndarray, language: np.ndarray, agents: Columns) -> np.ndarray:
-    """First-contact resolution probability of (contact, agent) pairs, aligned row by row.
-
-    The agent's proficiency for the intent is the rate when skills and language fit; an unskilled agent
-    resolves 20% less and one who does not speak the customer's language half as often.
-    """
-    intent, language = np.asarray(intent), np.asarray(language)
-    p = np.zeros(len(intent))
-    for name, skill in _INTENT_SKILL.items():
-        m = intent == name
-        skilled = np.asarray(agents[f"skill_{skill}"], dtype=bool)[m]
-        p[m] = np.asarray(agents[f"proficiency_{skill}"], dtype=np.float64)[m] * np.where(skilled, 1.0, 0.8)
-    for lang in LANGUAGES:
-        m = language == lang
-        p[m] *= np.where(np.asarray(agents[f"speaks_{lang}"], dtype=bool)[m], 1.0, 0.5)
-    return np.clip(p, 0.0, 1.0)

@@ -48,13 +48,35 @@ from training.world.config import (
     WorldConfig,
     WorldSummary,
 )
-from training.world.contact_center import _agent_results, _agents, _contacts, _surveys
+from training.world.contact_center import (
+    RESULT_MONTHS,
+    _agent_results,
+    _agents,
+    _contacts,
+    _intent_counts,
+    _intent_results,
+    _next_month,
+    _surveys,
+)
 from training.world.contract import _check, _check_events, _derived, _lookback
 from training.world.customer_life import _carts, _consent_changes, _initial_consent, _usage
 from training.world.draws import _sample, _times
 from training.world.event_log import _EventLog
 from training.world.oracle import _sigmoid, behaviour_probabilities, true_accept_probability, true_churn_probability
+from training.world.routing_oracle import AGENT_TRUTH, CONTACT_TRUTH, TRUTH_PROFILE
 from training.world.tables import _ids, _ts
+
+TABLES: tuple[str, ...] = (
+    "customer_snapshots",
+    "churn_labels",
+    "offers",
+    "agent_snapshots",
+    "contacts",
+    "customer_events",
+    CONTACT_TRUTH,
+    AGENT_TRUTH,
+)
+"""The tables :func:`simulate` writes, each as ``<name>.parquet``."""
 
 
 def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], None] | None = None) -> WorldSummary:
@@ -114,7 +136,10 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
     complaint, overdue = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
     sentiment = np.zeros(n)
     alive = np.ones(n, dtype=bool)
-    agents = _agents(rng, config.agents)
+    # The agents' latent skills, their drift, experience and ratings draw from a stream of their own too.
+    traits = np.random.default_rng([config.seed, 2])
+    agents, talent = _agents(rng, traits, config.agents)
+    intent_months: list[np.ndarray] = []
     agent_ids = _ids("A", np.arange(1, config.agents + 1), 4)
     customer_ids = _ids("C", np.arange(1, n + 1), 6)
     cost = np.array([ACTION_COST[a] for a in ACTIONS])
@@ -124,6 +149,8 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
     labels: list[pa.Table] = []
     offers: list[pa.Table] = []
     contacts: list[pa.Table] = []
+    contact_truth: list[pa.Table] = []
+    agent_truth: list[pa.Table] = []
     agent_snaps: list[pa.Table] = []
     agent_order: list[str] = []
     order: list[str] = []
@@ -137,6 +164,7 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
         if step > 0:
             tenure += 1
             days_end -= 30
+            _next_month(traits, agents, talent)
         z = 0.8 * z + drift + rng.normal(0.0, 0.45, n)
         rise = rng.random(n) < 0.04
         rise_now = rng.choice(np.array([5.0, 8.0, 10.0, 15.0]), n)
@@ -176,7 +204,8 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
             "sentiment": sentiment,
             "language": language,
         }
-        con = _contacts(rng, idx, n_contacts, repeat, latent, agents, ts_us)
+        con = _contacts(rng, idx, n_contacts, repeat, latent, agents | talent, ts_us)
+        intent_months = [*intent_months[1 - RESULT_MONTHS :], _intent_counts(con, config.agents)]
         started = con["t"] - np.rint(con["handle_time_s"]).astype(np.int64) * _US_PER_S
         log.add(step, "contact_started", con["owner"], started, intent=con["intent"], channel=con["channel"])
         log.add(
@@ -271,7 +300,7 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
         if k <= config.months:
             # Workforce management's snapshot at the month's end: the agents' results over its contacts. The next
             # month's contacts are routed knowing these, never their own outcomes.
-            profile = agents | _agent_results(con, config.agents)
+            profile = agents | _agent_results(con, config.agents) | _intent_results(intent_months)
             agent_order = agent_order or _check("agent", reg.entity("agent").names, profile, reg)
             agent_snaps.append(
                 pa.table(
@@ -323,9 +352,22 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
                 }
             )
         )
+        # The oracle's hidden state of the month (never a feature): each contact's customer, each agent's skill.
+        contact_truth.append(pa.table({"complaint": con["complaint"], "mood": con["mood"]}))
+        agent_truth.append(
+            pa.table(
+                {
+                    "agent_id": agent_ids,
+                    "month_end": _ts(np.full(config.agents, ts_us)),
+                    **{name: agents[name] for name in TRUTH_PROFILE},
+                    **talent,
+                }
+            )
+        )
         alive[idx[churned]] = False
     contact_table = pa.concat_tables(contacts)
-    contact_table = contact_table.add_column(0, "contact_id", _ids("T", np.arange(1, contact_table.num_rows + 1), 8))
+    contact_ids = _ids("T", np.arange(1, contact_table.num_rows + 1), 8)
+    contact_table = contact_table.add_column(0, "contact_id", contact_ids)
     events = log.table(reg, customer_ids)
     if events.column_names != [*EVENT_ENVELOPE, *reg.event_columns("customer")]:
         raise ValueError(f"customer_events columns differ from the registry: {events.column_names}")
@@ -336,9 +378,12 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
         "agent_snapshots": pa.concat_tables(agent_snaps),
         "contacts": contact_table,
         "customer_events": events,
+        CONTACT_TRUTH: pa.concat_tables(contact_truth).add_column(0, "contact_id", contact_ids),
+        AGENT_TRUTH: pa.concat_tables(agent_truth),
     }
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
+    for name in TABLES:
+        table = tables[name]
         # Unique ids and times gain nothing from dictionary encoding, and the events table is the bulk of the write.
         unique = ("event_id", "contact_id", "occurred_at")
         pq.write_table(
@@ -354,4 +399,6 @@ def simulate(config: WorldConfig, out: Path, *, progress: Callable[[int, int], N
         agent_snapshots=rows["agent_snapshots"],
         contacts=rows["contacts"],
         events=rows["customer_events"],
+        contact_truth=rows[CONTACT_TRUTH],
+        agent_truth=rows[AGENT_TRUTH],
     )
