@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
@@ -24,14 +25,8 @@ from training.action_value import NO_ACTION
 from training.bundle import ModelBundle, ModelKind
 from training.console import Reporter, abort
 from training.errors import ModelNotFound, TrainingError
-from training.policy_evaluation import (
-    PER,
-    Evaluation,
-    RoutingRow,
-    decision_points,
-    evaluate_policies,
-    routing_rows,
-)
+from training.policy_evaluation import PER, Evaluation, decision_points, evaluate_policies
+from training.routing_evaluation import RoutingEvaluation, evaluate_routing, held_out_contacts
 from training.settings import MlflowSettings
 from training.simulate_cli import AGENTS, customers_option
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
@@ -83,17 +78,34 @@ def _cells(evaluation: Evaluation) -> list[list[str]]:
     return out
 
 
-def routing_table(rows: list[RoutingRow]) -> Table:
+def routing_table(routing: RoutingEvaluation) -> Table:
     """The routing section: first-contact resolution, handle time and CSAT per routing policy."""
-    table = Table(title="routing policies on the test contacts", title_justify="left", show_edge=False)
+    table = Table(
+        title=(
+            f"routing policies on {routing.contacts:,} test contacts, {routing.candidates} free agents each "
+            "(oracle's true expectations)"
+        ),
+        title_justify="left",
+        show_edge=False,
+        highlight=False,
+    )
     for heading in ("policy", "first-contact resolution", "handle time (s)", "CSAT"):
         table.add_column(heading, justify="left" if heading == "policy" else "right")
-    for r in rows:
-        table.add_row(r.policy, f"{r.first_contact_resolution:.1%}", f"{r.handle_time_s:,.0f}", f"{r.csat:.2f}")
+    for o in routing.outcomes:
+        table.add_row(o.policy.replace("_", "-"), f"{o.fcr:.1%}", f"{o.handle_time_s:,.0f}", f"{o.csat:.2f}")
     return table
 
 
-def _write_artifacts(evaluation: Evaluation, rendered: str, out: Path) -> Path:
+def evaluate_routing_on(world: Path, registry: Registry, resolution: ModelBundle, *, seed: int) -> RoutingEvaluation:
+    """Random, skills-only, model and oracle routing of ``world``'s newest month of contacts."""
+    contacts_path = world / "contacts.parquet"
+    contacts = held_out_contacts(pq.read_table(contacts_path), contacts_path)
+    return evaluate_routing(resolution, registry, OfflineStore(world, registry), contacts, seed=seed)
+
+
+def _write_artifacts(
+    evaluation: Evaluation, routing: RoutingEvaluation | None, rendered: str, goals: list[str], out: Path
+) -> Path:
     with (out / "policies.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
@@ -101,7 +113,12 @@ def _write_artifacts(evaluation: Evaluation, rendered: str, out: Path) -> Path:
         )
         for r in evaluation.results:
             writer.writerow((r.policy, r.value, evaluation.gain(r.policy), r.churn_rate, r.offer_cost, r.offered))
-    (out / "policies.txt").write_text(rendered + "\n" + "\n".join(evaluation.goal_lines()) + "\n")
+    if routing is not None:
+        with (out / "routing.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(("policy", "first_contact_resolution", "handle_time_s", "csat"))
+            writer.writerows((o.policy, o.fcr, o.handle_time_s, o.csat) for o in routing.outcomes)
+    (out / "policies.txt").write_text(rendered + "\n" + "\n".join(goals) + "\n")
     return out
 
 
@@ -163,6 +180,11 @@ def evaluate(customers: int, months: int, agents: int, seed: int) -> None:
             kind: _load(models, kind, CHAMPION) for kind in ("churn", "propensity")
         }
         challenger, notes = _challenger(models, champion)
+        resolution: tuple[ModelBundle, str] | None = None
+        try:
+            resolution = models.load("resolution", CHAMPION)
+        except ModelNotFound:
+            notes.append(f"routing: skipped, {models.model_name('resolution')} has no champion (nba train resolution)")
         config = WorldConfig(customers=customers, agents=agents, months=months, seed=seed, end=datetime.now(UTC).date())
         with tempfile.TemporaryDirectory(prefix="nba-evaluate-") as tmp:
             world = Path(tmp) / "world"
@@ -176,27 +198,34 @@ def evaluate(customers: int, months: int, agents: int, seed: int) -> None:
                     None if challenger is None else (challenger["churn"][0], challenger["propensity"][0]),
                     seed=seed,
                 )
-            routing = list(routing_rows(world))
+            routing = None
+            if resolution is not None:
+                with reporter.step("Routing the test contacts by every policy"):
+                    routing = evaluate_routing_on(world, registry, resolution[0], seed=seed)
         table = policy_table(evaluation)
         stdout = Console(highlight=False, width=140)
         stdout.print(table)
-        if routing:
+        if routing is not None:
             stdout.print(routing_table(routing))
-        else:
-            notes.append("routing: no routing evaluation wired into nba evaluate yet")
-        for line in evaluation.goal_lines():
+        goals = [*evaluation.goal_lines(), *([] if routing is None else [f"goal: {routing.goal_line()}"])]
+        for line in goals:
             stdout.print(line, soft_wrap=True)
         for line in [*notes, *evaluation.notes]:
             reporter.note(line)
         capture = Console(width=140, record=True, file=io.StringIO())
         capture.print(table)
+        if routing is not None:
+            capture.print(routing_table(routing))
         params: dict[str, object] = {"customers": customers, "months": months, "agents": agents, "seed": seed}
         params |= {f"champion.{models.model_name(k)}": v for k, (_, v) in champion.items()}
+        if resolution is not None:
+            params[f"champion.{models.model_name('resolution')}"] = resolution[1]
         if challenger is not None:
             params |= {f"challenger.{models.model_name(k)}": v for k, (_, v) in challenger.items()}
         with tempfile.TemporaryDirectory() as tmp:
-            artifacts = _write_artifacts(evaluation, capture.export_text(), Path(tmp))
-            run_id = models.log_evaluation(metrics=evaluation.metrics(), params=params, artifacts=artifacts)
+            artifacts = _write_artifacts(evaluation, routing, capture.export_text(), goals, Path(tmp))
+            metrics = evaluation.metrics() | ({} if routing is None else routing.metrics())
+            run_id = models.log_evaluation(metrics=metrics, params=params, artifacts=artifacts)
         reporter.note(f"logged to MLflow ({models.tracking_uri}), run {run_id}")
     except ModelNotFound as exc:
         abort(f"{exc}; train and register champions first (nba demo, or nba train churn|propensity --alias champion)")

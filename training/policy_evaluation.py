@@ -35,9 +35,7 @@ other eligibility rules and channels belong to the service and are not applied h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -250,21 +248,3 @@ def evaluate_policies(
         notes.append("challenger: skipped, neither the churn nor the propensity model has a challenger alias")
     choices.append((ORACLE, oracle_policy(truth, points)))
     return Evaluation([truth.result(name, choice) for name, choice in choices], len(points), notes)
-
-
-@dataclass(frozen=True)
-class RoutingRow:
-    """One routing policy's figures on the test world's contacts (the routing section of ``nba evaluate``)."""
-
-    policy: str
-    first_contact_resolution: float
-    handle_time_s: float
-    csat: float
-
-
-def routing_rows(world: Path) -> Sequence[RoutingRow]:
-    """The routing section of ``nba evaluate``: routing policies (model, skills-only, random) on ``world``'s
-    contacts. Routing evaluation is built beside the routing model (issue 6, routing part); until it is wired
-    here this returns no rows and the command says so."""
-    del world
-    return ()

@@ -43,22 +43,6 @@ RISING = ("intent_proficiency", "intent_resolution_rate_90d", "experience_months
 """Inputs whose rise never lowers P(resolution): the rating and measured rate for the intent, experience."""
 
 
-def resolution_params(params: TrainParams) -> TrainParams:
-    """The settings the resolution model trains with: ``params`` with trees of four leaves of 300 contacts at
-    least, every input offered to each tree. Its signal is weak in noisy outcomes (ten thousand contacts, each
-    resolved or not, over some 90 inputs, most of them the customer's): the general defaults stop after a few
-    dozen rounds fitted to noise, and route worse (on the demo world, 56% of the oracle's gain over skills-only
-    routing against 74%, monotone in :data:`RISING` as well)."""
-    return replace(
-        params,
-        num_leaves=4,
-        min_data_in_leaf=300,
-        feature_fraction=1.0,
-        max_rounds=2000,
-        early_stopping_rounds=100,
-    )
-
-
 def _fit_handle_time(x: np.ndarray, seconds: np.ndarray, split: Split, params: TrainParams) -> lgb.Booster:
     train, valid, _ = split
     dtrain = lgb.Dataset(x[train], seconds[train], free_raw_data=False)
@@ -84,7 +68,6 @@ def train_resolution(
 ) -> TrainingResult:
     """Both models of the resolution bundle from ``contacts_path``; with ``oracle`` (a simulated world) the
     run's metrics include :func:`oracle_check` on the test contacts."""
-    params = resolution_params(params)
     required = ("customer_id", "agent_id", STARTED, "intent", "channel", "language", "resolved", "handle_time_s")
     contacts = _read_labels(contacts_path, required)
     frame = pair_frame(offline, contacts)

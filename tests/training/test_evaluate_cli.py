@@ -28,8 +28,8 @@ def _nba(data_dir: Path, *args: str, prefix: str = "nba") -> Result:
 def test_prints_the_table_and_the_goal_and_logs_both(data_dir: Path, champions: dict[str, str]) -> None:
     result = _nba(data_dir, "--customers", "1000")
     assert result.exit_code == 0, result.output
-    cells = [[c.strip() for c in line.split("│")] for line in result.stdout.splitlines() if "│" in line]
-    rows = {row[0]: row for row in cells}
+    actions_part, routing_part = result.stdout.split("routing policies on")
+    rows = _rows(actions_part)
     assert list(rows) == ["random", "no_action", "rules", "champion", "oracle"]  # no challenger registered
     assert "retained value per 1,000" in result.stdout
     assert rows["oracle"][3] == "100.0%"  # its share of its own gain
@@ -37,6 +37,14 @@ def test_prints_the_table_and_the_goal_and_logs_both(data_dir: Path, champions: 
     assert "challenger: skipped" in result.stderr
     assert "goal: champion captures" in result.stdout
     assert "of the oracle's value gain over no action (≥ 85%:" in result.stdout
+    # Routing: the resolution champion against random and skills-only routing, the oracle on top.
+    routing = _rows(routing_part)
+    assert list(routing) == ["random", "skills-only", "model", "oracle"]
+    fcr = {policy: float(row[1].rstrip("%")) for policy, row in routing.items()}
+    assert fcr["oracle"] >= max(fcr.values())
+    assert fcr["random"] < fcr["oracle"]
+    assert "goal: model captures" in result.stdout
+    assert "of the oracle's FCR gain over skills-only routing (goal ≥ 80%:" in result.stdout
 
     client = MlflowClient(tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -47,8 +55,17 @@ def test_prints_the_table_and_the_goal_and_logs_both(data_dir: Path, champions: 
     assert metrics["oracle.value_per_1000"] >= metrics["champion.value_per_1000"]
     assert run.data.params["customers"] == "1000"
     assert run.data.params["champion.nba-churn"] == champions["churn"]
+    assert run.data.params["champion.nba-resolution"] == champions["resolution"]
+    assert metrics["routing_fcr_oracle"] >= metrics["routing_fcr_model"]
+    assert metrics["routing_fcr_oracle"] * 100 == pytest.approx(fcr["oracle"], abs=0.05)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert artifacts == {"evaluation/policies.csv", "evaluation/policies.txt"}
+    assert artifacts == {"evaluation/policies.csv", "evaluation/policies.txt", "evaluation/routing.csv"}
+
+
+def _rows(printed: str) -> dict[str, list[str]]:
+    """A printed table's rows (cells stripped), keyed by their first cell."""
+    cells = [[c.strip() for c in line.split("│")] for line in printed.splitlines() if "│" in line]
+    return {row[0]: row for row in cells}
 
 
 @pytest.mark.parametrize(
