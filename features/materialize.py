@@ -100,6 +100,7 @@ class _Events:
         self.ids: list[str] = entity.dictionary.take(order).to_pylist()
         self.row = rank[entity.indices.to_numpy(zero_copy_only=False)]
         # Each type's index, through the column's dictionary: a dozen strings to look up instead of every event's.
+        # The offline store usually hands the column over dictionary-encoded already (encoding it is a no-op then).
         kinds = pc.dictionary_encode(table.column("type").combine_chunks())
         index = np.array([types.index(t) if t in types else -1 for t in kinds.dictionary.to_pylist()], dtype=np.intp)
         kind = index[kinds.indices.to_numpy(zero_copy_only=False)].astype(np.int16)
