@@ -111,6 +111,12 @@ class _Events:
         stamps = pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("us", "UTC")).cast(pa.int64())
         self.stamp = stamps.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         self.day = self.stamp // (DAY_SECONDS * 1_000_000)
+        # The event ids' bytes and offsets, so the newest events' ids are copied into the tail by numpy: through
+        # Python strings they took 0.15 s of 0.25 s for 100,000 customers.
+        ids = table.column("event_id").combine_chunks().cast(pa.large_binary())
+        _, offsets, data = ids.buffers()
+        self._id_at = np.frombuffer(offsets, dtype=np.int64)[ids.offset : ids.offset + len(ids) + 1]
+        self._id_bytes = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
 
     def matching(self, kind: int, where: tuple[tuple[str, bool | str], ...], field: str | None = None) -> np.ndarray:
         """The events (indices, ascending) of type ``kind`` with the ``where`` values (and ``field`` present),
@@ -123,6 +129,21 @@ class _Events:
         if field is not None:
             mask &= pc.is_valid(self.table.column(field).take(events)).to_numpy(zero_copy_only=False)
         return events[mask]
+
+    def copy_ids(self, events: np.ndarray, into: np.ndarray, at: np.ndarray) -> int:
+        """Copy the id of each of ``events`` into ``into`` (flat uint8, zeroed: ids stay NUL-padded, as the tail
+        keeps them) from byte offset ``at``; returns the longest id's length, copying nothing if it is too long."""
+        starts = self._id_at[events]
+        lengths = self._id_at[events + 1] - starts
+        if not len(lengths):
+            return 0
+        width = int(lengths.max())
+        if width > ID_BYTES:
+            return width
+        # One flat scatter of every id's bytes: a two-dimensional one into a strided view cost half again as much.
+        column = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        into[np.repeat(at, lengths) + column] = self._id_bytes[np.repeat(starts, lengths) + column]
+        return width
 
     def newest(self, events: np.ndarray) -> np.ndarray:
         """Of ``events`` (indices), the newest of each entity by ``(occurred_at, event_id)``, one per entity."""
@@ -176,8 +197,9 @@ def _day_records(events: _Events, layout: EventLayout, rows: np.ndarray, today: 
 
 
 def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarray:
-    """Each group's newest event in ``rows`` (stamp, encoded fields); returns the tail of their ids."""
-    tail = np.zeros((rows.shape[0], sum(1 for g in layout.groups if g.values)), dtype=f"S{ID_BYTES}")
+    """Each group's newest event in ``rows`` (stamp, encoded fields); returns the tail of their ids (rows x groups
+    with fields x :data:`ID_BYTES`, uint8)."""
+    tail = np.zeros((rows.shape[0], sum(1 for g in layout.groups if g.values), ID_BYTES), dtype=np.uint8)
     kept = 0
     for g in layout.groups:
         newest = events.newest(events.matching(layout.events.index(g.event), g.where))
@@ -185,10 +207,8 @@ def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarra
         rows[entity, g.slot] = events.stamp[newest]
         if not g.values:
             continue
-        event_ids = events.table.column("event_id").take(newest)
-        if len(event_ids) and pc.max(pc.binary_length(event_ids)).as_py() > ID_BYTES:
+        if events.copy_ids(newest, tail.reshape(-1), (entity * tail.shape[1] + kept) * ID_BYTES) > ID_BYTES:
             raise OfflineStoreError(f"events table: an event_id of {g.event!r} is longer than {ID_BYTES} bytes")
-        tail[entity, kept] = np.array(event_ids.to_pylist(), dtype=f"S{ID_BYTES}")
         for i, value in enumerate(g.values, start=1):
             rows[entity, g.slot + i] = _encoded(value, events.table.column(value.field).take(newest))
         kept += 1
