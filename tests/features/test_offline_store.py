@@ -375,6 +375,18 @@ def test_missing_column_names_it(registry: Registry, tmp_path: Path, column: str
         store.point_in_time("agent", pa.table({"agent_id": ["A1"], "ts": pa.array([T0], TS)}))
 
 
+@pytest.mark.parametrize("ordered", [True, False], ids=["duckdb", "pyarrow"])
+def test_events_table_missing_or_short_of_a_column_is_named(registry: Registry, tmp_path: Path, ordered: bool) -> None:
+    """Both readers of the events table refuse it alike: absent, or without a declared field."""
+    store = OfflineStore(tmp_path, registry)
+    with pytest.raises(OfflineStoreError, match=r"customer_events\.parquet: no events table for entity 'customer'"):
+        store.events("customer", ordered=ordered)
+    table = _events_table(registry, _random_events(random.Random(3), registry, "C1", 5)).drop_columns(["nps"])
+    pq.write_table(table, tmp_path / "customer_events.parquet")
+    with pytest.raises(OfflineStoreError, match=r"customer_events\.parquet: missing column\(s\) nps$"):
+        store.events("customer", ordered=ordered)
+
+
 @pytest.mark.parametrize(
     ("labels", "ts_column", "missing"),
     [
