@@ -3,7 +3,7 @@
 Idempotent: running it twice leaves the same values. Both kinds of value are packed by numpy and sent as
 MSETs of whole values, so throughput is bounded by Redis, not by round trips. Event state (day totals of
 each ring and the newest event of each group, see :mod:`features.event_state`) is aggregated from the events
-table by numpy over the columns DuckDB hands over, not replayed event by event: it replaces what live
+table by numpy over the columns the offline store hands over, not replayed event by event: it replaces what live
 ingestion wrote, which is right only when the events table holds every event (the event sink keeps it so).
 """
 
@@ -60,8 +60,9 @@ def event_state(
 ) -> tuple[list[str], list[bytes]]:
     """The ids of every entity with events in the horizon as of ``now``, and each one's event-state value.
 
-    DuckDB hands over the events of the horizon (only the columns and types the layout reads); numpy does the
-    rest, each step one pass over whole columns: a series' day totals are sums over (entity, day) by
+    The offline store hands over the events of the horizon (only the columns and types the layout reads; in file
+    order when there are no archived parts, so a day's amounts are added in the order they were appended); numpy
+    does the rest, each step one pass over whole columns: a series' day totals are sums over (entity, day) by
     ``np.bincount``, the newest event of a group is the greatest stamp per entity (``np.maximum.at``), ties broken
     by event id as the offline store orders them. No Python loop over events, and no aggregate evaluated over
     events of another type: the SQL this replaced filtered every event once per aggregate (about fifty of them)
