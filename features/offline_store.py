@@ -241,14 +241,16 @@ class OfflineStore:
         DuckDB's rules: a null time or type matches no bound, a null key no erasure, a naive time reads as UTC."""
         path = self.events_path(schema.name)
         _exists(path, f"events table for entity {schema.name!r}")
-        names = pq.read_schema(path).names  # the file's footer: a DuckDB DESCRIBE of it cost 30 ms
-        _has_columns(path, set(names), self._event_columns(schema))
-        wanted = names if columns is None else list(dict.fromkeys(columns))
-        read = list(dict.fromkeys([*wanted, schema.join_key, EVENT_TIME_COLUMN, "type"]))
         # The type and the category fields come dictionary-encoded: a dozen strings each, not one per event.
+        # The columns are checked against the file's footer (a DuckDB DESCRIBE of the file cost 30 ms).
         kinds = self.registry.event_columns(schema.name)
-        coded = ["type", *(c for c in read if kinds.get(c) == "category")]
-        table = pq.read_table(path, columns=read, read_dictionary=coded).unify_dictionaries()
+        coded = ["type", *(c for c, kind in kinds.items() if kind == "category")]
+        with pq.ParquetFile(path, read_dictionary=coded) as events:
+            names = events.schema_arrow.names
+            _has_columns(path, set(names), self._event_columns(schema))
+            wanted = names if columns is None else list(dict.fromkeys(columns))
+            read = list(dict.fromkeys([*wanted, schema.join_key, EVENT_TIME_COLUMN, "type"]))
+            table = events.read(columns=read).unify_dictionaries()
         kind = table.column("type").combine_chunks()
         labels = kind.dictionary.to_pylist()
         listed = np.array([types is None or t in types for t in labels] + [False], dtype=bool)
