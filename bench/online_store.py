@@ -6,7 +6,8 @@ fields for event ingestion, the first encoding (a hash per entity, one field per
 with one HMGET per entity in a pipeline) for the packed encoding's reads and writes, and the packed
 snapshots of the same 100,000 customers for the materialization of their event state.
 
-Wall clock swings 2-3x on a loaded machine, so reads and ingestion also print CPU, which other processes
+Wall clock swings 2-3x on a loaded machine, so reads, ingestion and event-state materialization also print CPU,
+which other processes
 disturb far less: this process's (``time.process_time``, the least per call over several rounds) and the
 server's, both its own CPU (``INFO cpu``, user + system, before and after) and its per-command time
 (``INFO commandstats`` after ``CONFIG RESETSTAT``), each beside the same measure of a PING (reads) or of the
@@ -144,7 +145,7 @@ async def _run(url: str, world: Path) -> None:
             f"packed 1 customer + 100 agents is {h50 / read50:.1f}x faster"
         )
         snapshots_per_s = await _materialize_at_scale(client, store, registry)
-        await _materialize_events_at_scale(store, registry, world.parent / "scale", snapshots_per_s)
+        await _materialize_events_at_scale(client, store, registry, world.parent / "scale", snapshots_per_s)
         layout = store.layout("customer")
         pipe = client.pipeline(transaction=False)
         for i in range(0, 100_000, 100):
@@ -274,9 +275,12 @@ async def _materialize_at_scale(client: OnlineClient, store: OnlineStore, regist
     return n / packed_s
 
 
-async def _materialize_events_at_scale(store: OnlineStore, registry: Registry, root: Path, snapshots: float) -> None:
+async def _materialize_events_at_scale(
+    client: OnlineClient, store: OnlineStore, registry: Registry, root: Path, snapshots: float
+) -> None:
     """Event state of 100,000 customers from 2,000,000 events of every declared type over the horizon, aggregated
-    by DuckDB and written packed: against the packed snapshots of as many customers in the same run."""
+    by numpy and written packed: against the packed snapshots of as many customers in the same run. Each run also
+    prints this process's CPU (all its threads: the parquet reader's too) and the server's."""
     n, per = 100_000, 20
     rng = np.random.default_rng(11)
     now = time.time()
@@ -306,13 +310,15 @@ async def _materialize_events_at_scale(store: OnlineStore, registry: Registry, r
     # Twice: into a server that holds none of these keys (a first deployment: Redis allocates as it goes), then
     # again over the same keys (the nightly rerun, the usual case).
     for when in ("first, into an empty store", "again, over the same keys"):
-        start = time.perf_counter()
+        server = await _server_cpu_s(client)
+        start, cpu = time.perf_counter(), time.process_time()
         written = await materialize_events(OfflineStore(root, registry), store, "customer", now=now)
-        events_s = time.perf_counter() - start
+        events_s, cpu = time.perf_counter() - start, time.process_time() - cpu
+        server = await _server_cpu_s(client) - server
         print(
             f"materialize event state of {written:,} customers ({n * per:,} events), {when}: "
             f"{written / events_s:,.0f} entities/s (packed snapshots of as many: {snapshots:,.0f}/s; "
-            f"ratio {written / events_s / snapshots:.2f})"
+            f"ratio {written / events_s / snapshots:.2f}); CPU: client {cpu:.2f} s, server {server:.2f} s"
         )
 
 

@@ -478,8 +478,9 @@ class EventLayout:
         return day * _SERIES + series
 
     def values(self, rows: np.ndarray, ids: np.ndarray, entity: np.ndarray, records: np.ndarray) -> list[bytes]:
-        """Whole state values from the fixed slots (``n x width``), the tail of ids (``n x groups-with-fields``,
-        ``S64``) and the day records (``entity``: each one's row, ascending; ``records``: its key and amount)."""
+        """Whole state values from the fixed slots (``n x width``), the tail of ids (``n x groups-with-fields x
+        ID_BYTES``, uint8) and the day records (``entity``: each one's row, ascending; ``records``: its key and
+        amount)."""
         n = rows.shape[0]
         body = np.empty((n, self.records_at), dtype=np.uint8)
         body[:, :TAG_BYTES] = np.frombuffer(self.tag, dtype=np.uint8)

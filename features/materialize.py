@@ -3,7 +3,7 @@
 Idempotent: running it twice leaves the same values. Both kinds of value are packed by numpy and sent as
 MSETs of whole values, so throughput is bounded by Redis, not by round trips. Event state (day totals of
 each ring and the newest event of each group, see :mod:`features.event_state`) is aggregated from the events
-table by numpy over the columns DuckDB hands over, not replayed event by event: it replaces what live
+table by numpy over the columns the offline store hands over, not replayed event by event: it replaces what live
 ingestion wrote, which is right only when the events table holds every event (the event sink keeps it so).
 """
 
@@ -55,13 +55,38 @@ async def materialize(
     return done
 
 
-def event_state(
-    offline: OfflineStore, layout: EventLayout, entity: str, *, now: float
-) -> tuple[list[str], list[bytes]]:
+class EventState:
+    """The event state of every entity with events in the horizon: their ids, and their values packed on demand, a
+    batch at a time. The values of 100,000 customers take 100 MB, and the rows they are cut from 94 MB more: packed
+    a batch at a time, one batch's memory serves the next (peak RSS 820 MB instead of 940, and less CPU: fresh
+    memory comes from the kernel zeroed)."""
+
+    def __init__(
+        self,
+        ids: list[str],
+        layout: EventLayout,
+        rows: np.ndarray,
+        tail: np.ndarray,
+        owners: np.ndarray,
+        records: np.ndarray,
+    ) -> None:
+        self.ids = ids
+        self._layout, self._rows, self._tail, self._owners, self._records = layout, rows, tail, owners, records
+
+    def values(self, start: int, end: int) -> list[bytes]:
+        """The values of the entities ``ids[start:end]``."""
+        first, last = np.searchsorted(self._owners, (start, end)).tolist()
+        return self._layout.values(
+            self._rows[start:end], self._tail[start:end], self._owners[first:last] - start, self._records[first:last]
+        )
+
+
+def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now: float) -> EventState:
     """The ids of every entity with events in the horizon as of ``now``, and each one's event-state value.
 
-    DuckDB hands over the events of the horizon (only the columns and types the layout reads); numpy does the
-    rest, each step one pass over whole columns: a series' day totals are sums over (entity, day) by
+    The offline store hands over the events of the horizon (only the columns and types the layout reads; in file
+    order when there are no archived parts, so a day's amounts are added in the order they were appended); numpy
+    does the rest, each step one pass over whole columns: a series' day totals are sums over (entity, day) by
     ``np.bincount``, the newest event of a group is the greatest stamp per entity (``np.maximum.at``), ties broken
     by event id as the offline store orders them. No Python loop over events, and no aggregate evaluated over
     events of another type: the SQL this replaced filtered every event once per aggregate (about fifty of them)
@@ -84,7 +109,7 @@ def event_state(
     rows = layout.empty_rows(len(events.ids))
     owners, records = _day_records(events, layout, rows, int(now // DAY_SECONDS))
     tail = _newest(events, layout, rows)
-    return events.ids, layout.values(rows, tail, owners, records)
+    return EventState(events.ids, layout, rows, tail, owners, records)
 
 
 class _Events:
@@ -100,6 +125,7 @@ class _Events:
         self.ids: list[str] = entity.dictionary.take(order).to_pylist()
         self.row = rank[entity.indices.to_numpy(zero_copy_only=False)]
         # Each type's index, through the column's dictionary: a dozen strings to look up instead of every event's.
+        # The offline store usually hands the column over dictionary-encoded already (encoding it is a no-op then).
         kinds = pc.dictionary_encode(table.column("type").combine_chunks())
         index = np.array([types.index(t) if t in types else -1 for t in kinds.dictionary.to_pylist()], dtype=np.intp)
         kind = index[kinds.indices.to_numpy(zero_copy_only=False)].astype(np.int16)
@@ -110,6 +136,12 @@ class _Events:
         stamps = pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("us", "UTC")).cast(pa.int64())
         self.stamp = stamps.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         self.day = self.stamp // (DAY_SECONDS * 1_000_000)
+        # The event ids' bytes and offsets, so the newest events' ids are copied into the tail by numpy: through
+        # Python strings they took 0.15 s of 0.25 s for 100,000 customers.
+        ids = table.column("event_id").combine_chunks().cast(pa.large_binary())
+        _, offsets, data = ids.buffers()
+        self._id_at = np.frombuffer(offsets, dtype=np.int64)[ids.offset : ids.offset + len(ids) + 1]
+        self._id_bytes = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
 
     def matching(self, kind: int, where: tuple[tuple[str, bool | str], ...], field: str | None = None) -> np.ndarray:
         """The events (indices, ascending) of type ``kind`` with the ``where`` values (and ``field`` present),
@@ -122,6 +154,21 @@ class _Events:
         if field is not None:
             mask &= pc.is_valid(self.table.column(field).take(events)).to_numpy(zero_copy_only=False)
         return events[mask]
+
+    def copy_ids(self, events: np.ndarray, into: np.ndarray, at: np.ndarray) -> int:
+        """Copy the id of each of ``events`` into ``into`` (flat uint8, zeroed: ids stay NUL-padded, as the tail
+        keeps them) from byte offset ``at``; returns the longest id's length, copying nothing if it is too long."""
+        starts = self._id_at[events]
+        lengths = self._id_at[events + 1] - starts
+        if not len(lengths):
+            return 0
+        width = int(lengths.max())
+        if width > ID_BYTES:
+            return width
+        # One flat scatter of every id's bytes: a two-dimensional one into a strided view cost half again as much.
+        column = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        into[np.repeat(at, lengths) + column] = self._id_bytes[np.repeat(starts, lengths) + column]
+        return width
 
     def newest(self, events: np.ndarray) -> np.ndarray:
         """Of ``events`` (indices), the newest of each entity by ``(occurred_at, event_id)``, one per entity."""
@@ -175,8 +222,9 @@ def _day_records(events: _Events, layout: EventLayout, rows: np.ndarray, today: 
 
 
 def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarray:
-    """Each group's newest event in ``rows`` (stamp, encoded fields); returns the tail of their ids."""
-    tail = np.zeros((rows.shape[0], sum(1 for g in layout.groups if g.values)), dtype=f"S{ID_BYTES}")
+    """Each group's newest event in ``rows`` (stamp, encoded fields); returns the tail of their ids (rows x groups
+    with fields x :data:`ID_BYTES`, uint8)."""
+    tail = np.zeros((rows.shape[0], sum(1 for g in layout.groups if g.values), ID_BYTES), dtype=np.uint8)
     kept = 0
     for g in layout.groups:
         newest = events.newest(events.matching(layout.events.index(g.event), g.where))
@@ -184,10 +232,8 @@ def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarra
         rows[entity, g.slot] = events.stamp[newest]
         if not g.values:
             continue
-        event_ids = events.table.column("event_id").take(newest)
-        if len(event_ids) and pc.max(pc.binary_length(event_ids)).as_py() > ID_BYTES:
+        if events.copy_ids(newest, tail.reshape(-1), (entity * tail.shape[1] + kept) * ID_BYTES) > ID_BYTES:
             raise OfflineStoreError(f"events table: an event_id of {g.event!r} is longer than {ID_BYTES} bytes")
-        tail[entity, kept] = np.array(event_ids.to_pylist(), dtype=f"S{ID_BYTES}")
         for i, value in enumerate(g.values, start=1):
             rows[entity, g.slot + i] = _encoded(value, events.table.column(value.field).take(newest))
         kept += 1
@@ -219,10 +265,11 @@ async def materialize_events(
     layout = online.layout(entity)
     if not layout.features:
         return 0
-    ids, values = event_state(offline, layout, entity, now=time.time() if now is None else now)
+    state = event_state(offline, layout, entity, now=time.time() if now is None else now)
+    ids = state.ids
     for start in range(0, len(ids), batch_size):
         end = min(start + batch_size, len(ids))
-        await online.write_event_state(entity, ids[start:end], values[start:end])
+        await online.write_event_state(entity, ids[start:end], state.values(start, end))
         if progress is not None:
             progress(end, len(ids))
     return len(ids)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from features import Event, EventLayout, OfflineStore, OnlineStore, Registry, materialize_events
+from features import Event, EventLayout, OfflineStore, OfflineStoreError, OnlineStore, Registry, materialize_events
 from features.event_state import ID_BYTES
 from features.events import batch_model, body_model, to_event
 
@@ -525,6 +525,27 @@ def test_an_event_id_longer_than_the_state_keeps_is_refused(redis_url: str, regi
     long = Event("x" * (ID_BYTES + 1), "Y1", "sentiment", NOW - 60, {"score": 0.5})
     with pytest.raises(ValueError, match=f"at most {ID_BYTES} bytes"):
         asyncio.run(_apply(redis_url, registry, [long]))
+
+
+def test_materializing_an_event_id_longer_than_the_state_keeps_names_the_event(
+    tmp_path: Path, redis_url: str, registry: Registry
+) -> None:
+    """The newest sentiment's id goes to the tail: one longer than it holds stops the run, naming the event type."""
+    events = [
+        Event("s1", "Y1", "sentiment", NOW - 120, {"score": 0.1}),
+        Event("x" * (ID_BYTES + 1), "Y1", "sentiment", NOW - 60, {"score": 0.5}),
+    ]
+    offline = _offline(tmp_path, registry, events)
+
+    async def materialized() -> int:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return await materialize_events(offline, OnlineStore(client, registry), "customer", now=NOW)
+        finally:
+            await client.aclose()
+
+    with pytest.raises(OfflineStoreError, match=f"event_id of 'sentiment' is longer than {ID_BYTES} bytes"):
+        asyncio.run(materialized())
 
 
 def test_last_of_a_field_the_newest_event_lacks_is_unknown_everywhere(
