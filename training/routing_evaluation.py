@@ -118,7 +118,7 @@ class RoutingEvaluation:
         """The model's share of the oracle's FCR gain over skills-only routing, against :data:`GOAL_SHARE`."""
         met = "met" if self.gain_captured >= GOAL_SHARE else "NOT met"
         return (
-            f"model captures {self.gain_captured:.0%} of the oracle's FCR gain over skills-only routing "
+            f"model captures {self.gain_captured:.1%} of the oracle's FCR gain over skills-only routing "
             f"(goal ≥ {GOAL_SHARE:.0%}: {met})"
         )
 

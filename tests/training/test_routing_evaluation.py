@@ -79,7 +79,7 @@ def test_the_champion_routes_better_than_skills_only(evaluation: RoutingEvaluati
     assert evaluation.contacts > 1_000
     assert RoutingEvaluation.from_metrics(evaluation.metrics()) == evaluation
     lines = evaluation.lines()
-    assert lines[-1].startswith(f"model captures {evaluation.gain_captured:.0%} of the oracle's FCR gain")
+    assert lines[-1].startswith(f"model captures {evaluation.gain_captured:.1%} of the oracle's FCR gain")
     assert [line.split()[0] for line in lines[2:-1]] == ["random", "skills-only", "model", "oracle"]
 
 
