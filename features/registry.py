@@ -322,6 +322,7 @@ class FeatureView(_Strict):
 class _Contract(_Strict):
     entities: dict[str, Entity]
     events: dict[str, EventType] = Field(default_factory=dict)
+    intent_skills: dict[str, str] = Field(default_factory=dict)
     views: tuple[FeatureView, ...]
 
     @field_validator("views")
@@ -360,7 +361,23 @@ class _Contract(_Strict):
                     self._check_aggregation(view, feature, feature.aggregation)
                 if feature.derive is not None:
                     self._check_derivation(view, feature, feature.derive)
+        self._check_intent_skills()
         return self
+
+    def _check_intent_skills(self) -> None:
+        """Every skill an intent needs is one the agents hold: ``skill_<s>`` and ``proficiency_<s>`` features."""
+        agent_features = {f.name for v in self.views if v.entity == "agent" for f in v.features}
+        intents = {c for e in self.events.values() if "intent" in e.fields for c in e.fields["intent"].categories or ()}
+        if self.intent_skills and intents - set(self.intent_skills):
+            raise ValueError(
+                f"intent_skills: no skill for the intents {', '.join(sorted(intents - set(self.intent_skills)))}"
+            )
+        for intent, skill in self.intent_skills.items():
+            missing = [n for n in (f"skill_{skill}", f"proficiency_{skill}") if n not in agent_features]
+            if missing:
+                raise ValueError(
+                    f"intent_skills.{intent}: skill {skill!r} needs the agent features {', '.join(missing)}"
+                )
 
     def _check_derivation(self, view: FeatureView, feature: Feature, derive: Derivation) -> None:
         """The source is a stored int snapshot feature of the view's entity and the result an int."""
@@ -508,6 +525,8 @@ class Registry:
         }
         self.views: dict[str, FeatureView] = {v.name: v for v in contract.views}
         self.events: dict[str, EventType] = dict(contract.events)
+        self.intent_skills: dict[str, str] = dict(contract.intent_skills)
+        """The routing rule: the agent skill each contact intent needs."""
 
     def event_columns(self, entity: str) -> dict[str, EventDType]:
         """The payload columns of ``entity``'s events table: every declared field, each with its one type."""

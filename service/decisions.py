@@ -168,7 +168,7 @@ class DecisionService:
             ranked, excluded = rank_agents(
                 agents,
                 schema=self._agent,
-                intent=request.intent,
+                skill=self.registry.intent_skills[request.intent],
                 language=request.language,
                 churn_risk=churn_risk,
                 score=scorer,

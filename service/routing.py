@@ -24,8 +24,6 @@ import numpy as np
 
 from features import EntityBatch, EntitySchema
 
-# Which skill (and which proficiency feature) a contact's intent needs.
-INTENT_SKILL = {"billing": "billing", "technical": "technical", "cancel": "retention", "sales": "sales"}
 HIGH_RISK = 0.30
 RETENTION_BONUS = 0.15
 OCCUPANCY_PENALTY = 0.10
@@ -81,7 +79,7 @@ def rank_agents(
     agents: EntityBatch,
     *,
     schema: EntitySchema,
-    intent: str,
+    skill: str,
     language: str,
     churn_risk: float | None,
     score: Scorer | None,
@@ -90,7 +88,6 @@ def rank_agents(
 
     ``score`` is the resolution model's (None: :func:`fallback_resolution` and the 30-day handle time stand in).
     """
-    skill = INTENT_SKILL[intent]
     measured, rating = schema.feature(f"resolution_rate_{skill}_90d"), schema.feature(f"proficiency_{skill}")
     failures = _failures(agents, schema, skill, language)
     excluded = [ExcludedAgent(agents.ids[i], f) for i, f in enumerate(failures) if f is not None]

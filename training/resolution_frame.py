@@ -25,7 +25,6 @@ from features import OfflineStore, Registry
 from training.bundle import Matched, with_matched
 from training.errors import DatasetError
 from training.train import Split
-from training.world.config import _INTENT_SKILL
 
 STARTED = "started_at"
 PERIOD = timedelta(days=30)
@@ -55,12 +54,12 @@ def contact_categories(registry: Registry) -> tuple[tuple[str, tuple[str, ...]],
 def matched_inputs(registry: Registry) -> Matched:
     """The bundle's ``matched`` inputs: for each of :data:`PER_SKILL`, the agent's column per intent code.
 
-    The intent's skill is the contact center's routing rule (``_INTENT_SKILL``, which ``service.routing`` holds
-    too); the bundle carries the resolved columns, so the service needs no copy of it to score.
+    The intent's skill is the contact center's routing rule (the contract's ``intent_skills``); the bundle
+    carries the resolved columns, so the service scores without looking the rule up.
     """
     intents = dict(contact_categories(registry))["intent"]
     return tuple(
-        (name, tuple(source.format(skill=_INTENT_SKILL[intent]) for intent in intents))
+        (name, tuple(source.format(skill=registry.intent_skills[intent]) for intent in intents))
         for name, source in PER_SKILL.items()
     )
 

@@ -32,7 +32,7 @@ from features import OfflineStore, Registry
 from training.bundle import ModelBundle
 from training.errors import DatasetError
 from training.resolution_frame import CONTACT_PREFIX, STARTED, pair_matrix, time_split, with_agent, with_customer
-from training.world.config import _INTENT_SKILL, Columns
+from training.world.config import Columns
 from training.world.routing_oracle import (
     AGENT_TRUTH,
     CONTACT_TRUTH,
@@ -191,11 +191,11 @@ def evaluate_routing(
     drawn = np.concatenate([rng.choice(len(agent_ids), k, replace=False) for _ in range(n)])
     rows = joined.take(np.repeat(np.arange(n), k))
     rows = with_agent(offline, rows.set_column(rows.column_names.index("agent_id"), "agent_id", agent_ids.take(drawn)))
-    skill = np.array([_INTENT_SKILL[i] for i in rows.column("contact_intent").to_pylist()])
+    skill = np.array([registry.intent_skills[i] for i in rows.column("contact_intent").to_pylist()])
     language = rows.column("contact_language").to_numpy(zero_copy_only=False).astype(str)
     eligible = np.zeros(len(skill), dtype=bool)
     rating = np.zeros(len(skill))
-    for s in set(_INTENT_SKILL.values()):
+    for s in set(registry.intent_skills.values()):
         m = skill == s
         eligible[m] = _flag(rows, f"skill_{s}")[m]
         rating[m] = np.nan_to_num(_number(rows, f"proficiency_{s}")[m], nan=-1.0)

@@ -313,6 +313,14 @@ def _default_outside_range(data: Contract) -> None:
     _feature(data, "max_load")["min"] = 2  # its default is 1
 
 
+def _skill_no_agent_holds(data: Contract) -> None:
+    data["intent_skills"]["cancel"] = "loyalty"
+
+
+def _intent_without_a_skill(data: Contract) -> None:
+    del data["intent_skills"]["sales"]
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [
@@ -328,6 +336,8 @@ def _default_outside_range(data: Contract) -> None:
         (_range_on_a_category, r"'plan': 'min' and 'max' apply only to dtype float or int"),
         (_min_above_max, r"'last_sentiment': min 1 is above max -1"),
         (_default_outside_range, r"'max_load': default 1 is outside \[min, max\]"),
+        (_skill_no_agent_holds, r"intent_skills\.cancel: skill 'loyalty' needs the agent features skill_loyalty, "),
+        (_intent_without_a_skill, r"intent_skills: no skill for the intents sales"),
     ],
     ids=[
         "unknown-key",
@@ -339,6 +349,8 @@ def _default_outside_range(data: Contract) -> None:
         "range-on-a-category",
         "min-above-max",
         "default-outside-range",
+        "skill-no-agent-holds",
+        "intent-without-a-skill",
     ],
 )
 def test_invalid_contract_names_file_and_field(tmp_path: Path, edit: Callable[[Contract], None], field: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from features.identity import KINDS
+from features.registry import Registry
 
 ACTIONS: tuple[str, ...] = (
     "no_action",
@@ -46,7 +47,7 @@ WORLD_STAMP = "world.json"
 EVENT_ENVELOPE: tuple[str, ...] = ("event_id", "customer_id", "occurred_at", "type")
 """The columns every row of ``customer_events.parquet`` starts with; the payload columns follow."""
 _SEGMENT_HORIZON = np.array([20.0, 30.0, 40.0])  # months of expected future revenue behind lifetime_value
-_INTENT_SKILL = {"billing": "billing", "technical": "technical", "cancel": "retention", "sales": "sales"}
+_INTENT_SKILL = Registry.load().intent_skills  # the contract's routing rule: the agent skill each intent needs
 _WARMUP_MONTHS = 3  # simulated but not written, so the first snapshot already has 90-day histories
 _US_PER_S = 1_000_000
 _US_PER_DAY = 86_400 * _US_PER_S
