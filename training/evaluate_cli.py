@@ -1,4 +1,4 @@
-"""``nba evaluate``: the registered models' policy against random, no action, rules and the oracle on a fresh world.
+"""``nba evaluate``: the registered models against random, rules, skills-only routing and the oracle on a fresh world.
 
 The table and the goal lines go to stdout and to MLflow (a run named ``evaluate`` with the figures as metrics and
 the table as an artifact); the steps and notes go to stderr like every other command's.
@@ -165,7 +165,8 @@ def _training_seed(world_dir: Path) -> int | None:
 @click.option("--seed", type=int, default=TEST_SEED, show_default=True, help=SEED_HELP)
 def evaluate(customers: int, months: int, agents: int, seed: int) -> None:
     """Simulate a fresh world and score the policies random, no action, rules, champion, challenger and oracle
-    on it with the oracle's true expected values; print the table and log it to MLflow."""
+    on it with the oracle's true expected values, and route its newest month of contacts by random, skills-only,
+    the resolution champion and the oracle; print the tables and log them to MLflow."""
     offline_settings = settings_from_env(OfflineSettings)
     trained_on = _training_seed(offline_settings.world_dir)
     if trained_on == seed:
