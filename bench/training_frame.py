@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bench import peak_rss_gb
 from features import OfflineStore, Registry
 from features.registry import DAY_SECONDS, EntitySchema, EventField
 from training.world.tables import _ids, _ts
@@ -156,10 +156,6 @@ def generate(root: Path, *, events: int, labels: int, customers: int) -> None:
     _labels(rng, labels, customers, root / "labels.parquet")
 
 
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
-
-
 def main(argv: list[str] | None = None) -> None:
     """Generate in a child process, then time the join here and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.training_frame", description=__doc__.split("\n\n")[0])
@@ -211,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
             f"frame: {frame.num_rows:,} rows x {frame.num_columns} columns in {frame_s:.1f} s "
             f"({frame.num_rows / frame_s:,.0f} rows/s; {frame_s / scan_s:.1f}x the scan baseline)"
         )
-        print(f"peak RSS: {_peak_rss_gb():.2f} GB (this process, DuckDB in it; generation not included)")
+        print(f"peak RSS: {peak_rss_gb():.2f} GB (this process, DuckDB in it; generation not included)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from bench import peak_rss_gb
 from features import Registry
 from training.bundle import ModelKind
 from training.train import TrainParams, fit_split
@@ -65,10 +65,6 @@ def synthetic(rows: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray,
         low, high = (mid, high) if np.mean(1 / (1 + np.exp(-(logit + mid)))) < BASE_RATE else (low, mid)
     y = (rng.random(rows) < 1 / (1 + np.exp(-(logit + low)))).astype(np.int8)
     return x, y, tuple(names), categorical
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,7 +129,7 @@ def _time_one(
     print(
         f"{kind} settings, fit_split (bin, boost with early stopping, calibrate, test): {train_s:.1f} s wall, "
         f"{cpu_s:.1f} s CPU, {metrics['best_iteration']:.0f} rounds; test ROC-AUC {metrics['roc_auc']:.3f}, "
-        f"ECE {metrics['ece']:.3f}; peak RSS so far {_peak_rss_gb():.2f} GB"
+        f"ECE {metrics['ece']:.3f}; peak RSS so far {peak_rss_gb():.2f} GB"
     )
     print(f"goal: {kind} on {rows:,} x {width} in <= {GOAL_S:.0f} s: {verdict}")
 

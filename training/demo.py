@@ -22,6 +22,7 @@ from training.bundle import ModelKind
 from training.console import Reporter
 from training.errors import ModelNotFound
 from training.report import register_result
+from training.routing_evaluation import RoutingEvaluation
 from training.tracking import CHAMPION, ModelRegistry
 from training.train import ACTIONS_TAG, TrainParams, train_model
 from training.world import WorldConfig, WorldSummary, simulate
@@ -180,10 +181,5 @@ def ensure_models(
                 f"log loss {m['log_loss']:.3f}, ECE {m['ece']:.3f}"
             )
             if "routing_fcr_model" in m:
-                reporter.note(
-                    f"routing by it resolves {m['routing_fcr_model']:.1%} of test contacts (true FCR), by the agents' "
-                    f"rating {m['routing_fcr_skills_only']:.1%}, at random {m['routing_fcr_random']:.1%}, by the "
-                    f"oracle {m['routing_fcr_oracle']:.1%}: {m['routing_gain_captured']:.0%} of the oracle's gain over "
-                    "the rating"
-                )
+                reporter.note(f"routing by it: {RoutingEvaluation.from_metrics(m).goal_line()}")
     return versions
