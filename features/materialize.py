@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from features.errors import OfflineStoreError
 from features.event_state import ID_BYTES, UNKNOWN_CATEGORY, EventLayout, LastValue
 from features.identity import LINKED, UNLINKED, Identifier
-from features.offline_store import EVENT_TIME_COLUMN, TIMESTAMP_COLUMN, OfflineStore
+from features.offline_store import EVENT_TIME_COLUMN, TIMESTAMP_COLUMN, EventScan, OfflineStore
 from features.online_store import OnlineStore
 from features.registry import DAY_SECONDS
 
@@ -96,16 +96,15 @@ def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now:
     schema = offline.registry.entity(entity)
     until = datetime.fromtimestamp(now, UTC)
     since = datetime.fromtimestamp(now - layout.horizon_days * DAY_SECONDS, UTC)
-    table = offline.events(
+    scan = offline.scan_events(
         entity,
         since=since,
         until=until,
-        ordered=False,
         whole=layout.timeless,
         columns=["event_id", schema.join_key, EVENT_TIME_COLUMN, "type", *layout.columns],
         types=layout.events,
     )
-    events = _Events(table, schema.join_key, layout.events)
+    events = _Events(scan, schema.join_key, layout.events)
     rows = layout.empty_rows(len(events.ids))
     owners, records = _day_records(events, layout, rows, int(now // DAY_SECONDS))
     tail = _newest(events, layout, rows)
@@ -114,27 +113,40 @@ def event_state(offline: OfflineStore, layout: EventLayout, entity: str, *, now:
 
 class _Events:
     """The events of the horizon as numpy columns: each one's entity (its row: the ids in sorted order), stamp
-    (epoch microseconds) and UTC day, and the events of each type the layout reads."""
+    (epoch microseconds) and UTC day, and the events of each type the layout reads. The rows of the scan out of
+    the horizon stay in the table but belong to no type, so no series or group ever looks at them."""
 
-    def __init__(self, table: pa.Table, key: str, types: tuple[str, ...]) -> None:
+    def __init__(self, scan: EventScan, key: str, types: tuple[str, ...]) -> None:
+        table, keep = scan.table, scan.keep
         self.table = table
-        entity = pc.dictionary_encode(table.column(key).combine_chunks())
+        everyone = keep.all()
+        kept = None if everyone else np.flatnonzero(keep)
+        keys = table.column(key).combine_chunks()
+        entity = pc.dictionary_encode(keys if kept is None else keys.take(kept))
         order = pc.sort_indices(entity.dictionary)
         rank = np.empty(len(order), dtype=np.int64)
         rank[order.to_numpy()] = np.arange(len(order))
         self.ids: list[str] = entity.dictionary.take(order).to_pylist()
-        self.row = rank[entity.indices.to_numpy(zero_copy_only=False)]
+        row = rank[entity.indices.to_numpy()]
+        if kept is not None:
+            # An event out of the horizon gets row 0: it is never selected, being of no type.
+            row, self.row = np.zeros(table.num_rows, dtype=np.int64), row
+            row[kept] = self.row
+        self.row = row
         # Each type's index, through the column's dictionary: a dozen strings to look up instead of every event's.
         # The offline store usually hands the column over dictionary-encoded already (encoding it is a no-op then).
         kinds = pc.dictionary_encode(table.column("type").combine_chunks())
-        index = np.array([types.index(t) if t in types else -1 for t in kinds.dictionary.to_pylist()], dtype=np.intp)
-        kind = index[kinds.indices.to_numpy(zero_copy_only=False)].astype(np.int16)
+        labels = kinds.dictionary.to_pylist()
+        index = np.array([types.index(t) if t in types else -1 for t in labels] + [-1], dtype=np.int16)
+        kind = index[pc.fill_null(kinds.indices, len(labels)).to_numpy()]
+        if not everyone:
+            kind[~keep] = -1
         # The events of each type, in table order (a stable radix sort of small integers): a series or a group
         # looks at its own type's events only, not at every event of the horizon.
         self._by_kind = np.argsort(kind, kind="stable")
         self._bounds = np.searchsorted(kind[self._by_kind], np.arange(len(types) + 1))
         stamps = pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("us", "UTC")).cast(pa.int64())
-        self.stamp = stamps.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        self.stamp = pc.fill_null(stamps, 0).to_numpy().astype(np.int64, copy=False)
         self.day = self.stamp // (DAY_SECONDS * 1_000_000)
         # The event ids' bytes and offsets, so the newest events' ids are copied into the tail by numpy: through
         # Python strings they took 0.15 s of 0.25 s for 100,000 customers.
