@@ -450,9 +450,14 @@ class EventLayout:
     @property
     def columns(self) -> tuple[str, ...]:
         """The event fields this state reads: summed or counted, narrowed on (``where``), or kept as a `last`."""
-        named = [s.field for s in self.series if s.field is not None]
-        named += [k for s in self.series for k, _ in s.where] + [k for g in self.groups for k, _ in g.where]
-        named += [v.field for g in self.groups for v in g.values]
+        return tuple(dict.fromkeys(c for event in self.events for c in self.columns_of(event)))
+
+    def columns_of(self, event: str) -> tuple[str, ...]:
+        """The fields of ``event`` this state reads."""
+        series = [s for s in self.series if s.event == event]
+        groups = [g for g in self.groups if g.event == event]
+        named = [s.field for s in series if s.field is not None] + [k for s in series for k, _ in s.where]
+        named += [k for g in groups for k, _ in g.where] + [v.field for g in groups for v in g.values]
         return tuple(dict.fromkeys(named))
 
     def group(self, event: str, where: tuple[tuple[str, bool | str], ...] = ()) -> LastGroup:

@@ -15,7 +15,7 @@ Nothing observed after a label's timestamp can reach its row.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,8 @@ from features.registry import DAY_SECONDS, EntitySchema, Feature, FeatureView, R
 
 TIMESTAMP_COLUMN = "feature_ts"
 EVENT_TIME_COLUMN = "occurred_at"
+SCAN_ROWS = 262_144
+"""Events per batch of :meth:`OfflineStore.scan_events`: a quarter of pyarrow's default row group."""
 
 
 def _sql_path(path: Path) -> str:
@@ -116,6 +118,55 @@ class EventScan:
 
     table: pa.Table
     keep: np.ndarray
+
+
+class _ScanBounds:
+    """Which rows of a scanned batch :meth:`OfflineStore.events` would return, by DuckDB's rules: a null time or
+    type matches no bound, a naive time reads as UTC; and which have an entity that is not erased."""
+
+    def __init__(
+        self,
+        key: str,
+        since: datetime | None,
+        until: datetime | None,
+        whole: Collection[str],
+        types: Collection[str] | None,
+        erased: set[str],
+    ) -> None:
+        self._key, self._whole, self._types = key, whole, types
+        self._since = None if since is None else _epoch_us(since)
+        self._until = None if until is None else _epoch_us(until)
+        self._erased = pa.array(sorted(erased), pa.string()) if erased else None
+
+    def keep(self, batch: pa.Table) -> np.ndarray:
+        kind = batch.column("type").combine_chunks()
+        if not isinstance(kind, pa.DictionaryArray):
+            kind = pc.dictionary_encode(kind)
+        labels = kind.dictionary.to_pylist()
+        listed = np.array([self._types is None or t in self._types for t in labels] + [False], dtype=bool)
+        code = pc.fill_null(kind.indices, len(labels)).to_numpy()
+        stamps = pc.cast(batch.column(EVENT_TIME_COLUMN), pa.timestamp("us", "UTC")).cast(pa.int64())
+        keep = listed[code] & pc.is_valid(stamps).to_numpy(zero_copy_only=False)
+        stamp = pc.fill_null(stamps, 0).to_numpy()
+        if self._until is not None:
+            keep &= stamp <= self._until
+        if self._since is not None:
+            timeless = np.array([t in self._whole for t in labels] + [False], dtype=bool)
+            keep &= (stamp > self._since) | timeless[code]
+        key = batch.column(self._key)
+        keep &= pc.is_valid(key).to_numpy(zero_copy_only=False)
+        if self._erased is not None:
+            keep &= ~pc.is_in(key, value_set=self._erased.cast(key.type)).to_numpy(zero_copy_only=False)
+        return keep
+
+
+def _scanned(
+    events: pq.ParquetFile, read: list[str], wanted: list[str], bounds: _ScanBounds, batch_rows: int
+) -> Iterator[EventScan]:
+    with events:
+        for batch in events.iter_batches(batch_rows, columns=read):
+            table = pa.Table.from_batches([batch])
+            yield EventScan(table.select(wanted), bounds.keep(table))
 
 
 class OfflineStore:
@@ -226,22 +277,50 @@ class OfflineStore:
         whole: Collection[str] = (),
         columns: Sequence[str] | None = None,
         types: Collection[str] | None = None,
-    ) -> EventScan:
-        """:meth:`events` for an aggregation: in no particular order, and as read rather than filtered.
+        batch_rows: int = SCAN_ROWS,
+    ) -> Iterator[EventScan]:
+        """:meth:`events` for an aggregation: in no particular order, a batch at a time, as read, not filtered.
 
         From the events table alone (no archived parts to merge), the rows are read by pyarrow rather than DuckDB,
         in file order, with ``type`` and the category fields dictionary-encoded: for materialization's horizon of
         2,000,000 events DuckDB spent most of its time handing those strings over, one per event, and the
         aggregation gets the types as small integers it would otherwise encode itself. The rows out of bounds
         are marked, not dropped: filtering copied the whole table, which cost materializing 100,000 customers'
-        event state 0.5 s of CPU and as much again in page faults, more than the read itself. An event without
-        an entity is out of bounds here, being no entity's state."""
+        event state 0.5 s of CPU and as much again in page faults, more than the read itself. Batches of
+        ``batch_rows`` let a caller keep only what it needs of each, so the memory of one serves the next instead
+        of the whole horizon's columns being faulted in at once. An event without an entity is out of bounds
+        here, being no entity's state. The table's presence and columns are checked at the call."""
         schema = self.registry.entity(entity)
         if archived_parts(self.root, schema.name):
-            table = self._query_events(entity, since, until, whole, columns, types, ordered=False)
-            keep = pc.is_valid(table.column(schema.join_key)).to_numpy(zero_copy_only=False)
-            return EventScan(table, keep)
-        return self._events_file(schema, since, until, whole, columns, types)
+            return self._scan_query(schema, since, until, whole, columns, types, batch_rows)
+        path = self.events_path(schema.name)
+        _exists(path, f"events table for entity {schema.name!r}")
+        # The type and the category fields come dictionary-encoded: a dozen strings each, not one per event.
+        # The columns are checked against the file's footer (a DuckDB DESCRIBE of the file cost 30 ms).
+        kinds = self.registry.event_columns(schema.name)
+        coded = ["type", *(c for c, kind in kinds.items() if kind == "category")]
+        events = pq.ParquetFile(path, read_dictionary=coded)
+        names = events.schema_arrow.names
+        _has_columns(path, set(names), self._event_columns(schema))
+        wanted = names if columns is None else list(dict.fromkeys(columns))
+        read = list(dict.fromkeys([*wanted, schema.join_key, EVENT_TIME_COLUMN, "type"]))
+        bounds = _ScanBounds(schema.join_key, since, until, whole, types, self.erasures.ids(schema.name))
+        return _scanned(events, read, wanted, bounds, batch_rows)
+
+    def _scan_query(
+        self,
+        schema: EntitySchema,
+        since: datetime | None,
+        until: datetime | None,
+        whole: Collection[str],
+        columns: Sequence[str] | None,
+        types: Collection[str] | None,
+        batch_rows: int,
+    ) -> Iterator[EventScan]:
+        """:meth:`scan_events` over the events table and its archived parts, merged by DuckDB."""
+        table = self._query_events(schema.name, since, until, whole, columns, types, ordered=False)
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            yield EventScan(pa.Table.from_batches([batch]), pc.is_valid(batch.column(schema.join_key)).to_numpy())
 
     def _query_events(
         self,
@@ -267,48 +346,6 @@ class OfflineStore:
         select = "*" if columns is None else ", ".join(dict.fromkeys(columns))
         order = " ORDER BY occurred_at, event_id" if ordered else ""
         return duckdb.connect().sql(f"SELECT {select} FROM {source} {where}{order}", params=params).to_arrow_table()
-
-    def _events_file(
-        self,
-        schema: EntitySchema,
-        since: datetime | None,
-        until: datetime | None,
-        whole: Collection[str],
-        columns: Sequence[str] | None,
-        types: Collection[str] | None,
-    ) -> EventScan:
-        """:meth:`scan_events` over the events table alone, read by pyarrow and bounded by numpy with DuckDB's
-        rules: a null time or type matches no bound, a null key no erasure, a naive time reads as UTC."""
-        path = self.events_path(schema.name)
-        _exists(path, f"events table for entity {schema.name!r}")
-        # The type and the category fields come dictionary-encoded: a dozen strings each, not one per event.
-        # The columns are checked against the file's footer (a DuckDB DESCRIBE of the file cost 30 ms).
-        kinds = self.registry.event_columns(schema.name)
-        coded = ["type", *(c for c, kind in kinds.items() if kind == "category")]
-        with pq.ParquetFile(path, read_dictionary=coded) as events:
-            names = events.schema_arrow.names
-            _has_columns(path, set(names), self._event_columns(schema))
-            wanted = names if columns is None else list(dict.fromkeys(columns))
-            read = list(dict.fromkeys([*wanted, schema.join_key, EVENT_TIME_COLUMN, "type"]))
-            table = events.read(columns=read).unify_dictionaries()
-        kind = table.column("type").combine_chunks()
-        labels = kind.dictionary.to_pylist()
-        listed = np.array([types is None or t in types for t in labels] + [False], dtype=bool)
-        timeless = np.array([t in whole for t in labels] + [False], dtype=bool)
-        code = pc.fill_null(kind.indices, len(labels)).to_numpy()
-        stamps = pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("us", "UTC")).cast(pa.int64())
-        keep = listed[code] & pc.is_valid(stamps).to_numpy(zero_copy_only=False)
-        stamp = pc.fill_null(stamps, 0).to_numpy()
-        if until is not None:
-            keep &= stamp <= _epoch_us(until)
-        if since is not None:
-            keep &= (stamp > _epoch_us(since)) | timeless[code]
-        key = table.column(schema.join_key)
-        keep &= pc.is_valid(key).to_numpy(zero_copy_only=False)
-        erased = self.erasures.ids(schema.name) if self.erasures.path.is_file() else set()
-        if erased:
-            keep &= ~pc.is_in(key, value_set=pa.array(sorted(erased), key.type)).to_numpy(zero_copy_only=False)
-        return EventScan(table.select(wanted), keep)
 
     def point_in_time(self, entity: str, labels: pa.Table, *, ts_column: str = "ts") -> pa.Table:
         """``labels`` with the entity's features as they stood at each row's ``ts_column``.

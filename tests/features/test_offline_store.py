@@ -312,9 +312,9 @@ def test_custom_timestamp_column(registry: Registry, tmp_path: Path) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), group_rows=st.integers(1, 40), erase=st.booleans())
+@given(seed=st.integers(0, 2**32 - 1), group_rows=st.integers(1, 40), batch=st.integers(1, 120), erase=st.booleans())
 def test_scanned_events_are_the_ordered_ones_in_file_order(
-    registry: Registry, seed: int, group_rows: int, erase: bool
+    registry: Registry, seed: int, group_rows: int, batch: int, erase: bool
 ) -> None:
     """Scanned, one file's events are read by pyarrow instead of DuckDB: the rows it keeps are the ordered
     (DuckDB) read's, in file order across row groups (materialization adds a day's amounts in that order), with
@@ -342,16 +342,17 @@ def test_scanned_events_are_the_ordered_ones_in_file_order(
             "types": rng.sample(types, rng.randint(len(types) // 2, len(types))),
             "columns": ["event_id", "customer_id", "occurred_at", "type", *rng.sample(fields, rng.randint(0, 4))],
         }
-        scan = offline.scan_events("customer", **narrowed)
+        scans = list(offline.scan_events("customer", batch_rows=batch, **narrowed))
         ordered = offline.events("customer", **narrowed)
-    unordered = scan.table.filter(scan.keep)
+    assert all(0 < s.table.num_rows <= batch for s in scans)
+    assert sum(s.table.num_rows for s in scans) == len(events)
+    unordered = pa.concat_tables([s.table.filter(s.keep) for s in scans])
     assert unordered.column_names == ordered.column_names
     in_file = {e.event_id: i for i, e in enumerate(events)}
     positions = [in_file[i] for i in unordered.column("event_id").to_pylist()]
     assert positions == sorted(positions)
     by_time = pc.sort_indices(unordered, [("occurred_at", "ascending"), ("event_id", "ascending")])
     assert unordered.take(by_time).to_pylist() == [e for e in ordered.to_pylist() if e["customer_id"] is not None]
-    assert scan.table.num_rows == len(events)
 
 
 # ---- errors ----------------------------------------------------------------------------------------
