@@ -23,8 +23,8 @@ from pydantic import ValidationError
 
 from features import Event, EventLayout, OfflineStore, OfflineStoreError, OnlineStore, Registry, materialize_events
 from features.event_state import ID_BYTES
-from features.materialize import event_state
 from features.events import batch_model, body_model, to_event
+from features.materialize import event_state
 
 NOW = datetime(2026, 6, 15, 13, 30, tzinfo=UTC).timestamp()
 _counter = itertools.count()
