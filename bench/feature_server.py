@@ -44,6 +44,7 @@ from litestar import Litestar, get
 from features import EmbeddedValkey, EventStreamSettings, OfflineSettings, OnlineStore, RedisSettings, Registry, connect
 from service import ServiceSettings, Settings, create_app
 from service.fast_read import FastFeatureRead
+from service.metrics import RequestTimer
 from training import MlflowSettings
 
 CUSTOMERS = 10_000
@@ -85,7 +86,7 @@ async def _fill(url: str, registry: Registry) -> None:
         await client.aclose()
 
 
-def _ours(contract: Path, redis_url: str, data_dir: Path) -> FastFeatureRead:
+def _ours(contract: Path, redis_url: str, data_dir: Path) -> RequestTimer[FastFeatureRead]:
     """Our API on the bench contract, as ``nba run`` builds it."""
     settings = Settings(
         service=ServiceSettings(log_level="warning"),

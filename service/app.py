@@ -29,6 +29,7 @@ from service.customers import CustomerService
 from service.decisions import DecisionService
 from service.errors import BadRequest, CustomerNotFound
 from service.fast_read import FastFeatureRead
+from service.metrics import Metrics, RequestTimer
 from service.model_holder import ModelHolder
 from service.openapi import RootModelSchemaPlugin
 from service.routes import (
@@ -38,6 +39,7 @@ from service.routes import (
     erase_customer,
     health,
     ingest_events,
+    prometheus_metrics,
     ready,
     recommend,
 )
@@ -83,13 +85,14 @@ def _store_unavailable(_: Request, exc: OnlineStoreUnavailable | OfflineStoreErr
 
 def create_app(
     settings: Settings, registry: Registry | None = None, *, clock: Callable[[], float] = time.time
-) -> FastFeatureRead:
+) -> RequestTimer[FastFeatureRead]:
     """The API for ``settings``; Redis must be reachable at ``settings.redis.url`` (or it serves degraded).
 
     ``registry`` is the packaged feature contract unless given (the benchmark serves a contract with an extra
     view shaped like its peer's). ``clock`` is what a customer-features read takes as now (a test fixes it to
     compare two answers byte for byte). The Litestar app is the answer's ``litestar``; in front of it
-    :class:`~service.fast_read.FastFeatureRead` answers the plain feature reads (see why there).
+    :class:`~service.fast_read.FastFeatureRead` answers the plain feature reads (see why there), and in front of
+    both :class:`~service.metrics.RequestTimer` times every request for ``/metrics``.
     """
     if settings.redis.url is None:
         raise ValueError("settings.redis.url is unset: start the embedded server first (nba run does)")
@@ -97,6 +100,7 @@ def create_app(
     catalog = Catalog.load(registry, settings.service.catalog_path)
     client = connect(settings.redis.url, timeout_s=settings.redis.timeout_ms / 1000, cluster=settings.redis.cluster)
     holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)
+    metrics = Metrics(lambda: holder.versions)
     decisions = DecisionService(
         store=OnlineStore(client, registry, namespace=settings.redis.namespace),
         publisher=EventPublisher(
@@ -105,6 +109,7 @@ def create_app(
         registry=registry,
         catalog=catalog,
         holder=holder,
+        metrics=metrics,
         top_k=settings.service.top_k,
     )
     offline = OfflineStore(settings.offline.world_dir, registry)
@@ -128,6 +133,7 @@ def create_app(
         route_handlers=[
             health,
             ready,
+            prometheus_metrics,
             recommend,
             assign,
             ingest_events,
@@ -138,6 +144,7 @@ def create_app(
         dependencies={
             "decisions": Provide(lambda: decisions, sync_to_thread=False),
             "customers": Provide(lambda: customers, sync_to_thread=False),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers={
             ValidationException: _validation_error,
@@ -154,4 +161,4 @@ def create_app(
             description="Next-best actions for the agent desktop and predictive routing for the routing engine.",
         ),
     )
-    return FastFeatureRead(app, customers)
+    return RequestTimer(FastFeatureRead(app, customers), metrics)

@@ -17,6 +17,7 @@ from features.events import to_event
 from service.catalog import Catalog
 from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
 from service.errors import BadRequest, ModelsUnavailable
+from service.metrics import Dependency, Endpoint, Metrics
 from service.model_holder import ModelHolder
 from service.routing import Scorer, rank_agents
 from service.schemas import (
@@ -45,6 +46,7 @@ class DecisionService:
         registry: Registry,
         catalog: Catalog,
         holder: ModelHolder,
+        metrics: Metrics,
         top_k: int,
     ) -> None:
         self.store = store
@@ -52,19 +54,28 @@ class DecisionService:
         self.registry = registry
         self.catalog = catalog
         self.holder = holder
+        self.metrics = metrics
         self.top_k = top_k
         self._customer = registry.entity("customer")
         self._agent = registry.entity("agent")
         self._languages = set(self._customer.feature("language").categories or ())
 
     async def _read(
-        self, customer_id: str, agent_ids: list[str], degraded: list[str]
+        self, endpoint: Endpoint, customer_id: str, agent_ids: list[str], degraded: list[str]
     ) -> tuple[EntityVector | None, EntityBatch | None]:
         try:
-            return await self.store.read(customer_id, agent_ids)
+            customer, agents = await self.store.read(customer_id, agent_ids)
         except OnlineStoreUnavailable as exc:
-            degraded.append(str(exc))
+            self._degraded(endpoint, "online_store", str(exc), degraded)
             return None, None
+        if customer.found:
+            self.metrics.views_read(customer.view_age_s, customer.stale_views)
+        return customer, agents
+
+    def _degraded(self, endpoint: Endpoint, dependency: Dependency, why: str, degraded: list[str]) -> None:
+        """Say why the answer is degraded, and count the fallback."""
+        degraded.append(why)
+        self.metrics.fallback(endpoint, dependency)
 
     def _cold_vector(self) -> np.ndarray:
         return np.array([f.encode(None) for f in self._customer.features], dtype=np.float64)
@@ -77,7 +88,8 @@ class DecisionService:
         try:
             bundle = self.holder.resolution.bundle
         except ModelsUnavailable as exc:
-            degraded.append(f"{exc}; agents ranked by their measured resolution rate for the intent and their rating")
+            why = f"{exc}; agents ranked by their measured resolution rate for the intent and their rating"
+            self._degraded("assign", "models", why, degraded)
             return None
         contact = {"intent": request.intent, "channel": request.channel, "language": request.language}
         inputs = customer.values[self._customer.model_at]
@@ -91,7 +103,7 @@ class DecisionService:
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Ranked next-best actions for the customer in ``request``."""
         degraded: list[str] = []
-        customer, _ = await self._read(request.customer_id, [], degraded)
+        customer, _ = await self._read("recommend", request.customer_id, [], degraded)
         x = customer.values if customer is not None else self._cold_vector()
         known = customer.known if customer is not None else np.zeros(len(x), dtype=bool)
         top_k = request.top_k or self.top_k
@@ -107,8 +119,9 @@ class DecisionService:
                 top_k=top_k,
             )
         except ModelsUnavailable as exc:
-            degraded.append(str(exc))
+            self._degraded("recommend", "models", str(exc), degraded)
             ranked = recommend_by_priors(x, catalog=self.catalog, channel=request.channel, top_k=top_k)
+        self.metrics.decision("recommend", ranked[0].action.id if ranked else "none")
         return RecommendResponse(
             decision_id=uuid.uuid4().hex,
             customer_id=request.customer_id,
@@ -137,19 +150,19 @@ class DecisionService:
             try:
                 agent_ids = await self.store.queue_members(request.queue)
             except OnlineStoreUnavailable as exc:
-                degraded.append(str(exc))
+                self._degraded("assign", "online_store", str(exc), degraded)
                 agent_ids = []
             if not agent_ids and not degraded:
                 raise BadRequest("queue", f"queue {request.queue!r} has no agents")
         agent_ids = list(dict.fromkeys(agent_ids))
-        customer, agents = await self._read(request.customer_id, agent_ids, degraded)
+        customer, agents = await self._read("assign", request.customer_id, agent_ids, degraded)
         churn_risk = None
         if customer is not None:
             try:
                 churn = self.holder.models.churn
                 churn_risk = float(churn.predict(untreated_rows(churn, customer.values[self._customer.model_at]))[0])
             except ModelsUnavailable as exc:
-                degraded.append(str(exc))
+                self._degraded("assign", "models", str(exc), degraded)
         if customer is None or agents is None:
             ranked_out = [
                 AgentOut(
@@ -185,6 +198,7 @@ class DecisionService:
             ]
             excluded_out = [ExcludedOut(agent_id=e.agent_id, reason=e.reason) for e in excluded]
             ranked_by = "measured_rate" if scorer is None else "resolution_model"
+        self.metrics.decision("assign", ranked_by)
         return AssignResponse(
             decision_id=uuid.uuid4().hex,
             customer_id=request.customer_id,

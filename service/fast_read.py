@@ -39,6 +39,8 @@ from service.schemas import CUSTOMER_ID_PATTERN
 
 ROUTE = "/v1/customers/{customer_id:str}/features"
 """The Litestar route this path stands in front of."""
+PATH_TEMPLATE = ROUTE.replace(":str", "")
+"""The route as Litestar names it in ``scope["path_template"]`` (what request metrics are labelled by)."""
 
 _PREFIX = "/v1/customers/"
 _SUFFIX = "/features"
@@ -63,7 +65,7 @@ def unknown_layers(app: Litestar) -> list[str]:
     request and response hooks, extra headers and cookies; the app for its ASGI-level wrappers (``before_send``,
     CORS, allowed hosts, CSRF, compression) and the OpenTelemetry plugin; the handler for response caching.
     """
-    (route,) = [r for r in app.routes if isinstance(r, HTTPRoute) and r.path_format == ROUTE.replace(":str", "")]
+    (route,) = [r for r in app.routes if isinstance(r, HTTPRoute) and r.path_format == PATH_TEMPLATE]
     handler, _ = route.route_handler_map["GET"]
     found = [
         f"{type(layer).__name__}.{attr}"
@@ -108,6 +110,7 @@ class FastFeatureRead:
                 end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
                 await send(end)
                 self.answered += 1
+                scope["path_template"] = PATH_TEMPLATE
                 return
         await self.litestar(scope, receive, send)
 

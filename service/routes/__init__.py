@@ -3,7 +3,7 @@
 from service.routes.assign import assign
 from service.routes.customers import customer_features, customer_lookup, erase_customer
 from service.routes.events import ingest_events
-from service.routes.health import health, ready
+from service.routes.health import health, prometheus_metrics, ready
 from service.routes.recommend import recommend
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "erase_customer",
     "health",
     "ingest_events",
+    "prometheus_metrics",
     "ready",
     "recommend",
 ]

@@ -1,4 +1,4 @@
-"""``GET /health`` (the process is alive) and ``GET /ready`` (it can give full answers)."""
+"""``GET /health`` (the process is alive), ``GET /ready`` (it can give full answers), ``GET /metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from litestar import Response, get
 
 from features import OnlineStoreUnavailable
 from service.decisions import DecisionService
+from service.metrics import CONTENT_TYPE, Metrics
 from service.schemas import Health, Readiness
 
 
@@ -39,3 +40,17 @@ async def ready(decisions: DecisionService) -> Response[Readiness]:
         feature_contract=decisions.registry.version,
     )
     return Response(body, status_code=200 if body.ready else 503)
+
+
+@get(
+    "/metrics",
+    operation_id="metrics",
+    summary="Prometheus metrics",
+    description="Request latency per route template, decisions per action, fallbacks per dependency, the models "
+    "in force and the age of the customer views decisions read, in Prometheus' text format.",
+    media_type=CONTENT_TYPE,
+    tags=["operations"],
+)
+async def prometheus_metrics(metrics: Metrics) -> Response[bytes]:
+    """This process's metrics."""
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE)
