@@ -122,7 +122,8 @@ def serve(server: str, app: str, contract: Path, redis_url: str, data_dir: Path,
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -134,12 +135,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wrk(name: str, url: str, connections: int, seconds: int, server_pid: int | None = None) -> str:
+def wrk(
+    name: str, url: str, connections: int, seconds: int, server_pid: int | None = None, *, script: Path | None = None
+) -> str:
     """wrk's figures as one line; with ``server_pid``, also the server's CPU time per request, which a busy
-    machine stretches far less than it stretches requests per second."""
+    machine stretches far less than it stretches requests per second. ``script``: a wrk Lua script that makes
+    the requests (a POST body, a rotation of ids)."""
     cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *(["-s", str(script)] if script else []), url],
         capture_output=True,
         text=True,
         check=True,
@@ -163,7 +167,7 @@ def _measure(
 ) -> list[str]:
     """Start ``app`` on ``server`` in a child process, check its answer, warm it up, then load it with wrk."""
     contract, redis_url, tmp = env
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "bench.feature_server", "--serve", server, app, str(contract), redis_url, tmp]
     process = subprocess.Popen([*command, str(port)], env=os.environ.copy(), start_new_session=True)
     try:
@@ -179,9 +183,9 @@ def _measure(
             values = [f["value"] for f in answer.json()["features"]]
             assert len(values) == WIDTH, answer.text[:200]
             assert all(isinstance(v, float) for v in values), answer.text[:200]
-        _wrk(app, url, 4, 3)  # warm up
+        wrk(app, url, 4, 3)  # warm up
         name = app if server == "uvicorn" else f"{app}-{server}"
-        return [_wrk(name, url, c, seconds, process.pid) for c in connections]
+        return [wrk(name, url, c, seconds, process.pid) for c in connections]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)

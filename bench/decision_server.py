@@ -1,0 +1,146 @@
+"""The decisions over HTTP: recommend and assign against the same server's ``/health``, in one run.
+
+Starts ``nba run`` exactly as ``make run`` does (one uvicorn worker; it builds the demo world, the online
+store and the champion models in a temporary ``NBA_DATA_DIR`` first), then loads it with wrk at 16 connections:
+
+- ``/health``: what the server and the framework cost alone, the same-run baseline;
+- ``POST /v1/recommend``, each request for the next of the demo's first 2,000 customers in turn (no two
+  consecutive requests alike; nothing is cached), voice channel;
+- ``POST /v1/assign`` with all 100 demo agents as candidates, a billing contact in English, customers in turn.
+
+The issue's goals: recommend at >= 40% of ``/health``'s requests per second with p99 <= 5 ms and no errors;
+assign with 100 candidates at p99 <= 10 ms. Each line also gives the server's CPU per request (``/proc``), which
+a busy machine stretches far less than it stretches requests per second.
+
+    .venv/bin/python -m bench.decision_server [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+
+from bench.feature_server import free_port, wrk
+
+CUSTOMERS = 2_000
+CONNECTIONS = 16
+RECOMMEND_SHARE_GOAL = 0.40
+RECOMMEND_P99_GOAL_MS = 5.0
+ASSIGN_P99_GOAL_MS = 10.0
+_FIGURES = re.compile(r"(\S+) c\d+: ([\d.]+) rps p50 [\d.]+ ms p99 ([\d.]+) ms non2xx (\d+)")
+
+_ROTATE = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
+end
+"""
+
+
+def _script(path: Path, route: str, bodies: list[dict[str, object]]) -> Path:
+    """A wrk script that POSTs ``bodies`` to ``route`` in turn."""
+    quoted = ",\n".join("[[" + json.dumps(b) + "]]" for b in bodies)
+    path.write_text(_ROTATE % (quoted, route))
+    return path
+
+
+def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store)."""
+    env = {**os.environ, "NBA_DATA_DIR": str(data_dir), "NBA_PORT": str(port), "NBA_LOG_LEVEL": "warning"}
+    for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    nba = Path(sys.executable).with_name("nba")
+    return subprocess.Popen([str(nba), "run"], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
+    """Until ``/ready`` says the models are loaded (the demo is built on the first start: minutes)."""
+    deadline = time.monotonic() + 1_800
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"nba run exited with {server.returncode} before it was ready")
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    sys.exit("nba run was not ready within 30 minutes")
+
+
+def main() -> None:
+    """Build and serve the demo, measure health, recommend and assign, print the goal lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="nba-ds-") as tmp:
+        root = Path(tmp)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = _start(root / "data", port)
+        try:
+            _wait_ready(base, server)
+            world = root / "data" / "world"
+            customers = sorted(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist())
+            customers = sorted(set(customers))[:CUSTOMERS]
+            agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
+            recommend = _script(
+                root / "recommend.lua", "/v1/recommend", [{"customer_id": c, "channel": "voice"} for c in customers]
+            )
+            contacts = [
+                {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
+                for c in customers[:200]
+            ]
+            assign = _script(root / "assign.lua", "/v1/assign", contacts)
+            # A check that each answers as documented before it is timed, then a warm-up.
+            for route, body, ranked in (
+                ("/v1/recommend", {"customer_id": customers[0], "channel": "voice"}, "actions"),
+                ("/v1/assign", contacts[0], "agents"),
+            ):
+                answer = httpx.post(f"{base}{route}", json=body).json()
+                if not answer.get(ranked) or answer.get("degraded"):
+                    sys.exit(f"{route} did not answer as documented: {str(answer)[:300]}")
+            for script in (recommend, assign):
+                wrk("warm-up", f"{base}/", 4, 3, script=script)
+            lines = [
+                wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid),
+                wrk("recommend", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=recommend),
+                wrk("assign-100", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=assign),
+            ]
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=120)
+    for line in lines:
+        print(line)
+    runs = {m[1]: (float(m[2]), float(m[3]), int(m[4])) for line in lines if (m := _FIGURES.match(line))}
+    (health, _, _), (rps, p99, bad), (_, assign_p99, assign_bad) = runs["health"], runs["recommend"], runs["assign-100"]
+    met = rps / health >= RECOMMEND_SHARE_GOAL and p99 <= RECOMMEND_P99_GOAL_MS and bad == 0
+    print(
+        f"recommend: {rps / health:.0%} of /health's requests/s, p99 {p99:.2f} ms, {bad} errors "
+        f"(goal >= {RECOMMEND_SHARE_GOAL:.0%}, p99 <= {RECOMMEND_P99_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
+    )
+    met = assign_p99 <= ASSIGN_P99_GOAL_MS and assign_bad == 0
+    print(
+        f"assign with {len(agents)} candidates: p99 {assign_p99:.2f} ms, {assign_bad} errors "
+        f"(goal p99 <= {ASSIGN_P99_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
