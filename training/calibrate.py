@@ -7,7 +7,7 @@ set and checked on the other, then the winner is refit on all of it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
@@ -15,6 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 _EPS = 1e-6
+CalibrationMethod = Literal["isotonic", "sigmoid"]
+CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -25,7 +27,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 class Calibrator:
     """Maps raw model probabilities to calibrated ones."""
 
-    def __init__(self, *, method: Literal["isotonic", "sigmoid"]) -> None:
+    def __init__(self, *, method: CalibrationMethod) -> None:
         self.method = method
 
     def fit(self, raw: np.ndarray, y: np.ndarray) -> Calibrator:
@@ -45,12 +47,21 @@ class Calibrator:
         return np.asarray(self.model_.predict_proba(_logit(raw))[:, 1], dtype=np.float64)
 
 
-def choose_calibrator(raw: np.ndarray, y: np.ndarray, *, seed: int) -> Calibrator:
-    """Fit both methods on half of ``raw``, keep the one with lower log loss on the other half."""
+def choose_calibrator(
+    raw: np.ndarray, y: np.ndarray, *, seed: int, methods: tuple[CalibrationMethod, ...] = CALIBRATION_METHODS
+) -> Calibrator:
+    """Fit each of ``methods`` on half of ``raw``, keep the one with lower log loss on the other half.
+
+    A model whose predictions are subtracted from one another (the churn model: an action's effect is its row's
+    prediction minus ``no_action``'s) should pass ``("sigmoid",)``: isotonic regression is a step function, which
+    maps two nearby scores to the same probability or to probabilities a whole step apart.
+    """
+    if not methods:
+        raise ValueError("choose_calibrator needs at least one method")
     rng = np.random.default_rng(seed)
     half = rng.permutation(len(raw)) < len(raw) // 2
-    best: tuple[float, Literal["isotonic", "sigmoid"]] | None = None
-    for method in ("isotonic", "sigmoid"):
+    best: tuple[float, CalibrationMethod] | None = None
+    for method in methods:
         candidate = Calibrator(method=method).fit(raw[half], y[half])
         loss = log_loss(y[~half], candidate.transform(raw[~half]), labels=[0, 1])
         if best is None or loss < best[0]:

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,14 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import log_loss
+from sklearn.metrics import log_loss, roc_auc_score
 
 from features import OfflineStore, Registry
 from training import DatasetError
 from training.action_value import churn_by_action
 from training.calibrate import Calibrator, choose_calibrator
 from training.evaluate import classification_metrics, expected_calibration_error, top_decile_lift
-from training.train import TrainingResult, TrainParams, train_churn, train_propensity
+from training.train import TrainingResult, TrainParams, _out_of_period, train_churn, train_propensity
 from training.world.config import ACTIONS
 from training.world.oracle import true_churn_probability
 
@@ -93,7 +94,9 @@ def test_models_rank_and_are_calibrated(
     }
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.tags["code_version"] in (head.stdout.strip(), head.stdout.strip() + "+dirty")
-    assert result.params["calibration"] in ("isotonic", "sigmoid")
+    # Churn's predictions are subtracted from one another, so its calibrator has no isotonic steps.
+    methods = ("sigmoid",) if kind == "churn" else ("isotonic", "sigmoid")
+    assert result.params["calibration"] in methods
 
     # The metrics are the calibrated predictions on the newest date only, and training saw neither it nor
     # the validation date before it.
@@ -101,6 +104,10 @@ def test_models_rank_and_are_calibrated(
     dates = np.unique(ts)
     test = ts == dates[-1]
     assert result.params["rows_train"] == int((ts < dates[-2]).sum())
+    # Churn calibrates on the validation date; propensity, whose months hold a few hundred offers, on every date
+    # before the test date, each predicted out of period.
+    calibrated_on = ts == dates[-2] if kind == "churn" else ts < dates[-1]
+    assert result.params["calibration_rows"] == int(calibrated_on.sum())
     expected = classification_metrics(y[test], result.bundle.predict(x[test]))
     assert expected["rows"] == float(test.sum())
     assert {k: metrics[k] for k in METRICS} == pytest.approx(expected)
@@ -371,3 +378,34 @@ def test_calibrator_fit_transform(method: Literal["isotonic", "sigmoid"]) -> Non
     assert 0 < out[0] < 0.1
     assert out[1] == pytest.approx(0.5, abs=0.1)
     assert 0.9 < out[2] < 1
+
+
+def test_calibration_keeps_to_the_methods_given() -> None:
+    # The step data would choose isotonic; a model whose predictions are subtracted asks for sigmoid only.
+    raw, y = _step(np.random.default_rng(2), 4_000)
+    assert choose_calibrator(raw, y, seed=0).method == "isotonic"
+    assert choose_calibrator(raw, y, seed=0, methods=("sigmoid",)).method == "sigmoid"
+    with pytest.raises(ValueError, match="at least one method"):
+        choose_calibrator(raw, y, seed=0, methods=())
+
+
+def test_out_of_period_predicts_each_period_with_a_model_that_never_saw_it() -> None:
+    rng = np.random.default_rng(3)
+    periods = np.repeat(np.arange(3), 400)
+    x = rng.normal(size=(len(periods), 2))
+    # Period 1's outcomes follow the opposite sign of period 0's: a model trained on the other period predicts
+    # each one backwards, a model that had seen its own period would not.
+    y = ((x[:, 0] * np.where(periods == 1, -1.0, 1.0) + rng.normal(0, 0.3, len(x))) > 0).astype(np.int8)
+    fitted = periods < 2  # period 2 is the test period: never trained on, never calibrated on
+    masks: list[np.ndarray] = []
+
+    def refit(mask: np.ndarray) -> lgb.Booster:
+        masks.append(mask)
+        params = {"objective": "binary", "verbosity": -1, "num_threads": 1, "min_data_in_leaf": 20}
+        return lgb.train(params, lgb.Dataset(x[mask], y[mask]), num_boost_round=20)
+
+    raw, outcome = _out_of_period(x, y, periods, fitted, refit)
+    assert [m.tolist() for m in masks] == [(periods == 1).tolist(), (periods == 0).tolist()]
+    assert np.array_equal(outcome, y[fitted])
+    assert roc_auc_score(outcome[:400], raw[:400]) < 0.2
+    assert roc_auc_score(outcome[400:], raw[400:]) < 0.2
