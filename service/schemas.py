@@ -105,7 +105,7 @@ class AgentOut(BaseModel):
     score: float = Field(description="p_resolution + retention bonus − occupancy penalty; the ranking key.")
     p_resolution: float = Field(
         description="P(first-contact resolution) of this agent with this contact: the resolution model's, or "
-        "without it the agent's measured resolution rate for the intent over 90 days, pulled toward its rating (see "
+        "without it the agent's measured resolution rate for the intent over 180 days, pulled toward its rating (see "
         "ranked_by)."
     )
     expected_handle_time_s: float | None = Field(

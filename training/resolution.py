@@ -39,8 +39,8 @@ from training.routing_evaluation import RoutingEvaluation, evaluate_routing, hel
 from training.train import Split, TrainingResult, TrainParams, _read_labels, fit_split
 from training.world.routing_oracle import true_resolution_probability
 
-RISING = ("intent_proficiency", "intent_resolution_rate_90d", "experience_months")
-"""Inputs whose rise never lowers P(resolution): the rating and measured rate for the intent, experience."""
+RISING = ("intent_proficiency", "intent_resolution_rate_90d", "intent_resolution_rate_180d", "experience_months")
+"""Inputs whose rise never lowers P(resolution): the rating and measured rates for the intent, experience."""
 
 
 def _fit_handle_time(x: np.ndarray, seconds: np.ndarray, split: Split, params: TrainParams) -> lgb.Booster:

@@ -7,9 +7,9 @@ the contact started reaches its row: not the contact's own end, survey or sentim
 results over the month it belongs to (the agent snapshot taken at that month's end comes after it).
 
 The model's input is the contact's category codes, then the customer's model inputs, then the agent's, in
-contract order, then the agent's rating, measured rate and contact count for the contact's intent (the
-bundle's ``matched`` inputs): :meth:`training.bundle.ModelBundle.pair_rows` lays out the same columns for the
-service.
+contract order, then the agent's rating, and measured rate and contact count over 90 and over 180 days, for the
+contact's intent (the bundle's ``matched`` inputs): :meth:`training.bundle.ModelBundle.pair_rows` lays out the
+same columns for the service.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ PER_SKILL = {
     "intent_proficiency": "proficiency_{skill}",
     "intent_resolution_rate_90d": "resolution_rate_{skill}_90d",
     "intent_contacts_90d": "contacts_{skill}_90d",
+    "intent_resolution_rate_180d": "resolution_rate_{skill}_180d",
+    "intent_contacts_180d": "contacts_{skill}_180d",
 }
 
 

@@ -213,8 +213,8 @@ def test_assign_ranks_eligible_agents_by_the_resolution_model(
 
 
 def _fallback(agent: dict[str, Any]) -> float:
-    """The fallback's P(resolution) of a billing contact, by hand: the 90-day rate with the rating as 20 contacts."""
-    rate, n = agent["resolution_rate_billing_90d"], agent["contacts_billing_90d"]
+    """The fallback's P(resolution) of a billing contact, by hand: the 180-day rate with the rating as 20 contacts."""
+    rate, n = agent["resolution_rate_billing_180d"], agent["contacts_billing_180d"]
     if rate is None:
         return float(agent["proficiency_billing"])
     return float((20 * agent["proficiency_billing"] + n * rate) / (20 + n))

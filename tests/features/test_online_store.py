@@ -63,10 +63,15 @@ def _agent(agent_id: str, i: int) -> dict[str, Any]:
         "proficiency_retention": 1 / (i + 3),
         "proficiency_sales": 0.25,
         **{
-            f"resolution_rate_{s}_90d": 0.4 + 0.001 * (i + j)
+            f"resolution_rate_{s}_{w}": 0.4 + 0.001 * (i + j) + 0.05 * k
             for j, s in enumerate(("billing", "technical", "retention", "sales"))
+            for k, w in enumerate(("90d", "180d"))
         },
-        **{f"contacts_{s}_90d": i + j + 1 for j, s in enumerate(("billing", "technical", "retention", "sales"))},
+        **{
+            f"contacts_{s}_{w}": (k + 1) * (i + j + 1)
+            for j, s in enumerate(("billing", "technical", "retention", "sales"))
+            for k, w in enumerate(("90d", "180d"))
+        },
         "experience_months": 3 * i + 1,
         "resolution_rate_30d": 0.5 + 0.002 * i,
         "handle_time_mean_30d_s": 300.0 + i,

@@ -118,7 +118,7 @@ def test_packaged_contract_loads(registry: Registry) -> None:
     customer, agent = registry.entity("customer"), registry.entity("agent")
     assert (customer.join_key, agent.join_key) == ("customer_id", "agent_id")
     assert len(customer.names) == 40
-    assert len(agent.names) == 26
+    assert len(agent.names) == 34
     # Consent sits right after the profile, where the CRM snapshot carried it before it came from events.
     assert [v.name for v in customer.views] == [
         SNAPSHOT_VIEWS[0],

@@ -105,7 +105,13 @@ def test_champion_routes_better_than_skills_only(
     bundle, version = model_registry.load("resolution")
     assert version == champions["resolution"]
     assert bundle.feature_names == feature_names(registry)
-    assert bundle.feature_names[-3:] == ("intent_proficiency", "intent_resolution_rate_90d", "intent_contacts_90d")
+    assert bundle.feature_names[-5:] == (
+        "intent_proficiency",
+        "intent_resolution_rate_90d",
+        "intent_contacts_90d",
+        "intent_resolution_rate_180d",
+        "intent_contacts_180d",
+    )
     assert dict(bundle.matched)["intent_proficiency"] == tuple(
         f"proficiency_{s}" for s in ("billing", "technical", "retention", "sales")
     )

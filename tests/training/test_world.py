@@ -10,6 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from features.identity import LINKED, UNLINKED
 from features.registry import Registry
@@ -26,6 +29,7 @@ from training.world import (
     true_churn_probability,
     true_expected_value,
 )
+from training.world.contact_center import RESULT_WINDOWS, _intent_results
 from training.world.contract import _derived
 from training.world.routing_oracle import true_csat, true_handle_time, true_resolution_probability
 
@@ -198,6 +202,53 @@ def test_agent_results_are_the_last_month_of_contacts(world: dict[str, pd.DataFr
     np.testing.assert_allclose(agents.loc[by_agent.index, "handle_time_mean_30d_s"], by_agent["seconds"], atol=0.05)
     idle = agents.index.difference(by_agent.index)
     assert agents.loc[idle, ["resolution_rate_30d", "handle_time_mean_30d_s"]].isna().all().all()
+
+
+def test_measured_rates_per_skill_recount_the_logged_contacts_before_the_snapshot(
+    world: dict[str, pd.DataFrame],
+) -> None:
+    # Each window's rate and count per skill is a recount of the contacts the agent ended before the snapshot
+    # (so never a contact routed with it), wherever the window's months were all written (the world also
+    # simulates unwritten warm-up months before them).
+    snapshots, contacts = world["agent_snapshots"], world["contacts"]
+    skill_of = Registry.load().intent_skills
+    contacts = contacts.assign(skill=contacts["intent"].map(skill_of))
+    first_written = contacts["ts"].min()
+    checked = 0
+    for window, months in RESULT_WINDOWS.items():
+        for at, agents in snapshots.groupby("feature_ts"):
+            since = at - pd.Timedelta(days=30 * months)
+            if since + pd.Timedelta(days=30) < first_written:
+                continue
+            counted = contacts[(contacts["ts"] > since) & (contacts["ts"] < at)]
+            by = counted.groupby(["agent_id", "skill"])["resolved"].agg(["size", "mean"])
+            agents = agents.set_index("agent_id")
+            for skill in ("billing", "technical", "retention", "sales"):
+                size = by["size"].xs(skill, level="skill").reindex(agents.index, fill_value=0)
+                rate = by["mean"].xs(skill, level="skill").reindex(agents.index)
+                np.testing.assert_array_equal(agents[f"contacts_{skill}_{window}"], size)
+                np.testing.assert_allclose(agents[f"resolution_rate_{skill}_{window}"], rate, atol=5e-4)
+            checked += 1
+    assert checked == 4 + 1  # 90 days: the last four snapshots of six written months; 180 days: the last
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 8).flatmap(
+        lambda n: st.lists(arrays(np.int64, (2, 3, 4), elements=st.integers(0, 20)), min_size=n, max_size=n)
+    )
+)
+def test_each_window_sums_its_newest_months(months: list[np.ndarray]) -> None:
+    # For any history, also one shorter than a window (a world's first snapshots): a window counts its newest
+    # months only, and a rate is resolved over handled (NaN for none).
+    months = [np.stack([m[0] + m[1], m[1]]) for m in months]  # resolved never exceeds handled
+    out = _intent_results(months)
+    for window, n in RESULT_WINDOWS.items():
+        handled, resolved = sum(m[0] for m in months[-n:]), sum(m[1] for m in months[-n:])
+        for j, skill in enumerate(("billing", "technical", "retention", "sales")):
+            np.testing.assert_array_equal(out[f"contacts_{skill}_{window}"], handled[:, j])
+            expected = np.where(handled[:, j] > 0, resolved[:, j] / np.maximum(handled[:, j], 1), np.nan)
+            np.testing.assert_allclose(out[f"resolution_rate_{skill}_{window}"], expected, atol=5e-4)
 
 
 def test_the_rating_is_a_stale_noisy_coarse_view_of_the_latent_skill(world: dict[str, pd.DataFrame]) -> None:

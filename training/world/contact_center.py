@@ -23,8 +23,13 @@ from training.world.routing_oracle import (
 
 Talent = dict[str, np.ndarray]
 """Each agent's latent skill per intent, ``talent_<skill>`` (log-odds), which no feature holds."""
-RESULT_MONTHS = 3
-"""Months of contacts behind an agent's measured per-intent rate (``resolution_rate_<skill>_90d``)."""
+RESULT_WINDOWS = {"90d": 3, "180d": 6}
+"""Months of contacts behind each of an agent's measured per-intent rates (``resolution_rate_<skill>_<window>``).
+The 180-day rate is there because an agent takes only about 7 contacts of an intent a month in the demo world
+while its latent skill drifts slowly (:data:`~training.world.routing_oracle.TALENT_DRIFT` a month): twice the
+evidence outweighs its staleness, and the two windows side by side show a recent change."""
+RESULT_MONTHS = max(RESULT_WINDOWS.values())
+"""Months of per-intent counts the simulation keeps for :func:`_intent_results`."""
 
 
 def _agents(rng: np.random.Generator, traits: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray], Talent]:
@@ -191,14 +196,15 @@ def _intent_counts(con: Mapping[str, np.ndarray], n_agents: int) -> np.ndarray:
 
 
 def _intent_results(months: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Each agent's measured resolution rate per skill over the last :data:`RESULT_MONTHS` months of
-    :func:`_intent_counts`, and how many contacts it counts (NaN rate for none): what workforce management
-    measures, unlike the rating, and what reveals the latent skill as it drifts."""
-    handled, resolved = np.sum(months[-RESULT_MONTHS:], axis=0)
+    """Each agent's measured resolution rate per skill over each window of :data:`RESULT_WINDOWS` (its newest
+    months of :func:`_intent_counts`, oldest first in ``months``), and how many contacts it counts (NaN rate for
+    none): what workforce management measures, unlike the rating, and what reveals the latent skill as it drifts."""
     out: dict[str, np.ndarray] = {}
-    for j, skill in enumerate(SKILLS):
-        some = handled[:, j] > 0
-        rate = np.round(resolved[:, j] / np.maximum(handled[:, j], 1), 3)
-        out[f"resolution_rate_{skill}_90d"] = np.where(some, rate, np.nan)
-        out[f"contacts_{skill}_90d"] = handled[:, j].astype(np.int64)
+    for window, n_months in RESULT_WINDOWS.items():
+        handled, resolved = np.sum(months[-n_months:], axis=0)
+        for j, skill in enumerate(SKILLS):
+            some = handled[:, j] > 0
+            rate = np.round(resolved[:, j] / np.maximum(handled[:, j], 1), 3)
+            out[f"resolution_rate_{skill}_{window}"] = np.where(some, rate, np.nan)
+            out[f"contacts_{skill}_{window}"] = handled[:, j].astype(np.int64)
     return out

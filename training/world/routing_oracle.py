@@ -11,8 +11,8 @@ term                   effect on the resolution log-odds            what a model
 =====================  ===========================================  ==========================================
 latent skill           ``talent_<skill>`` of the intent's skill:    the rating (its noisy view at hire, 5
                        0.4 x the log-odds of a Beta(5, 4) draw      levels, never updated); the measured rate
-                       (+0.15 with the skill) at hire, then a       for the intent's skill over 90 days and
-                       N(0, 0.05) step a month                      how many contacts it counts
+                       (+0.15 with the skill) at hire, then a       for the intent's skill over 90 and 180
+                       N(0, 0.05) step a month                      days and how many contacts each counts
 experience             +2.0 x (1 - exp(-months / 18)) - 1.0: a      ``experience_months`` (at the world's
                        novice -1.0, a year in -0.03, three +0.73    start exponential, mean 12 months)
 difficult customer     -(0.8 open complaint + 0.5 repeat contact    the customer's ``open_complaint``,
