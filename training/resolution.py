@@ -45,6 +45,7 @@ RISING = ("intent_proficiency", "intent_resolution_rate_90d", "intent_resolution
 
 def _fit_handle_time(x: np.ndarray, seconds: np.ndarray, split: Split, params: TrainParams) -> lgb.Booster:
     train, valid, _ = split
+    params = params.for_rows(int(train.sum()))  # as fit_split adapts the classifier's
     dtrain = lgb.Dataset(x[train], seconds[train], free_raw_data=False)
     return lgb.train(
         {**params.booster_params(), "objective": "regression", "metric": "l2"},

@@ -7,6 +7,7 @@ import hashlib
 import math
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -24,9 +25,21 @@ from sklearn.metrics import log_loss, roc_auc_score
 from features import OfflineStore, Registry
 from training import DatasetError
 from training.action_value import churn_by_action
+from training.bundle import ModelKind
 from training.calibrate import Calibrator, choose_calibrator
 from training.evaluate import classification_metrics, expected_calibration_error, top_decile_lift
-from training.train import TrainingResult, TrainParams, _out_of_period, train_churn, train_propensity
+from training.train import (
+    LARGE_LEARNING_RATE,
+    LARGE_NUM_LEAVES,
+    LARGE_PATIENCE,
+    LARGE_TRAINING_ROWS,
+    TrainingResult,
+    TrainParams,
+    _out_of_period,
+    fit_split,
+    train_churn,
+    train_propensity,
+)
 from training.world.config import ACTIONS
 from training.world.oracle import true_churn_probability
 
@@ -161,6 +174,50 @@ def test_same_seed_same_predictions(
     assert np.array_equal(again.bundle.predict(x), first)
     assert again.bundle.metrics == trained["propensity"].bundle.metrics
     assert not np.array_equal(other.bundle.predict(x), first)
+
+
+# ---- settings that follow the number of training rows ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["churn", "propensity", "resolution"], ids=["churn", "propensity", "resolution"])
+def test_settings_change_only_from_large_training_rows(kind: ModelKind) -> None:
+    params = TrainParams.for_model(kind)
+    assert params.for_rows(LARGE_TRAINING_ROWS - 1) == params
+    large = params.for_rows(LARGE_TRAINING_ROWS)
+    assert large.learning_rate == LARGE_LEARNING_RATE > params.learning_rate
+    assert large.num_leaves == max(LARGE_NUM_LEAVES, params.num_leaves)
+    assert large.early_stopping_rounds == min(LARGE_PATIENCE, params.early_stopping_rounds)
+    restored = {"learning_rate", "num_leaves", "early_stopping_rounds"}
+    assert replace(large, **{name: getattr(params, name) for name in restored}) == params
+    assert large.for_rows(LARGE_TRAINING_ROWS) == large
+
+
+@pytest.mark.parametrize(
+    ("rows", "rate"),
+    [(LARGE_TRAINING_ROWS - 1, 0.05), (LARGE_TRAINING_ROWS, LARGE_LEARNING_RATE)],
+    ids=["small", "large"],
+)
+def test_fit_split_records_the_settings_it_trained_with(rows: int, rate: float, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows + 2_000, 2))
+    y = (rng.random(len(x)) < 1 / (1 + np.exp(-x[:, 0]))).astype(np.int8)
+    train = np.arange(len(x)) < rows
+    split = (train, ~train & (np.arange(len(x)) % 2 == 0), ~train & (np.arange(len(x)) % 2 == 1))
+    (source := tmp_path / "rows.json").write_text("{}")
+    result = fit_split(
+        "propensity",
+        x,
+        y,
+        split,
+        feature_names=("signal", "noise"),
+        categorical=[],
+        contract_version="test",
+        actions=(),
+        params=TrainParams(max_rounds=2),
+        source=source,
+    )
+    assert result.params["learning_rate"] == rate
+    assert result.params["rows_train"] == rows
 
 
 # ---- datasets that cannot train --------------------------------------------------------------------
