@@ -18,7 +18,7 @@ churn risk also cites the risk's top driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -110,26 +110,22 @@ def recommend(
     ltv = _value(x, schema, "lifetime_value") or 0.0
     scored: list[ScoredAction] = []
     if offers:
-        contrib = models.propensity.contributions(matrix)
         payoff = np.array([a.value - a.cost for a in offers])
         gains = expected_gain(churn[:1], churn[1:], accept, np.array([ltv]), payoff)[0]
-        for action, p, c, if_offered, ev in zip(offers, accept, contrib, churn[1:], gains, strict=True):
-            saves = if_offered < churn_risk
-            reasons = (risk_reasons[:1] if saves else []) + _drivers(c, x, known, schema, MAX_REASONS)
-            scored.append(
-                ScoredAction(
-                    action,
-                    float(ev) * action.lever,
-                    float(p),
-                    float(ev),
-                    list(dict.fromkeys(reasons))[:MAX_REASONS],
-                    float(if_offered),
-                )
-            )
+        for action, p, if_offered, ev in zip(offers, accept, churn[1:], gains, strict=True):
+            scored.append(ScoredAction(action, float(ev) * action.lever, float(p), float(ev), [], float(if_offered)))
     if NO_ACTION in catalog.by_id:
         reason = [f"churn risk {churn_risk:.0%}", *risk_reasons[:2]]
         scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, reason, churn_risk))
     ranked = sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]
+    # Reasons only for the offers returned: TreeSHAP (pred_contrib) is most of a recommend's CPU, per row.
+    shown = [i for i, s in enumerate(ranked) if s.action.id != NO_ACTION]
+    rows = [offers.index(ranked[i].action) for i in shown]
+    contrib = models.propensity.contributions(matrix[rows]) if rows else np.zeros((0, 0))
+    for i, c in zip(shown, contrib, strict=True):
+        saves = (ranked[i].churn_if_offered or 0.0) < churn_risk
+        reasons = (risk_reasons[:1] if saves else []) + _drivers(c, x, known, schema, MAX_REASONS)
+        ranked[i] = replace(ranked[i], reasons=list(dict.fromkeys(reasons))[:MAX_REASONS])
     view = CustomerView(churn_risk, risk_band(churn_risk), ltv, _value(x, schema, "last_sentiment"))
     return ranked, view
 
