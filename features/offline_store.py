@@ -120,22 +120,25 @@ class EventScan:
     keep: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """Which events a caller asks for (see :meth:`OfflineStore.events`): both readers take it whole."""
+
+    since: datetime | None
+    until: datetime | None
+    whole: Collection[str]
+    columns: Sequence[str] | None
+    types: Collection[str] | None
+
+
 class _ScanBounds:
     """Which rows of a scanned batch :meth:`OfflineStore.events` would return, by DuckDB's rules: a null time or
     type matches no bound, a naive time reads as UTC; and which have an entity that is not erased."""
 
-    def __init__(
-        self,
-        key: str,
-        since: datetime | None,
-        until: datetime | None,
-        whole: Collection[str],
-        types: Collection[str] | None,
-        erased: set[str],
-    ) -> None:
-        self._key, self._whole, self._types = key, whole, types
-        self._since = None if since is None else _epoch_us(since)
-        self._until = None if until is None else _epoch_us(until)
+    def __init__(self, key: str, selection: _Selection, erased: set[str]) -> None:
+        self._key, self._whole, self._types = key, selection.whole, selection.types
+        self._since = None if selection.since is None else _epoch_us(selection.since)
+        self._until = None if selection.until is None else _epoch_us(selection.until)
         self._erased = pa.array(sorted(erased), pa.string()) if erased else None
 
     def keep(self, batch: pa.Table) -> np.ndarray:
@@ -266,7 +269,7 @@ class OfflineStore:
         Events of the types in ``whole`` are returned from the first, whatever ``since`` says. ``columns`` and
         ``types`` narrow the answer to what a caller reads (every column and type by default): most of the time
         of a large read is spent handing over strings it would not look at."""
-        return self._query_events(entity, since, until, whole, columns, types, ordered=True)
+        return self._query_events(entity, _Selection(since, until, whole, columns, types), ordered=True)
 
     def scan_events(
         self,
@@ -291,8 +294,9 @@ class OfflineStore:
         of the whole horizon's columns being faulted in at once. An event without an entity is out of bounds
         here, being no entity's state. The table's presence and columns are checked at the call."""
         schema = self.registry.entity(entity)
+        selection = _Selection(since, until, whole, columns, types)
         if archived_parts(self.root, schema.name):
-            return self._scan_query(schema, since, until, whole, columns, types, batch_rows)
+            return self._scan_query(schema, selection, batch_rows)
         path = self.events_path(schema.name)
         _exists(path, f"events table for entity {schema.name!r}")
         # The type and the category fields come dictionary-encoded: a dozen strings each, not one per event.
@@ -304,48 +308,30 @@ class OfflineStore:
         _has_columns(path, set(names), self._event_columns(schema))
         wanted = names if columns is None else list(dict.fromkeys(columns))
         read = list(dict.fromkeys([*wanted, schema.join_key, EVENT_TIME_COLUMN, "type"]))
-        bounds = _ScanBounds(schema.join_key, since, until, whole, types, self.erasures.ids(schema.name))
+        bounds = _ScanBounds(schema.join_key, selection, self.erasures.ids(schema.name))
         return _scanned(events, read, wanted, bounds, batch_rows)
 
-    def _scan_query(
-        self,
-        schema: EntitySchema,
-        since: datetime | None,
-        until: datetime | None,
-        whole: Collection[str],
-        columns: Sequence[str] | None,
-        types: Collection[str] | None,
-        batch_rows: int,
-    ) -> Iterator[EventScan]:
+    def _scan_query(self, schema: EntitySchema, selection: _Selection, batch_rows: int) -> Iterator[EventScan]:
         """:meth:`scan_events` over the events table and its archived parts, merged by DuckDB."""
-        table = self._query_events(schema.name, since, until, whole, columns, types, ordered=False)
+        table = self._query_events(schema.name, selection, ordered=False)
         for batch in table.to_batches(max_chunksize=batch_rows):
             yield EventScan(pa.Table.from_batches([batch]), pc.is_valid(batch.column(schema.join_key)).to_numpy())
 
-    def _query_events(
-        self,
-        entity: str,
-        since: datetime | None,
-        until: datetime | None,
-        whole: Collection[str],
-        columns: Sequence[str] | None,
-        types: Collection[str] | None,
-        *,
-        ordered: bool,
-    ) -> pa.Table:
+    def _query_events(self, entity: str, selection: _Selection, *, ordered: bool) -> pa.Table:
         """The events in bounds by DuckDB, over the events table and the live events archived beside it."""
         source = self._events(self.registry.entity(entity))
         after = "occurred_at > $since"
-        if whole:
-            after = f"({after} OR type IN ({', '.join(sql_literal(t) for t in sorted(whole))}))"
-        bounds = [c for c, v in ((after, since), ("occurred_at <= $until", until)) if v is not None]
-        if types is not None:
-            bounds.append(f"type IN ({', '.join(sql_literal(t) for t in sorted(types)) or 'NULL'})")
+        if selection.whole:
+            after = f"({after} OR type IN ({', '.join(sql_literal(t) for t in sorted(selection.whole))}))"
+        params = {k: v for k, v in (("since", selection.since), ("until", selection.until)) if v is not None}
+        bounds = [c for c, k in ((after, "since"), ("occurred_at <= $until", "until")) if k in params]
+        if selection.types is not None:
+            bounds.append(f"type IN ({', '.join(sql_literal(t) for t in sorted(selection.types)) or 'NULL'})")
         where = f"WHERE {' AND '.join(bounds)}" if bounds else ""
-        params = {k: v for k, v in (("since", since), ("until", until)) if v is not None} or None
-        select = "*" if columns is None else ", ".join(dict.fromkeys(columns))
+        select = "*" if selection.columns is None else ", ".join(dict.fromkeys(selection.columns))
         order = " ORDER BY occurred_at, event_id" if ordered else ""
-        return duckdb.connect().sql(f"SELECT {select} FROM {source} {where}{order}", params=params).to_arrow_table()
+        query = f"SELECT {select} FROM {source} {where}{order}"
+        return duckdb.connect().sql(query, params=params or None).to_arrow_table()
 
     def point_in_time(self, entity: str, labels: pa.Table, *, ts_column: str = "ts") -> pa.Table:
         """``labels`` with the entity's features as they stood at each row's ``ts_column``.
