@@ -153,8 +153,8 @@ async def _run(url: str, world: Path) -> None:
         sizes = [n for n in await pipe.execute() if n]
         print(
             f"event state per customer: {sum(sizes) / len(sizes):,.0f} bytes on average (1,000 of the 100,000): "
-            f"a fixed {layout.records_at:,} ({len(layout.rings)} ring headers, {len(layout.groups)} last groups, "
-            f"their event ids), then 16 per day with events of a windowed series"
+            f"a fixed {layout.ids_at:,} ({len(layout.rings)} ring headers, {len(layout.groups)} last groups), "
+            f"{layout.id_slots} event ids of the width of the longest, then 16 per day with events of a windowed series"
         )
 
         now = time.time()

@@ -2,7 +2,7 @@
 
 Layout (little-endian float64s after an 8-byte tag, like :mod:`features.packed`)::
 
-    tag | trim day | id 1 | id 2 | ... || ring header 1 | ... | last group 1 | ... || day record | day record ...
+    tag | trim day | id width || ring header 1 | ... | last group 1 | ... || id 1 | id 2 | ... || day record ...
 
 - The **tag** is a hash of this layout (entity, series, windows, groups, fields and their encodings, the way
   rings are stored). A reader or a script built from another contract finds a different tag and treats the
@@ -26,10 +26,14 @@ Layout (little-endian float64s after an 8-byte tag, like :mod:`features.packed`)
   A category value the contract does not know is stored as -1: it reads as unknown but, unlike a missing
   field, is not replaced by the default, as the offline join has it.
 - The **trim day** (a float64 only the script uses: the day it last trimmed the entity's seen ids and day
-  records), then the **ids**: the event id of each group with fields, NUL-padded to :data:`ID_BYTES`. Only the
-  script reads them, to break a tie between two events of the same microsecond the way the offline store orders
-  (``occurred_at, event_id``). Everything but the records sits at a fixed offset, so the script changes it in
-  place.
+  records) and the **id width** ``w`` (a float64, a multiple of 8) sit after the tag. After the fixed slots come
+  the **ids**: the event id of each group with fields, NUL-padded to ``w`` bytes. Only the script reads them, to
+  break a tie between two events of the same microsecond the way the offline store orders (``occurred_at,
+  event_id``). ``w`` is the value's own: materialization sizes it to the longest id it writes, and the script
+  widens a value (rewriting it once) when a longer id arrives. Every id padded to the 64 bytes the API allows
+  took 640 of a customer's 1,025 bytes, most of what materialization sent and Redis held, for ids of 8 to 16
+  bytes. The tag, the trim day, the width, the fixed slots and the ids sit at offsets the script knows once it
+  has read ``w``, so it changes them in place; the records follow at ``ids + groups * w``.
 
 A read is one ``GET``; numpy turns N values into every event feature at once. The records are first spread into
 the days of whole rings (the slot ``day mod W`` of their ring), so from there the window sums are the ones the
@@ -62,7 +66,9 @@ from features.registry import DAY_SECONDS, EntitySchema, Feature
 
 TAG_BYTES = 8
 ID_BYTES = 64
-"""Room for one event id in the tail; the API's id pattern allows at most 64 ASCII characters."""
+"""The longest event id the state can hold; the API's id pattern allows at most 64 ASCII characters."""
+FIXED_AT = TAG_BYTES + 16
+"""Byte offset of the fixed slots: after the tag, the trim day and the id width."""
 ERASED = b"erased!\x00"
 """The whole event-state value of an erased entity: a tombstone that makes the apply script refuse its later
 events (a late or replayed one must not bring the entity back) and that every read takes for absent state."""
@@ -77,17 +83,20 @@ _RECORD = 16
 _RECORDS = "day-records-1"
 """Names the way rings are stored (in the tag's hash): values of the layout before it, every ring's days held
 whole, read as absent."""
+_IDS = "ids-sized-per-value"
+"""Names the way ids are stored (in the tag's hash): values whose ids were padded to 64 bytes read as absent."""
 
 APPLY_EVENTS = """
 -- Applies a batch of events, each at most once. KEYS: per entity, its state string then its seen-id sorted set.
--- ARGV[1]: the horizon (epoch seconds); ARGV[2]: the layout's tag; ARGV[3]: the bytes before the day records
--- (EventLayout.records_at); ARGV[4]: the bytes kept per event id; ARGV[5]: as many NUL bytes as ARGV[3] (Lua
--- 5.1's string.rep builds a string a byte at a time); ARGV[6]: the erased entity's tombstone (ERASED), whose
--- events are refused and leave nothing behind; ARGV[7]: per series, its ring header's byte offset and its days
--- (float64s, EventLayout.compaction); then per event: key index (1-based pair), event_id, occurred_at (s), and
--- its changes as float64s (see EventLayout.changes): day, the byte offset and length of the event type's segment,
--- rings, groups, then per ring (header offset in the segment, W, k, then k day records: key, amount) and per group
--- (stamp offset in the segment, id offset in the value or -1, m, stamp, m values).
+-- ARGV[1]: the horizon (epoch seconds); ARGV[2]: the layout's tag; ARGV[3]: the bytes before the ids
+-- (EventLayout.ids_at); ARGV[4]: how many ids a value holds (EventLayout.id_slots); ARGV[5]: as many NUL bytes as
+-- ARGV[3], and at least 64 (Lua 5.1's string.rep builds a string a byte at a time); ARGV[6]: the erased
+-- entity's tombstone (ERASED), whose events are refused and leave nothing behind; ARGV[7]: per series, its ring
+-- header's byte offset and its days (float64s, EventLayout.compaction); then per event: key index (1-based
+-- pair), event_id, occurred_at (s), and its changes as float64s (see EventLayout.changes): day, the byte offset
+-- and length of the event type's segment, rings, groups, then per ring (header offset in the segment, W, k, then
+-- k day records: key, amount) and per group (stamp offset in the segment, the index of its id or -1, m, stamp,
+-- m values).
 -- Returns one integer per event: 1 applied, 0 seen before, 2 refused (the entity was erased).
 --
 -- An event reads and writes only the bytes it changes: its event type's segment of the fixed slots (GETRANGE,
@@ -97,10 +106,10 @@ APPLY_EVENTS = """
 -- Holding each entity's whole value in the script instead (one GET and SET per entity per call, the value rebuilt
 -- in Lua) cost twice the server CPU per event when rings were held whole (bench: 48 against 22 us), more than
 -- the GETRANGE/SETRANGE calls it saved; most likely Lua 5.1 interning every string it makes.
-local horizon, tag, size, id_bytes, zeros = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local horizon, tag, ids_at, slots, zeros = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local tombstone = ARGV[6]
 local horizon_day = math.floor(tonumber(horizon) / 86400)
-local trim_at = 8
+local trim_at, width_at = 8, 16
 local series = {}
 for j = 0, #ARGV[7] / 16 - 1 do
   local head, w = struct.unpack('<dd', ARGV[7], 16 * j + 1)
@@ -128,8 +137,9 @@ local function find(s, k, first)
   end
 end
 -- Drops the day records no window can reach any more (their ring has moved on by its days); a read skips them
--- meanwhile, so this only bounds the value's size. Once a day per entity, with the trim of its seen ids.
-local function compact(key)
+-- meanwhile, so this only bounds the value's size. Once a day per entity, with the trim of its seen ids. `size`:
+-- the bytes before the records.
+local function compact(key, size)
   local records = redis.call('GETRANGE', key, size, -1)
   if #records < 16 then return end
   local fixed = redis.call('GETRANGE', key, 0, size - 1)
@@ -146,7 +156,20 @@ local function compact(key)
   end
   if dropped then redis.call('SET', key, fixed .. table.concat(kept)) end
 end
-local function apply(key, id, blob)
+-- Pads every id to `w` bytes instead of `held` (an id longer than `held` arrived): the value is rewritten once,
+-- its records moved along.
+local function widen(key, held, w)
+  local value = redis.call('GET', key)
+  local parts = {string.sub(value, 1, width_at), struct.pack('<d', w), string.sub(value, width_at + 9, ids_at)}
+  for k = 0, slots - 1 do
+    local at = ids_at + k * held
+    parts[#parts + 1] = string.sub(value, at + 1, at + held) .. string.sub(zeros, 1, w - held)
+  end
+  parts[#parts + 1] = string.sub(value, ids_at + slots * held + 1)
+  redis.call('SET', key, table.concat(parts))
+end
+-- `id` comes padded to `w`, the value's id width; `size`: the bytes before its records.
+local function apply(key, id, blob, w, size)
   local day, start, len, rings, groups, pos = struct.unpack('<ddddd', blob)
   -- An event that adds to a ring reads its segment and the records in one GETRANGE (the later segments in between
   -- are a few hundred bytes), then writes back only what it changes.
@@ -183,16 +206,17 @@ local function apply(key, id, blob)
   if appended then redis.call('SETRANGE', key, start + #tail, appended) end
   local ids = {}
   for _ = 1, groups do
-    local off, id_at, m, p = struct.unpack('<ddd', blob, pos)
+    local off, k, m, p = struct.unpack('<ddd', blob, pos)
     local us = struct.unpack('<d', blob, p)
     local held = struct.unpack('<d', seg, off + 1)
     local newer = us > held
-    if us == held and id_at >= 0 then
-      newer = after(id, redis.call('GETRANGE', key, id_at, id_at + id_bytes - 1))
+    local id_at = ids_at + k * w
+    if us == held and k >= 0 then
+      newer = after(id, redis.call('GETRANGE', key, id_at, id_at + w - 1))
     end
     if newer then
       seg = put(seg, off, string.sub(blob, p, p + 8 * (m + 1) - 1))
-      if id_at >= 0 then ids[#ids + 1] = id_at end
+      if k >= 0 then ids[#ids + 1] = id_at end
     end
     pos = p + 8 * (m + 1)
   end
@@ -202,6 +226,7 @@ end
 local heads = {}
 local ready = {}
 local trimmed = {}
+local widths = {}
 local out = {}
 for i = 8, #ARGV, 4 do
   local n = tonumber(ARGV[i]) * 2
@@ -215,23 +240,32 @@ for i = 8, #ARGV, 4 do
   if fresh and #blob > 40 then
     if not ready[key] then
       -- The tag names the layout, and so the size of the fixed part: a value of another layout (or none) starts
-      -- over empty.
-      local trim_day = redis.call('GETRANGE', key, trim_at, trim_at + 7)
-      if #trim_day ~= 8 or head ~= tag then
-        redis.call('SET', key, tag .. string.sub(zeros, 9))
-        trim_day = string.sub(zeros, 1, 8)
+      -- over empty, holding ids of no bytes.
+      local header = redis.call('GETRANGE', key, trim_at, width_at + 7)
+      if #header ~= 16 or head ~= tag then
+        redis.call('SET', key, tag .. string.sub(zeros, 9, ids_at))
+        header = string.sub(zeros, 1, 16)
       end
+      local trim_day, w = struct.unpack('<dd', header)
+      widths[key] = w
       -- The seen ids older than the horizon and the day records out of reach go once a day per entity; the day
       -- of the last trim is kept after the tag.
-      if struct.unpack('<d', trim_day) < horizon_day then
+      if trim_day < horizon_day then
         redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. horizon)
         redis.call('SETRANGE', key, trim_at, struct.pack('<d', horizon_day))
-        compact(key)
+        compact(key, ids_at + slots * w)
       end
       trimmed[seen] = true
       ready[key] = true
     end
-    apply(key, id .. string.sub(zeros, 1, id_bytes - #id), blob)
+    local w = widths[key]
+    if slots > 0 and #id > w then
+      local wider = 8 * math.ceil(#id / 8)
+      widen(key, w, wider)
+      w = wider
+      widths[key] = w
+    end
+    apply(key, id .. string.sub(zeros, 1, w - #id), blob, w, ids_at + slots * w)
   elseif fresh and not trimmed[seen] then
     -- An event no feature reads (an identity event) creates no state; its entity's seen ids are trimmed here.
     redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. horizon)
@@ -260,13 +294,22 @@ def stamp_us(occurred_at: float) -> int:
     return round(occurred_at * 1_000_000)
 
 
-def padded_id(event_id: str) -> bytes:
-    """An event id as the tail keeps it: NUL-padded to :data:`ID_BYTES` (NUL sorts first, so padded ids
-    compare as the ids do)."""
+def check_event_id(event_id: str) -> None:
+    """Refuse an id the state cannot hold: longer than :data:`ID_BYTES`, or with a NUL (ids are NUL-padded, and NUL
+    sorts first, so padded ids compare as the ids do)."""
     raw = event_id.encode()
     if len(raw) > ID_BYTES or b"\0" in raw:
         raise ValueError(f"event_id {event_id!r}: at most {ID_BYTES} bytes and no NUL")
-    return raw.ljust(ID_BYTES, b"\0")
+
+
+def id_width(value: bytes) -> int:
+    """The width its ids are padded to in ``value`` (a value of some layout, at least :data:`FIXED_AT` long)."""
+    return int(struct.unpack_from("<d", value, TAG_BYTES + 8)[0])
+
+
+def width_for(longest: int) -> int:
+    """The id width that holds ids of ``longest`` bytes: a multiple of 8, so the day records stay 8-aligned."""
+    return -(-longest // 8) * 8
 
 
 @dataclass(frozen=True)
@@ -331,8 +374,8 @@ class LastGroup:
     values: tuple[LastValue, ...]
     slot: int
     """The stamp's slot; the values follow."""
-    id_at: int
-    """Byte offset of its event id in the value, -1 when no field is kept (a tie cannot change a stamp)."""
+    id_index: int
+    """Which of the value's ids is its newest event's, -1 when no field is kept (a tie cannot change a stamp)."""
 
     def matches(self, event: Event) -> bool:
         """Whether ``event`` is one of this group's."""
@@ -382,8 +425,6 @@ class EventLayout:
         lasts: list[LastGroup] = []
         self.segments: dict[str, tuple[int, int]] = {}
         """Per event type: the byte offset and length of the part of the fixed slots its events change."""
-        self.fixed_at = TAG_BYTES + 8 + ID_BYTES * sum(1 for values in groups.values() if values)
-        """Byte offset of the fixed slots: after the tag, the trim day and the ids."""
         slot = ids = 0
         ordered: list[Series] = []
         for event in events:
@@ -399,7 +440,7 @@ class EventLayout:
                     lasts.append(LastGroup(event, where, kept, slot, ids if kept else -1))
                     slot += 1 + len(kept)
                     ids += 1 if kept else 0
-            self.segments[event] = (self.fixed_at + 8 * first, 8 * (slot - first))
+            self.segments[event] = (FIXED_AT + 8 * first, 8 * (slot - first))
         self.rings = tuple(rings)
         self.series = tuple(ordered)
         """In the order of their indices in day records: ring by ring."""
@@ -407,22 +448,21 @@ class EventLayout:
             raise ValueError(f"{schema.name}: {len(self.series)} windowed series; day records name at most {_SERIES}")
         self.width = slot
         """Fixed slots: ring headers and last groups."""
-        self.records_at = self.fixed_at + 8 * slot
-        """Bytes before the day records (the value of an entity with none)."""
-        self.groups = tuple(
-            LastGroup(g.event, g.where, g.values, g.slot, TAG_BYTES + 8 + ID_BYTES * g.id_at if g.values else -1)
-            for g in lasts
-        )
+        self.ids_at = FIXED_AT + 8 * slot
+        """Bytes before the ids (the value of an entity whose ids have no bytes yet)."""
+        self.id_slots = ids
+        """How many ids a value holds: one per group with fields."""
+        self.groups = tuple(lasts)
         shape = [
             schema.name,
             _RECORDS,
             [(r.event, r.days, [(s.name, s.days) for s in r.series]) for r in self.rings],
             [(g.event, g.where, [(v.field, *_encoding(v.feature)) for v in g.values]) for g in self.groups],
-            ID_BYTES,
+            _IDS,
         ]
         self.tag = hashlib.sha256(json.dumps(shape).encode()).digest()[:TAG_BYTES]
         self._tag_word = np.frombuffer(self.tag, dtype=np.uint64)[0]
-        self._absent = bytes(self.records_at)
+        self._absent = bytes(self.ids_at)
         self.compaction = struct.pack(
             f"<{2 * len(self.series)}d", *(v for r in rings for _ in r.series for v in (self.offset(r.slot), r.days))
         )
@@ -440,7 +480,11 @@ class EventLayout:
 
     def offset(self, slot: int) -> int:
         """The byte offset in the value of fixed slot ``slot`` (a ring header, a group's stamp or value)."""
-        return self.fixed_at + 8 * slot
+        return FIXED_AT + 8 * slot
+
+    def records_at(self, value: bytes) -> int:
+        """Bytes before the day records of ``value`` (a value of this layout): after its ids, whose width it holds."""
+        return self.ids_at + self.id_slots * id_width(value)
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -468,7 +512,7 @@ class EventLayout:
 
     def changes(self, event: Event) -> bytes:
         """What ``event`` does to the state, as :data:`APPLY_EVENTS` reads it (float64s, see its header)."""
-        padded_id(event.event_id)  # refused here, before the batch is sent, if the tail cannot hold it
+        check_event_id(event.event_id)  # refused here, before the batch is sent, if the state cannot hold it
         writer = self._writers.get(event.type)
         if writer is None:
             return struct.pack("<5d", event.occurred_at // DAY_SECONDS, 0, 0, 0, 0)
@@ -483,17 +527,18 @@ class EventLayout:
         return day * _SERIES + series
 
     def values(self, rows: np.ndarray, ids: np.ndarray, entity: np.ndarray, records: np.ndarray) -> list[bytes]:
-        """Whole state values from the fixed slots (``n x width``), the tail of ids (``n x groups-with-fields x
-        ID_BYTES``, uint8) and the day records (``entity``: each one's row, ascending; ``records``: its key and
-        amount)."""
-        n = rows.shape[0]
-        body = np.empty((n, self.records_at), dtype=np.uint8)
+        """Whole state values from the fixed slots (``n x width``), the ids (``n x`` :attr:`id_slots` ``x w``,
+        uint8, NUL-padded; ``w`` a multiple of 8) and the day records (``entity``: each one's row, ascending;
+        ``records``: its key and amount)."""
+        n, w = rows.shape[0], ids.shape[2]
+        step = self.ids_at + self.id_slots * w
+        body = np.empty((n, step), dtype=np.uint8)
         body[:, :TAG_BYTES] = np.frombuffer(self.tag, dtype=np.uint8)
-        body[:, TAG_BYTES : TAG_BYTES + 8] = 0  # never trimmed: the first live event trims the seen ids
-        body[:, TAG_BYTES + 8 : self.fixed_at] = ids.view(np.uint8).reshape(n, -1)
-        body[:, self.fixed_at :] = rows.astype(_F8, copy=False).view(np.uint8).reshape(n, -1)
+        body[:, TAG_BYTES:FIXED_AT] = np.frombuffer(struct.pack("<2d", 0, w), dtype=np.uint8)  # never trimmed yet
+        body[:, FIXED_AT : self.ids_at] = rows.astype(_F8, copy=False).view(np.uint8).reshape(n, -1)
+        body[:, self.ids_at :] = ids.reshape(n, -1)
         # Each value is one join of its row of ``body`` and its records, both views: one copy of the bytes.
-        fixed, step = body.reshape(-1).data, self.records_at
+        fixed = body.reshape(-1).data
         tails = np.ascontiguousarray(records, dtype=_F8).reshape(-1).view(np.uint8).data
         ends = np.cumsum(np.bincount(entity, minlength=n)) * _RECORD
         starts = np.concatenate(([0], ends[:-1]))
@@ -508,7 +553,7 @@ class EventLayout:
     def unpack(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The fixed slots (rows x width; an empty state where absent or of another layout), which rows were
         here, and their day records: each one's row, and its key and amount (``records x 2``)."""
-        n, at, tag = len(blobs), self.records_at, self.tag
+        n, at, tag = len(blobs), self.ids_at, self.tag
         present = [b is not None and len(b) >= at and b.startswith(tag) for b in blobs]
         stored = cast(list[bytes], [b for b, ok in zip(blobs, present, strict=True) if ok])
         if len(stored) < n:
@@ -516,9 +561,10 @@ class EventLayout:
             stored_or_empty = [next(kept) if ok else self._absent for ok in present]
         else:
             stored_or_empty = stored
-        fixed = b"".join([b[self.fixed_at : at] for b in stored_or_empty])
+        fixed = b"".join([b[FIXED_AT:at] for b in stored_or_empty])
         slots = np.frombuffer(fixed, dtype=_F8).reshape(n, self.width)
-        tails = [b[at : len(b) - (len(b) - at) % _RECORD] for b in stored]
+        starts = [at + self.id_slots * id_width(b) for b in stored]
+        tails = [b[start : len(b) - (len(b) - start) % _RECORD] for b, start in zip(stored, starts, strict=True)]
         records = np.frombuffer(b"".join(tails), dtype=_F8).reshape(-1, 2)
         if n == 1 or not len(records):
             owners = np.zeros(len(records), dtype=np.intp)
@@ -554,7 +600,7 @@ class _Writer:
             if r.event == event
         ]
         self.groups = [
-            (g, layout.offset(g.slot) - start, g.id_at, len(g.values)) for g in layout.groups if g.event == event
+            (g, layout.offset(g.slot) - start, g.id_index, len(g.values)) for g in layout.groups if g.event == event
         ]
 
     def changes(self, event: Event) -> bytes:
@@ -566,10 +612,10 @@ class _Writer:
                 parts[3] += 1
                 parts += [offset, days, len(records), *(v for record in records for v in record)]
         us = float(stamp_us(event.occurred_at))
-        for group, offset, id_at, m in self.groups:
+        for group, offset, id_index, m in self.groups:
             if group.matches(event):
                 parts[4] += 1
-                parts += [offset, id_at, m, us, *(v.encode(event.fields.get(v.field)) for v in group.values)]
+                parts += [offset, id_index, m, us, *(v.encode(event.fields.get(v.field)) for v in group.values)]
         return struct.pack(f"<{len(parts)}d", *parts)
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.errors import OfflineStoreError
-from features.event_state import ID_BYTES, UNKNOWN_CATEGORY, EventLayout, LastValue
+from features.event_state import ID_BYTES, UNKNOWN_CATEGORY, EventLayout, LastValue, width_for
 from features.identity import LINKED, UNLINKED, Identifier
 from features.offline_store import EVENT_TIME_COLUMN, SCAN_ROWS, TIMESTAMP_COLUMN, EventScan, OfflineStore
 from features.online_store import OnlineStore
@@ -66,18 +66,18 @@ class EventState:
         ids: list[str],
         layout: EventLayout,
         rows: np.ndarray,
-        tail: np.ndarray,
+        event_ids: np.ndarray,
         owners: np.ndarray,
         records: np.ndarray,
     ) -> None:
         self.ids = ids
-        self._layout, self._rows, self._tail, self._owners, self._records = layout, rows, tail, owners, records
+        self._layout, self._rows, self._ids, self._owners, self._records = layout, rows, event_ids, owners, records
 
     def values(self, start: int, end: int) -> list[bytes]:
         """The values of the entities ``ids[start:end]``."""
         first, last = np.searchsorted(self._owners, (start, end)).tolist()
         return self._layout.values(
-            self._rows[start:end], self._tail[start:end], self._owners[first:last] - start, self._records[first:last]
+            self._rows[start:end], self._ids[start:end], self._owners[first:last] - start, self._records[first:last]
         )
 
 
@@ -111,8 +111,8 @@ def event_state(
     events = _Events(scans, schema.join_key, {e: ("event_id", *layout.columns_of(e)) for e in layout.events})
     rows = layout.empty_rows(len(events.ids))
     owners, records = _day_records(events, layout, rows, int(now // DAY_SECONDS))
-    tail = _newest(events, layout, rows)
-    return EventState(events.ids, layout, rows, tail, owners, records)
+    ids = _newest(events, layout, rows)
+    return EventState(events.ids, layout, rows, ids, owners, records)
 
 
 class _Events:
@@ -187,7 +187,7 @@ class _OfType:
     def __init__(self, row: np.ndarray, stamp: np.ndarray, table: pa.Table, entities: int) -> None:
         self.row, self.stamp, self.table, self._entities = row, stamp, table, entities
         self.day = stamp // (DAY_SECONDS * 1_000_000)
-        # The event ids' bytes and offsets, so the newest events' ids are copied into the tail by numpy: through
+        # The event ids' bytes and offsets, so the newest events' ids are copied into the state by numpy: through
         # Python strings they took 0.15 s of 0.25 s for 100,000 customers.
         ids = table.column("event_id").combine_chunks().cast(pa.large_binary())
         _, offsets, data = ids.buffers()
@@ -205,20 +205,18 @@ class _OfType:
             mask &= pc.is_valid(self.table.column(field)).to_numpy(zero_copy_only=False)
         return np.flatnonzero(mask)
 
-    def copy_ids(self, events: np.ndarray, into: np.ndarray, at: np.ndarray) -> int:
-        """Copy the id of each of ``events`` into ``into`` (flat uint8, zeroed: ids stay NUL-padded, as the tail
-        keeps them) from byte offset ``at``; returns the longest id's length, copying nothing if it is too long."""
+    def longest_id(self, events: np.ndarray) -> int:
+        """The length in bytes of the longest id of ``events`` (0 for none)."""
+        return int((self._id_at[events + 1] - self._id_at[events]).max(initial=0))
+
+    def copy_ids(self, events: np.ndarray, into: np.ndarray, at: np.ndarray) -> None:
+        """Copy the id of each of ``events`` into ``into`` (flat uint8, zeroed: ids stay NUL-padded, as the state
+        keeps them) from byte offset ``at``."""
         starts = self._id_at[events]
         lengths = self._id_at[events + 1] - starts
-        if not len(lengths):
-            return 0
-        width = int(lengths.max())
-        if width > ID_BYTES:
-            return width
         # One flat scatter of every id's bytes: a two-dimensional one into a strided view cost half again as much.
         column = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         into[np.repeat(at, lengths) + column] = self._id_bytes[np.repeat(starts, lengths) + column]
-        return width
 
     def newest(self, events: np.ndarray) -> np.ndarray:
         """Of ``events`` (indices), the newest of each entity by ``(occurred_at, event_id)``, one per entity."""
@@ -272,10 +270,10 @@ def _day_records(events: _Events, layout: EventLayout, rows: np.ndarray, today: 
 
 
 def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarray:
-    """Each group's newest event in ``rows`` (stamp, encoded fields); returns the tail of their ids (rows x groups
-    with fields x :data:`ID_BYTES`, uint8)."""
-    tail = np.zeros((rows.shape[0], sum(1 for g in layout.groups if g.values), ID_BYTES), dtype=np.uint8)
-    kept = 0
+    """Each group's newest event in ``rows`` (stamp, encoded fields); returns their ids (rows x
+    :attr:`~EventLayout.id_slots` x ``w``, uint8), ``w`` the width of the longest (see :func:`width_for`)."""
+    kept: list[tuple[int, _OfType, np.ndarray, np.ndarray]] = []
+    longest = 0
     for g in layout.groups:
         of = events.of[layout.events.index(g.event)]
         newest = of.newest(of.matching(g.where))
@@ -283,12 +281,17 @@ def _newest(events: _Events, layout: EventLayout, rows: np.ndarray) -> np.ndarra
         rows[entity, g.slot] = of.stamp[newest]
         if not g.values:
             continue
-        if of.copy_ids(newest, tail.reshape(-1), (entity * tail.shape[1] + kept) * ID_BYTES) > ID_BYTES:
+        longest = max(longest, of.longest_id(newest))
+        if longest > ID_BYTES:
             raise OfflineStoreError(f"events table: an event_id of {g.event!r} is longer than {ID_BYTES} bytes")
         for i, value in enumerate(g.values, start=1):
             rows[entity, g.slot + i] = _encoded(value, of.table.column(value.field).take(newest))
-        kept += 1
-    return tail
+        kept.append((g.id_index, of, newest, entity))
+    w = width_for(longest)
+    ids = np.zeros((rows.shape[0], layout.id_slots, w), dtype=np.uint8)
+    for index, of, newest, entity in kept:
+        of.copy_ids(newest, ids.reshape(-1), (entity * layout.id_slots + index) * w)
+    return ids
 
 
 def _encoded(value: LastValue, column: pa.ChunkedArray) -> np.ndarray:

@@ -553,9 +553,9 @@ class OnlineStore:
         head = [
             repr(horizon_s).encode(),
             layout.tag,
-            str(layout.records_at).encode(),
-            str(ID_BYTES).encode(),
-            bytes(layout.records_at),
+            str(layout.ids_at).encode(),
+            str(layout.id_slots).encode(),
+            bytes(max(layout.ids_at, ID_BYTES)),
             ERASED,
             layout.compaction,
         ]

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from features import Event, EventLayout, OfflineStore, OfflineStoreError, OnlineStore, Registry, materialize_events
-from features.event_state import ID_BYTES
+from features.event_state import ID_BYTES, id_width
 from features.events import batch_model, body_model, to_event
 from features.materialize import event_state
 
@@ -58,7 +58,9 @@ def _random_events(rng: random.Random, registry: Registry, customer: str, n: int
                 )
             else:
                 fields[name] = rng.choice(["retention_offer", "discount_10", "not_in_the_catalog"])
-        events.append(Event(f"e{i:04d}-{customer}", customer, kind, float(occurred), fields))
+        # Ids of 8 to 64 bytes: the state's ids are as wide as the longest, and widen when a longer one arrives.
+        suffix = "x" * rng.choice([0, 0, 0, 7, 30, 52])
+        events.append(Event(f"e{i:04d}-{customer}{suffix}"[:ID_BYTES], customer, kind, float(occurred), fields))
     return events
 
 
@@ -348,6 +350,63 @@ def test_the_newest_of_two_events_of_the_same_microsecond_is_the_greater_id(
     assert _offline_vectors(offline, ["T1"], NOW)[0, index] == -0.3
 
 
+def test_ids_widen_for_a_longer_id_and_still_break_ties(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, registry: Registry
+) -> None:
+    """Materialized ids of 8 bytes, then a live event with a 40-byte id: the value is rewritten with every id
+    padded to 40 and its records moved along, and a tie with the materialized newest still goes to the greater
+    id, read as the point-in-time join reads it."""
+    at = NOW - 600.000_001
+    events = [
+        Event("s-5", "W1", "sentiment", at, {"score": 0.5}),
+        Event("l-1", "W1", "login", NOW - 3 * 86_400, {}),
+        Event("l-2", "W1", "login", NOW - 86_400, {}),
+    ]
+    later = [
+        Event("u-" + "9" * 38, "W1", "usage", NOW - 300, {"units": 12.5}),  # widens: 40 bytes
+        Event("s-4", "W1", "sentiment", at, {"score": -0.9}),  # a tie the held "s-5" wins
+        Event("s-6", "W1", "sentiment", at, {"score": 0.1}),  # a tie it loses
+    ]
+    schema = registry.entity("customer")
+    layout = EventLayout(schema)
+    key = "wide:events:customer:{W1}"
+
+    async def run() -> list[tuple[int, float]]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            store = OnlineStore(client, registry, namespace="wide")
+            await materialize_events(_offline(tmp_path / "before", registry, events), store, "customer", now=NOW)
+            seen = []
+            for event in later:
+                await store.apply_events("customer", [event], now=NOW)
+                stored = redis_client.get(key)
+                assert isinstance(stored, bytes)
+                seen.append(
+                    (id_width(stored), (await store.read("W1", now=NOW))[0].values[schema.index["last_sentiment"]])
+                )
+            return seen
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [(40, 0.5), (40, 0.5), (40, 0.1)]
+    stored = redis_client.get(key)
+    assert isinstance(stored, bytes)
+    assert (len(stored) - layout.records_at(stored)) % 16 == 0
+    ids = [stored[layout.ids_at + 40 * k : layout.ids_at + 40 * (k + 1)].rstrip(b"\0") for k in range(layout.id_slots)]
+    assert b"s-6" in ids  # the held ids kept whole through the rewrite, the new one written at the new width
+    offline = _offline(tmp_path / "after", registry, events + later)
+
+    async def read() -> np.ndarray:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return await _read(OnlineStore(client, registry, namespace="wide"), ["W1"], NOW)
+        finally:
+            await client.aclose()
+
+    cols = _event_columns(registry)
+    assert np.allclose(asyncio.run(read())[:, cols], _offline_vectors(offline, ["W1"], NOW)[:, cols], equal_nan=True)
+
+
 def test_a_window_holds_whole_utc_days(redis_client: redis.Redis, redis_url: str, registry: Registry) -> None:
     today = int(NOW // 86_400)
     first_day = (today - 6) * 86_400  # the oldest day of a 7-day window
@@ -504,9 +563,10 @@ def test_day_records_a_ring_has_moved_past_are_skipped_then_dropped(
                 stored = redis_client.get(key)
                 assert isinstance(stored, bytes)
                 value = (await store.read("D1", now=now))[0].values[logins]
-                seen.append(((len(stored) - layout.records_at) // 16, value))
-                if len(stored) == layout.records_at + 32:  # records in either order read alike
-                    swapped = stored[: layout.records_at] + stored[-16:] + stored[-32:-16]
+                at = layout.records_at(stored)
+                seen.append(((len(stored) - at) // 16, value))
+                if len(stored) == at + 32:  # records in either order read alike
+                    swapped = stored[:at] + stored[-16:] + stored[-32:-16]
                     redis_client.set(key, swapped)
                     assert (await store.read("D1", now=now))[0].values[logins] == value
                     redis_client.set(key, stored)
@@ -526,7 +586,8 @@ def test_state_of_another_layout_reads_as_absent_and_is_started_over(
     key = "nba:events:customer:{X1}"
     stored = redis_client.get(key)
     assert isinstance(stored, bytes)
-    assert len(stored) == EventLayout(registry.entity("customer")).records_at + 16  # the fixed part, one day record
+    layout = EventLayout(registry.entity("customer"))
+    assert len(stored) == layout.ids_at + layout.id_slots * 8 + 16  # the fixed part, ids of 8 bytes, one day record
     redis_client.set(key, b"\x00" * 8 + stored[8:])  # same size, another layout's tag
     schema = registry.entity("customer")
     assert np.isnan(asyncio.run(_read_one(redis_url, registry, "X1"))[schema.index["days_since_last_activity"]])
