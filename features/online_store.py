@@ -538,7 +538,7 @@ class OnlineStore:
             for agent_id in agent_ids:
                 pipe.get(self.state_key("agent", agent_id))
         for command in also:
-            pipe.execute_command(*command)
+            pipe.execute_command(command[0].decode(), *command[1:])  # the cluster client routes by the name as text
         return list(await pipe.execute())
 
     async def execute(self, commands: Sequence[Sequence[bytes]]) -> list[object]:
@@ -554,7 +554,7 @@ class OnlineStore:
             if self._pipeline is None:
                 pipe = self._client.pipeline(transaction=False)
                 for command in commands:
-                    pipe.execute_command(*command)
+                    pipe.execute_command(command[0].decode(), *command[1:])
                 return list(await pipe.execute())
             payload = b"".join(resp.command(c[0], c[1:]) for c in commands)
             return await self._pipeline.exchange(payload, len(commands))
