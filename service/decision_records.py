@@ -28,9 +28,10 @@ A feedback field's value is JSON too: ``{"outcome": "accepted" | "declined" | "i
 action, ``{"resolved": true, "agent": "A0033", "at": ...}`` and ``{"csat": 4, "agent": "A0033", "at": ...}`` for
 an assign. A decision log (issue 8) can read both keys as they stand, or be fed the same JSON.
 
-What it costs: about 200 bytes per recommend (120 per assign plus 7 per agent) for as many days as decisions are
-kept; at 1,000,000 decisions a day and 7 days, about 1.4 GB. An erasure deletes the customer's features and
-contact-policy state, not these records: they hold the customer id until they expire (see the README).
+What it costs: a recommend's record is about 230 bytes of JSON, 330 bytes of Redis memory with its key and expiry
+(``MEMORY USAGE``), kept as many days as decisions are; at 1,000,000 decisions a day and 7 days, about 2.3 GB.
+An erasure deletes the customer's features and contact-policy state, not these records: they hold the customer
+id until they expire (see the README).
 """
 
 from __future__ import annotations
