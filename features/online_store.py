@@ -8,6 +8,8 @@ shard):
 - ``{namespace}:events:{entity}:{{id}}``: a string, the event state (rings of day totals and the newest
   event of each group, see :mod:`features.event_state`), for entities whose contract has event features.
 - ``{namespace}:seen:{entity}:{{id}}``: a sorted set of the event ids already applied.
+- ``{namespace}:contacts:customer:{{id}}``: a hash, the customer's contact-policy state, which the service keeps
+  (``service/contact_policy.py``) and may read in the same round trip (:meth:`OnlineStore.read_with`).
 
 A read is one pipeline: ``GET`` (and ``GET`` of the event state) for the customer and one
 ``MGET`` for all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
@@ -331,6 +333,12 @@ class OnlineStore:
         """The set of a customer's identifiers, so an erasure finds them (same hash tag as the customer)."""
         return f"{self._namespace}:ids:customer:{{{customer_id}}}"
 
+    def contact_key(self, customer_id: str) -> str:
+        """The hash of a customer's contact-policy state (presentations per action and day, the last decline and
+        acceptance of each action: ``service/contact_policy.py``); same hash tag as the customer, so a recommend
+        reads it in the same round trip as the features, and an erasure deletes it."""
+        return f"{self._namespace}:contacts:customer:{{{customer_id}}}"
+
     async def link(self, customer_id: str, identifiers: Sequence[Identifier]) -> dict[Identifier, str | None]:
         """Point each identifier at ``customer_id``; returns who held each before (None: nobody).
 
@@ -406,18 +414,42 @@ class OnlineStore:
         reader that needs only snapshot views (``GET /v1/customers/{id}/features?view=customer_profile``) then
         moves and decodes the snapshot's few hundred bytes and no event state.
         """
+        customer_vector, agents, _ = await self.read_with(customer, agent_ids, (), now=now, events=events)
+        return customer_vector, agents
+
+    async def read_with(
+        self,
+        customer: str | Identifier,
+        agent_ids: Sequence[str],
+        also: Sequence[Sequence[bytes]],
+        *,
+        now: float | None = None,
+        events: bool = True,
+    ) -> tuple[EntityVector, EntityBatch, list[object]]:
+        """:meth:`read`, with more commands sent in the same round trip, and their replies.
+
+        ``also`` are commands (name, then arguments) on keys of the customer's own hash tag (such as
+        :meth:`contact_key`), so on a cluster they go to the customer's shard with its GETs and a read still
+        costs one round trip. ``customer`` must then be a customer id: an identifier's keys are not known before
+        it is resolved.
+        """
+        if also and not isinstance(customer, str):
+            raise ValueError("commands sent with a read need the customer id, not an identifier")
         now = time.time() if now is None else now
         kind, agent = self._kinds["customer"], self._kinds["agent"]
-        customer_id, replies = await self._replies(customer, agent_ids, events)
+        customer_id, replies = await self._replies(customer, agent_ids, events, also)
+        extra = replies[len(replies) - len(also) :] if also else []
+        if also:
+            del replies[len(replies) - len(also) :]
         states = [replies[1]] if kind.events.features else None
         customers = kind.decode([customer_id], [replies[0]], states, now, events=events)  # type: ignore[list-item, arg-type]
         rest = replies[2 if states else 1 :]
         if not agent_ids:
-            return customers[0], agent.empty
+            return customers[0], agent.empty, extra
         blobs = rest if self._cluster else rest[0]
         agent_states = rest[-len(agent_ids) :] if agent.events.features else None
         agents = agent.decode(agent_ids, blobs, agent_states, now)  # type: ignore[arg-type]
-        return customers[0], agents
+        return customers[0], agents, extra
 
     async def read_view(self, customer: str | Identifier, view: str, *, now: float | None = None) -> ViewVector:
         """One snapshot view of the customer as of ``now``: :meth:`read`'s answer for the view's features (with
@@ -432,18 +464,18 @@ class OnlineStore:
         return decoder.decode(customer_id, cast(bytes | None, replies[0]), state, now)
 
     async def _replies(
-        self, customer: str | Identifier, agent_ids: Sequence[str], events: bool
+        self, customer: str | Identifier, agent_ids: Sequence[str], events: bool, also: Sequence[Sequence[bytes]] = ()
     ) -> tuple[str, list[object]]:
         """The customer's id (resolved when ``customer`` is an identifier; "" for nobody) and the read's replies:
-        the packed value, the event state (or its tag) when the kind has one, then the agents'."""
+        the packed value, the event state (or its tag) when the kind has one, then the agents', then ``also``'s."""
         customer_id = customer if isinstance(customer, str) else ""
         with map_errors():
             if isinstance(customer, Identifier) and self._cluster:
                 customer_id = await self.resolve(customer) or ""
                 customer = customer_id
             if self._pipeline is None:
-                return customer_id, await self._read_cluster(customer_id, agent_ids, events)
-            replies = await self._read_single(self._pipeline, customer, agent_ids, events)
+                return customer_id, await self._read_cluster(customer_id, agent_ids, events, also)
+            replies = await self._read_single(self._pipeline, customer, agent_ids, events, also)
         if isinstance(customer, Identifier):
             resolved, packed, state = cast(list[bytes | None], replies[0])
             customer_id = resolved.decode() if resolved else ""
@@ -451,7 +483,12 @@ class OnlineStore:
         return customer_id, replies
 
     async def _read_single(
-        self, reads: resp.Pipeline, customer: str | Identifier, agent_ids: Sequence[str], events: bool
+        self,
+        reads: resp.Pipeline,
+        customer: str | Identifier,
+        agent_ids: Sequence[str],
+        events: bool,
+        also: Sequence[Sequence[bytes]] = (),
     ) -> list[object]:
         """GET (+ GET of the event state, or of its tag alone) for the customer and one MGET (+ GETs) for the
         agents, sent as one write.
@@ -479,9 +516,12 @@ class OnlineStore:
             commands.append(resp.command_of_args(b"MGET", [kept.get(a) or self._agent_key_arg(a) for a in agent_ids]))
             if agents:
                 commands += [resp.command(b"GET", [self._key_bytes("events:agent", a)]) for a in agent_ids]
+        commands += [resp.command(c[0], c[1:]) for c in also]
         return await reads.exchange(b"".join(commands), len(commands))
 
-    async def _read_cluster(self, customer_id: str, agent_ids: Sequence[str], events: bool) -> list[object]:
+    async def _read_cluster(
+        self, customer_id: str, agent_ids: Sequence[str], events: bool, also: Sequence[Sequence[bytes]] = ()
+    ) -> list[object]:
         """The same reads through redis-py's cluster pipeline, one GET per agent (MGET cannot span slots)."""
         pipe = self._client.pipeline(transaction=False)
         pipe.get(self.key("customer", customer_id))
@@ -497,7 +537,27 @@ class OnlineStore:
         if agent_ids and agents.features:
             for agent_id in agent_ids:
                 pipe.get(self.state_key("agent", agent_id))
+        for command in also:
+            pipe.execute_command(command[0].decode(), *command[1:])  # the cluster client routes by the name as text
         return list(await pipe.execute())
+
+    async def execute(self, commands: Sequence[Sequence[bytes]]) -> list[object]:
+        """Run ``commands`` (name, then arguments) in one round trip and return their replies.
+
+        On a single server they travel on the read connection (so a write sent this way reaches Redis before
+        any read sent after it); on a cluster through redis-py's pipeline, split per shard. An error reply is
+        raised after every reply was read; Redis unavailable raises :class:`OnlineStoreUnavailable`.
+        """
+        if not commands:
+            return []
+        with map_errors():
+            if self._pipeline is None:
+                pipe = self._client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(command[0].decode(), *command[1:])
+                return list(await pipe.execute())
+            payload = b"".join(resp.command(c[0], c[1:]) for c in commands)
+            return await self._pipeline.exchange(payload, len(commands))
 
     def _agent_key_arg(self, agent_id: str) -> bytes:
         """An agent's key as a RESP argument, kept: the same few hundred agents are asked on every assign."""
@@ -690,8 +750,8 @@ class OnlineStore:
         """Delete everything the online store keeps for ``entity_id`` (right to erasure); True if anything was there.
 
         That is the packed snapshot, the event state, the ids of the events applied and, for a customer, the
-        identifiers linked to them. A component that keys more state by the entity id must delete it here
-        too, so an erasure cannot miss it.
+        identifiers linked to them and the contact-policy state. A component that keys more state by the entity id
+        must delete it here too, so an erasure cannot miss it.
         """
         linked = await self.identifiers(entity_id) if entity == "customer" else []
         with map_errors():
@@ -703,10 +763,12 @@ class OnlineStore:
             pipe.set(self.state_key(entity, entity_id), ERASED, get=True)
             pipe.delete(self.seen_key(entity, entity_id))
             pipe.delete(f"{self._namespace}:{_LEGACY_STATE}:{entity}:{{{entity_id}}}")
-            snapshot, state, _, legacy = await pipe.execute()
+            if entity == "customer":
+                pipe.delete(self.contact_key(entity_id))
+            snapshot, state, _, legacy, *contacts = await pipe.execute()
         if linked:
             await self.unlink(entity_id, linked)
-        return bool(snapshot or state not in (None, ERASED) or legacy or linked)
+        return bool(snapshot or state not in (None, ERASED) or legacy or linked or any(contacts))
 
     def queue_key(self, queue: str) -> str:
         """The set of agent ids that serve ``queue``."""

@@ -3,6 +3,8 @@ the lifespan."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,11 +26,13 @@ from features import (
     connect,
 )
 from service import redaction
-from service.catalog import Catalog
+from service.catalog_source import CatalogSource
 from service.customers import CustomerService
+from service.decision_records import DecisionRecords
 from service.decisions import DecisionService
-from service.errors import BadRequest, CustomerNotFound
+from service.errors import BadRequest, CatalogError, CustomerNotFound, DecisionNotFound
 from service.fast_read import FastFeatureRead
+from service.feedback import FeedbackService
 from service.metrics import Metrics, RequestTimer
 from service.model_holder import ModelHolder
 from service.openapi import RootModelSchemaPlugin
@@ -37,11 +41,13 @@ from service.routes import (
     customer_features,
     customer_lookup,
     erase_customer,
+    feedback,
     health,
     ingest_events,
     prometheus_metrics,
     ready,
     recommend,
+    reload_catalog,
 )
 from service.settings import Settings
 from training import ModelRegistry
@@ -67,8 +73,15 @@ def _bad_request(_: Request, exc: BadRequest) -> Response[dict[str, object]]:
     )
 
 
-def _not_found(_: Request, exc: CustomerNotFound) -> Response[dict[str, object]]:
+def _not_found(_: Request, exc: CustomerNotFound | DecisionNotFound) -> Response[dict[str, object]]:
     return Response({"status_code": 404, "detail": str(exc)}, status_code=HTTP_404_NOT_FOUND)
+
+
+def _catalog_refused(_: Request, exc: CatalogError) -> Response[dict[str, object]]:
+    """A catalog reload that failed validation: each problem's file, action and field; the running one stayed."""
+    errors = [{"file": exc.file, "action": p.action, "field": p.field, "message": p.message} for p in exc.problems]
+    detail = f"catalog not reloaded, the running one stays: {exc}"
+    return Response({"status_code": 422, "detail": detail, "errors": errors}, status_code=HTTP_422_UNPROCESSABLE_ENTITY)
 
 
 def _store_unavailable(_: Request, exc: OnlineStoreUnavailable | OfflineStoreError) -> Response[dict[str, object]]:
@@ -97,21 +110,25 @@ def create_app(
     if settings.redis.url is None:
         raise ValueError("settings.redis.url is unset: start the embedded server first (nba run does)")
     registry = registry if registry is not None else Registry.load()
-    catalog = Catalog.load(registry, settings.service.catalog_path)
     client = connect(settings.redis.url, timeout_s=settings.redis.timeout_ms / 1000, cluster=settings.redis.cluster)
     holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)
     metrics = Metrics(lambda: holder.versions)
+    catalogs = CatalogSource(registry, settings.service.catalog_path, metrics)
+    store = OnlineStore(client, registry, namespace=settings.redis.namespace)
+    records = DecisionRecords(store, namespace=settings.redis.namespace, ttl_days=settings.service.decision_ttl_days)
     decisions = DecisionService(
-        store=OnlineStore(client, registry, namespace=settings.redis.namespace),
+        store=store,
         publisher=EventPublisher(
             client, registry, namespace=settings.redis.namespace, max_len=settings.events.stream_max_len
         ),
         registry=registry,
-        catalog=catalog,
+        catalogs=catalogs,
         holder=holder,
         metrics=metrics,
         top_k=settings.service.top_k,
+        records=records,
     )
+    feedbacks = FeedbackService(records=records, decisions=decisions, registry=registry, clock=time.time)
     offline = OfflineStore(settings.offline.world_dir, registry)
     customers = CustomerService(store=decisions.store, registry=registry, erasures=offline.erasures, clock=clock)
 
@@ -123,9 +140,16 @@ def create_app(
         # process. Left to the collector, each full collection walks all of it, 300 ms on a busy 2-core machine,
         # during which every request in flight waits; frozen, a collection walks only what came after.
         gc.freeze()
+        poll_s = settings.service.catalog_poll_s
+        watcher = asyncio.get_running_loop().create_task(catalogs.watch(poll_s)) if poll_s > 0 else None
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await decisions.drain()
             await decisions.store.aclose()
             await client.aclose()
 
@@ -140,9 +164,13 @@ def create_app(
             customer_features,
             customer_lookup,
             erase_customer,
+            feedback,
+            reload_catalog,
         ],
         dependencies={
             "decisions": Provide(lambda: decisions, sync_to_thread=False),
+            "feedback": Provide(lambda: feedbacks, sync_to_thread=False),
+            "catalogs": Provide(lambda: catalogs, sync_to_thread=False),
             "customers": Provide(lambda: customers, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
@@ -150,6 +178,8 @@ def create_app(
             ValidationException: _validation_error,
             BadRequest: _bad_request,
             CustomerNotFound: _not_found,
+            DecisionNotFound: _not_found,
+            CatalogError: _catalog_refused,
             OnlineStoreUnavailable: _store_unavailable,
             OfflineStoreError: _store_unavailable,
         },

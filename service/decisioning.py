@@ -4,31 +4,37 @@ For each eligible action a (see :mod:`training.action_value`):
 
     expected_value(a) = lifetime_value × (P(churn | no_action) − P(churn | a offered))
                         + P(accept | customer, a) × (value_a − cost_a)
-    score(a)          = expected_value(a) × lever_a
+    score(a)          = expected_value(a) × lever_a × context_weight(group_a)   (see service.arbitration)
 
 P(accept) comes from the propensity model (one predict call for all offers). P(churn | a offered) comes from
 the action-aware churn model, scored for "no_action" and every eligible offer, accepted and declined, in one
 predict call and mixed by P(accept) (:func:`training.action_value.churn_by_action`): the gap to "no_action" is
 the action's learned effect on churn, not an assumed save rate. Value, cost and lever come from the catalog.
-"no_action" is always a candidate at 0, so an action that is expected to lose money ranks below doing nothing.
-Ties break on the action id, so the same input gives the same order. Reasons are LightGBM's per-feature
+An action the models never learned (added to the catalog since they were trained) is scored on its catalog
+prior: P(accept) = ``prior_accept`` and no effect on churn, until a retrained model knows it.
+"no_action" is always a candidate at 0. :func:`service.arbitration.arbitrate` then applies levers and context
+weights, ranks by group priority and score (ties on the action id) and adds the escape action when it is called
+for. Reasons are LightGBM's per-feature
 contributions (``pred_contrib``) turned into the contract's phrases; an offer whose learned effect lowers the
 churn risk also cites the risk's top driver.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from features import EntitySchema
-from service.catalog import NO_ACTION, Action, Catalog
+from service.arbitration import arbitrate
+from service.catalog import NO_ACTION, Action, Catalog, Situation
 from service.model_holder import Models
 from training import churn_by_action, expected_gain, untreated_rows
 
 MAX_REASONS = 3
 RISK_BANDS = ((0.30, "high"), (0.10, "medium"), (0.0, "low"))
+PRIOR_REASON = "not yet learned by the models: scored on the catalog's prior acceptance rate"
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class ScoredAction:
     reasons: list[str]
     churn_if_offered: float | None = None
     """The churn model's P(churn within 30 days | this action offered); None when no model scored it."""
+    context_weight: float = 1.0
+    """The context weight arbitration applied to the action's group (1: none)."""
 
 
 @dataclass(frozen=True)
@@ -92,13 +100,19 @@ def recommend(
     models: Models,
     schema: EntitySchema,
     top_k: int,
+    situation: Situation | None = None,
 ) -> tuple[list[ScoredAction], CustomerView]:
     """Rank the eligible actions for one customer vector ``x`` with the models.
 
     ``known`` marks the features the store held (as opposed to defaults); only those are cited as reasons.
+    ``situation`` (the time, live context, event recency and contact-policy state) decides dates, triggers,
+    contact policies, context weights and the escape hatch; without it, now with an empty context and no history.
     """
-    candidates = catalog.eligible(x, channel)
-    offers = [a for a in candidates if a.id != NO_ACTION]
+    situation = situation if situation is not None else Situation(now=time.time())
+    candidates = catalog.eligible(x, channel, situation)
+    learned = set(models.propensity.actions) & set(models.churn.actions)
+    offers = [a for a in candidates if a.id != NO_ACTION and a.id in learned]
+    unlearned = [a for a in candidates if a.id != NO_ACTION and a.id not in learned]
     inputs = x[schema.model_at]
     matrix = models.propensity.with_actions(inputs, [a.id for a in offers])
     accept = models.propensity.predict(matrix) if offers else np.zeros(0)
@@ -114,13 +128,19 @@ def recommend(
         gains = expected_gain(churn[:1], churn[1:], accept, np.array([ltv]), payoff)[0]
         for action, p, if_offered, ev in zip(offers, accept, churn[1:], gains, strict=True):
             scored.append(ScoredAction(action, float(ev) * action.lever, float(p), float(ev), [], float(if_offered)))
+    for action in unlearned:
+        ev = action.prior_accept * (action.value - action.cost)
+        scored.append(ScoredAction(action, ev, action.prior_accept, ev, [PRIOR_REASON], churn_risk))
     if NO_ACTION in catalog.by_id:
         reason = [f"churn risk {churn_risk:.0%}", *risk_reasons[:2]]
         scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, reason, churn_risk))
-    ranked = sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]
+    ranked = arbitrate(
+        scored, catalog=catalog, x=x, situation=situation, escape=_escape(catalog, x, channel, situation), top_k=top_k
+    )
     # Reasons only for the offers returned: TreeSHAP (pred_contrib) is most of a recommend's CPU, per row.
-    shown = [i for i, s in enumerate(ranked) if s.action.id != NO_ACTION]
-    rows = [offers.index(ranked[i].action) for i in shown]
+    row_of = {a.id: j for j, a in enumerate(offers)}
+    shown = [i for i, s in enumerate(ranked) if s.action.id in row_of]
+    rows = [row_of[ranked[i].action.id] for i in shown]
     contrib = models.propensity.contributions(matrix[rows]) if rows else np.zeros((0, 0))
     for i, c in zip(shown, contrib, strict=True):
         saves = (ranked[i].churn_if_offered or 0.0) < churn_risk
@@ -130,8 +150,11 @@ def recommend(
     return ranked, view
 
 
-def recommend_by_priors(x: np.ndarray, *, catalog: Catalog, channel: str, top_k: int) -> list[ScoredAction]:
+def recommend_by_priors(
+    x: np.ndarray, *, catalog: Catalog, channel: str, top_k: int, situation: Situation | None = None
+) -> list[ScoredAction]:
     """The fallback when no model is loaded: catalog priors, no churn term, so nothing costly is pushed."""
+    situation = situation if situation is not None else Situation(now=time.time())
     reason = ["models unavailable: ranked by the catalog's prior acceptance rates"]
     scored = [
         ScoredAction(
@@ -141,6 +164,15 @@ def recommend_by_priors(x: np.ndarray, *, catalog: Catalog, channel: str, top_k:
             a.prior_accept * (a.value - a.cost),
             reason,
         )
-        for a in catalog.eligible(x, channel)
+        for a in catalog.eligible(x, channel, situation)
     ]
-    return sorted(scored, key=lambda s: (-s.score, s.action.id))[:top_k]
+    escape = _escape(catalog, x, channel, situation)
+    return arbitrate(scored, catalog=catalog, x=x, situation=situation, escape=escape, top_k=top_k)
+
+
+def _escape(catalog: Catalog, x: np.ndarray, channel: str, situation: Situation) -> ScoredAction | None:
+    """The escape action as arbitration would show it, when the catalog has one its rules allow now."""
+    action: Action | None = catalog.escape_for(x, channel, situation)
+    if action is None:
+        return None
+    return ScoredAction(action, 0.0, action.prior_accept, 0.0, [], None)

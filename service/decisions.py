@@ -2,19 +2,32 @@
 
 A failed dependency never becomes a 500: Redis down means the customer is scored on defaults and the
 answer says ``degraded``; no models means the catalog's priors rank the actions.
+
+Recommend reads the customer's contact-policy state in the same round trip as the features. Each answer is
+remembered (:mod:`service.decision_records`) and recommend's presentations counted
+(:mod:`service.contact_policy`) by one pipelined write sent after the answer is ready and not waited for: on a
+single server it travels on the read connection, so the next request's read finds it; when it fails, a warning
+is logged and feedback on that decision answers 404. When the read failed (Redis unavailable) nothing is written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
 from features import EntityBatch, EntityVector, EventPublisher, OnlineStore, OnlineStoreUnavailable, Registry
 from features.events import to_event
-from service.catalog import Catalog
+from service.catalog import Catalog, LiveContext, Situation
+from service.catalog_source import CatalogSource
+from service.contact_policy import PolicyState, presentation_commands
+from service.decision_records import DecisionRecord, DecisionRecords
 from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
 from service.errors import BadRequest, ModelsUnavailable
 from service.metrics import Dependency, Endpoint, Metrics
@@ -34,6 +47,9 @@ from service.schemas import (
 )
 from training import untreated_rows
 
+log = logging.getLogger(__name__)
+POLICY_UNREAD = "contact-policy state unavailable: actions under a contact policy are withheld"
+
 
 class DecisionService:
     """Answers recommend and assign from the online store, the catalog and the champion models."""
@@ -44,33 +60,68 @@ class DecisionService:
         store: OnlineStore,
         publisher: EventPublisher,
         registry: Registry,
-        catalog: Catalog,
+        catalogs: CatalogSource,
         holder: ModelHolder,
         metrics: Metrics,
         top_k: int,
+        records: DecisionRecords,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.registry = registry
-        self.catalog = catalog
+        self.catalogs = catalogs
         self.holder = holder
         self.metrics = metrics
         self.top_k = top_k
+        self.records = records
+        self._clock = clock
         self._customer = registry.entity("customer")
         self._agent = registry.entity("agent")
         self._languages = set(self._customer.feature("language").categories or ())
+        self._writes: set[asyncio.Task[None]] = set()
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog in force (a request reads it once and keeps it: a reload never mixes two)."""
+        return self.catalogs.current
 
     async def _read(
-        self, endpoint: Endpoint, customer_id: str, agent_ids: list[str], degraded: list[str]
-    ) -> tuple[EntityVector | None, EntityBatch | None]:
+        self,
+        endpoint: Endpoint,
+        customer_id: str,
+        agent_ids: list[str],
+        degraded: list[str],
+        also: list[list[bytes]] | None = None,
+    ) -> tuple[EntityVector | None, EntityBatch | None, list[object]]:
         try:
-            customer, agents = await self.store.read(customer_id, agent_ids)
+            customer, agents, extra = await self.store.read_with(customer_id, agent_ids, also or ())
         except OnlineStoreUnavailable as exc:
             self._degraded(endpoint, "online_store", str(exc), degraded)
-            return None, None
+            return None, None, []
         if customer.found:
             self.metrics.views_read(customer.view_age_s, customer.stale_views)
-        return customer, agents
+        return customer, agents, extra
+
+    def _write_later(self, commands: list[list[bytes]]) -> None:
+        """Send ``commands`` in one round trip without waiting for it (see the module)."""
+        self._spawn(self._write(commands))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, commands: list[list[bytes]]) -> None:
+        try:
+            await self.store.execute(commands)
+        except OnlineStoreUnavailable as exc:
+            log.warning("a decision's record and presentations were not written: %s", exc)
+
+    async def drain(self) -> None:
+        """Wait for the writes still in flight (at shutdown, before the store closes)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def _degraded(self, endpoint: Endpoint, dependency: Dependency, why: str, degraded: list[str]) -> None:
         """Say why the answer is degraded, and count the fallback."""
@@ -103,27 +154,65 @@ class DecisionService:
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Ranked next-best actions for the customer in ``request``."""
         degraded: list[str] = []
-        customer, _ = await self._read("recommend", request.customer_id, [], degraded)
+        now = self._clock()
+        catalog = self.catalog
+        contact_key = self.store.contact_key(request.customer_id)
+        read_policy = [[b"HGETALL", contact_key.encode()]]
+        customer, _, extra = await self._read("recommend", request.customer_id, [], degraded, read_policy)
         x = customer.values if customer is not None else self._cold_vector()
         known = customer.known if customer is not None else np.zeros(len(x), dtype=bool)
+        policy = PolicyState.parse(extra[0]) if customer is not None else None
+        if policy is None and catalog.policy_horizon_days:
+            degraded.append(POLICY_UNREAD)
+        situation = Situation(
+            now=now,
+            context=request.context or LiveContext(),
+            view_age_s=customer.view_age_s if customer is not None else {},
+            policy=policy,
+        )
         top_k = request.top_k or self.top_k
         view = CustomerView(None, None, None, None)
         try:
             ranked, view = recommend(
                 x,
                 known=known,
-                catalog=self.catalog,
+                catalog=catalog,
                 channel=request.channel,
                 models=self.holder.models,
                 schema=self._customer,
                 top_k=top_k,
+                situation=situation,
             )
         except ModelsUnavailable as exc:
             self._degraded("recommend", "models", str(exc), degraded)
-            ranked = recommend_by_priors(x, catalog=self.catalog, channel=request.channel, top_k=top_k)
+            ranked = recommend_by_priors(x, catalog=catalog, channel=request.channel, top_k=top_k, situation=situation)
         self.metrics.decision("recommend", ranked[0].action.id if ranked else "none")
+        decision_id = uuid.uuid4().hex
+        versions = self._versions()
+        if policy is not None:
+            record = DecisionRecord(
+                decision_id,
+                "recommend",
+                request.customer_id,
+                now,
+                actions=tuple(s.action.id for s in ranked),
+                models=versions,
+                catalog=catalog.version,
+                contract=self.registry.version,
+            )
+            capped = [
+                s.action.id
+                for s in ranked
+                if s.action.contact_policy is not None and s.action.contact_policy.max_presentations is not None
+            ]
+            self._write_later(
+                self.records.write_commands(record)
+                + presentation_commands(
+                    contact_key, capped, now=now, horizon_days=catalog.policy_horizon_days, state=policy
+                )
+            )
         return RecommendResponse(
-            decision_id=uuid.uuid4().hex,
+            decision_id=decision_id,
             customer_id=request.customer_id,
             cold_start=customer is None or not customer.found,
             actions=[_action_out(s) for s in ranked],
@@ -133,8 +222,9 @@ class DecisionService:
                 lifetime_value=view.lifetime_value,
                 sentiment=view.sentiment,
             ),
-            model_versions=self._versions(),
+            model_versions=versions,
             feature_contract=self.registry.version,
+            catalog_version=catalog.version,
             degraded=bool(degraded),
             degraded_reasons=degraded,
         )
@@ -155,7 +245,8 @@ class DecisionService:
             if not agent_ids and not degraded:
                 raise BadRequest("queue", f"queue {request.queue!r} has no agents")
         agent_ids = list(dict.fromkeys(agent_ids))
-        customer, agents = await self._read("assign", request.customer_id, agent_ids, degraded)
+        now = self._clock()
+        customer, agents, _ = await self._read("assign", request.customer_id, agent_ids, degraded)
         churn_risk = None
         if customer is not None:
             try:
@@ -199,8 +290,21 @@ class DecisionService:
             excluded_out = [ExcludedOut(agent_id=e.agent_id, reason=e.reason) for e in excluded]
             ranked_by = "measured_rate" if scorer is None else "resolution_model"
         self.metrics.decision("assign", ranked_by)
+        decision_id = uuid.uuid4().hex
+        if customer is not None:
+            record = DecisionRecord(
+                decision_id,
+                "assign",
+                request.customer_id,
+                now,
+                agents=tuple(a.agent_id for a in ranked_out),
+                intent=request.intent,
+                models=self.holder.versions,
+                contract=self.registry.version,
+            )
+            self._write_later(self.records.write_commands(record))
         return AssignResponse(
-            decision_id=uuid.uuid4().hex,
+            decision_id=decision_id,
             customer_id=request.customer_id,
             agents=ranked_out,
             excluded=excluded_out,
@@ -248,7 +352,9 @@ def _action_out(s: ScoredAction) -> ActionOut:
         action_id=s.action.id,
         title=s.action.title,
         script=s.action.script,
+        group=s.action.group,
         score=s.score,
+        context_weight=s.context_weight,
         propensity=s.propensity,
         expected_value=s.expected_value,
         churn_if_offered=s.churn_if_offered,

@@ -4,10 +4,26 @@ ServiceError
 ├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
 ├── BadRequest         a request that validated but cannot be served as asked (names the field)
 ├── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
-└── CustomerNotFound   the online store holds nothing for a customer a read-only route asked about (404)
+├── CustomerNotFound   the online store holds nothing for a customer a read-only route asked about (404)
+└── DecisionNotFound   feedback names a decision the service does not remember (unknown or expired, 404)
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    """One thing wrong with a catalog: the action it is in (None: outside any action), the field, what."""
+
+    action: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"actions[{self.action}].{self.field}" if self.action is not None else self.field
+        return f"{where}: {self.message}"
 
 
 class ServiceError(Exception):
@@ -15,7 +31,13 @@ class ServiceError(Exception):
 
 
 class CatalogError(ServiceError):
-    """The action catalog failed validation."""
+    """The action catalog failed validation: each problem names its action and field, the message the file too."""
+
+    def __init__(self, problems: list[CatalogProblem], file: str = "") -> None:
+        self.problems = problems
+        self.file = file
+        text = "; ".join(str(p) for p in problems)
+        super().__init__(f"{file}: {text}" if file else text)
 
 
 class BadRequest(ServiceError):
@@ -38,3 +60,14 @@ class CustomerNotFound(ServiceError):
         # error messages end up in logs.
         super().__init__("customer_id: no such customer in the online store")
         self.customer_id = customer_id
+
+
+class DecisionNotFound(ServiceError):
+    """No decision with this id is remembered: never made, or older than the records are kept."""
+
+    def __init__(self, decision_id: str, ttl_days: float) -> None:
+        super().__init__(
+            f"decision_id: no decision {decision_id!r} is remembered (unknown, or older than the {ttl_days:g} days "
+            "decisions are kept)"
+        )
+        self.decision_id = decision_id

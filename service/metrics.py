@@ -54,6 +54,23 @@ class _ModelVersions(Collector):
         yield family
 
 
+class _CatalogVersion(Collector):
+    """``nba_catalog_info``: the catalog in force (value 1), labelled with its version, read at scrape."""
+
+    def __init__(self) -> None:
+        self.version: str | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "nba_catalog_info",
+            "The action catalog in force (value 1), by version (a hash of its file).",
+            labels=["version"],
+        )
+        if self.version is not None:
+            family.add_metric([self.version], 1.0)
+        yield family
+
+
 class Metrics:
     """The service's metrics and the text Prometheus scrapes."""
 
@@ -91,7 +108,21 @@ class Metrics:
             ["view"],
             registry=self.registry,
         )
+        self._catalog_reloads = Counter(
+            "nba_catalog_reloads",
+            "Catalog reloads (file change or admin request): ok, or failed (the running catalog stayed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._feedback = Counter(
+            "nba_feedback",
+            "Answers recorded through POST /v1/feedback, by decision kind and answer (duplicates counted apart).",
+            ["endpoint", "answer"],
+            registry=self.registry,
+        )
         self.registry.register(_ModelVersions(model_versions))
+        self._catalog = _CatalogVersion()
+        self.registry.register(self._catalog)
         self._timers: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -108,6 +139,19 @@ class Metrics:
     def fallback(self, endpoint: Endpoint, dependency: Dependency) -> None:
         """Count one answer a fallback gave because ``dependency`` failed."""
         self._fallbacks.labels(endpoint, dependency).inc()
+
+    def catalog_reload(self, outcome: Literal["ok", "failed"]) -> None:
+        """Count one catalog reload attempt."""
+        self._catalog_reloads.labels(outcome).inc()
+
+    def catalog_loaded(self, version: str) -> None:
+        """Say which catalog is in force."""
+        self._catalog.version = version
+
+    def feedback(self, endpoint: Endpoint, answer: str) -> None:
+        """Count one answer recorded (``answer`` is from a fixed set: accepted, declined, ignored, resolved,
+        unresolved, csat, duplicate)."""
+        self._feedback.labels(endpoint, answer).inc()
 
     def views_read(self, ages: Mapping[str, float | None], stale: Iterable[str]) -> None:
         """Record how old each view of a decision's customer was (views never written have no age)."""

@@ -11,10 +11,10 @@ from features import Registry
 from features.events import EventsBody, body_model
 from features.identity import Identifier, IdentifierError, normalize
 from features.registry import ENTITY_ID_PATTERN
-from service.catalog import Channel
+from service.catalog import Channel, Intent, LiveContext
 
-Intent = Literal["billing", "technical", "cancel", "sales"]
 _ID = ENTITY_ID_PATTERN
+DECISION_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
 class _Body(BaseModel):
@@ -27,6 +27,12 @@ class RecommendRequest(_Body):
     customer_id: str = Field(pattern=_ID, description="Our customer id.", examples=["C000042"])
     channel: Channel = Field(description="The channel of the live contact.", examples=["voice"])
     top_k: int | None = Field(default=None, ge=1, le=50, description="How many actions at most.")
+    context: LiveContext | None = Field(
+        default=None,
+        description="What the desktop knows of the contact now: triggers and context weights read it, and "
+        "`wants_person` calls for the escape action (a transfer to a specialist).",
+        examples=[{"intent": "cancel", "sentiment": -0.4, "wants_person": False}],
+    )
 
 
 class ActionOut(BaseModel):
@@ -35,7 +41,12 @@ class ActionOut(BaseModel):
     action_id: str
     title: str
     script: str
-    score: float = Field(description="expected_value × lever; the ranking key.")
+    group: str = Field(description="The action's priority group: the answer is ranked by group priority, then score.")
+    score: float = Field(
+        description="expected_value × lever × context_weight (divided by them when expected_value is negative, so "
+        "a lift always lifts); the ranking key within a group priority."
+    )
+    context_weight: float = Field(description="The live context's weight on the action's group (1: none applied).")
     propensity: float = Field(description="Calibrated P(the customer accepts).")
     expected_value: float = Field(
         description="Expected value gained over no offer: lifetime value × (churn risk − churn_if_offered) "
@@ -67,6 +78,7 @@ class RecommendResponse(BaseModel):
     customer: CustomerSummary
     model_versions: dict[str, str]
     feature_contract: str
+    catalog_version: str = Field(description="The action catalog that answered (a hash of its file).")
     degraded: bool = Field(description="True when a dependency failed and the documented fallback answered.")
     degraded_reasons: list[str]
 
@@ -137,6 +149,62 @@ class AssignResponse(BaseModel):
     model_versions: dict[str, str]
     degraded: bool
     degraded_reasons: list[str]
+
+
+class FeedbackRequest(_Body):
+    """What came of a decision: the customer's answer to an action (recommend), or the contact's end (assign)."""
+
+    decision_id: str = Field(
+        pattern=DECISION_ID_PATTERN,
+        description="The decision's id, from its answer.",
+        examples=["e385a2d3b0be434d943534fb416ed84f"],
+    )
+    action_id: str | None = Field(
+        default=None, max_length=64, description="Recommend: the action answered (one the decision returned)."
+    )
+    outcome: Literal["accepted", "declined", "ignored"] | None = Field(
+        default=None, description="Recommend: what the customer did with the action."
+    )
+    resolved: bool | None = Field(
+        default=None, description="Assign: whether the contact was resolved at first contact."
+    )
+    csat: int | None = Field(default=None, ge=1, le=5, description="Assign: the customer's satisfaction, 1 to 5.")
+    agent_id: str | None = Field(
+        default=None, pattern=_ID, description="Assign: the agent who took the contact; the top-ranked one if omitted."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FeedbackRequest:
+        recommend = self.action_id is not None or self.outcome is not None
+        assign = self.resolved is not None or self.csat is not None or self.agent_id is not None
+        if recommend and assign:
+            raise ValueError("give action_id and outcome (recommend) or resolved and/or csat (assign), not both")
+        if recommend and (self.action_id is None or self.outcome is None):
+            raise ValueError("give action_id and outcome together")
+        if not recommend and self.resolved is None and self.csat is None:
+            raise ValueError("give action_id and outcome (recommend) or resolved and/or csat (assign)")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    """What this feedback recorded."""
+
+    decision_id: str
+    kind: Literal["recommend", "assign"]
+    recorded: list[str] = Field(description="Answers recorded now: the action id, or resolved / csat.")
+    duplicates: list[str] = Field(
+        description="Answers recorded before for this decision: the first one stands and counts once."
+    )
+    events_applied: int = Field(description="Events fed to the customer's state (offer and survey events).")
+
+
+class CatalogReloadResponse(BaseModel):
+    """The catalog now in force."""
+
+    path: str
+    version: str = Field(description="A hash of the file's bytes.")
+    actions: list[str]
+    reloaded: bool = Field(description="False when the file's version was already in force.")
 
 
 class Health(BaseModel):

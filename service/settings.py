@@ -20,6 +20,12 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65_535, description="Port the API listens on.")
     catalog_path: Path | None = Field(default=None, description="Action catalog YAML; the packaged one by default.")
     top_k: int = Field(default=5, ge=1, le=50, description="How many actions recommend returns at most.")
+    catalog_poll_s: float = Field(
+        default=2.0, ge=0, description="Seconds between checks of the catalog file for a change; 0: never (admin only)."
+    )
+    decision_ttl_days: float = Field(
+        default=7.0, gt=0, le=90, description="Days a decision is remembered for feedback (its record in Redis)."
+    )
     log_level: str = Field(default="info", description="uvicorn log level.")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from features import OfflineStore, Registry
+from service.arbitration import scaled
 from service.catalog import Catalog
 from tests.conftest import Served, free_port, run_with_store, serve, settings_for
 from training import ModelBundle, ModelRegistry
@@ -22,6 +23,13 @@ DEMO_CUSTOMER = "C000042"
 
 def _ranked(scores: list[float]) -> bool:
     return all(a >= b for a, b in itertools.pairwise(scores))
+
+
+def _arbitrated(actions: list[dict[str, Any]]) -> bool:
+    """Ranked as the packaged catalog arbitrates: by group priority (service before offers), then score."""
+    priority = Catalog.load(Registry.load()).priority
+    keys = [(priority.get(a["group"], 0), -a["score"]) for a in actions]
+    return keys == sorted(keys)
 
 
 def test_health_is_ok(http: httpx.Client) -> None:
@@ -53,7 +61,7 @@ def test_recommend_ranks_actions_from_the_registered_models(
     assert body["degraded"] is False
     actions = body["actions"]
     assert len(actions) >= 3
-    assert _ranked([a["score"] for a in actions])
+    assert _arbitrated(actions)
     assert len({a["action_id"] for a in actions}) == len(actions)
     assert all(a["reasons"] and all(isinstance(r, str) and r for r in a["reasons"]) for a in actions)
 
@@ -71,7 +79,7 @@ def test_recommend_ranks_actions_from_the_registered_models(
     # action accepted and declined, mixed by P(accept)) times the lifetime value, plus P(accept) × (value − cost).
     catalog = Catalog.load(registry)
     ltv = float(row.column("lifetime_value")[0].as_py())
-    offers = [a for a in actions if a["action_id"] != "no_action"]
+    offers = [a for a in actions if a["action_id"] != "no_action" and a["action_id"] in propensity.actions]
     p_accept = propensity.predict(propensity.with_actions(x[0], [a["action_id"] for a in offers]))
     for action, p in zip(offers, p_accept, strict=True):
         spec = catalog.by_id[action["action_id"]]
@@ -82,7 +90,8 @@ def test_recommend_ranks_actions_from_the_registered_models(
         assert action["propensity"] == pytest.approx(float(p), rel=1e-9)
         assert action["churn_if_offered"] == pytest.approx(if_offered, rel=1e-9)
         assert action["expected_value"] == pytest.approx(gain, rel=1e-9, abs=1e-9)
-        assert action["score"] == pytest.approx(action["expected_value"] * spec.lever, rel=1e-9, abs=1e-9)
+        multiplier = spec.lever * action["context_weight"]
+        assert action["score"] == pytest.approx(scaled(action["expected_value"], multiplier), rel=1e-9, abs=1e-9)
     nothing = next(a for a in actions if a["action_id"] == "no_action")
     assert (nothing["expected_value"], nothing["churn_if_offered"]) == (0.0, pytest.approx(risk, rel=1e-9))
 
@@ -111,7 +120,7 @@ def test_unknown_customer_gets_cold_start_actions(http: httpx.Client) -> None:
     assert body["cold_start"] is True
     assert body["degraded"] is False
     assert [a["action_id"] for a in body["actions"]][0:1]  # still ranked actions
-    assert _ranked([a["score"] for a in body["actions"]])
+    assert _arbitrated(body["actions"])
     # Defaults are not facts about the customer: no reason may cite them.
     assert not any("months as a customer" in r for a in body["actions"] for r in a["reasons"])
 
@@ -349,7 +358,11 @@ def test_without_redis_answers_degraded_not_500(data_dir: Path, champions: dict[
         assert body["degraded"] is True
         assert "online store unavailable" in body["degraded_reasons"][0]
         assert body["actions"]
-        assert _ranked([a["score"] for a in body["actions"]])
+        assert _arbitrated(body["actions"])
+        # The contact-policy state was not read either: no action under a contact policy is risked.
+        catalog = Catalog.load(Registry.load())
+        assert all(catalog.by_id[a["action_id"]].contact_policy is None for a in body["actions"])
+        assert any("actions under a contact policy are withheld" in r for r in body["degraded_reasons"])
         assigned = client.post(
             "/v1/assign",
             json={
@@ -383,12 +396,15 @@ def test_without_models_ready_is_503_and_recommend_falls_back(
         catalog = Catalog.load(registry)
         for action in body["actions"]:
             spec = catalog.by_id[action["action_id"]]
-            assert action["score"] == pytest.approx(spec.prior_accept * (spec.value - spec.cost) * spec.lever)
+            expected = spec.prior_accept * (spec.value - spec.cost)
+            assert action["score"] == pytest.approx(scaled(expected, spec.lever * action["context_weight"]))
             assert action["churn_if_offered"] is None
-        # Without a churn model no retention value is assumed: a pure-cost offer never outranks doing nothing.
+        # Without a churn model no retention value is assumed: a pure-cost offer never outranks doing nothing (a
+        # service action of a higher-priority group, such as an open complaint to resolve, comes first by design).
         ids = [a["action_id"] for a in body["actions"]]
         assert "no_action" in ids
-        pure_cost = {a.id for a in catalog.actions if a.value == 0 and a.cost > 0}
+        level = catalog.priority_of(catalog.by_id["no_action"])
+        pure_cost = {a.id for a in catalog.actions if a.value == 0 and a.cost > 0 and catalog.priority_of(a) == level}
         assert all(ids.index(i) > ids.index("no_action") for i in pure_cost & set(ids))
 
 

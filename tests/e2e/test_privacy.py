@@ -86,8 +86,16 @@ def _pii_values(registry: Registry, redis_client: redis.Redis, ids: list[str]) -
 def _requests(http: httpx.Client, customer_id: str) -> list[httpx.Response]:
     """Every route with this customer, each way it can answer (good, unknown, bad body, malformed id)."""
     event = {"type": "sentiment", "event_id": f"ev-{customer_id}", "customer_id": customer_id, "score": -0.5}
+    decided = http.post("/v1/recommend", json={"customer_id": customer_id, "channel": "voice"})
+    made = decided.json() if decided.status_code == 200 else {"decision_id": "f" * 32, "actions": []}
+    answer = {"decision_id": made["decision_id"], "outcome": "declined"}
+    first = made["actions"][0]["action_id"] if made["actions"] else "no_action"
     return [
-        http.post("/v1/recommend", json={"customer_id": customer_id, "channel": "voice"}),
+        decided,
+        http.post("/v1/feedback", json={**answer, "action_id": first}),
+        http.post("/v1/feedback", json={**answer, "action_id": "not_served"}),  # 422
+        http.post("/v1/feedback", json={**answer, "decision_id": "0" * 32, "action_id": "no_action"}),  # 404
+        http.post("/v1/admin/catalog/reload"),
         http.post("/v1/recommend", json={"customer_id": customer_id, "channel": "fax"}),
         http.post("/v1/recommend", json={"customer_id": customer_id + " ", "channel": "voice", "top_k": 0}),
         http.post("/v1/events", json={"events": [event]}),

@@ -41,6 +41,8 @@ from features import (
 from features.event_state import EventLayout
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
+from service.catalog import Catalog
+from service.contact_policy import ContactPolicy, PolicyState
 from tests.conftest import serve, served_known, settings_for
 from training.console import Reporter
 from training.demo import QUEUE_SKILLS, ensure_materialized
@@ -51,6 +53,8 @@ SHARDS = 3
 CLUSTER_READY_S = 20.0
 TIMEOUT_S = 0.2  # the service's read timeout in these tests (settings_for uses 200 ms)
 NS = "t"  # a namespace of our own for the tests that write their own rows
+_NONE = ContactPolicy(suppress_after_accept_days=1)
+"""A policy with no cap, standing in for an action without one."""
 PAUSE_MS = 3_000  # how long a shard stops answering; well past a read giving up (~0.65 s), even on a busy machine
 
 
@@ -207,6 +211,27 @@ def test_one_customer_and_200_agents_match_the_offline_matrix(
     assert all(a.found for a in served[:100])
     defaults = np.array([f.encode(None) for f in registry.entity("agent").features], dtype=np.float64)
     assert all(not a.found and np.array_equal(a.values, defaults, equal_nan=True) for a in served[100:])
+
+
+def test_commands_ride_along_a_read_and_run_on_their_own_shards(clustered: Cluster, registry: Registry) -> None:
+    """What the service sends with a customer's read (its contact-policy hash) goes to the customer's shard in the
+    same pipeline; commands run through ``execute`` reach each key's shard, scripts included."""
+    contacts = b"nba:contacts:customer:{C000042}"
+    record = b"nba:decision:{d1}"
+
+    async def body(store: OnlineStore) -> tuple[EntityVector, list[object], list[object]]:
+        await store.execute([[b"HSET", contacts, b"p:plan_upgrade:1", b"2"], [b"SET", record, b"{}"]])
+        customer, _, extra = await store.read_with("C000042", [], [[b"HGETALL", contacts]])
+        script = b"return redis.call('GET', KEYS[1])"
+        ran = await store.execute([[b"EVAL", script, b"1", record], [b"DEL", contacts], [b"DEL", record]])
+        return customer, extra, ran
+
+    customer, extra, ran = _run(clustered.url, registry, body)
+    assert customer.found
+    assert PolicyState.parse(extra[0]).presented == {"plan_upgrade": {1: 2}}
+    assert ran == [b"{}", 1, 1]
+    (home,) = [s for s in clustered.shards if s.owns("nba:customer:{C000042}")]
+    assert home.owns(contacts)
 
 
 def test_every_customer_reads_back_like_a_single_server(
@@ -467,11 +492,13 @@ def test_the_service_recommends_and_assigns_from_the_cluster(
         assert ready.status_code == 200
         assert ready.json()["ready"] is True
 
+        before = _calls(clustered, "hgetall")
         body = http.post("/v1/recommend", json={"customer_id": "C000042", "channel": "voice"}).json()
         assert body["customer_id"] == "C000042"
         assert body["degraded"] is False
         assert body["cold_start"] is False
         assert body["actions"]
+        _feedback_on_the_cluster(clustered, http, body, before)
 
         assigned = http.post(
             "/v1/assign",
@@ -485,3 +512,29 @@ def test_the_service_recommends_and_assigns_from_the_cluster(
         ).json()
         assert assigned["degraded"] is False
         assert assigned["agents"]
+
+
+def _feedback_on_the_cluster(cluster: Cluster, http: httpx.Client, body: dict[str, Any], before: list[int]) -> None:
+    """The contact-policy hash was read by the customer's shard in the recommend's read, and is written there; the
+    decision's record and feedback share the decision's shard; feedback counts once."""
+    contacts = "nba:contacts:customer:{C000042}"
+    (home,) = [s for s in cluster.shards if s.owns("nba:customer:{C000042}")]
+    assert home.owns(contacts)
+    read = [after - b for after, b in zip(_calls(cluster, "hgetall"), before, strict=True)]
+    assert read == [1 if s is home else 0 for s in cluster.shards]
+    catalog = Catalog.load(Registry.load())
+    policies = {a["action_id"]: catalog.by_id[a["action_id"]].contact_policy or _NONE for a in body["actions"]}
+    capped = {action for action, policy in policies.items() if policy.max_presentations}
+    assert capped, "the demo customer is shown some offer under a cap"
+    deadline = time.monotonic() + 2
+    with home.client() as node:
+        while {f.decode().split(":")[1] for f in node.hgetall(contacts)} != capped and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert {f.decode().split(":")[1] for f in node.hgetall(contacts)} == capped
+    decision, action = body["decision_id"], body["actions"][0]["action_id"]
+    answer = {"decision_id": decision, "action_id": action, "outcome": "declined"}
+    first, again = http.post("/v1/feedback", json=answer).json(), http.post("/v1/feedback", json=answer).json()
+    assert (first["recorded"], again["duplicates"]) == ([action], [action])
+    (owner,) = [s for s in cluster.shards if s.owns(f"nba:decision:{{{decision}}}")]
+    with owner.client() as node:
+        assert node.exists(f"nba:decision:{{{decision}}}", f"nba:feedback:{{{decision}}}") == 2

@@ -13,11 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
+from features import Registry
+from service.catalog import Catalog
 from service.cli import main
 from tests.conftest import free_port
 
@@ -99,6 +102,9 @@ def _readme_curls() -> list[tuple[str, dict[str, object]]]:
     assert [path for path, _ in calls] == [
         "/v1/recommend",
         "/v1/assign",
+        "/v1/recommend",  # with the live context: a cancel intent
+        "/v1/recommend",  # and a customer asking for a person
+        "/v1/feedback",  # on the first recommend's decision
         "/v1/events",  # an identifier linked to the demo customer, one event on its own
         "/v1/customers/lookup",  # and found by it
         "/v1/events",  # a live event on its own
@@ -141,17 +147,26 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     data_dir, port = tmp_path, free_port()
     proc, _ = _run_until_ready(data_dir, port)
     try:
-        answers = [
-            httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10) for path, body in _readme_curls()
-        ]
-        recommended, assigned, linked, found, one, batch = (a.json() for a in answers)
+        answers: list[dict[str, Any]] = []
+        for path, body in _readme_curls():
+            if body.get("decision_id") == "<the decision_id>":  # the README's placeholder: the first answer's id
+                body = {**body, "decision_id": answers[0]["decision_id"]}
+            answers.append(httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10).json())
+        recommended, assigned, cancelling, asking, feedback, linked, found, one, batch = answers
     finally:
         first_output = _stop(proc)
     assert proc.returncode == 0
     assert len(recommended["actions"]) >= 3
     assert recommended["cold_start"] is False
-    scores = [a["score"] for a in recommended["actions"]]
-    assert scores == sorted(scores, reverse=True)
+    priority = Catalog.load(Registry.load()).priority
+    keys = [(priority[a["group"]], -a["score"]) for a in recommended["actions"]]
+    assert keys == sorted(keys), "ranked by group priority, then score"
+    lifted = [a for a in cancelling["actions"] if a["group"] == "retention"]
+    assert lifted
+    assert all(a["context_weight"] == 2.0 for a in lifted)
+    assert asking["actions"][0]["action_id"] == "transfer_specialist"
+    assert feedback["recorded"] == ["plan_upgrade"]
+    assert feedback["events_applied"] == 2
     assert assigned["agents"]
     assert assigned["degraded"] is False
     assert one == {
