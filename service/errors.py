@@ -2,6 +2,7 @@
 
 ServiceError
 ├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
+├── KeyFileError       the API keys file is unreadable or invalid, or a key command cannot do as asked
 ├── BadRequest         a request that validated but cannot be served as asked (names the field)
 ├── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
 └── CustomerNotFound   the online store holds nothing for a customer a read-only route asked about (404)
@@ -16,6 +17,10 @@ class ServiceError(Exception):
 
 class CatalogError(ServiceError):
     """The action catalog failed validation."""
+
+
+class KeyFileError(ServiceError):
+    """The API keys file cannot be read or changed as asked; names the file and the field or key."""
 
 
 class BadRequest(ServiceError):

@@ -21,6 +21,28 @@ class ServiceSettings(BaseSettings):
     catalog_path: Path | None = Field(default=None, description="Action catalog YAML; the packaged one by default.")
     top_k: int = Field(default=5, ge=1, le=50, description="How many actions recommend returns at most.")
     log_level: str = Field(default="info", description="uvicorn log level.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1_024, description="Largest request body any route takes (413 beyond it)."
+    )
+
+
+class AuthSettings(BaseSettings):
+    """Who may call the API: the keys file and the rate each key may send at."""
+
+    model_config = SettingsConfigDict(env_prefix="NBA_", extra="forbid")
+
+    keys_file: Path | None = Field(
+        default=None, description="The API keys file (SHA-256 digests only); NBA_DATA_DIR/keys.json by default."
+    )
+    rate_limit: float = Field(
+        default=1_000.0,
+        ge=0,
+        description="Requests per second each key may make, per service process (twice that at once); 0: no limit.",
+    )
+
+    def resolved_keys_file(self, data_dir: Path) -> Path:
+        """The keys file in force, ``keys.json`` under ``data_dir`` by default."""
+        return self.keys_file if self.keys_file is not None else data_dir / "keys.json"
 
 
 class Settings(BaseModel):
@@ -29,6 +51,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     service: ServiceSettings
+    auth: AuthSettings
     redis: RedisSettings
     offline: OfflineSettings
     mlflow: MlflowSettings

@@ -126,7 +126,7 @@ def test_no_pii_in_logs_or_error_messages_through_the_api(
     with (
         serve(settings) as served,
         capture_logs() as captured,
-        httpx.Client(base_url=served.url, timeout=10) as http,
+        served.client() as http,
     ):
         responses = [r for customer_id in ids for r in _requests(http, customer_id)]
     statuses = sorted({r.status_code for r in responses})

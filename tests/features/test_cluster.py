@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -462,7 +461,7 @@ def test_the_service_recommends_and_assigns_from_the_cluster(
 ) -> None:
     base = settings_for(data_dir, clustered.url)
     settings = base.model_copy(update={"redis": base.redis.model_copy(update={"cluster": True})})
-    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as http:
+    with serve(settings) as served, served.client() as http:
         ready = http.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["ready"] is True
