@@ -69,7 +69,7 @@ def main() -> None:
                 file.create(role, f"{role.value}-{i}")
         _, key = file.create(Role.DESKTOP, "bench")
         settings = Settings(
-            service=ServiceSettings(log_level="warning"),
+            service=ServiceSettings(log_level="warning", model_poll_s=0),
             auth=AuthSettings(keys_file=file.path, rate_limit=1e9),
             redis=RedisSettings(url="redis://127.0.0.1:1"),  # never asked: the inner app answers nothing
             offline=OfflineSettings(data_dir=data),

@@ -3,6 +3,8 @@ the lifespan."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +41,8 @@ from service.errors import BadRequest, CustomerNotFound
 from service.fast_read import FastFeatureRead
 from service.keys import KeyFile, KeyRing
 from service.metrics import Metrics, RequestTimer
-from service.model_holder import ModelHolder
+from service.model_cache import LastKnownGood
+from service.model_holder import ModelHolder, watch
 from service.openapi import RootModelSchemaPlugin
 from service.routes import (
     assign,
@@ -117,8 +120,12 @@ def create_app(
     registry = registry if registry is not None else Registry.load()
     catalog = Catalog.load(registry, settings.service.catalog_path)
     client = connect(settings.redis.url, timeout_s=settings.redis.timeout_ms / 1000, cluster=settings.redis.cluster)
-    holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)
-    metrics = Metrics(lambda: holder.versions)
+    holder = ModelHolder(
+        ModelRegistry(settings.mlflow, settings.offline.data_dir),
+        registry.version,
+        cache=LastKnownGood(settings.offline.data_dir / "last-known-good"),
+    )
+    metrics = Metrics(lambda: holder.versions, lambda: holder.status)
     keys = KeyRing(KeyFile(settings.auth.resolved_keys_file(settings.offline.data_dir)))
     decisions = DecisionService(
         store=OnlineStore(client, registry, namespace=settings.redis.namespace),
@@ -142,9 +149,15 @@ def create_app(
         # process. Left to the collector, each full collection walks all of it, 300 ms on a busy 2-core machine,
         # during which every request in flight waits; frozen, a collection walks only what came after.
         gc.freeze()
+        poll_s = settings.service.model_poll_s
+        watching = asyncio.create_task(watch(holder, poll_s)) if poll_s else None
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             await decisions.store.aclose()
             await client.aclose()
 

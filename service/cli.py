@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 
@@ -70,6 +71,11 @@ def run(no_demo: bool) -> None:
                 build_demo(DemoConfig(), reporter, redis_url=url)
             keys = KeyFile(auth.resolved_keys_file(offline.data_dir))
             ensure_demo_keys(keys, reporter, make=not no_demo and sys.stderr.isatty())
+            # The service must start from its last-known-good models when an MLflow server is down, not after
+            # MLflow's client has retried for minutes (its defaults: 7 retries, exponential backoff, 120 s
+            # timeout). Values set in the environment win.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             settings = Settings(
                 service=service,
                 auth=auth,

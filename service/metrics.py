@@ -22,8 +22,10 @@ from typing import Generic, Literal, TypeVar, cast
 
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from service.model_holder import ModelStatus
 
 Endpoint = Literal["recommend", "assign"]
 Dependency = Literal["online_store", "models"]
@@ -54,10 +56,51 @@ class _ModelVersions(Collector):
         yield family
 
 
+class _ModelState(Collector):
+    """Where the models in force came from and how their updates went, read from the holder at scrape."""
+
+    def __init__(self, status: Callable[[], ModelStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._status()
+        up = GaugeMetricFamily(
+            "nba_model_registry_up", "1 when the last look at the model registry (MLflow) reached it, else 0."
+        )
+        up.add_metric([], 1.0 if status.registry_up else 0.0)
+        yield up
+        lkg = GaugeMetricFamily(
+            "nba_model_last_known_good",
+            "1 for a model served from its last-known-good copy on disk (MLflow was unreachable), 0 from MLflow.",
+            labels=["model"],
+        )
+        for name, source in sorted(status.sources.items()):
+            lkg.add_metric([name], 1.0 if source == "last_known_good" else 0.0)
+        yield lkg
+        failures = CounterMetricFamily(
+            "nba_model_load_failures",
+            "Versions an alias named that could not be put in force (artifact missing or corrupt, checks failed).",
+            labels=["model"],
+        )
+        for name, count in sorted(status.load_failures.items()):
+            failures.add_metric([name], float(count))
+        yield failures
+        swaps = CounterMetricFamily(
+            "nba_model_swaps", "Versions put in force, the first load included.", labels=["model"]
+        )
+        for name, count in sorted(status.swaps.items()):
+            swaps.add_metric([name], float(count))
+        yield swaps
+
+
 class Metrics:
     """The service's metrics and the text Prometheus scrapes."""
 
-    def __init__(self, model_versions: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(
+        self,
+        model_versions: Callable[[], Mapping[str, str]],
+        model_status: Callable[[], ModelStatus] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._latency = Histogram(
             "nba_http_request_duration_seconds",
@@ -92,6 +135,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_ModelVersions(model_versions))
+        if model_status is not None:
+            self.registry.register(_ModelState(model_status))
         self._timers: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -140,9 +140,21 @@ class AssignResponse(BaseModel):
 
 
 class Health(BaseModel):
-    """Liveness."""
+    """Liveness, and the models in force: which versions, loaded from where, and what went wrong updating them."""
 
     status: Literal["ok"]
+    model_versions: dict[str, str] = Field(description="Registered name → version of every model in force.")
+    models_from: dict[str, Literal["registry", "last_known_good"]] = Field(
+        description="Registered name → where its bundle was loaded from: the MLflow registry, or the copy on "
+        "local disk the service kept when it last loaded it (MLflow was unreachable)."
+    )
+    model_registry: Literal["reachable", "unreachable", "not asked yet"] = Field(
+        description="Whether the last look at the MLflow registry (every NBA_MODEL_POLL_S seconds) reached it."
+    )
+    model_problems: dict[str, str] = Field(
+        description="Registered name → why the version its alias names is not in force (a corrupt or missing "
+        "artifact, a failed check, an alias removed); empty when all is well."
+    )
 
 
 class Readiness(BaseModel):

@@ -24,6 +24,11 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1_024, description="Largest request body any route takes (413 beyond it)."
     )
+    model_poll_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the champion aliases are looked up in MLflow, to swap in a promoted version; 0: never.",
+    )
 
 
 class AuthSettings(BaseSettings):

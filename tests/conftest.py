@@ -128,7 +128,9 @@ def settings_for(data_dir: Path, redis_url: str, *, port: int = 8000) -> Setting
     The service accepts the session's keys (:func:`session_keys`); `Served.client` sends the admin's.
     """
     return Settings(
-        service=ServiceSettings(host="127.0.0.1", port=port, catalog_path=None, top_k=5, log_level="warning"),
+        service=ServiceSettings(
+            host="127.0.0.1", port=port, catalog_path=None, top_k=5, log_level="warning", model_poll_s=5.0
+        ),
         auth=AuthSettings(keys_file=session_keys().path, rate_limit=1_000.0),
         redis=RedisSettings(url=redis_url, namespace="nba", timeout_ms=200),
         offline=OfflineSettings(data_dir=data_dir),

@@ -24,10 +24,17 @@ def _ranked(scores: list[float]) -> bool:
     return all(a >= b for a, b in itertools.pairwise(scores))
 
 
-def test_health_is_ok(http: httpx.Client) -> None:
+def test_health_is_ok_and_names_the_models_in_force(http: httpx.Client, champions: dict[str, str]) -> None:
     response = http.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    names = {f"nba-{kind}": version for kind, version in champions.items()}
+    assert response.json() == {
+        "status": "ok",
+        "model_versions": names,
+        "models_from": dict.fromkeys(names, "registry"),
+        "model_registry": "reachable",
+        "model_problems": {},
+    }
 
 
 def test_ready_names_the_champion_versions(http: httpx.Client, champions: dict[str, str], registry: Registry) -> None:
