@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -169,11 +170,16 @@ class KeyFile:
             taken = {k.name for k in keys}
             if name is None:
                 name = next(f"{role.value}-{i}" for i in range(1, len(keys) + 2) if f"{role.value}-{i}" not in taken)
+            elif not re.fullmatch(NAME_PATTERN, name):
+                raise KeyFileError(
+                    f"key name {name!r}: letters, digits, '.', '_' and '-' only, at most 64, a letter or digit first"
+                )
             elif name in taken:
                 raise KeyFileError(f"a key named {name!r} exists already in {self.path}: pick another name")
+            if rate_limit is not None and not rate_limit > 0:
+                raise KeyFileError(f"rate limit {rate_limit}: a number of requests per second above 0")
             created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             key = ApiKey(name, role, digest_of(plain), created, plain[:HINT_CHARS], rate_limit)
-            _to_record(key)  # validates the name and the rate before anything is written
             self._write([*keys, key])
         return key, plain
 
