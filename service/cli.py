@@ -18,6 +18,7 @@ from service.errors import CatalogError, KeyFileError
 from service.keys import KeyFile
 from service.keys_cli import ensure_demo_keys
 from service.keys_cli import keys as keys_commands
+from service.logs import log_config
 from service.settings import AuthSettings, ServiceSettings, Settings
 from training import MlflowSettings, TrainingError
 from training.cli import build_demo, demo, settings_from_env, train
@@ -86,7 +87,14 @@ def run(no_demo: bool) -> None:
             )
             app = create_app(settings)
             reporter.note(f"serving on http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)")
-            uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level)
+            uvicorn.run(
+                app,
+                host=service.host,
+                port=service.port,
+                log_level=service.log_level,
+                log_config=log_config(service.log_format, service.log_level),
+                access_log=False,  # the service writes its own (service/logs.py): route templates, decision ids
+            )
     except (FeatureStoreError, TrainingError, CatalogError, KeyFileError) as exc:
         abort(str(exc))
 

@@ -16,6 +16,7 @@ measured in-process against a bare ASGI app on a machine loaded four times over 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Generic, Literal, TypeVar, cast
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.logs import ACCESS_LOGGER, DECISION_HEADER
 from service.model_holder import ModelStatus
 
 Endpoint = Literal["recommend", "assign"]
@@ -39,6 +41,8 @@ UNMATCHED = "unmatched"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 App = TypeVar("App", bound=ASGIApp)
+_access = logging.getLogger(ACCESS_LOGGER)
+_DECISION_HEADER = DECISION_HEADER.lower().encode()
 
 
 class _ModelVersions(Collector):
@@ -168,10 +172,12 @@ class Metrics:
 
 
 class RequestTimer(Generic[App]):
-    """The outermost ASGI layer: times every HTTP request by the route template the app resolved.
+    """The outermost ASGI layer: times every HTTP request by the route template the app resolved, and logs it.
 
     Litestar records the template it routed by in ``scope["path_template"]``; the fast feature read records its
-    own. The status is the one the response started with (500 when the app raised before answering)."""
+    own. The status is the one the response started with (500 when the app raised before answering). At INFO,
+    each request is one ``nba.access`` record (:mod:`service.logs`): the template, never the path, the API key's
+    name and the decision's id from its ``X-Decision-Id`` header; above INFO the check costs one cached lookup."""
 
     def __init__(self, app: App, metrics: Metrics) -> None:
         self.app = app
@@ -183,11 +189,17 @@ class RequestTimer(Generic[App]):
             return
         started = time.perf_counter()
         status = 500
+        logged = _access.isEnabledFor(logging.INFO)
+        decision: str | None = None
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, decision
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if logged:
+                    for name, value in message.get("headers", ()):
+                        if name.lower() == _DECISION_HEADER:
+                            decision = value.decode("latin-1")
             await send(message)
 
         try:
@@ -195,4 +207,16 @@ class RequestTimer(Generic[App]):
         finally:
             route = scope.get("path_template") or UNMATCHED
             method = cast(HTTPScope, scope)["method"]
-            self._metrics.observe_request(route, method, status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.observe_request(route, method, status, elapsed)
+            if logged:
+                key = scope.get("auth")
+                fields = {
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "key": getattr(key, "name", None),
+                    "decision_id": decision,
+                }
+                _access.info("%s %s %d", method, route, status, extra=fields)

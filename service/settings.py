@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,9 @@ class ServiceSettings(BaseSettings):
     catalog_path: Path | None = Field(default=None, description="Action catalog YAML; the packaged one by default.")
     top_k: int = Field(default=5, ge=1, le=50, description="How many actions recommend returns at most.")
     log_level: str = Field(default="info", description="uvicorn log level.")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log records as one JSON object per line, or as uvicorn's text lines."
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1_024, description="Largest request body any route takes (413 beyond it)."
     )
