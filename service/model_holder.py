@@ -204,7 +204,8 @@ class ModelHolder:
     def _registry_down(self, exc: RegistryUnavailable) -> bool:
         """MLflow did not answer: keep what is in force, or start from the last-known-good copies."""
         if self._registry_up is not False:
-            log.error("the model registry cannot be reached (%s); the models in force stay", exc)
+            then = "the models in force stay" if self._loaded else "looking for last-known-good copies"
+            log.error("the model registry cannot be reached (%s); %s", exc, then)
         self._registry_up = False
         fresh = {}
         for kind in KINDS:
