@@ -33,6 +33,7 @@ import httpx
 import pyarrow.parquet as pq
 
 from bench.feature_server import free_port, wrk
+from service.keys import KeyFile, Role
 
 CUSTOMERS = 2_000
 CONNECTIONS = 16
@@ -46,21 +47,37 @@ local bodies = {%s}
 local i = 0
 request = function()
   i = i + 1
-  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
+  return wrk.format("POST", "%s", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"},
+                    bodies[(i %% #bodies) + 1])
 end
 """
 
 
-def _script(path: Path, route: str, bodies: list[dict[str, object]]) -> Path:
-    """A wrk script that POSTs ``bodies`` to ``route`` in turn."""
+def _script(path: Path, route: str, bodies: list[dict[str, object]], key: str) -> Path:
+    """A wrk script that POSTs ``bodies`` to ``route`` in turn, each with ``key``."""
     quoted = ",\n".join("[[" + json.dumps(b) + "]]" for b in bodies)
-    path.write_text(_ROTATE % (quoted, route))
+    path.write_text(_ROTATE % (quoted, route, key))
     return path
 
 
+def _keys(data_dir: Path) -> dict[Role, str]:
+    """A desktop key and a router key in the keys file ``nba run`` will serve with (as ``nba keys create``)."""
+    file = KeyFile(data_dir / "keys.json")
+    return {role: file.create(role, f"bench-{role.value}")[1] for role in (Role.DESKTOP, Role.ROUTER)}
+
+
 def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store)."""
-    env = {**os.environ, "NBA_DATA_DIR": str(data_dir), "NBA_PORT": str(port), "NBA_LOG_LEVEL": "warning"}
+    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store).
+
+    Each key's rate limit is set past what a run reaches: the bucket is still checked on every request."""
+    env = {
+        **os.environ,
+        "NBA_DATA_DIR": str(data_dir),
+        "NBA_PORT": str(port),
+        "NBA_LOG_LEVEL": "warning",
+        "NBA_KEYS_FILE": str(data_dir / "keys.json"),
+        "NBA_RATE_LIMIT": "1000000000",
+    }
     for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     nba = Path(sys.executable).with_name("nba")
@@ -93,6 +110,7 @@ def main() -> None:
         root = Path(tmp)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
+        keys = _keys(root / "data")
         server = _start(root / "data", port)
         try:
             _wait_ready(base, server)
@@ -101,19 +119,22 @@ def main() -> None:
             customers = sorted(set(customers))[:CUSTOMERS]
             agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
             recommend = _script(
-                root / "recommend.lua", "/v1/recommend", [{"customer_id": c, "channel": "voice"} for c in customers]
+                root / "recommend.lua",
+                "/v1/recommend",
+                [{"customer_id": c, "channel": "voice"} for c in customers],
+                keys[Role.DESKTOP],
             )
             contacts = [
                 {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
                 for c in customers[:200]
             ]
-            assign = _script(root / "assign.lua", "/v1/assign", contacts)
+            assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
             # A check that each answers as documented before it is timed, then a warm-up.
-            for route, body, ranked in (
-                ("/v1/recommend", {"customer_id": customers[0], "channel": "voice"}, "actions"),
-                ("/v1/assign", contacts[0], "agents"),
+            for route, body, ranked, role in (
+                ("/v1/recommend", {"customer_id": customers[0], "channel": "voice"}, "actions", Role.DESKTOP),
+                ("/v1/assign", contacts[0], "agents", Role.ROUTER),
             ):
-                answer = httpx.post(f"{base}{route}", json=body).json()
+                answer = httpx.post(f"{base}{route}", json=body, headers={"X-API-Key": keys[role]}).json()
                 if not answer.get(ranked) or answer.get("degraded"):
                     sys.exit(f"{route} did not answer as documented: {str(answer)[:300]}")
             for script in (recommend, assign):

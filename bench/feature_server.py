@@ -4,7 +4,8 @@ Both serve one customer's 40 float features of one view from Redis, one worker e
 16 connections for the same number of seconds:
 
 - ours: ``GET /v1/customers/{id}/features?view=bench_state`` from ``nba``'s own app served as ``nba run``
-  serves it (uvicorn with httptools and uvloop, one worker; no access log), on a private embedded Valkey
+  serves it (uvicorn with httptools and uvloop, one worker; no access log; a desktop API key on every request,
+  checked and rate-limited as in production, with a rate no run reaches), on a private embedded Valkey
   holding 10,000 customers. The served contract is the packaged one plus a view ``bench_state`` of 40 floats shaped
   like the peer's (``bench/feature_server.py`` adds it, nothing ships it);
 - hello: a one-route Litestar app returning ``{"hello": "world"}`` on the same server, at 16 connections:
@@ -43,8 +44,11 @@ from litestar import Litestar, get
 
 from features import EmbeddedValkey, EventStreamSettings, OfflineSettings, OnlineStore, RedisSettings, Registry, connect
 from service import ServiceSettings, Settings, create_app
+from service.auth import ApiKeyGate
 from service.fast_read import FastFeatureRead
+from service.keys import KeyFile, Role
 from service.metrics import RequestTimer
+from service.settings import AuthSettings
 from training import MlflowSettings
 
 CUSTOMERS = 10_000
@@ -86,10 +90,11 @@ async def _fill(url: str, registry: Registry) -> None:
         await client.aclose()
 
 
-def _ours(contract: Path, redis_url: str, data_dir: Path) -> RequestTimer[FastFeatureRead]:
-    """Our API on the bench contract, as ``nba run`` builds it."""
+def _ours(contract: Path, redis_url: str, data_dir: Path) -> RequestTimer[ApiKeyGate[FastFeatureRead]]:
+    """Our API on the bench contract, as ``nba run`` builds it, with the keys file :func:`_key` writes."""
     settings = Settings(
         service=ServiceSettings(log_level="warning"),
+        auth=AuthSettings(keys_file=data_dir / "keys.json", rate_limit=1e9),
         redis=RedisSettings(url=redis_url),
         offline=OfflineSettings(data_dir=data_dir),
         mlflow=MlflowSettings(),
@@ -122,6 +127,11 @@ def serve(server: str, app: str, contract: Path, redis_url: str, data_dir: Path,
     )
 
 
+def _key(data_dir: Path) -> str:
+    """A desktop key in ``data_dir``'s keys file, which :func:`_ours` serves with."""
+    return KeyFile(data_dir / "keys.json").create(Role.DESKTOP, "bench")[1]
+
+
 def free_port() -> int:
     """A port nothing listens on now."""
     with socket.socket() as probe:
@@ -136,14 +146,22 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def wrk(
-    name: str, url: str, connections: int, seconds: int, server_pid: int | None = None, *, script: Path | None = None
+    name: str,
+    url: str,
+    connections: int,
+    seconds: int,
+    server_pid: int | None = None,
+    *,
+    script: Path | None = None,
+    headers: tuple[str, ...] = (),
 ) -> str:
     """wrk's figures as one line; with ``server_pid``, also the server's CPU time per request, which a busy
     machine stretches far less than it stretches requests per second. ``script``: a wrk Lua script that makes
-    the requests (a POST body, a rotation of ids)."""
+    the requests (a POST body, a rotation of ids); ``headers``: ``Name: value`` lines sent with each request."""
     cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
+    extra = [*(["-s", str(script)] if script else []), *(a for h in headers for a in ("-H", h))]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *(["-s", str(script)] if script else []), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -163,10 +181,11 @@ def wrk(
 
 
 def _measure(
-    server: str, app: str, env: tuple[Path, str, str], seconds: int, connections: tuple[int, ...]
+    server: str, app: str, env: tuple[Path, str, str, str], seconds: int, connections: tuple[int, ...]
 ) -> list[str]:
     """Start ``app`` on ``server`` in a child process, check its answer, warm it up, then load it with wrk."""
-    contract, redis_url, tmp = env
+    contract, redis_url, tmp, key = env
+    headers = (f"Authorization: Bearer {key}",) if app == "nba" else ()
     port = free_port()
     command = [sys.executable, "-m", "bench.feature_server", "--serve", server, app, str(contract), redis_url, tmp]
     process = subprocess.Popen([*command, str(port)], env=os.environ.copy(), start_new_session=True)
@@ -175,7 +194,7 @@ def _measure(
         url = f"http://127.0.0.1:{port}{path}"
         for _ in range(600):
             try:
-                answer = httpx.get(url, timeout=1)
+                answer = httpx.get(url, timeout=1, headers=dict(h.split(": ", 1) for h in headers))
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -183,9 +202,9 @@ def _measure(
             values = [f["value"] for f in answer.json()["features"]]
             assert len(values) == WIDTH, answer.text[:200]
             assert all(isinstance(v, float) for v in values), answer.text[:200]
-        wrk(app, url, 4, 3)  # warm up
+        wrk(app, url, 4, 3, headers=headers)  # warm up
         name = app if server == "uvicorn" else f"{app}-{server}"
-        return [wrk(name, url, c, seconds, process.pid) for c in connections]
+        return [wrk(name, url, c, seconds, process.pid, headers=headers) for c in connections]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
@@ -198,7 +217,7 @@ def _ours_and_baselines(seconds: int, granian: bool) -> list[str]:
         write_contract(contract)
         with EmbeddedValkey(root / "valkey", persist=False) as server:
             asyncio.run(_fill(server.url, Registry.load(contract)))
-            env = (contract, server.url, tmp)
+            env = (contract, server.url, tmp, _key(root))
             lines = _measure("uvicorn", "nba", env, seconds, (1, 16))
             lines += _measure("uvicorn", "hello", env, seconds, (16,))
             if granian:

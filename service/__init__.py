@@ -1,6 +1,6 @@
 """The Litestar service: recommend and assign, scored on the feature store with the champion models."""
 
 from service.app import create_app
-from service.settings import ServiceSettings, Settings
+from service.settings import AuthSettings, ServiceSettings, Settings
 
-__all__ = ["ServiceSettings", "Settings", "create_app"]
+__all__ = ["AuthSettings", "ServiceSettings", "Settings", "create_app"]

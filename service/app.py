@@ -13,8 +13,15 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
-from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_422_UNPROCESSABLE_ENTITY, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 from features import (
     EventPublisher,
@@ -26,6 +33,7 @@ from features import (
     connect,
 )
 from service import redaction
+from service.auth import ApiKeyGate
 from service.catalog_source import CatalogSource
 from service.customers import CustomerService
 from service.decision_records import DecisionRecords
@@ -33,8 +41,10 @@ from service.decisions import DecisionService
 from service.errors import BadRequest, CatalogError, CustomerNotFound, DecisionNotFound
 from service.fast_read import FastFeatureRead
 from service.feedback import FeedbackService
+from service.keys import KeyFile, KeyRing
 from service.metrics import Metrics, RequestTimer
-from service.model_holder import ModelHolder
+from service.model_cache import LastKnownGood
+from service.model_holder import ModelHolder, watch
 from service.openapi import RootModelSchemaPlugin
 from service.routes import (
     assign,
@@ -96,23 +106,37 @@ def _store_unavailable(_: Request, exc: OnlineStoreUnavailable | OfflineStoreErr
     )
 
 
+def _too_large(limit: int) -> Callable[[Request, RequestEntityTooLarge], Response[dict[str, object]]]:
+    def handler(_: Request, exc: RequestEntityTooLarge) -> Response[dict[str, object]]:
+        detail = f"request body larger than the limit of {limit:,} bytes (NBA_MAX_BODY_BYTES)"
+        return Response({"status_code": 413, "detail": detail}, status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+    return handler
+
+
 def create_app(
     settings: Settings, registry: Registry | None = None, *, clock: Callable[[], float] = time.time
-) -> RequestTimer[FastFeatureRead]:
+) -> RequestTimer[ApiKeyGate[FastFeatureRead]]:
     """The API for ``settings``; Redis must be reachable at ``settings.redis.url`` (or it serves degraded).
 
     ``registry`` is the packaged feature contract unless given (the benchmark serves a contract with an extra
     view shaped like its peer's). ``clock`` is what a customer-features read takes as now (a test fixes it to
-    compare two answers byte for byte). The Litestar app is the answer's ``litestar``; in front of it
-    :class:`~service.fast_read.FastFeatureRead` answers the plain feature reads (see why there), and in front of
-    both :class:`~service.metrics.RequestTimer` times every request for ``/metrics``.
+    compare two answers byte for byte). The Litestar app is the answer's ``app.app.litestar``; in front of it
+    :class:`~service.fast_read.FastFeatureRead` answers the plain feature reads (see why there), in front of both
+    :class:`~service.auth.ApiKeyGate` lets through only requests with a key of the route's role, and in front of
+    everything :class:`~service.metrics.RequestTimer` times every request (refusals too) for ``/metrics``.
     """
     if settings.redis.url is None:
         raise ValueError("settings.redis.url is unset: start the embedded server first (nba run does)")
     registry = registry if registry is not None else Registry.load()
     client = connect(settings.redis.url, timeout_s=settings.redis.timeout_ms / 1000, cluster=settings.redis.cluster)
-    holder = ModelHolder(ModelRegistry(settings.mlflow, settings.offline.data_dir), registry.version)
-    metrics = Metrics(lambda: holder.versions)
+    holder = ModelHolder(
+        ModelRegistry(settings.mlflow, settings.offline.data_dir),
+        registry.version,
+        cache=LastKnownGood(settings.offline.data_dir / "last-known-good"),
+    )
+    metrics = Metrics(lambda: holder.versions, lambda: holder.status)
+    keys = KeyRing(KeyFile(settings.auth.resolved_keys_file(settings.offline.data_dir)))
     catalogs = CatalogSource(registry, settings.service.catalog_path, metrics)
     store = OnlineStore(client, registry, namespace=settings.redis.namespace)
     records = DecisionRecords(store, namespace=settings.redis.namespace, ttl_days=settings.service.decision_ttl_days)
@@ -140,12 +164,17 @@ def create_app(
         # process. Left to the collector, each full collection walks all of it, 300 ms on a busy 2-core machine,
         # during which every request in flight waits; frozen, a collection walks only what came after.
         gc.freeze()
-        poll_s = settings.service.catalog_poll_s
-        watcher = asyncio.get_running_loop().create_task(catalogs.watch(poll_s)) if poll_s > 0 else None
+        # Two watchers off the request path: the catalog file and the models' aliases.
+        catalog_poll_s, model_poll_s = settings.service.catalog_poll_s, settings.service.model_poll_s
+        watchers = []
+        if catalog_poll_s > 0:
+            watchers.append(asyncio.create_task(catalogs.watch(catalog_poll_s)))
+        if model_poll_s > 0:
+            watchers.append(asyncio.create_task(watch(holder, model_poll_s)))
         try:
             yield
         finally:
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
@@ -182,13 +211,29 @@ def create_app(
             CatalogError: _catalog_refused,
             OnlineStoreUnavailable: _store_unavailable,
             OfflineStoreError: _store_unavailable,
+            RequestEntityTooLarge: _too_large(settings.service.max_body_bytes),
         },
+        request_max_body_size=settings.service.max_body_bytes,
         lifespan=[lifespan],
         plugins=[RootModelSchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="nba-copilot",
             version="0.1.0",
-            description="Next-best actions for the agent desktop and predictive routing for the routing engine.",
+            description="Next-best actions for the agent desktop and predictive routing for the routing engine. "
+            "Every route but /health, /ready and this schema needs an API key of its role (nba keys create), sent "
+            "as `Authorization: Bearer <key>` or `X-API-Key: <key>`: desktop for recommend and the customer "
+            "reads, router for assign, events for /v1/events, metrics for /metrics, admin for all of them and "
+            "the erasure.",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="An nba API key."),
+                    "apiKey": SecurityScheme(
+                        type="apiKey", name="X-API-Key", security_scheme_in="header", description="An nba API key."
+                    ),
+                }
+            ),
+            security=[{"bearer": []}, {"apiKey": []}],
         ),
     )
-    return RequestTimer(FastFeatureRead(app, customers), metrics)
+    gate = ApiKeyGate(FastFeatureRead(app, customers), app, keys, rate_limit=settings.auth.rate_limit)
+    return RequestTimer(gate, metrics)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import sys
 
 import click
 import uvicorn
@@ -12,8 +14,12 @@ from features import EventStreamSettings, FeatureStoreError, OfflineSettings, Re
 from features.cli import features as features_commands
 from features.event_cli import events as events_commands
 from service.app import create_app
-from service.errors import CatalogError
-from service.settings import ServiceSettings, Settings
+from service.errors import CatalogError, KeyFileError
+from service.keys import KeyFile
+from service.keys_cli import ensure_demo_keys
+from service.keys_cli import keys as keys_commands
+from service.logs import log_config
+from service.settings import AuthSettings, ServiceSettings, Settings
 from training import MlflowSettings, TrainingError
 from training.cli import build_demo, demo, settings_from_env, train
 from training.console import Reporter, abort
@@ -48,9 +54,11 @@ def run(no_demo: bool) -> None:
     """Start the online store, build the demo if missing, and serve the API.
 
     Listens on NBA_HOST:NBA_PORT (127.0.0.1:8000). Redis is REDIS_URL or an embedded Valkey under
-    NBA_DATA_DIR (.nba); MLflow is MLFLOW_TRACKING_URI or sqlite under the data dir.
+    NBA_DATA_DIR (.nba); MLflow is MLFLOW_TRACKING_URI or sqlite under the data dir. With the demo and no API
+    keys yet, makes one per role and shows them once (on a terminal only).
     """
     service = settings_from_env(ServiceSettings)
+    auth = settings_from_env(AuthSettings)
     redis_settings = settings_from_env(RedisSettings)
     offline = settings_from_env(OfflineSettings)
     mlflow = settings_from_env(MlflowSettings)
@@ -62,8 +70,16 @@ def run(no_demo: bool) -> None:
             reporter.note(f"online store: {url}")
             if not no_demo:
                 build_demo(DemoConfig(), reporter, redis_url=url)
+            keys = KeyFile(auth.resolved_keys_file(offline.data_dir))
+            ensure_demo_keys(keys, reporter, make=not no_demo and sys.stderr.isatty())
+            # The service must start from its last-known-good models when an MLflow server is down, not after
+            # MLflow's client has retried for minutes (its defaults: 7 retries, exponential backoff, 120 s
+            # timeout). Values set in the environment win.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             settings = Settings(
                 service=service,
+                auth=auth,
                 redis=redis_settings.model_copy(update={"url": url}),
                 offline=offline,
                 mlflow=mlflow,
@@ -71,8 +87,15 @@ def run(no_demo: bool) -> None:
             )
             app = create_app(settings)
             reporter.note(f"serving on http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)")
-            uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level)
-    except (FeatureStoreError, TrainingError, CatalogError) as exc:
+            uvicorn.run(
+                app,
+                host=service.host,
+                port=service.port,
+                log_level=service.log_level,
+                log_config=log_config(service.log_format, service.log_level),
+                access_log=False,  # the service writes its own (service/logs.py): route templates, decision ids
+            )
+    except (FeatureStoreError, TrainingError, CatalogError, KeyFileError) as exc:
         abort(str(exc))
 
 
@@ -84,3 +107,4 @@ main.add_command(models_commands)
 main.add_command(score)
 main.add_command(features_commands)
 main.add_command(events_commands)
+main.add_command(keys_commands)

@@ -2,6 +2,7 @@
 
 ServiceError
 ├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
+├── KeyFileError       the API keys file is unreadable or invalid, or a key command cannot do as asked
 ├── BadRequest         a request that validated but cannot be served as asked (names the field)
 ├── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
 ├── CustomerNotFound   the online store holds nothing for a customer a read-only route asked about (404)
@@ -38,6 +39,10 @@ class CatalogError(ServiceError):
         self.file = file
         text = "; ".join(str(p) for p in problems)
         super().__init__(f"{file}: {text}" if file else text)
+
+
+class KeyFileError(ServiceError):
+    """The API keys file cannot be read or changed as asked; names the file and the field or key."""
 
 
 class BadRequest(ServiceError):

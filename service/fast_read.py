@@ -21,7 +21,9 @@ Litestar stays the one documented route: the OpenAPI schema does not know this p
 The rule: anything added to the Litestar app that applies to this route (middleware, guards, auth, rate limits,
 request hooks, response headers or cookies, caching, CORS, compression: issue 9) must be applied here too, or this
 path removed. :class:`FastFeatureRead` refuses to start in front of an app whose layers hold any of them (see
-:func:`unknown_layers`), and ``tests/service/test_fast_read.py`` holds that refusal.
+:func:`unknown_layers`), and ``tests/service/test_fast_read.py`` holds that refusal. API keys, roles and rate
+limits are not such a layer: :class:`~service.auth.ApiKeyGate` stands in front of this path and Litestar alike, so
+a request reaches either only with a key of the route's role.
 """
 
 from __future__ import annotations

@@ -16,14 +16,18 @@ measured in-process against a bare ASGI app on a machine loaded four times over 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Generic, Literal, TypeVar, cast
 
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from service.logs import ACCESS_LOGGER, DECISION_HEADER
+from service.model_holder import ModelStatus
 
 Endpoint = Literal["recommend", "assign"]
 Dependency = Literal["online_store", "models"]
@@ -37,6 +41,8 @@ UNMATCHED = "unmatched"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 App = TypeVar("App", bound=ASGIApp)
+_access = logging.getLogger(ACCESS_LOGGER)
+_DECISION_HEADER = DECISION_HEADER.lower().encode()
 
 
 class _ModelVersions(Collector):
@@ -71,10 +77,51 @@ class _CatalogVersion(Collector):
         yield family
 
 
+class _ModelState(Collector):
+    """Where the models in force came from and how their updates went, read from the holder at scrape."""
+
+    def __init__(self, status: Callable[[], ModelStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._status()
+        up = GaugeMetricFamily(
+            "nba_model_registry_up", "1 when the last look at the model registry (MLflow) reached it, else 0."
+        )
+        up.add_metric([], 1.0 if status.registry_up else 0.0)
+        yield up
+        lkg = GaugeMetricFamily(
+            "nba_model_last_known_good",
+            "1 for a model served from its last-known-good copy on disk (MLflow was unreachable), 0 from MLflow.",
+            labels=["model"],
+        )
+        for name, source in sorted(status.sources.items()):
+            lkg.add_metric([name], 1.0 if source == "last_known_good" else 0.0)
+        yield lkg
+        failures = CounterMetricFamily(
+            "nba_model_load_failures",
+            "Versions an alias named that could not be put in force (artifact missing or corrupt, checks failed).",
+            labels=["model"],
+        )
+        for name, count in sorted(status.load_failures.items()):
+            failures.add_metric([name], float(count))
+        yield failures
+        swaps = CounterMetricFamily(
+            "nba_model_swaps", "Versions put in force, the first load included.", labels=["model"]
+        )
+        for name, count in sorted(status.swaps.items()):
+            swaps.add_metric([name], float(count))
+        yield swaps
+
+
 class Metrics:
     """The service's metrics and the text Prometheus scrapes."""
 
-    def __init__(self, model_versions: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(
+        self,
+        model_versions: Callable[[], Mapping[str, str]],
+        model_status: Callable[[], ModelStatus] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._latency = Histogram(
             "nba_http_request_duration_seconds",
@@ -123,6 +170,8 @@ class Metrics:
         self.registry.register(_ModelVersions(model_versions))
         self._catalog = _CatalogVersion()
         self.registry.register(self._catalog)
+        if model_status is not None:
+            self.registry.register(_ModelState(model_status))
         self._timers: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -167,10 +216,12 @@ class Metrics:
 
 
 class RequestTimer(Generic[App]):
-    """The outermost ASGI layer: times every HTTP request by the route template the app resolved.
+    """The outermost ASGI layer: times every HTTP request by the route template the app resolved, and logs it.
 
     Litestar records the template it routed by in ``scope["path_template"]``; the fast feature read records its
-    own. The status is the one the response started with (500 when the app raised before answering)."""
+    own. The status is the one the response started with (500 when the app raised before answering). At INFO,
+    each request is one ``nba.access`` record (:mod:`service.logs`): the template, never the path, the API key's
+    name and the decision's id from its ``X-Decision-Id`` header; above INFO the check costs one cached lookup."""
 
     def __init__(self, app: App, metrics: Metrics) -> None:
         self.app = app
@@ -182,11 +233,17 @@ class RequestTimer(Generic[App]):
             return
         started = time.perf_counter()
         status = 500
+        logged = _access.isEnabledFor(logging.INFO)
+        decision: str | None = None
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, decision
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if logged:
+                    for name, value in message.get("headers", ()):
+                        if name.lower() == _DECISION_HEADER:
+                            decision = value.decode("latin-1")
             await send(message)
 
         try:
@@ -194,4 +251,16 @@ class RequestTimer(Generic[App]):
         finally:
             route = scope.get("path_template") or UNMATCHED
             method = cast(HTTPScope, scope)["method"]
-            self._metrics.observe_request(route, method, status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.observe_request(route, method, status, elapsed)
+            if logged:
+                key = scope.get("auth")
+                fields = {
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "key": getattr(key, "name", None),
+                    "decision_id": decision,
+                }
+                _access.info("%s %s %d", method, route, status, extra=fields)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,36 @@ class ServiceSettings(BaseSettings):
         default=7.0, gt=0, le=90, description="Days a decision is remembered for feedback (its record in Redis)."
     )
     log_level: str = Field(default="info", description="uvicorn log level.")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log records as one JSON object per line, or as uvicorn's text lines."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1_024, description="Largest request body any route takes (413 beyond it)."
+    )
+    model_poll_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the champion aliases are looked up in MLflow, to swap in a promoted version; 0: never.",
+    )
+
+
+class AuthSettings(BaseSettings):
+    """Who may call the API: the keys file and the rate each key may send at."""
+
+    model_config = SettingsConfigDict(env_prefix="NBA_", extra="forbid")
+
+    keys_file: Path | None = Field(
+        default=None, description="The API keys file (SHA-256 digests only); NBA_DATA_DIR/keys.json by default."
+    )
+    rate_limit: float = Field(
+        default=1_000.0,
+        ge=0,
+        description="Requests per second each key may make, per service process (twice that at once); 0: no limit.",
+    )
+
+    def resolved_keys_file(self, data_dir: Path) -> Path:
+        """The keys file in force, ``keys.json`` under ``data_dir`` by default."""
+        return self.keys_file if self.keys_file is not None else data_dir / "keys.json"
 
 
 class Settings(BaseModel):
@@ -35,6 +66,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     service: ServiceSettings
+    auth: AuthSettings
     redis: RedisSettings
     offline: OfflineSettings
     mlflow: MlflowSettings

@@ -25,7 +25,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("lift_top_decile", "lift@10%", "{:.2f}"),
     ("rows", "test rows", "{:,.0f}"),
 )
-RESTART_HINT = "a running service picks it up when it restarts (nba run); see README, Models"
+SERVICE_HINT = (
+    "running services put it in force within NBA_MODEL_POLL_S seconds (5 by default), no restart; see README, Models"
+)
 
 
 @contextmanager
@@ -82,7 +84,7 @@ def _say(move: ChampionMove) -> None:
     click.echo(f"{move.name}: {CHAMPION} -> version {move.version}{was}")
     if move.challenger_cleared:
         click.echo(f"{move.name}: version {move.version} is no longer {CHALLENGER}")
-    click.echo(RESTART_HINT)
+    click.echo(SERVICE_HINT)
 
 
 @models.command("promote")

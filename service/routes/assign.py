@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from litestar import post
+from litestar import Response, post
+from litestar.datastructures import ResponseHeader
 
 from service.decisions import DecisionService
+from service.logs import DECISION_HEADER
 from service.schemas import AssignRequest, AssignResponse
 
 
@@ -18,7 +20,11 @@ from service.schemas import AssignRequest, AssignResponse
     "rank them and the answer says so (ranked_by, degraded).",
     status_code=200,
     tags=["decisions"],
+    response_headers=[
+        ResponseHeader(name=DECISION_HEADER, description="The answer's decision_id.", documentation_only=True)
+    ],
 )
-async def assign(data: AssignRequest, decisions: DecisionService) -> AssignResponse:
+async def assign(data: AssignRequest, decisions: DecisionService) -> Response[AssignResponse]:
     """Ranked agents for the contact in ``data``."""
-    return await decisions.assign(data)
+    answer = await decisions.assign(data)
+    return Response(answer, headers={DECISION_HEADER: answer.decision_id})

@@ -10,10 +10,27 @@ from service.metrics import CONTENT_TYPE, Metrics
 from service.schemas import Health, Readiness
 
 
-@get("/health", operation_id="health", summary="Liveness", tags=["operations"])
-async def health() -> Health:
+@get(
+    "/health",
+    operation_id="health",
+    summary="Liveness, and the models in force",
+    description="Always 200 while the process serves. Also says which model versions are in force, whether they "
+    "came from MLflow or from the last-known-good copy on disk, whether MLflow answered the last poll, and why a "
+    "promoted version is not in force (if so).",
+    tags=["operations"],
+)
+async def health(decisions: DecisionService) -> Health:
     """Always ok while the process serves."""
-    return Health(status="ok")
+    holder = decisions.holder
+    status = holder.status
+    registry = {True: "reachable", False: "unreachable", None: "not asked yet"}[status.registry_up]
+    return Health(
+        status="ok",
+        model_versions=holder.versions,
+        models_from=status.sources,
+        model_registry=registry,  # type: ignore[arg-type]
+        model_problems=status.problems,
+    )
 
 
 @get(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from litestar import post
+from litestar import Response, post
+from litestar.datastructures import ResponseHeader
 
 from service.decisions import DecisionService
+from service.logs import DECISION_HEADER
 from service.schemas import RecommendRequest, RecommendResponse
 
 
@@ -17,7 +19,11 @@ from service.schemas import RecommendRequest, RecommendResponse
     "`degraded` says when a fallback answered.",
     status_code=200,
     tags=["decisions"],
+    response_headers=[
+        ResponseHeader(name=DECISION_HEADER, description="The answer's decision_id.", documentation_only=True)
+    ],
 )
-async def recommend(data: RecommendRequest, decisions: DecisionService) -> RecommendResponse:
+async def recommend(data: RecommendRequest, decisions: DecisionService) -> Response[RecommendResponse]:
     """Ranked actions for ``data.customer_id``."""
-    return await decisions.recommend(data)
+    answer = await decisions.recommend(data)
+    return Response(answer, headers={DECISION_HEADER: answer.decision_id})

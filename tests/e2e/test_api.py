@@ -32,10 +32,17 @@ def _arbitrated(actions: list[dict[str, Any]]) -> bool:
     return keys == sorted(keys)
 
 
-def test_health_is_ok(http: httpx.Client) -> None:
+def test_health_is_ok_and_names_the_models_in_force(http: httpx.Client, champions: dict[str, str]) -> None:
     response = http.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    names = {f"nba-{kind}": version for kind, version in champions.items()}
+    assert response.json() == {
+        "status": "ok",
+        "model_versions": names,
+        "models_from": dict.fromkeys(names, "registry"),
+        "model_registry": "reachable",
+        "model_problems": {},
+    }
 
 
 def test_ready_names_the_champion_versions(http: httpx.Client, champions: dict[str, str], registry: Registry) -> None:
@@ -246,7 +253,7 @@ def test_assign_without_a_resolution_model_falls_back_to_measured_rates(
             bundle, params={}, tags={"contract_version": bundle.contract_version}, aliases=("champion",)
         )
     agents, fit, _ = _billing_candidates(offline)
-    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+    with serve(settings) as served, served.client() as client:
         ready = client.get("/ready")
         assert ready.status_code == 200
         assert "cannot load the champion resolution model" in ready.json()["resolution_model"]
@@ -350,7 +357,7 @@ def test_without_redis_answers_degraded_not_500(data_dir: Path, champions: dict[
     dead = f"redis://127.0.0.1:{free_port()}"
     with (
         serve(settings_for(data_dir, dead)) as served,
-        httpx.Client(base_url=served.url, timeout=10) as client,
+        served.client() as client,
     ):
         response = client.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"})
         assert response.status_code == 200
@@ -385,7 +392,7 @@ def test_without_models_ready_is_503_and_recommend_falls_back(
 ) -> None:
     with (
         serve(settings_for(tmp_path, redis_url)) as served,
-        httpx.Client(base_url=served.url, timeout=10) as client,
+        served.client() as client,
     ):
         ready = client.get("/ready")
         assert ready.status_code == 503
@@ -424,7 +431,7 @@ def test_a_churn_champion_without_the_action_input_is_refused(
     propensity, _ = model_registry.load("propensity")
     for bundle in (plain, propensity):
         own.log_and_register(bundle, params={}, tags={"contract_version": registry.version}, aliases=("champion",))
-    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+    with serve(settings) as served, served.client() as client:
         ready = client.get("/ready")
         body = client.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"}).json()
     assert ready.status_code == 503

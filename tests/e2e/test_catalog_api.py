@@ -82,7 +82,7 @@ def served(data_dir: Path, redis_url: str, champions: dict[str, str], catalog_pa
 
 @pytest.fixture
 def http(served: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served.url, timeout=10) as client:
+    with served.client() as client:
         yield client
 
 

@@ -266,7 +266,7 @@ def test_without_redis_customer_routes_are_503_with_retry_after(
     # Its own world: an erasure is recorded offline before Redis is tried (see CustomerService.erase).
     with (
         serve(own_world_settings(tmp_path, world, data_dir, dead)) as served,
-        httpx.Client(base_url=served.url, timeout=10) as client,
+        served.client() as client,
     ):
         response = client.request(method, path)
     assert response.status_code == 503
@@ -296,7 +296,7 @@ def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
     redis_client.hset(legacy, "n|login|@20000", 1)
     assert redis_client.exists(key, neighbour, state) == 3
 
-    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as http:
+    with serve(settings) as served, served.client() as http:
         first = http.delete(f"/v1/customers/{CUSTOMER}")
         assert first.status_code == 200
         assert first.json() == {"customer_id": CUSTOMER, "erased": True}

@@ -174,11 +174,10 @@ def test_unknown_event_type_is_refused(http: httpx.Client) -> None:
 
 def test_without_redis_events_are_refused_with_retry_after(data_dir: Path, champions: dict[str, str]) -> None:
     dead = f"redis://127.0.0.1:{free_port()}"
-    with serve(settings_for(data_dir, dead)) as served:
-        response = httpx.post(
-            f"{served.url}/v1/events",
+    with serve(settings_for(data_dir, dead)) as served, served.client() as client:
+        response = client.post(
+            "/v1/events",
             json={"events": [{"type": "login", "event_id": "d-1", "customer_id": "C1", "occurred_at": _now()}]},
-            timeout=10,
         )
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0

@@ -80,7 +80,7 @@ def test_requests_decisions_and_view_ages_are_counted_by_template(http: httpx.Cl
 
 def test_fallbacks_are_counted_by_the_dependency_that_failed(data_dir: Path, champions: dict[str, str]) -> None:
     dead = f"redis://127.0.0.1:{free_port()}"
-    with serve(settings_for(data_dir, dead)) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+    with serve(settings_for(data_dir, dead)) as served, served.client() as client:
         assert client.post("/v1/recommend", json={"customer_id": DEMO_CUSTOMER, "channel": "voice"}).json()["degraded"]
         assert client.post("/v1/assign", json=ASSIGN).json()["degraded"]
         samples, _ = _scrape(client)

@@ -1,9 +1,9 @@
-"""PII never reaches a log line or an error message, through the API or the CLI.
+"""PII never reaches a log line or an error message, through the API or the CLI; nor does an API key.
 
 What is PII is the contract's to say: the customer id (``entities.customer.pii``: an id may be an email or a
 phone number) and every feature flagged ``pii``. The service runs with every logger at DEBUG and a handler on
-each; requests go through every route, good and bad; then no captured record, and no error body, may hold
-any PII value sent or stored.
+each; requests go through every route, good and bad, with a good key and with bad ones; then no captured
+record, and no error body, may hold any PII value sent or stored, nor any key sent.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from click.testing import CliRunner
 from features import Registry
 from features.packed import PackedLayout
 from service.cli import main
-from tests.conftest import own_world_settings, serve
+from service.keys import Role
+from tests.conftest import own_world_settings, serve, session_keys
 
 MATERIALIZED = "C000042"
 """A customer of the test world: its stored features are read, scored and explained."""
 EMAIL = "jane.doe@example.com"
 PHONE = "+14155550123"
+WRONG_KEY = "nba_" + "w" * 43
 
 
 class _Capture(logging.Handler):
@@ -114,6 +116,12 @@ def _requests(http: httpx.Client, customer_id: str) -> list[httpx.Response]:
         http.get(f"/v1/customers/{customer_id};drop/features"),  # malformed: 422
         http.delete(f"/v1/customers/{customer_id}"),
         http.get(f"/v1/customers/{customer_id}/features"),  # erased: 404
+        http.get(f"/v1/customers/{customer_id}/features", headers={"Authorization": f"Bearer {WRONG_KEY}"}),  # 401
+        http.post(  # 403
+            "/v1/recommend",
+            json={"customer_id": customer_id, "channel": "voice"},
+            headers={"Authorization": f"Bearer {session_keys().by_role[Role.EVENTS]}"},
+        ),
     ]
 
 
@@ -134,15 +142,15 @@ def test_no_pii_in_logs_or_error_messages_through_the_api(
     with (
         serve(settings) as served,
         capture_logs() as captured,
-        httpx.Client(base_url=served.url, timeout=10) as http,
+        served.client() as http,
     ):
         responses = [r for customer_id in ids for r in _requests(http, customer_id)]
     statuses = sorted({r.status_code for r in responses})
-    assert statuses == [200, 404, 422], "every kind of answer should have been exercised"
+    assert statuses == [200, 401, 403, 404, 422], "every kind of answer should have been exercised"
     # The access log is captured, and says which route was called without saying for whom.
     assert '"GET /v1/customers/{customer_id}/features HTTP/1.1" 200' in "\n".join(captured.lines)
     assert '"DELETE /v1/customers/{customer_id} HTTP/1.1" 200' in "\n".join(captured.lines)
-    for value in pii:
+    for value in [*pii, WRONG_KEY, *session_keys().by_role.values()]:
         leaks = [line for line in captured.lines if value in line]
         assert not leaks, f"{value!r} logged: {leaks[:3]}"
         errors = [r.text for r in responses if r.status_code >= 400 and value in r.text]

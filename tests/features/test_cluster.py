@@ -487,7 +487,7 @@ def test_the_service_recommends_and_assigns_from_the_cluster(
 ) -> None:
     base = settings_for(data_dir, clustered.url)
     settings = base.model_copy(update={"redis": base.redis.model_copy(update={"cluster": True})})
-    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=10) as http:
+    with serve(settings) as served, served.client() as http:
         ready = http.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["ready"] is True

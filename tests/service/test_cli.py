@@ -3,6 +3,7 @@ and ``nba run`` serving the README's curl lines."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,11 +19,15 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from features import Registry
 from service.catalog import Catalog
 from service.cli import main
+from service.keys import KeyFile
+from service.keys_cli import ensure_demo_keys
 from tests.conftest import free_port
+from training.console import Reporter
 
 NBA = str(Path(sys.executable).parent / "nba")
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -51,6 +56,10 @@ def _clean_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
         ["events"],
         ["events", "consume"],
         ["events", "publish"],
+        ["keys"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "revoke"],
     ],
     ids=lambda args: "-".join(args) or "nba",
 )
@@ -91,15 +100,21 @@ def test_run_rejects_a_bad_environment_variable_naming_it(tmp_path: Path) -> Non
     assert "invalid environment setting: port" in done.stderr
 
 
-def _readme_curls() -> list[tuple[str, dict[str, object]]]:
-    """The README's curl lines, in the order a reader meets them, as (path, JSON body)."""
-    calls: list[tuple[str, dict[str, object]]] = []
+def _readme_curls(exported: dict[str, str]) -> list[tuple[str, dict[str, object], dict[str, str]]]:
+    """The README's curl lines, in the order a reader meets them, as (path, JSON body, headers), with the shell
+    variables they use (the keys ``make run`` shows) taken from ``exported``."""
+    calls: list[tuple[str, dict[str, object], dict[str, str]]] = []
     for line in README.read_text().splitlines():
         if line.startswith("curl ") and "/v1/" in line:
             words = shlex.split(line)
             url = next(w for w in words if w.startswith("http://127.0.0.1:8000/"))
-            calls.append((url.removeprefix("http://127.0.0.1:8000"), json.loads(words[words.index("-d") + 1])))
-    assert [path for path, _ in calls] == [
+            headers = dict(
+                words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H" and ": " in words[i + 1]
+            )
+            headers = {k: re.sub(r"\$(\w+)", lambda m: exported[m[1]], v) for k, v in headers.items()}
+            body = json.loads(words[words.index("-d") + 1])
+            calls.append((url.removeprefix("http://127.0.0.1:8000"), body, headers))
+    assert [path for path, _, _ in calls] == [
         "/v1/recommend",
         "/v1/assign",
         "/v1/recommend",  # with the live context: a cancel intent
@@ -143,15 +158,28 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+def _demo_keys(data_dir: Path) -> dict[str, str]:
+    """What the first ``make run`` on a terminal shows, read back as the shell would: ``NBA_..._KEY`` → key.
+
+    The subprocess below has no terminal, so it makes no keys (``test_keys.py`` holds that); these are made by
+    the same function ``nba run`` calls, into the file it reads."""
+    out = io.StringIO()
+    ensure_demo_keys(KeyFile(data_dir / "keys.json"), Reporter(Console(file=out, width=60)), make=True)
+    return dict(re.findall(r"export (NBA_\w+_KEY)=(\S+)", out.getvalue()))
+
+
 def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -> None:
     data_dir, port = tmp_path, free_port()
+    exported = _demo_keys(data_dir)
     proc, _ = _run_until_ready(data_dir, port)
     try:
         answers: list[dict[str, Any]] = []
-        for path, body in _readme_curls():
+        for path, body, headers in _readme_curls(exported):
             if body.get("decision_id") == "<the decision_id>":  # the README's placeholder: the first answer's id
                 body = {**body, "decision_id": answers[0]["decision_id"]}
-            answers.append(httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10).json())
+            response = httpx.post(f"http://127.0.0.1:{port}{path}", json=body, headers=headers, timeout=10)
+            assert response.status_code == 200, (path, response.text[:200])
+            answers.append(response.json())
         recommended, assigned, cancelling, asking, feedback, linked, found, one, batch = answers
     finally:
         first_output = _stop(proc)
@@ -180,6 +208,7 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     assert linked["applied"] == 1
     assert found["customer_id"] == "C000042"
     assert re.search(r"✓ Simulating the demo world .*\(\d+\.\d s\)", first_output)
+    assert "API keys: 5 in " in first_output
     assert "Training and registering the churn model" in first_output
 
     # The second run reuses everything the first one built.

@@ -26,6 +26,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from features import Registry
 from features.packed import TAG_BYTES, PackedLayout
 from service import Settings, create_app
+from service.auth import ApiKeyGate
 from service.fast_read import FastFeatureRead, unknown_layers
 from service.metrics import RequestTimer
 from service.routes import customer_features
@@ -41,7 +42,7 @@ class Pair:
 
     fast: httpx.Client
     plain: httpx.Client
-    app: RequestTimer[FastFeatureRead]
+    app: FastFeatureRead
 
     def same(self, method: str, path: str) -> httpx.Response:
         """``method path`` on both; asserts the answers are equal and returns the fast app's."""
@@ -58,22 +59,22 @@ def _headers(response: httpx.Response) -> list[tuple[str, str]]:
 @contextmanager
 def _pair(settings: Settings) -> Iterator[Pair]:
     now = time.time()
-    fast: list[RequestTimer[FastFeatureRead]] = []
+    fast: list[RequestTimer[ApiKeyGate[FastFeatureRead]]] = []
 
     def build_fast(s: Settings) -> ASGIApp:
         fast.append(create_app(s, clock=lambda: now))
         return fast[0]
 
     def build_plain(s: Settings) -> ASGIApp:
-        return create_app(s, clock=lambda: now).app.litestar
+        return create_app(s, clock=lambda: now).app.app.litestar
 
     with ExitStack() as stack:
         a = stack.enter_context(serve(settings, build_fast))
         b = stack.enter_context(serve(settings, build_plain))
         yield Pair(
-            stack.enter_context(httpx.Client(base_url=a.url, timeout=10)),
-            stack.enter_context(httpx.Client(base_url=b.url, timeout=10)),
-            fast[0],
+            stack.enter_context(a.client()),
+            stack.enter_context(b.client()),
+            fast[0].app.app,
         )
 
 
@@ -117,13 +118,13 @@ def test_the_fast_path_answers_every_view_byte_for_byte_as_litestar(
         "only-events": lambda: [_only_events(redis_client)],
         "stale-view": lambda: [_stale_profile(redis_client, registry)],
     }[kind]()
-    before = pair.app.app.answered
+    before = pair.app.answered
     requests = [f"/v1/customers/{c}/features{q}" for c in customers for q in _views(registry)]
     for path in requests:
         response = pair.same("GET", path)
         assert response.status_code == 200, path
         assert response.headers["content-type"] == "application/json"
-    assert pair.app.app.answered - before == len(requests), "the fast path should have answered every one"
+    assert pair.app.answered - before == len(requests), "the fast path should have answered every one"
     if kind == "only-events":
         profile = pair.fast.get(f"/v1/customers/{CUSTOMER}/features?view=customer_profile").json()
         assert profile["found"] is True
@@ -182,11 +183,11 @@ def test_the_fast_path_answers_every_view_byte_for_byte_as_litestar(
 def test_what_the_fast_path_does_not_take_litestar_answers(
     pair: Pair, method: str, path: str, status: int | None
 ) -> None:
-    before = pair.app.app.answered
+    before = pair.app.answered
     response = pair.same(method, path)
     if status is not None:
         assert response.status_code == status, response.text
-    assert pair.app.app.answered == before, "the fast path should have left this to Litestar"
+    assert pair.app.answered == before, "the fast path should have left this to Litestar"
 
 
 def test_without_redis_the_read_is_litestars_503_with_retry_after(data_dir: Path, champions: dict[str, str]) -> None:
@@ -195,12 +196,12 @@ def test_without_redis_the_read_is_litestars_503_with_retry_after(data_dir: Path
             response = pair.same("GET", f"/v1/customers/{CUSTOMER}/features{query}")
             assert response.status_code == 503
             assert response.headers["Retry-After"] == "5"
-        assert pair.app.app.answered == 0
+        assert pair.app.answered == 0
 
 
 def test_the_app_holds_nothing_the_fast_path_would_bypass(data_dir: Path, redis_url: str) -> None:
     """If this fails, something now guards the route in Litestar: apply it in the fast path too, or remove it."""
-    app = create_app(settings_for(data_dir, redis_url)).app.litestar
+    app = create_app(settings_for(data_dir, redis_url)).app.app.litestar
     assert unknown_layers(app) == []
     assert app.middleware == []
     assert app.guards == []

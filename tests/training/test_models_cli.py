@@ -51,7 +51,7 @@ def test_promote_then_rollback_then_nothing_left(two_versions: ModelRegistry) ->
     promoted = _nba(two_versions, "models", "promote", "churn")
     assert promoted.exit_code == 0, promoted.output
     assert f"{name}: champion -> version 2 (was version 1)" in promoted.output
-    assert "restarts" in promoted.output
+    assert "running services put it in force within NBA_MODEL_POLL_S seconds" in promoted.output
     assert two_versions.version_for("churn", CHAMPION) == "2"
     assert {v.version: v.aliases for v in two_versions.versions("churn")} == {"2": (CHAMPION,), "1": ()}
     listed = _nba(two_versions, "models", "list", name)

@@ -1,0 +1,65 @@
+"""One access record per request, through HTTP: route template, status, key name and the decision's id."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from service.keys import Role
+from service.logs import ACCESS_LOGGER, DECISION_HEADER, JsonFormatter, TextFormatter
+from tests.conftest import Served
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def access() -> Iterator[_Keep]:
+    logger = logging.getLogger(ACCESS_LOGGER)
+    keep, level = _Keep(), logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    try:
+        yield keep
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+
+
+def test_each_request_is_one_record_with_its_decision_id_and_no_path(api: Served, access: _Keep) -> None:
+    with api.client(Role.DESKTOP) as client:
+        answer = client.post("/v1/recommend", json={"customer_id": "C000042", "channel": "voice"})
+        client.get("/v1/customers/C000042/features", headers={"Authorization": "Bearer nba_wrong"})
+    decision = answer.json()["decision_id"]
+    assert answer.headers[DECISION_HEADER] == decision
+    recommend, refused = access.records[-2:]
+    fields = ("method", "route", "status", "key", "decision_id")
+    assert {f: recommend.__dict__[f] for f in fields} == {
+        "method": "POST",
+        "route": "/v1/recommend",
+        "status": 200,
+        "key": "test-desktop",
+        "decision_id": decision,
+    }
+    assert recommend.duration_ms > 0  # type: ignore[attr-defined]
+    assert (refused.route, refused.status, refused.key) == (  # type: ignore[attr-defined]
+        "/v1/customers/{customer_id}/features",
+        401,
+        None,
+    )
+    line = json.loads(JsonFormatter().format(recommend))
+    assert line["logger"] == ACCESS_LOGGER
+    assert line["message"] == "POST /v1/recommend 200"
+    assert (line["decision_id"], line["key"], line["level"]) == (decision, "test-desktop", "info")
+    text = TextFormatter(fmt="%(levelprefix)s %(message)s", use_colors=False).format(recommend)
+    assert text.endswith(f"POST /v1/recommend 200 key=test-desktop decision_id={decision}")
+    assert "C000042" not in JsonFormatter().format(refused)
