@@ -8,7 +8,10 @@ a loopback port, the way httpx tests itself against a real server.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -41,6 +44,8 @@ from features import (
     Registry,
 )
 from service import ServiceSettings, Settings, create_app
+from service.keys import KeyFile, Role
+from service.settings import AuthSettings
 from training import MlflowSettings, ModelRegistry
 from training.console import Reporter
 from training.demo import DemoConfig, ensure_materialized, ensure_models, simulate_world
@@ -96,10 +101,37 @@ def offline(world: Path, registry: Registry) -> OfflineStore:
     return OfflineStore(world, registry)
 
 
+@dataclass(frozen=True)
+class SessionKeys:
+    """One API key per role, in a keys file every test service reads (:func:`settings_for`)."""
+
+    path: Path
+    by_role: dict[Role, str]
+
+    def headers(self, role: Role = Role.ADMIN) -> dict[str, str]:
+        """The header that sends ``role``'s key."""
+        return {"Authorization": f"Bearer {self.by_role[role]}"}
+
+
+@functools.cache
+def session_keys() -> SessionKeys:
+    """The session's keys, made on first use (a plain function: :func:`settings_for` is called outside fixtures)."""
+    folder = tempfile.mkdtemp(prefix="nba-keys-")
+    atexit.register(shutil.rmtree, folder, True)
+    file = KeyFile(Path(folder) / "keys.json")
+    return SessionKeys(file.path, {role: file.create(role, f"test-{role.value}")[1] for role in Role})
+
+
 def settings_for(data_dir: Path, redis_url: str, *, port: int = 8000) -> Settings:
-    """Settings for a test service: nothing read from the environment can leak in; `serve` picks the port."""
+    """Settings for a test service: nothing read from the environment can leak in; `serve` picks the port.
+
+    The service accepts the session's keys (:func:`session_keys`); `Served.client` sends the admin's.
+    """
     return Settings(
-        service=ServiceSettings(host="127.0.0.1", port=port, catalog_path=None, top_k=5, log_level="warning"),
+        service=ServiceSettings(
+            host="127.0.0.1", port=port, catalog_path=None, top_k=5, log_level="warning", model_poll_s=5.0
+        ),
+        auth=AuthSettings(keys_file=session_keys().path, rate_limit=1_000.0),
         redis=RedisSettings(url=redis_url, namespace="nba", timeout_ms=200),
         offline=OfflineSettings(data_dir=data_dir),
         mlflow=MlflowSettings(tracking_uri=None, experiment="nba-tests", model_prefix="nba"),
@@ -186,6 +218,14 @@ class Served:
     url: str
     settings: Settings
 
+    def client(self, role: Role | None = Role.ADMIN) -> httpx.Client:
+        """An HTTP client on the API sending ``role``'s key of the session (none when None).
+
+        Tests of what a route does call it as admin, which may call every route; ``tests/e2e/test_auth.py``
+        holds each route to its role."""
+        headers = session_keys().headers(role) if role is not None else {}
+        return httpx.Client(base_url=self.url, timeout=10, headers=headers)
+
 
 @contextmanager
 def serve(settings: Settings, build: Callable[[Settings], ASGIApp] = create_app) -> Iterator[Served]:
@@ -218,7 +258,7 @@ def api(data_dir: Path, redis_url: str, champions: dict[str, str]) -> Iterator[S
 @pytest.fixture
 def http(api: Served, materialized: None) -> Iterator[httpx.Client]:
     """An HTTP client on the API, with the world materialized in a fresh Redis."""
-    with httpx.Client(base_url=api.url, timeout=10) as client:
+    with api.client() as client:
         yield client
 
 
