@@ -29,8 +29,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/nba run
 
+# One worker per core (at most 4: each worker builds the session's world and models once); a module's tests stay
+# on one worker, so its fixtures are built once. `pytest` alone still runs serially.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadscope
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

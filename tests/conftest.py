@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -53,9 +54,12 @@ from training.demo import DemoConfig, ensure_materialized, ensure_models, simula
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A real Redis: ``REDIS_URL`` if the environment names one, else an embedded Valkey for the session."""
+    """A real Redis: ``REDIS_URL`` if the environment names one, else an embedded Valkey for the session.
+
+    Under pytest-xdist each worker has its own session, so its own Valkey; on a ``REDIS_URL`` each worker takes a
+    database of its own (1, 2, ...), since the tests flush the database they use."""
     if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
+        yield _worker_database(os.environ["REDIS_URL"], os.environ.get("PYTEST_XDIST_WORKER"))
         return
     # A short directory keeps the unix socket path under the OS limit.
     with (
@@ -63,6 +67,18 @@ def redis_url() -> Iterator[str]:
         EmbeddedValkey(Path(tmp), persist=False) as server,
     ):
         yield server.url
+
+
+def _worker_database(url: str, worker: str | None) -> str:
+    """``url`` as it is outside pytest-xdist, else on the database numbered after the worker (gw0 -> 1)."""
+    if worker is None:
+        return url
+    parts = urlsplit(url)
+    db = str(int(worker.removeprefix("gw")) + 1)
+    if parts.scheme == "unix":
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", db)]
+        return f"unix://{parts.path}?{urlencode(query)}"
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 @pytest.fixture
