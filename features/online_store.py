@@ -10,6 +10,10 @@ shard):
 - ``{namespace}:seen:{entity}:{{id}}``: a sorted set of the event ids already applied.
 - ``{namespace}:contacts:customer:{{id}}``: a hash, the customer's contact-policy state, which the service keeps
   (``service/contact_policy.py``) and may read in the same round trip (:meth:`OnlineStore.read_with`).
+- ``{namespace}:decisions:customer:{{id}}``: a set, the ids of the decisions the service remembers for the
+  customer (``service/decision_records.py``), whose records sit under their own ids
+  (``{namespace}:decision:{{decision id}}``, ``{namespace}:feedback:{{decision id}}``): what an erasure follows to
+  delete them.
 
 A read is one pipeline: ``GET`` (and ``GET`` of the event state) for the customer and one
 ``MGET`` for all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
@@ -338,6 +342,19 @@ class OnlineStore:
         acceptance of each action: ``service/contact_policy.py``); same hash tag as the customer, so a recommend
         reads it in the same round trip as the features, and an erasure deletes it."""
         return f"{self._namespace}:contacts:customer:{{{customer_id}}}"
+
+    def decisions_key(self, customer_id: str) -> str:
+        """The set of the ids of a customer's remembered decisions (same hash tag as the customer), so an erasure
+        finds their records."""
+        return f"{self._namespace}:decisions:customer:{{{customer_id}}}"
+
+    def decision_key(self, decision_id: str) -> bytes:
+        """A remembered decision's record (``service/decision_records.py``; the decision id is its hash tag)."""
+        return f"{self._namespace}:decision:{{{decision_id}}}".encode()
+
+    def feedback_key(self, decision_id: str) -> bytes:
+        """The answers recorded for a remembered decision (same hash tag as its record)."""
+        return f"{self._namespace}:feedback:{{{decision_id}}}".encode()
 
     async def link(self, customer_id: str, identifiers: Sequence[Identifier]) -> dict[Identifier, str | None]:
         """Point each identifier at ``customer_id``; returns who held each before (None: nobody).
@@ -750,10 +767,12 @@ class OnlineStore:
         """Delete everything the online store keeps for ``entity_id`` (right to erasure); True if anything was there.
 
         That is the packed snapshot, the event state, the ids of the events applied and, for a customer, the
-        identifiers linked to them and the contact-policy state. A component that keys more state by the entity id
-        must delete it here too, so an erasure cannot miss it.
+        identifiers linked to them, the contact-policy state and the decisions remembered for them with their
+        feedback. A component that keys more state by the entity id must delete it here too, so an erasure cannot
+        miss it.
         """
         linked = await self.identifiers(entity_id) if entity == "customer" else []
+        decisions = await self._decision_ids(entity_id) if entity == "customer" else []
         with map_errors():
             # Separate commands, not one multi-key DEL: on a cluster the keys share a slot, but a plain client
             # pipeline keeps this the same code for both. The event state becomes the tombstone, not nothing,
@@ -765,10 +784,19 @@ class OnlineStore:
             pipe.delete(f"{self._namespace}:{_LEGACY_STATE}:{entity}:{{{entity_id}}}")
             if entity == "customer":
                 pipe.delete(self.contact_key(entity_id))
+                for decision_id in decisions:  # each under its own hash tag: one DEL per key, so per shard
+                    pipe.delete(self.decision_key(decision_id))
+                    pipe.delete(self.feedback_key(decision_id))
+                pipe.delete(self.decisions_key(entity_id))
             snapshot, state, _, legacy, *contacts = await pipe.execute()
         if linked:
             await self.unlink(entity_id, linked)
         return bool(snapshot or state not in (None, ERASED) or legacy or linked or any(contacts))
+
+    async def _decision_ids(self, customer_id: str) -> list[str]:
+        with map_errors():
+            members = await self._client.smembers(self.decisions_key(customer_id))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     def queue_key(self, queue: str) -> str:
         """The set of agent ids that serve ``queue``."""

@@ -139,7 +139,7 @@ def create_app(
     keys = KeyRing(KeyFile(settings.auth.resolved_keys_file(settings.offline.data_dir)))
     catalogs = CatalogSource(registry, settings.service.catalog_path, metrics)
     store = OnlineStore(client, registry, namespace=settings.redis.namespace)
-    records = DecisionRecords(store, namespace=settings.redis.namespace, ttl_days=settings.service.decision_ttl_days)
+    records = DecisionRecords(store, ttl_days=settings.service.decision_ttl_days)
     decisions = DecisionService(
         store=store,
         publisher=EventPublisher(

@@ -1,7 +1,8 @@
 """What the service remembers of each decision it answers, so feedback can find it and evaluation can use it.
 
 Two keys per decision, in Redis beside the features, both with the decision id as hash tag (one slot, so one
-shard on a cluster and one script may touch both):
+shard on a cluster and one script may touch both), and the decision's id in a set of the customer's (see
+:meth:`~features.OnlineStore.decisions_key`), so an erasure of the customer deletes both keys:
 
 - ``{ns}:decision:{<decision_id>}``: a string, the **record**, written once when recommend or assign answers
   (``SET ... EX``, kept ``NBA_DECISION_TTL_DAYS``), off the request's path: the answer never waits for it.
@@ -30,8 +31,7 @@ an assign. A decision log (issue 8) can read both keys as they stand, or be fed 
 
 What it costs: a recommend's record is about 230 bytes of JSON, 330 bytes of Redis memory with its key and expiry
 (``MEMORY USAGE``), kept as many days as decisions are; at 1,000,000 decisions a day and 7 days, about 2.3 GB.
-An erasure deletes the customer's features and contact-policy state, not these records: they hold the customer
-id until they expire (see the README).
+The customer's set of decision ids (about 40 bytes a decision) expires with the newest of them.
 """
 
 from __future__ import annotations
@@ -109,24 +109,22 @@ class DecisionRecord:
 class DecisionRecords:
     """Writes, reads and annotates decision records (see the module for the layout)."""
 
-    def __init__(self, store: OnlineStore, *, namespace: str, ttl_days: float) -> None:
+    def __init__(self, store: OnlineStore, *, ttl_days: float) -> None:
         self.store = store
         self.ttl_days = ttl_days
         self._ttl = str(max(1, math.ceil(ttl_days * 86_400))).encode()
-        self._record = f"{namespace}:decision:{{".encode()
-        self._feedback = f"{namespace}:feedback:{{".encode()
-
-    def key(self, decision_id: str) -> bytes:
-        """The record's key."""
-        return b"%s%s}" % (self._record, decision_id.encode())
-
-    def feedback_key(self, decision_id: str) -> bytes:
-        """The key of the record's feedback hash."""
-        return b"%s%s}" % (self._feedback, decision_id.encode())
+        self.key = store.decision_key
+        self.feedback_key = store.feedback_key
 
     def write_commands(self, record: DecisionRecord) -> list[list[bytes]]:
-        """The command that stores ``record`` for the configured days (sent with the answer's other writes)."""
-        return [[b"SET", self.key(record.decision_id), record.to_json(), b"EX", self._ttl]]
+        """The commands that store ``record`` for the configured days and list it under its customer, for an
+        erasure (sent with the answer's other writes)."""
+        index = self.store.decisions_key(record.customer_id).encode()
+        return [
+            [b"SET", self.key(record.decision_id), record.to_json(), b"EX", self._ttl],
+            [b"SADD", index, record.decision_id.encode()],
+            [b"EXPIRE", index, self._ttl],
+        ]
 
     async def get(self, decision_id: str) -> DecisionRecord | None:
         """The record and its feedback (one round trip), or None when none is kept under this id."""

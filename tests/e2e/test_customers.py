@@ -274,6 +274,24 @@ def test_without_redis_customer_routes_are_503_with_retry_after(
     assert response.json()["detail"].startswith("online store unavailable: ")
 
 
+def _mentioning(client: redis.Redis, customer_id: str) -> list[str]:
+    """The keys whose name or value (string, hash, set) mentions ``customer_id``."""
+    needle, found = customer_id.encode(), []
+    for key in client.scan_iter("nba:*"):
+        kind = client.type(key)
+        if kind == b"string":
+            values: list[bytes] = [client.get(key) or b""]  # type: ignore[list-item]
+        elif kind == b"hash":
+            values = [b for pair in client.hgetall(key).items() for b in pair]  # type: ignore[union-attr]
+        elif kind == b"set":
+            values = list(client.smembers(key))  # type: ignore[arg-type]
+        else:
+            values = []
+        if needle in key or any(needle in v for v in values):
+            found.append(key.decode())
+    return sorted(found)
+
+
 def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
     tmp_path: Path,
     world: Path,
@@ -297,9 +315,25 @@ def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
     assert redis_client.exists(key, neighbour, state) == 3
 
     with serve(settings) as served, served.client() as http:
+        # Decisions remembered for the customer, one with feedback: their records name the customer.
+        made = http.post("/v1/recommend", json={"customer_id": CUSTOMER, "channel": "voice"}).json()
+        contact = {"customer_id": CUSTOMER, "intent": "billing", "channel": "voice", "language": "en"}
+        routed = http.post("/v1/assign", json=contact | {"agent_ids": ["A0001", "A0002"]}).json()
+        answer = {
+            "decision_id": made["decision_id"],
+            "action_id": made["actions"][0]["action_id"],
+            "outcome": "declined",
+        }
+        assert http.post("/v1/feedback", json=answer).status_code == 200
+        records = [f"nba:decision:{{{made['decision_id']}}}", f"nba:decision:{{{routed['decision_id']}}}"]
+        assert redis_client.exists(*records) == 2
+        assert _mentioning(redis_client, CUSTOMER)  # the customer is named in keys and in records
+
         first = http.delete(f"/v1/customers/{CUSTOMER}")
         assert first.status_code == 200
         assert first.json() == {"customer_id": CUSTOMER, "erased": True}
+        assert _mentioning(redis_client, CUSTOMER) == [state]  # the tombstone's key alone, holding nothing of them
+        assert redis_client.exists(*records, f"nba:feedback:{{{made['decision_id']}}}") == 0
         assert redis_client.exists(key, legacy) == 0
         assert redis_client.get(state) == ERASED  # a tombstone, holding nothing of the customer
         assert redis_client.exists(f"nba:seen:customer:{{{CUSTOMER}}}") == 0
