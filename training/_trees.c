@@ -1,0 +1,143 @@
+/* LightGBM trees evaluated from flat tables: raw scores and exact path-dependent TreeSHAP contributions for a few
+ * rows at a time (a request's). See training/fast_trees.py for the layout, why and how it is checked.
+ *
+ * A plain C library called through ctypes (no Python API), built as an optional extension: without a C compiler
+ * the package installs without it and ModelBundle scores with LightGBM's own predict.
+ */
+#include <math.h>
+#include <stdint.h>
+
+typedef struct {
+    int32_t n_features;
+    int32_t n_trees;
+    const int32_t *tree_root;      /* >= 0: internal node; < 0: ~leaf (a one-leaf tree) */
+    const int32_t *node_feature;
+    const uint8_t *node_categorical;
+    const double *node_threshold;
+    const uint8_t *node_missing;   /* 0 None, 1 Zero, 2 NaN */
+    const uint8_t *node_default_left;
+    const int32_t *node_left;      /* >= 0: internal node; < 0: ~leaf */
+    const int32_t *node_right;
+    const int32_t *node_cat_start; /* words of cat_bits holding the node's left categories */
+    const int32_t *node_cat_words;
+    const uint32_t *cat_bits;
+    int32_t n_nodes;
+    int32_t n_leaves;
+    const double *leaf_value;
+    const int32_t *leaf_slot_start;  /* n_leaves + 1: each leaf's distinct path features ("slots") */
+    const int64_t *leaf_g_start;     /* each leaf's 2^d table of G, see fast_trees.py */
+    const int32_t *slot_feature;
+    const double *slot_zero;         /* share of the training rows that reach the leaf through this feature's splits */
+    const int32_t *slot_entry_start; /* n_slots + 1: the path's splits on this slot's feature */
+    const int32_t *entry_node;
+    const uint8_t *entry_left;
+    const double *g;
+    double bias;                     /* sum over trees of the expected value */
+} Trees;
+
+/* LightGBM's Tree::NumericalDecision / CategoricalDecision (include/LightGBM/tree.h): 1 when x goes left. */
+static inline int goes_left(const Trees *t, int n, double x) {
+    if (t->node_categorical[n]) {
+        if (isnan(x) || x >= 2147483647.0 || x <= -2147483648.0) return 0;
+        int v = (int)x;
+        if (v < 0) return 0;
+        int word = v >> 5;
+        if (word >= t->node_cat_words[n]) return 0;
+        return (t->cat_bits[t->node_cat_start[n] + word] >> (v & 31)) & 1u;
+    }
+    uint8_t missing = t->node_missing[n];
+    if (isnan(x) && missing != 2) x = 0.0;
+    const double zero = (double)1e-35f; /* kZeroThreshold */
+    if ((missing == 1 && x >= -zero && x <= zero) || (missing == 2 && isnan(x))) return t->node_default_left[n];
+    return x <= t->node_threshold[n];
+}
+
+/* Raw scores (the sum of the trees' leaf values), one per row of x (rows x n_features, row-major). */
+void trees_raw(const Trees *t, const double *x, int rows, double *out) {
+    for (int r = 0; r < rows; r++) {
+        const double *row = x + (int64_t)r * t->n_features;
+        double sum = 0.0;
+        for (int k = 0; k < t->n_trees; k++) {
+            int n = t->tree_root[k];
+            while (n >= 0) n = goes_left(t, n, row[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
+            sum += t->leaf_value[~n];
+        }
+        out[r] = sum;
+    }
+}
+
+/* Path-dependent TreeSHAP, as LightGBM's pred_contrib: out is rows x (n_features + 1), the last column the bias.
+ * decided: scratch of n_nodes bytes. A leaf's term depends on the row only through which of its path features the
+ * row follows (mask p): feature i followed adds v * Z_B * (1 - z_i) * G(p without i), one not followed adds
+ * -v * Z_B * G(p), with Z_B the product of z over the features not followed. */
+void trees_contributions(const Trees *t, const double *x, int rows, double *out, uint8_t *decided) {
+    const int width = t->n_features + 1;
+    for (int r = 0; r < rows; r++) {
+        const double *row = x + (int64_t)r * t->n_features;
+        double *phi = out + (int64_t)r * width;
+        for (int i = 0; i < width; i++) phi[i] = 0.0;
+        for (int n = 0; n < t->n_nodes; n++) decided[n] = (uint8_t)goes_left(t, n, row[t->node_feature[n]]);
+        for (int l = 0; l < t->n_leaves; l++) {
+            const int s0 = t->leaf_slot_start[l], s1 = t->leaf_slot_start[l + 1];
+            if (s0 == s1) continue;
+            uint32_t p = 0;
+            double zb = 1.0;
+            for (int s = s0; s < s1; s++) {
+                int followed = 1;
+                for (int e = t->slot_entry_start[s]; e < t->slot_entry_start[s + 1]; e++) {
+                    if (decided[t->entry_node[e]] != t->entry_left[e]) {
+                        followed = 0;
+                        break;
+                    }
+                }
+                if (followed) p |= 1u << (s - s0);
+                else zb *= t->slot_zero[s];
+            }
+            const double *g = t->g + t->leaf_g_start[l];
+            const double vzb = t->leaf_value[l] * zb;
+            const double cold = -vzb * g[p];
+            for (int s = s0; s < s1; s++) {
+                const uint32_t bit = 1u << (s - s0);
+                phi[t->slot_feature[s]] += (p & bit) ? vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit] : cold;
+            }
+        }
+        phi[t->n_features] += t->bias;
+    }
+}
+
+/* Fill each leaf's G table: G(S) = sum over m of w(|S| - m, d) e_m(z over S), for every subset S of the leaf's d
+ * slots, w(k, d) = k! (d - 1 - k)! / d!, e_m the elementary symmetric polynomial. scratch: 2^dmax * (dmax + 1)
+ * doubles, weights: dmax doubles. */
+void trees_fill_g(Trees *t, double *g, double *scratch, double *weights) {
+    for (int l = 0; l < t->n_leaves; l++) {
+        const int s0 = t->leaf_slot_start[l], d = t->leaf_slot_start[l + 1] - s0;
+        if (d == 0) continue;
+        for (int k = 0; k < d; k++) {
+            double w = 1.0 / d; /* k! (d-1-k)! / d! = 1 / (d * C(d-1, k)) */
+            for (int j = 1; j <= k; j++) w *= (double)j / (double)(d - k - 1 + j);
+            weights[k] = w;
+        }
+        const int width = d + 1;
+        for (int m = 0; m < width; m++) scratch[m] = 0.0;
+        scratch[0] = 1.0;
+        for (uint32_t mask = 1; mask < (1u << d); mask++) {
+            int low = __builtin_ctz(mask);
+            const double z = t->slot_zero[s0 + low];
+            const double *prev = scratch + (int64_t)(mask & (mask - 1)) * width;
+            double *cur = scratch + (int64_t)mask * width;
+            cur[0] = prev[0];
+            for (int m = 1; m < width; m++) cur[m] = prev[m] + z * prev[m - 1];
+        }
+        double *out = g + t->leaf_g_start[l];
+        for (uint32_t mask = 0; mask < (1u << d); mask++) {
+            const int size = __builtin_popcount(mask);
+            const double *e = scratch + (int64_t)mask * width;
+            double sum = 0.0;
+            for (int m = 0; m <= size; m++) {
+                int k = size - m;
+                if (k < d) sum += weights[k] * e[m];
+            }
+            out[mask] = sum;
+        }
+    }
+}
