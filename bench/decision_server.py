@@ -86,6 +86,9 @@ def main() -> None:
     """Build and serve the demo, measure health, recommend and assign, print the goal lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="serve this NBA_DATA_DIR (built on first use, then kept)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -93,10 +96,11 @@ def main() -> None:
         root = Path(tmp)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = _start(root / "data", port)
+        data = args.data_dir or root / "data"
+        server = _start(data, port)
         try:
             _wait_ready(base, server)
-            world = root / "data" / "world"
+            world = data / "world"
             customers = sorted(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist())
             customers = sorted(set(customers))[:CUSTOMERS]
             agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
