@@ -21,6 +21,13 @@ class ServiceSettings(BaseSettings):
     catalog_path: Path | None = Field(default=None, description="Action catalog YAML; the packaged one by default.")
     top_k: int = Field(default=5, ge=1, le=50, description="How many actions recommend returns at most.")
     log_level: str = Field(default="info", description="uvicorn log level.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes (uvicorn workers) sharing the port; each loads the models and opens its own "
+        "Redis connection. About one per core: a request is CPU-bound Python.",
+    )
 
 
 class Settings(BaseModel):
