@@ -8,11 +8,16 @@ store and the champion models in a temporary ``NBA_DATA_DIR`` first), then loads
   consecutive requests alike; nothing is cached), voice channel;
 - ``POST /v1/assign`` with all 100 demo agents as candidates, a billing contact in English, customers in turn.
 
-The issue's goals: recommend at >= 40% of ``/health``'s requests per second with p99 <= 5 ms and no errors;
-assign with 100 candidates at p99 <= 10 ms. Each line also gives the server's CPU per request (``/proc``), which
-a busy machine stretches far less than it stretches requests per second.
+Then it restarts the server with ``NBA_WORKERS=2`` (``--workers``) on the same data and measures ``/health`` and
+recommend again: how throughput scales with workers on this machine's cores.
 
-    .venv/bin/python -m bench.decision_server [--seconds 10]
+The issue's goals: recommend at >= 40% of ``/health``'s requests per second with p99 <= 5 ms and no errors;
+assign with 100 candidates at p99 <= 10 ms; more workers scale with the cores. Each line also gives the server's
+CPU per request (``/proc``, one worker), which a busy machine stretches far less than it stretches requests per
+second, and the load average when it was taken (other jobs on the machine move every figure: compare ratios taken
+in one run, and repeat).
+
+    .venv/bin/python -m bench.decision_server [--seconds 10] [--workers 2] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -58,9 +63,10 @@ def _script(path: Path, route: str, bodies: list[dict[str, object]]) -> Path:
     return path
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store)."""
     env = {**os.environ, "NBA_DATA_DIR": str(data_dir), "NBA_PORT": str(port), "NBA_LOG_LEVEL": "warning"}
+    env["NBA_WORKERS"] = str(workers)
     for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     nba = Path(sys.executable).with_name("nba")
@@ -82,10 +88,21 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
     sys.exit("nba run was not ready within 30 minutes")
 
 
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=120)
+
+
+def _loaded(line: str) -> str:
+    """``line`` with the 1-minute load average at its end."""
+    return f"{line} load {os.getloadavg()[0]:.2f}"
+
+
 def main() -> None:
-    """Build and serve the demo, measure health, recommend and assign, print the goal lines."""
+    """Build and serve the demo, measure health, recommend and assign, then with more workers; print the goal lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the scaling run (1: no scaling run)")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="serve this NBA_DATA_DIR (built on first use, then kept)"
     )
@@ -123,13 +140,24 @@ def main() -> None:
             for script in (recommend, assign):
                 wrk("warm-up", f"{base}/", 4, 3, script=script)
             lines = [
-                wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid),
-                wrk("recommend", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=recommend),
-                wrk("assign-100", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=assign),
+                _loaded(wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid)),
+                _loaded(wrk("recommend", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=recommend)),
+                _loaded(wrk("assign-100", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=assign)),
             ]
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=120)
+            _stop(server)
+        if args.workers > 1:
+            server = _start(data, port, args.workers)
+            try:
+                _wait_ready(base, server)
+                wrk("warm-up", f"{base}/", 4, 3, script=recommend)
+                n = args.workers
+                lines += [
+                    _loaded(wrk(f"health-{n}w", f"{base}/health", CONNECTIONS, args.seconds)),
+                    _loaded(wrk(f"recommend-{n}w", f"{base}/", CONNECTIONS, args.seconds, script=recommend)),
+                ]
+            finally:
+                _stop(server)
     for line in lines:
         print(line)
     runs = {m[1]: (float(m[2]), float(m[3]), int(m[4])) for line in lines if (m := _FIGURES.match(line))}
@@ -144,6 +172,13 @@ def main() -> None:
         f"assign with {len(agents)} candidates: p99 {assign_p99:.2f} ms, {assign_bad} errors "
         f"(goal p99 <= {ASSIGN_P99_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
     )
+    if args.workers > 1:
+        n = args.workers
+        (health_n, _, _), (rps_n, p99_n, _) = runs[f"health-{n}w"], runs[f"recommend-{n}w"]
+        print(
+            f"{n} workers on {os.cpu_count()} cores: recommend {rps_n / rps:.2f}x one worker's requests/s "
+            f"(p99 {p99_n:.2f} ms), /health {health_n / health:.2f}x; recommend at {rps_n / health_n:.0%} of /health"
+        )
 
 
 if __name__ == "__main__":
