@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import post
+from litestar import Response, post
 
 from service.decisions import DecisionService
+from service.routes.body import json_body
 from service.schemas import AssignRequest, AssignResponse
 
 
@@ -19,6 +20,6 @@ from service.schemas import AssignRequest, AssignResponse
     status_code=200,
     tags=["decisions"],
 )
-async def assign(data: AssignRequest, decisions: DecisionService) -> AssignResponse:
+async def assign(data: AssignRequest, decisions: DecisionService) -> Response[AssignResponse]:
     """Ranked agents for the contact in ``data``."""
-    return await decisions.assign(data)
+    return Response(json_body(await decisions.assign(data)))  # type: ignore[arg-type]

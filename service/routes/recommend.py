@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import post
+from litestar import Response, post
 
 from service.decisions import DecisionService
+from service.routes.body import json_body
 from service.schemas import RecommendRequest, RecommendResponse
 
 
@@ -18,6 +19,6 @@ from service.schemas import RecommendRequest, RecommendResponse
     status_code=200,
     tags=["decisions"],
 )
-async def recommend(data: RecommendRequest, decisions: DecisionService) -> RecommendResponse:
+async def recommend(data: RecommendRequest, decisions: DecisionService) -> Response[RecommendResponse]:
     """Ranked actions for ``data.customer_id``."""
-    return await decisions.recommend(data)
+    return Response(json_body(await decisions.recommend(data)))  # type: ignore[arg-type]
