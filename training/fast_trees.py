@@ -16,7 +16,11 @@ adds to feature i, for a row that follows the path's splits on the features in A
 with G(S) = sum over subsets T of S of |T|! (d - 1 - |T|)! / d! * prod(z over S - T). G is tabled per leaf for every
 subset at load (2^d entries), so a row costs one pass over the paths instead of TreeSHAP's recursion; this is
 the same Shapley value LightGBM computes, summed in another order (``tests/training/test_fast_trees.py`` holds
-the two equal to 1e-9 on trained models, NaNs and categories included).
+the two equal to 1e-9 on trained models, NaNs and categories included). Rows of one call that take the same way
+through a tree (one customer's rows for several actions, which differ in the action alone) share its terms.
+
+Measured on the demo's propensity model (one core, load 4-5 from other jobs, min of runs): 42 us for one row and
+127 us for five rows of one customer, against LightGBM's 397 us and 2,098 us.
 
 What it does not take (``Unsupported``, and LightGBM's own predict serves): multiclass, linear trees, random-forest
 averaging, an objective other than binary or regression, a path of more than :data:`MAX_PATH_FEATURES` distinct
@@ -88,6 +92,9 @@ class _Trees(ctypes.Structure):
         ("entry_left", ctypes.c_void_p),
         ("g", ctypes.c_void_p),
         ("bias", ctypes.c_double),
+        ("tree_node_start", ctypes.c_void_p),
+        ("tree_feature_start", ctypes.c_void_p),
+        ("tree_features", ctypes.c_void_p),
     ]
 
 
@@ -176,6 +183,7 @@ class FastTrees:
             right[node] = walk(n["right_child"], [*path, (node, False, feature, count(n["right_child"]) / here)], total)
             return node
 
+        tree_node_start, tree_feature_start, tree_features = [0], [0], []
         for tree in trees:
             if tree.get("is_linear"):
                 raise Unsupported("linear trees")
@@ -185,8 +193,11 @@ class FastTrees:
                 leaf_value.append(float(root["leaf_value"]))
                 bias += float(root["leaf_value"])
                 slot_start.append(len(slot_feature))
-                continue
-            roots.append(walk(root, [], count(root)))
+            else:
+                roots.append(walk(root, [], count(root)))
+            tree_features.extend(sorted({node[0] for node in nodes[tree_node_start[-1] :]}))
+            tree_feature_start.append(len(tree_features))
+            tree_node_start.append(len(nodes))
 
         words: list[int] = []
         cat_start, cat_words = [], []
@@ -226,6 +237,9 @@ class FastTrees:
             "entry_node": np.array(entry_node or [0], dtype=i32),
             "entry_left": np.array(entry_left or [0], dtype=u8),
             "g": np.zeros(int(g_start[-1]) if self.contributions_supported else 1, dtype=f64),
+            "tree_node_start": np.array(tree_node_start, dtype=i32),
+            "tree_feature_start": np.array(tree_feature_start, dtype=i32),
+            "tree_features": np.array(tree_features or [0], dtype=i32),
         }
         pointers = {name: a.ctypes.data for name, a in self._arrays.items()}
         self._trees = _Trees(
@@ -236,7 +250,7 @@ class FastTrees:
             bias=bias,
             **pointers,
         )
-        self._decided = np.zeros(max(len(nodes), 1), dtype=np.uint8)
+        self._nodes = max(len(nodes), 1)
         if self.contributions_supported:
             deepest = int(sizes.max()) if len(sizes) else 0
             scratch = np.zeros((1 << deepest) * (deepest + 1), dtype=f64)
@@ -272,9 +286,11 @@ class FastTrees:
         rows = self._rows(x)
         out = np.empty((len(rows), self.n_features + 1), dtype=np.float64)
         assert _LIB is not None
-        _LIB.trees_contributions(
-            ctypes.byref(self._trees), _ptr(rows), ctypes.c_int(len(rows)), _ptr(out), _ptr(self._decided)
-        )
+        decided = np.empty(len(rows) * self._nodes, dtype=np.uint8)
+        terms = np.empty_like(out)
+        mismatch = np.zeros(self.n_features, dtype=np.int32)
+        scratch = [_ptr(a) for a in (decided, terms, mismatch)]
+        _LIB.trees_contributions(ctypes.byref(self._trees), _ptr(rows), ctypes.c_int(len(rows)), _ptr(out), *scratch)
         return out
 
 

@@ -53,6 +53,11 @@ def test_fast_trees_equal_lightgbm(objective: str, params: dict[str, object]) ->
     fast = FastTrees(booster)
     rows = np.vstack([x[:200], np.full((1, x.shape[1]), np.nan), np.zeros((1, x.shape[1])), -x[:5]])
     rows[-3, 3] = 99.0  # a category never seen
+    # One customer's rows for several actions (one column apart), as a recommend scores them, and repeated rows:
+    # a row that takes an earlier row's way through a tree takes that row's terms for it.
+    customer = np.repeat(x[200:203], 7, axis=0)
+    customer[:, 3] = np.tile(np.arange(7), 3)
+    rows = np.vstack([rows, customer, customer[:4]])
     np.testing.assert_allclose(fast.raw(rows), booster.predict(rows, raw_score=True), rtol=0, atol=TOLERANCE)
     np.testing.assert_allclose(fast.predict(rows), booster.predict(rows), rtol=0, atol=TOLERANCE)
     scale = max(1.0, float(np.abs(booster.predict(rows, raw_score=True)).max()))
