@@ -11,6 +11,7 @@ share besides the feature contract.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,15 +135,19 @@ class ModelBundle:
     def pair_rows(self, contact: Mapping[str, str], customer: np.ndarray, agents: np.ndarray) -> np.ndarray:
         """One row per candidate agent for one contact: the contact's codes, the customer's model inputs (a
         vector) and that agent's model inputs (a row of ``agents``), so all candidates score in one call."""
-        n = len(agents)
-        rows = np.column_stack(
-            [
-                np.tile(self.contact_codes(contact), (n, 1)),
-                np.repeat(customer.reshape(1, -1), n, axis=0),
-                agents.reshape(n, -1),
-            ]
-        )
-        return with_matched(rows, self.feature_names[: len(self.feature_names) - len(self.matched)], self.matched)
+        n, codes, customer = len(agents), self.contact_codes(contact), customer.reshape(-1)
+        names = self.feature_names[: len(self.feature_names) - len(self.matched)]
+        width = len(codes) + len(customer)
+        rows = np.empty((n, len(names) + len(self.matched)), dtype=np.float64)
+        rows[:, : len(codes)] = codes
+        rows[:, len(codes) : width] = customer
+        rows[:, width : len(names)] = agents.reshape(n, -1)
+        # with_matched's columns, for the one intent every row shares: its column of each matched input.
+        intent = float(rows[0, names.index(INTENT_INPUT)]) if n and self.matched else math.nan
+        for j, (_, sources) in enumerate(self.matched):
+            code = next((c for c in range(len(sources)) if intent == c), None)
+            rows[:, len(names) + j] = math.nan if code is None else rows[:, names.index(sources[code])]
+        return rows
 
     def save(self, directory: Path) -> Path:
         """Write the bundle to ``directory/bundle.joblib``."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from training import ModelBundle
+from training.bundle import with_matched
 from training.calibrate import Calibrator
 from training.fast_trees import AVAILABLE, FastTrees
 
@@ -84,3 +85,26 @@ def test_calibrator_arithmetic_equals_scikit_learn(method: str) -> None:
     calibrator = Calibrator(method=method).fit(raw, (rng.random(4_000) < raw).astype(int))  # type: ignore[arg-type]
     probe = np.r_[rng.random(500), 0.0, 1.0, 1e-12, 1 - 1e-12, raw.min(), raw.max()]
     np.testing.assert_allclose(calibrator.transform(probe), calibrator.transform_sklearn(probe), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("intent", ["billing", "technical", "never-seen"])
+def test_pair_rows_equal_with_matched(intent: str) -> None:
+    """A contact's rows are laid out for the intent they share: the same matrix as the general with_matched."""
+    names = ("contact_intent", "contact_channel", "tenure", "skill_billing", "skill_technical", "rate_billing", "load")
+    matched = (("intent_skill", ("skill_billing", "skill_technical")), ("intent_rate", ("rate_billing", "load")))
+    bundle = ModelBundle(
+        "resolution",
+        None,  # type: ignore[arg-type]
+        Calibrator(method="sigmoid"),
+        (*names, "intent_skill", "intent_rate"),
+        "contract",
+        contact_fields=(("intent", ("billing", "technical")), ("channel", ("voice", "chat"))),
+        matched=matched,
+    )
+    agents = np.random.default_rng(1).normal(size=(9, 4))
+    agents[2, 1] = np.nan
+    customer = np.array([12.0])
+    rows = bundle.pair_rows({"intent": intent, "channel": "chat"}, customer, agents)
+    codes = bundle.contact_codes({"intent": intent, "channel": "chat"})
+    general = with_matched(np.column_stack([np.tile(codes, (9, 1)), np.tile(customer, (9, 1)), agents]), names, matched)
+    np.testing.assert_array_equal(rows, general)
