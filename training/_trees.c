@@ -77,25 +77,24 @@ static void leaves(const Trees *t, int l0, int l1, const uint8_t *dec, double *p
     for (int l = l0; l < l1; l++) {
         const int s0 = t->leaf_slot_start[l], s1 = t->leaf_slot_start[l + 1];
         if (s0 == s1) continue;
+        /* Branch-free: which way a row goes is data, and mispredicted branches cost more than the arithmetic. */
         uint32_t p = 0;
         double zb = 1.0;
         for (int s = s0; s < s1; s++) {
-            int followed = 1;
-            for (int e = t->slot_entry_start[s]; e < t->slot_entry_start[s + 1]; e++) {
-                if (dec[t->entry_node[e]] != t->entry_left[e]) {
-                    followed = 0;
-                    break;
-                }
-            }
-            if (followed) p |= 1u << (s - s0);
-            else zb *= t->slot_zero[s];
+            unsigned followed = 1;
+            for (int e = t->slot_entry_start[s]; e < t->slot_entry_start[s + 1]; e++)
+                followed &= dec[t->entry_node[e]] == t->entry_left[e];
+            const double factor[2] = {t->slot_zero[s], 1.0};
+            p |= followed << (s - s0);
+            zb *= factor[followed];
         }
         const double *g = t->g + t->leaf_g_start[l];
         const double vzb = t->leaf_value[l] * zb;
         const double cold = -vzb * g[p];
         for (int s = s0; s < s1; s++) {
             const uint32_t bit = 1u << (s - s0);
-            phi[t->slot_feature[s]] += (p & bit) ? vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit] : cold;
+            const double term[2] = {cold, vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit]};
+            phi[t->slot_feature[s]] += term[(p & bit) != 0];
         }
     }
 }
@@ -108,15 +107,18 @@ static void visit(const Trees *t, int n, const uint8_t *dec, int32_t *mismatch, 
         uint32_t p = 0;
         double zb = 1.0;
         for (int s = s0; s < s1; s++) {
-            if (mismatch[t->slot_feature[s]] == 0) p |= 1u << (s - s0);
-            else zb *= t->slot_zero[s];
+            const unsigned followed = mismatch[t->slot_feature[s]] == 0;
+            const double factor[2] = {t->slot_zero[s], 1.0};
+            p |= followed << (s - s0);
+            zb *= factor[followed];
         }
         const double *g = t->g + t->leaf_g_start[l];
         const double vzb = t->leaf_value[l] * zb;
         const double cold = -vzb * g[p];
         for (int s = s0; s < s1; s++) {
             const uint32_t bit = 1u << (s - s0);
-            phi[t->slot_feature[s]] += (p & bit) ? vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit] : cold;
+            const double term[2] = {cold, vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit]};
+            phi[t->slot_feature[s]] += term[(p & bit) != 0];
         }
         return;
     }

@@ -19,8 +19,10 @@ the same Shapley value LightGBM computes, summed in another order (``tests/train
 the two equal to 1e-9 on trained models, NaNs and categories included). Rows of one call that take the same way
 through a tree (one customer's rows for several actions, which differ in the action alone) share its terms.
 
-Measured on the demo's propensity model (one core, load 4-5 from other jobs, min of runs): 42 us for one row and
-127 us for five rows of one customer, against LightGBM's 397 us and 2,098 us.
+The C part is branch-free where the way a row goes decides (mispredicted branches cost more than the arithmetic).
+Measured on 200 demo customers' own rows (the offers a recommend explains: 2.6 rows a call on average), with the
+CPU caches below L3 flushed between calls as a request's Python does: 96 us a call on the propensity model and 31
+us for the churn model's one row, against LightGBM's 800 us (load 3).
 
 What it does not take (``Unsupported``, and LightGBM's own predict serves): multiclass, linear trees, random-forest
 averaging, an objective other than binary or regression, a path of more than :data:`MAX_PATH_FEATURES` distinct
