@@ -56,8 +56,10 @@ static inline int goes_left(const Trees *t, int n, double x) {
     return x <= t->node_threshold[n];
 }
 
-/* Raw scores (the sum of the trees' leaf values), one per row of x (rows x n_features, row-major). */
-void trees_raw(const Trees *t, const double *x, int rows, double *out) {
+/* Raw scores (the sum of the trees' leaf values), one per row of x (rows x n_features, row-major); with sigmoid > 0,
+ * the binary objective's probability as LightGBM converts it (BinaryLogloss::ConvertOutput, libm's exp), so the
+ * numbers are LightGBM's to the last bit. */
+void trees_raw(const Trees *t, const double *x, int rows, double *out, double sigmoid) {
     for (int r = 0; r < rows; r++) {
         const double *row = x + (int64_t)r * t->n_features;
         double sum = 0.0;
@@ -66,7 +68,7 @@ void trees_raw(const Trees *t, const double *x, int rows, double *out) {
             while (n >= 0) n = goes_left(t, n, row[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
             sum += t->leaf_value[~n];
         }
-        out[r] = sum;
+        out[r] = sigmoid > 0.0 ? 1.0 / (1.0 + exp(-sigmoid * sum)) : sum;
     }
 }
 

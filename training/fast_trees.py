@@ -56,6 +56,11 @@ def _library() -> ctypes.CDLL | None:
         path = here / f"_trees{suffix}"
         if path.exists():
             lib = ctypes.CDLL(str(path))
+            # Pointers travel as plain ints (numpy's .ctypes.data): declared so, ctypes passes them whole and fast.
+            pointer, count = ctypes.c_void_p, ctypes.c_int
+            lib.trees_raw.argtypes = [pointer, pointer, count, pointer, ctypes.c_double]
+            lib.trees_contributions.argtypes = [pointer, pointer, count, pointer, pointer, pointer, pointer]
+            lib.trees_fill_g.argtypes = [pointer, pointer, pointer, pointer]
             for name in ("trees_raw", "trees_contributions", "trees_fill_g"):
                 getattr(lib, name).restype = None
             return lib
@@ -252,13 +257,14 @@ class FastTrees:
             bias=bias,
             **pointers,
         )
+        self._address = ctypes.addressof(self._trees)
         self._nodes = max(len(nodes), 1)
         if self.contributions_supported:
             deepest = int(sizes.max()) if len(sizes) else 0
             scratch = np.zeros((1 << deepest) * (deepest + 1), dtype=f64)
             weights = np.zeros(max(deepest, 1), dtype=f64)
             assert _LIB is not None
-            _LIB.trees_fill_g(ctypes.byref(self._trees), _ptr(self._arrays["g"]), _ptr(scratch), _ptr(weights))
+            _LIB.trees_fill_g(self._address, _ptr(self._arrays["g"]), _ptr(scratch), _ptr(weights))
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float64)
@@ -271,15 +277,18 @@ class FastTrees:
         rows = self._rows(x)
         out = np.empty(len(rows), dtype=np.float64)
         assert _LIB is not None
-        _LIB.trees_raw(ctypes.byref(self._trees), _ptr(rows), ctypes.c_int(len(rows)), _ptr(out))
+        _LIB.trees_raw(self._address, rows.ctypes.data, len(rows), out.ctypes.data, 0.0)
         return out
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """LightGBM's ``predict``: the objective's transform of :meth:`raw` (the logistic for binary)."""
-        raw = self.raw(x)
+        """LightGBM's ``predict``: the objective's transform of :meth:`raw` (the logistic for binary), bit for bit."""
         if self._sigmoid is None:
-            return raw
-        return np.asarray(1.0 / (1.0 + np.exp(-self._sigmoid * raw)), dtype=np.float64)
+            return self.raw(x)
+        rows = self._rows(x)
+        out = np.empty(len(rows), dtype=np.float64)
+        assert _LIB is not None
+        _LIB.trees_raw(self._address, rows.ctypes.data, len(rows), out.ctypes.data, self._sigmoid)
+        return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """LightGBM's ``pred_contrib=True``: per-feature SHAP values in raw-score units, the bias last."""
@@ -291,10 +300,10 @@ class FastTrees:
         decided = np.empty(len(rows) * self._nodes, dtype=np.uint8)
         terms = np.empty_like(out)
         mismatch = np.zeros(self.n_features, dtype=np.int32)
-        scratch = [_ptr(a) for a in (decided, terms, mismatch)]
-        _LIB.trees_contributions(ctypes.byref(self._trees), _ptr(rows), ctypes.c_int(len(rows)), _ptr(out), *scratch)
+        scratch = [a.ctypes.data for a in (decided, terms, mismatch)]
+        _LIB.trees_contributions(self._address, rows.ctypes.data, len(rows), out.ctypes.data, *scratch)
         return out
 
 
-def _ptr(a: np.ndarray) -> ctypes.c_void_p:
-    return ctypes.c_void_p(a.ctypes.data)
+def _ptr(a: np.ndarray) -> int:
+    return int(a.ctypes.data)
