@@ -112,7 +112,11 @@ class ModelBundle:
         An action the model never saw gets a NaN code (LightGBM scores it as a missing category)."""
         codes = np.array([self.actions.index(a) if a in self.actions else np.nan for a in actions], dtype=float)
         customers = np.atleast_2d(x)
-        return np.column_stack([np.repeat(customers, len(actions), axis=0), np.tile(codes, len(customers))])
+        n, m, width = len(customers), len(actions), customers.shape[1]
+        rows = np.empty((n * m, width + 1), dtype=np.result_type(customers.dtype, codes.dtype))
+        rows[:, :width] = customers if n == 1 else np.repeat(customers, m, axis=0)
+        rows[:, width] = codes if n == 1 else np.tile(codes, n)
+        return rows
 
     def predict_handle_time(self, x: np.ndarray) -> np.ndarray:
         """Expected handle time in seconds, one per row of ``x`` (the resolution model only)."""
