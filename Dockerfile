@@ -6,6 +6,8 @@ COPY pyproject.toml README.md ./
 COPY features ./features
 COPY training ./training
 COPY service ./service
+# gcc: builds the fast scoring path's C part (training/_trees.c); without it the models score with LightGBM alone.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv && /opt/venv/bin/python -m pip install --quiet --disable-pip-version-check .
 
 FROM python:3.11-slim

@@ -8,11 +8,17 @@ store and the champion models in a temporary ``NBA_DATA_DIR`` first), then loads
   consecutive requests alike; nothing is cached), voice channel;
 - ``POST /v1/assign`` with all 100 demo agents as candidates, a billing contact in English, customers in turn.
 
-The issue's goals: recommend at >= 40% of ``/health``'s requests per second with p99 <= 5 ms and no errors;
-assign with 100 candidates at p99 <= 10 ms. Each line also gives the server's CPU per request (``/proc``), which
-a busy machine stretches far less than it stretches requests per second.
+Then it restarts the server with ``NBA_WORKERS=2`` and then 4 (``--workers``) on the same data and measures
+``/health`` and recommend again: how throughput scales with workers on this machine's cores (wrk itself takes
+one of them).
 
-    .venv/bin/python -m bench.decision_server [--seconds 10]
+The issue's goals: recommend at >= 40% of ``/health``'s requests per second with p99 <= 5 ms and no errors;
+assign with 100 candidates at p99 <= 10 ms; more workers scale with the cores. Each line also gives the server's
+CPU per request (``/proc``, one worker), which a busy machine stretches far less than it stretches requests per
+second, and the load average when it was taken (other jobs on the machine move every figure: compare ratios taken
+in one run, and repeat).
+
+    .venv/bin/python -m bench.decision_server [--seconds 10] [--workers 2,4] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -61,12 +67,14 @@ def _script(path: Path, route: str, bodies: list[dict[str, object]], key: str) -
 
 
 def _keys(data_dir: Path) -> dict[Role, str]:
-    """A desktop key and a router key in the keys file ``nba run`` will serve with (as ``nba keys create``)."""
+    """A desktop key and a router key in the keys file ``nba run`` will serve with (as ``nba keys create``), named
+    after this run, so a kept ``--data-dir`` takes new ones each time (``nba keys revoke`` removes them)."""
     file = KeyFile(data_dir / "keys.json")
-    return {role: file.create(role, f"bench-{role.value}")[1] for role in (Role.DESKTOP, Role.ROUTER)}
+    run = f"{os.getpid()}-{time.time_ns()}"
+    return {role: file.create(role, f"bench-{role.value}-{run}")[1] for role in (Role.DESKTOP, Role.ROUTER)}
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store).
 
     Each key's rate limit is set past what a run reaches: the bucket is still checked on every request."""
@@ -77,6 +85,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "NBA_LOG_LEVEL": "warning",
         "NBA_KEYS_FILE": str(data_dir / "keys.json"),
         "NBA_RATE_LIMIT": "1000000000",
+        "NBA_WORKERS": str(workers),
     }
     for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
@@ -99,10 +108,39 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
     sys.exit("nba run was not ready within 30 minutes")
 
 
+def _check(base: str, recommend: dict[str, object], assign: dict[str, object], keys: dict[Role, str]) -> None:
+    """Exit unless recommend ranks actions for a known customer and assign ranks agents, neither degraded."""
+    for route, body, ranked, role in (
+        ("/v1/recommend", recommend, "actions", Role.DESKTOP),
+        ("/v1/assign", assign, "agents", Role.ROUTER),
+    ):
+        answer = httpx.post(f"{base}{route}", json=body, headers={"X-API-Key": keys[role]}).json()
+        if not answer.get(ranked) or answer.get("degraded") or answer.get("cold_start"):
+            sys.exit(f"{route} did not answer as documented: {str(answer)[:300]}")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=120)
+
+
+def _loaded(line: str) -> str:
+    """``line`` with the 1-minute load average at its end."""
+    return f"{line} load {os.getloadavg()[0]:.2f}"
+
+
 def main() -> None:
-    """Build and serve the demo, measure health, recommend and assign, print the goal lines."""
+    """Build and serve the demo, measure health, recommend and assign, then with more workers; print the goal lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--workers", default="2,4", help="workers of the scaling runs, comma-separated ('': none)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="serve this NBA_DATA_DIR (built on first use, then kept; agents' live state goes stale after a day: "
+        "nba demo --force rebuilds it)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -110,11 +148,13 @@ def main() -> None:
         root = Path(tmp)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        keys = _keys(root / "data")
-        server = _start(root / "data", port)
+        data = args.data_dir or root / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        keys = _keys(data)
+        server = _start(data, port)
         try:
             _wait_ready(base, server)
-            world = root / "data" / "world"
+            world = data / "world"
             customers = sorted(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist())
             customers = sorted(set(customers))[:CUSTOMERS]
             agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
@@ -130,23 +170,28 @@ def main() -> None:
             ]
             assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
             # A check that each answers as documented before it is timed, then a warm-up.
-            for route, body, ranked, role in (
-                ("/v1/recommend", {"customer_id": customers[0], "channel": "voice"}, "actions", Role.DESKTOP),
-                ("/v1/assign", contacts[0], "agents", Role.ROUTER),
-            ):
-                answer = httpx.post(f"{base}{route}", json=body, headers={"X-API-Key": keys[role]}).json()
-                if not answer.get(ranked) or answer.get("degraded"):
-                    sys.exit(f"{route} did not answer as documented: {str(answer)[:300]}")
+            _check(base, {"customer_id": customers[0], "channel": "voice"}, contacts[0], keys)
             for script in (recommend, assign):
                 wrk("warm-up", f"{base}/", 4, 3, script=script)
             lines = [
-                wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid),
-                wrk("recommend", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=recommend),
-                wrk("assign-100", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=assign),
+                _loaded(wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid)),
+                _loaded(wrk("recommend", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=recommend)),
+                _loaded(wrk("assign-100", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=assign)),
             ]
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=120)
+            _stop(server)
+        for n in [int(w) for w in args.workers.split(",") if w.strip()]:
+            server = _start(data, port, n)
+            try:
+                _wait_ready(base, server)
+                _check(base, {"customer_id": customers[0], "channel": "voice"}, contacts[0], keys)
+                wrk("warm-up", f"{base}/", 4, 3, script=recommend)
+                lines += [
+                    _loaded(wrk(f"health-{n}w", f"{base}/health", CONNECTIONS, args.seconds)),
+                    _loaded(wrk(f"recommend-{n}w", f"{base}/", CONNECTIONS, args.seconds, script=recommend)),
+                ]
+            finally:
+                _stop(server)
     for line in lines:
         print(line)
     runs = {m[1]: (float(m[2]), float(m[3]), int(m[4])) for line in lines if (m := _FIGURES.match(line))}
@@ -161,6 +206,12 @@ def main() -> None:
         f"assign with {len(agents)} candidates: p99 {assign_p99:.2f} ms, {assign_bad} errors "
         f"(goal p99 <= {ASSIGN_P99_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
     )
+    for n in [int(w) for w in args.workers.split(",") if w.strip()]:
+        (health_n, _, _), (rps_n, p99_n, _) = runs[f"health-{n}w"], runs[f"recommend-{n}w"]
+        print(
+            f"{n} workers on {os.cpu_count()} cores: recommend {rps_n / rps:.2f}x one worker's requests/s "
+            f"(p99 {p99_n:.2f} ms), /health {health_n / health:.2f}x; recommend at {rps_n / health_n:.0%} of /health"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 
 import click
 import uvicorn
+from litestar.types import ASGIApp
 
 from features import EventStreamSettings, FeatureStoreError, OfflineSettings, RedisSettings, online_store_url
 from features.cli import features as features_commands
@@ -85,18 +86,52 @@ def run(no_demo: bool) -> None:
                 mlflow=mlflow,
                 events=events,
             )
-            app = create_app(settings)
-            reporter.note(f"serving on http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)")
-            uvicorn.run(
-                app,
-                host=service.host,
-                port=service.port,
-                log_level=service.log_level,
-                log_config=log_config(service.log_format, service.log_level),
-                access_log=False,  # the service writes its own (service/logs.py): route templates, decision ids
-            )
+            where = f"http://{service.host}:{service.port}  (OpenAPI: /schema/swagger)"
+            # The service writes its own access log (service/logs.py: route templates, decision ids).
+            logging_config = log_config(service.log_format, service.log_level)
+            if service.workers == 1:
+                app = create_app(settings)
+                reporter.note(f"serving on {where}")
+                uvicorn.run(
+                    app,
+                    host=service.host,
+                    port=service.port,
+                    log_level=service.log_level,
+                    log_config=logging_config,
+                    access_log=False,
+                )
+            else:
+                # Each worker is a fresh process that builds its app from the environment: hand it the store found
+                # or started here (the embedded Valkey lives as long as this process).
+                os.environ["REDIS_URL"] = url
+                reporter.note(f"serving on {where} with {service.workers} workers")
+                uvicorn.run(
+                    "service.cli:app_from_env",
+                    factory=True,
+                    workers=service.workers,
+                    host=service.host,
+                    port=service.port,
+                    log_level=service.log_level,
+                    log_config=logging_config,
+                    access_log=False,
+                )
     except (FeatureStoreError, TrainingError, CatalogError, KeyFileError) as exc:
         abort(str(exc))
+
+
+def app_from_env() -> ASGIApp:
+    """The app one of ``nba run``'s workers serves (``NBA_WORKERS`` > 1), its settings read from the environment,
+    which ``nba run`` completed with the online store's URL."""
+    return create_app(
+        Settings(
+            service=settings_from_env(ServiceSettings),
+            auth=settings_from_env(AuthSettings),
+            redis=settings_from_env(RedisSettings),
+            offline=settings_from_env(OfflineSettings),
+            mlflow=settings_from_env(MlflowSettings),
+            events=settings_from_env(EventStreamSettings),
+        )
+    )
 
 
 main.add_command(demo)

@@ -173,6 +173,7 @@ class Metrics:
         if model_status is not None:
             self.registry.register(_ModelState(model_status))
         self._timers: dict[tuple[str, str, int], Callable[[float], None]] = {}
+        self._view_ages: dict[str, Callable[[float], None]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request's latency under its route template, method and status."""
@@ -204,9 +205,13 @@ class Metrics:
 
     def views_read(self, ages: Mapping[str, float | None], stale: Iterable[str]) -> None:
         """Record how old each view of a decision's customer was (views never written have no age)."""
+        observers = self._view_ages
         for view, age in ages.items():
             if age is not None:
-                self._age.labels(view).observe(age)
+                observe = observers.get(view)
+                if observe is None:  # labels() costs ~2 us a call: a decision reads about ten views
+                    observe = observers[view] = self._age.labels(view).observe
+                observe(age)
         for view in stale:
             self._stale.labels(view).inc()
 

@@ -17,6 +17,7 @@ agents are not flooded. Ties go to the longest-idle agent, then the id.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -104,27 +105,32 @@ def rank_agents(
     else:
         p = fallback_resolution(values, schema, skill)
         seconds = values[:, schema.index["handle_time_mean_30d_s"]]
-    load, capacity = values[:, schema.index["current_load"]], values[:, schema.index["max_load"]]
-    retention = values[:, schema.index["skill_retention"]] == 1.0
-    idle = values[:, schema.index["idle_seconds"]]
+    # Columns as Python floats, read once: per-agent numpy scalar indexing cost more than the rest of the loop.
+    column = schema.index
+    load, capacity = values[:, column["current_load"]].tolist(), values[:, column["max_load"]].tolist()
+    retention = (values[:, column["skill_retention"]] == 1.0).tolist()
+    idle = values[:, column["idle_seconds"]].tolist()
+    rates, ratings = values[:, column[measured.name]].tolist(), values[:, column[rating.name]].tolist()
+    probabilities, handle_times = np.asarray(p, dtype=np.float64).tolist(), np.asarray(seconds).tolist()
+    load_feature = schema.feature("current_load")
+    high_risk = churn_risk is not None and churn_risk >= HIGH_RISK
     ranked: list[tuple[RankedAgent, float]] = []
     for j, i in enumerate(at.tolist()):
-        rate = float(values[j, schema.index[measured.name]])
-        reasons = [rating.phrase(float(values[j, schema.index[rating.name]]))]
-        if not np.isnan(rate):
+        rate = rates[j]
+        reasons = [rating.phrase(ratings[j])]
+        if not math.isnan(rate):
             reasons.insert(0, measured.phrase(rate))
         bonus = 0.0
-        if churn_risk is not None and churn_risk >= HIGH_RISK and retention[j]:
+        if high_risk and retention[j]:
             bonus = RETENTION_BONUS
             reasons.append("retention specialist for a customer at high churn risk")
-        occupancy = float(load[j] / max(capacity[j], 1.0))
+        occupancy = load[j] / max(capacity[j], 1.0)
         if occupancy > 0:
-            reasons.append(schema.feature("current_load").phrase(float(load[j])))
-        handle = None if np.isnan(seconds[j]) else float(seconds[j])
-        agent = RankedAgent(
-            agents.ids[i], float(p[j]) + bonus - OCCUPANCY_PENALTY * occupancy, float(p[j]), handle, reasons
-        )
-        ranked.append((agent, float(idle[j])))
+            reasons.append(load_feature.phrase(load[j]))
+        handle = None if math.isnan(handle_times[j]) else handle_times[j]
+        p_j = probabilities[j]
+        agent = RankedAgent(agents.ids[i], p_j + bonus - OCCUPANCY_PENALTY * occupancy, p_j, handle, reasons)
+        ranked.append((agent, idle[j]))
     ranked.sort(key=lambda pair: (-pair[0].score, -pair[1], pair[0].agent_id))
     return [r for r, _ in ranked], excluded
 

@@ -40,6 +40,14 @@ class ServiceSettings(BaseSettings):
         description="How often the champion aliases are looked up in MLflow, to swap in a promoted version; 0: never.",
     )
 
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes (uvicorn workers) sharing the port; each loads the models and opens its own "
+        "Redis connection. About one per core: a request is CPU-bound Python.",
+    )
+
 
 class AuthSettings(BaseSettings):
     """Who may call the API: the keys file and the rate each key may send at."""

@@ -69,7 +69,9 @@ def churn_by_action(churn: ModelBundle, inputs: np.ndarray, actions: Sequence[st
     customers = np.atleast_2d(inputs)
     n, m = len(customers), len(actions)
     offered = churn.with_actions(customers, actions)
-    rows = np.vstack([np.column_stack([offered, np.zeros(n * m)]), np.column_stack([offered, np.ones(n * m)])])
+    rows = np.empty((2 * n * m, offered.shape[1] + 1), dtype=np.float64)  # declined, then accepted
+    rows[: n * m, :-1] = rows[n * m :, :-1] = offered
+    rows[: n * m, -1], rows[n * m :, -1] = 0.0, 1.0
     p = churn.predict(rows)
     declined, accepted = p[: n * m].reshape(n, m), p[n * m :].reshape(n, m)
     share = np.atleast_2d(accept)

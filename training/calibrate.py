@@ -41,7 +41,24 @@ class Calibrator:
         return self
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities for raw ones."""
+        """Calibrated probabilities for raw ones.
+
+        The fitted mapping is applied as plain numpy arithmetic, not through scikit-learn's ``predict``: a request
+        calibrates a few rows, and scikit-learn's input validation cost ~55 us a call, more than LightGBM's predict
+        (10% of a recommend's CPU in the profile). The same numbers as :meth:`transform_sklearn` (a test holds it).
+        """
+        model = self.model_
+        if isinstance(model, IsotonicRegression):
+            # IsotonicRegression.predict with out_of_bounds="clip": clip to the fitted range, interpolate linearly
+            # between the thresholds (one threshold: a constant).
+            x = np.clip(np.asarray(raw, dtype=np.float64).reshape(-1), model.X_min_, model.X_max_)
+            return np.interp(x, model.X_thresholds_, model.y_thresholds_)
+        # LogisticRegression.predict_proba for two classes: the logistic of the decision function.
+        z = _logit(raw)[:, 0] * float(model.coef_[0, 0]) + float(model.intercept_[0])
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+    def transform_sklearn(self, raw: np.ndarray) -> np.ndarray:
+        """:meth:`transform` through scikit-learn's own ``predict``/``predict_proba``: the reference it must equal."""
         if isinstance(self.model_, IsotonicRegression):
             return np.asarray(self.model_.predict(raw), dtype=np.float64)
         return np.asarray(self.model_.predict_proba(_logit(raw))[:, 1], dtype=np.float64)

@@ -7,6 +7,7 @@ from litestar.datastructures import ResponseHeader
 
 from service.decisions import DecisionService
 from service.logs import DECISION_HEADER
+from service.routes.body import json_body
 from service.schemas import AssignRequest, AssignResponse
 
 
@@ -27,4 +28,4 @@ from service.schemas import AssignRequest, AssignResponse
 async def assign(data: AssignRequest, decisions: DecisionService) -> Response[AssignResponse]:
     """Ranked agents for the contact in ``data``."""
     answer = await decisions.assign(data)
-    return Response(answer, headers={DECISION_HEADER: answer.decision_id})
+    return Response(json_body(answer), headers={DECISION_HEADER: answer.decision_id})  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from litestar.datastructures import ResponseHeader
 
 from service.decisions import DecisionService
 from service.logs import DECISION_HEADER
+from service.routes.body import json_body
 from service.schemas import RecommendRequest, RecommendResponse
 
 
@@ -26,4 +27,4 @@ from service.schemas import RecommendRequest, RecommendResponse
 async def recommend(data: RecommendRequest, decisions: DecisionService) -> Response[RecommendResponse]:
     """Ranked actions for ``data.customer_id``."""
     answer = await decisions.recommend(data)
-    return Response(answer, headers={DECISION_HEADER: answer.decision_id})
+    return Response(json_body(answer), headers={DECISION_HEADER: answer.decision_id})  # type: ignore[arg-type]

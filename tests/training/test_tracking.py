@@ -63,7 +63,9 @@ def test_load_predicts_identically(
     assert loaded_version == version
     rows = _columns(original, x)
     assert np.array_equal(loaded.predict(rows), original.predict(rows))
-    assert np.array_equal(loaded.contributions(rows), original.contributions(rows))
+    # A loaded bundle explains through the fast path (training/fast_trees.py): LightGBM's TreeSHAP values, summed in
+    # another order, so equal to rounding.
+    np.testing.assert_allclose(loaded.contributions(rows), original.contributions(rows), rtol=0, atol=1e-12)
     assert (loaded.kind, loaded.feature_names, loaded.contract_version, loaded.actions, loaded.metrics) == (
         original.kind,
         original.feature_names,
