@@ -67,7 +67,8 @@ class ModelBundle:
     def prepare(self) -> ModelBundle:
         """Lay the trees out for the fast path (:mod:`training.fast_trees`; ~50 ms a model), for a bundle about to
         serve requests. Unprepared, or where the fast path does not take the model, LightGBM scores; both give the
-        same numbers to 1e-9. Returns the bundle."""
+        same predictions bit for bit and the same contributions to rounding (1e-9 in the tests). Returns the
+        bundle."""
         for attr, booster in (("_fast", self.booster), ("_fast_handle_time", self.handle_time)):
             fast: FastTrees | None = None
             if booster is not None:
