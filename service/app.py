@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -159,6 +160,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         redaction.install()
+        # The service's own loggers (the access log among them) follow its log level however it is served: nba run
+        # configures them through uvicorn, but a bench or an ASGI server of the user's own may not.
+        level = logging.getLevelName(settings.service.log_level.upper())
+        if isinstance(level, int):
+            logging.getLogger("nba").setLevel(level)
         holder.load()
         # What start-up made (MLflow, LightGBM, scikit-learn, the models: ~370,000 objects) lives as long as the
         # process. Left to the collector, each full collection walks all of it, 300 ms on a busy 2-core machine,

@@ -63,3 +63,19 @@ def test_each_request_is_one_record_with_its_decision_id_and_no_path(api: Served
     text = TextFormatter(fmt="%(levelprefix)s %(message)s", use_colors=False).format(recommend)
     assert text.endswith(f"POST /v1/recommend 200 key=test-desktop decision_id={decision}")
     assert "C000042" not in JsonFormatter().format(refused)
+
+
+def test_the_access_log_follows_the_services_log_level_however_it_is_served(api: Served) -> None:
+    """The session's API is served by a bare uvicorn.Config (no log_config) at log level warning: no access record,
+    as under nba run (a bench serving the app this way once logged every request at INFO, a fifth of its time)."""
+    keep, logger = _Keep(), logging.getLogger(ACCESS_LOGGER)
+    assert logger.level == logging.NOTSET  # it takes the service's level from the "nba" logger
+    logger.addHandler(keep)
+    try:
+        with api.client(Role.DESKTOP) as client:
+            assert client.get("/health").status_code == 200
+    finally:
+        logger.removeHandler(keep)
+    assert api.settings.service.log_level == "warning"
+    assert logging.getLogger("nba").level == logging.WARNING
+    assert keep.records == []
