@@ -26,7 +26,7 @@ from features import EntityBatch, EntityVector, EventPublisher, OnlineStore, Onl
 from features.events import to_event
 from service.catalog import Catalog, LiveContext, Situation
 from service.catalog_source import CatalogSource
-from service.contact_policy import PolicyState, presentation_commands
+from service.contact_policy import EMPTY, PolicyState, presentation_commands
 from service.decision_records import DecisionRecord, DecisionRecords
 from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
 from service.errors import BadRequest, ModelsUnavailable
@@ -103,6 +103,17 @@ class DecisionService:
             self.metrics.views_read(customer.view_age_s, customer.stale_views)
         return customer, agents, extra
 
+    async def _resolve(self, request: RecommendRequest, degraded: list[str]) -> str | None:
+        """The customer the request's identifier is linked to; None for nobody, or when Redis cannot say (then the
+        answer is degraded). One round trip before the read: the read sends the contact-policy state's command on
+        the customer's keys, which are not known until the identifier is resolved."""
+        assert request.identifier is not None
+        try:
+            return await self.store.resolve(request.identifier.normalised)
+        except OnlineStoreUnavailable as exc:
+            self._degraded("recommend", "online_store", str(exc), degraded)
+            return None
+
     def _write_later(self, commands: list[list[bytes]]) -> None:
         """Send ``commands`` in one round trip without waiting for it (see the module)."""
         self._spawn(self._write(commands))
@@ -156,12 +167,19 @@ class DecisionService:
         degraded: list[str] = []
         now = self._clock()
         catalog = self.catalog
-        contact_key = self.store.contact_key(request.customer_id)
-        read_policy = [[b"HGETALL", contact_key.encode()]]
-        customer, _, extra = await self._read("recommend", request.customer_id, [], degraded, read_policy)
+        customer_id = request.customer_id
+        if customer_id is None:
+            customer_id = await self._resolve(request, degraded)
+        customer, policy = None, None
+        if customer_id is not None:
+            contact_key = self.store.contact_key(customer_id)
+            read_policy = [[b"HGETALL", contact_key.encode()]]
+            customer, _, extra = await self._read("recommend", customer_id, [], degraded, read_policy)
+            policy = PolicyState.parse(extra[0]) if customer is not None else None
+        elif not degraded:
+            policy = EMPTY  # an identifier linked to nobody: an unknown customer, with no presentations to count
         x = customer.values if customer is not None else self._cold_vector()
         known = customer.known if customer is not None else np.zeros(len(x), dtype=bool)
-        policy = PolicyState.parse(extra[0]) if customer is not None else None
         if policy is None and catalog.policy_horizon_days:
             degraded.append(POLICY_UNREAD)
         situation = Situation(
@@ -189,11 +207,11 @@ class DecisionService:
         self.metrics.decision("recommend", ranked[0].action.id if ranked else "none")
         decision_id = uuid.uuid4().hex
         versions = self._versions()
-        if policy is not None:
+        if policy is not None and customer_id is not None:
             record = DecisionRecord(
                 decision_id,
                 "recommend",
-                request.customer_id,
+                customer_id,
                 now,
                 actions=tuple(s.action.id for s in ranked),
                 models=versions,
@@ -213,7 +231,7 @@ class DecisionService:
             )
         return RecommendResponse(
             decision_id=decision_id,
-            customer_id=request.customer_id,
+            customer_id=customer_id,
             cold_start=customer is None or not customer.found,
             actions=[_action_out(s) for s in ranked],
             customer=CustomerSummary(

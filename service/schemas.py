@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,10 +21,44 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class ContactIdentifier(_Body):
+    """An identifier a contact arrives with (``identifier_linked`` events tie it to a customer)."""
+
+    identifier_kind: Literal["phone", "email", "chat", "account"]
+    identifier: str = Field(
+        min_length=1,
+        max_length=128,
+        description="A phone number with its country code (+...), an email, a chat handle or an account number; "
+        "normalised (E.164, lower-cased email) before the lookup.",
+    )
+
+    @model_validator(mode="after")
+    def _normalise(self) -> Self:
+        try:
+            self.identifier = normalize(self.identifier_kind, self.identifier).value
+        except IdentifierError as exc:
+            raise ValueError(f"identifier: {exc}") from exc
+        return self
+
+    @property
+    def normalised(self) -> Identifier:
+        """The identifier as the store keys it."""
+        return Identifier(self.identifier_kind, self.identifier)
+
+
 class RecommendRequest(_Body):
     """Who the agent is talking to, and on which channel."""
 
-    customer_id: str = Field(pattern=_ID, description="Our customer id.", examples=["C000042"])
+    customer_id: str | None = Field(
+        default=None, pattern=_ID, description="Our customer id (or give `identifier`).", examples=["C000042"]
+    )
+    identifier: ContactIdentifier | None = Field(
+        default=None,
+        description="Instead of `customer_id`, what the contact arrived with: the store resolves it to the customer "
+        "it is linked to. One it does not know is an unknown customer (`cold_start`, `customer_id` null), never "
+        "someone else.",
+        examples=[{"identifier_kind": "phone", "identifier": "+1 202 555 0143"}],
+    )
     channel: Channel = Field(description="The channel of the live contact.", examples=["voice"])
     top_k: int | None = Field(default=None, ge=1, le=50, description="How many actions at most.")
     context: LiveContext | None = Field(
@@ -33,6 +67,12 @@ class RecommendRequest(_Body):
         "`wants_person` calls for the escape action (a transfer to a specialist).",
         examples=[{"intent": "cancel", "sentiment": -0.4, "wants_person": False}],
     )
+
+    @model_validator(mode="after")
+    def _one_customer(self) -> RecommendRequest:
+        if (self.customer_id is None) == (self.identifier is None):
+            raise ValueError("give exactly one of customer_id or identifier")
+        return self
 
 
 class ActionOut(BaseModel):
@@ -72,7 +112,10 @@ class RecommendResponse(BaseModel):
     """Ranked actions for the agent desktop."""
 
     decision_id: str
-    customer_id: str
+    customer_id: str | None = Field(
+        description="The customer decided for: the one asked, or the one `identifier` resolved to (null when it "
+        "resolved to nobody)."
+    )
     cold_start: bool = Field(description="True when the store knows nothing of this customer: defaults were scored.")
     actions: list[ActionOut]
     customer: CustomerSummary
@@ -300,30 +343,10 @@ class CustomerFeaturesResponse(msgspec.Struct, frozen=True):
     feature_contract: str
 
 
-class CustomerLookup(_Body):
+class CustomerLookup(ContactIdentifier):
     """Who is this contact: an identifier the customer was linked to (``identifier_linked`` events)."""
 
-    identifier_kind: Literal["phone", "email", "chat", "account"]
-    identifier: str = Field(
-        min_length=1,
-        max_length=128,
-        description="A phone number with its country code (+...), an email, a chat handle or an account number; "
-        "normalised (E.164, lower-cased email) before the lookup.",
-    )
     view: str | None = Field(default=None, description="Only this feature view's values and freshness.")
-
-    @model_validator(mode="after")
-    def _normalise(self) -> CustomerLookup:
-        try:
-            self.identifier = normalize(self.identifier_kind, self.identifier).value
-        except IdentifierError as exc:
-            raise ValueError(f"identifier: {exc}") from exc
-        return self
-
-    @property
-    def normalised(self) -> Identifier:
-        """The identifier as the store keys it."""
-        return Identifier(self.identifier_kind, self.identifier)
 
 
 class ErasureResponse(BaseModel):

@@ -69,3 +69,45 @@ def test_an_identifier_that_cannot_be_normalised_is_422_naming_it_and_stores_not
     assert bad_lookup.status_code == 422
     assert "identifier" in bad_lookup.json()["detail"]
     assert _lookup(http, "fax", "123").status_code == 422
+
+
+def _recommend(http: httpx.Client, **who: object) -> httpx.Response:
+    return http.post("/v1/recommend", json={**who, "channel": "voice"})
+
+
+def test_recommend_takes_the_identifier_a_contact_arrives_with(http: httpx.Client) -> None:
+    """The desktop may send the caller's number instead of our id: the answer is the linked customer's, recorded
+    under them (feedback finds it); a number linked to nobody is an unknown customer, never a neighbour."""
+    assert _link(http, "id-r1", "phone", "+1 (202) 555-0177").json()["applied"] == 1
+    by_id = _recommend(http, customer_id=CUSTOMER).json()
+    by_phone = _recommend(http, identifier={"identifier_kind": "phone", "identifier": "+1 202 555 0177"}).json()
+    assert by_phone["customer_id"] == CUSTOMER
+    assert by_phone["cold_start"] is False
+    assert by_phone["degraded"] is False
+    assert by_phone["customer"] == by_id["customer"]  # the same customer's churn risk, value and sentiment
+    answer = {
+        "decision_id": by_phone["decision_id"],
+        "action_id": by_phone["actions"][0]["action_id"],
+        "outcome": "ignored",
+    }
+    assert http.post("/v1/feedback", json=answer).status_code == 200
+
+    nobody = _recommend(http, identifier={"identifier_kind": "phone", "identifier": "+12025550178"})
+    assert nobody.status_code == 200, nobody.text
+    body = nobody.json()
+    assert (body["customer_id"], body["cold_start"], body["degraded"]) == (None, True, False)
+    assert body["actions"]  # the cold-start ranking
+    assert "+12025550178" not in nobody.text
+    forgotten = {"decision_id": body["decision_id"], "action_id": body["actions"][0]["action_id"], "outcome": "ignored"}
+    assert http.post("/v1/feedback", json=forgotten).status_code == 404  # nobody to attribute it to: not kept
+
+
+def test_recommend_wants_exactly_one_way_to_say_who(http: httpx.Client) -> None:
+    phone = {"identifier_kind": "phone", "identifier": "+12025550177"}
+    for who in ({}, {"customer_id": CUSTOMER, "identifier": phone}):
+        refused = _recommend(http, **who)
+        assert refused.status_code == 422
+        assert "give exactly one of customer_id or identifier" in refused.text
+    bad = _recommend(http, identifier={"identifier_kind": "phone", "identifier": "not a number"})
+    assert bad.status_code == 422
+    assert "identifier" in bad.text
