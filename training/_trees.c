@@ -72,6 +72,20 @@ void trees_raw(const Trees *t, const double *x, int rows, double *out, double si
     }
 }
 
+/* Leaf l's terms added to phi, given which of its path features the row follows (bit s - s0 of p) and Z_B, the
+ * product of z over those it does not follow: the part the two ways of finding p share. */
+static inline void add_terms(const Trees *t, int l, uint32_t p, double zb, double *phi) {
+    const int s0 = t->leaf_slot_start[l], s1 = t->leaf_slot_start[l + 1];
+    const double *g = t->g + t->leaf_g_start[l];
+    const double vzb = t->leaf_value[l] * zb;
+    const double cold = -vzb * g[p];
+    for (int s = s0; s < s1; s++) {
+        const uint32_t bit = 1u << (s - s0);
+        const double term[2] = {cold, vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit]};
+        phi[t->slot_feature[s]] += term[(p & bit) != 0];
+    }
+}
+
 /* The TreeSHAP terms of leaves [l0, l1) for one row, added to phi. A leaf's term depends on the row only through
  * which of its path features the row follows (mask p): feature i followed adds v * Z_B * (1 - z_i) * G(p without i),
  * one not followed adds -v * Z_B * G(p), with Z_B the product of z over the features not followed. */
@@ -90,14 +104,7 @@ static void leaves(const Trees *t, int l0, int l1, const uint8_t *dec, double *p
             p |= followed << (s - s0);
             zb *= factor[followed];
         }
-        const double *g = t->g + t->leaf_g_start[l];
-        const double vzb = t->leaf_value[l] * zb;
-        const double cold = -vzb * g[p];
-        for (int s = s0; s < s1; s++) {
-            const uint32_t bit = 1u << (s - s0);
-            const double term[2] = {cold, vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit]};
-            phi[t->slot_feature[s]] += term[(p & bit) != 0];
-        }
+        add_terms(t, l, p, zb, phi);
     }
 }
 
@@ -114,14 +121,7 @@ static void visit(const Trees *t, int n, const uint8_t *dec, int32_t *mismatch, 
             p |= followed << (s - s0);
             zb *= factor[followed];
         }
-        const double *g = t->g + t->leaf_g_start[l];
-        const double vzb = t->leaf_value[l] * zb;
-        const double cold = -vzb * g[p];
-        for (int s = s0; s < s1; s++) {
-            const uint32_t bit = 1u << (s - s0);
-            const double term[2] = {cold, vzb * (1.0 - t->slot_zero[s]) * g[p ^ bit]};
-            phi[t->slot_feature[s]] += term[(p & bit) != 0];
-        }
+        add_terms(t, l, p, zb, phi);
         return;
     }
     const int f = t->node_feature[n], left = dec[n];
