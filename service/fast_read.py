@@ -29,7 +29,7 @@ a request reaches either only with a key of the route's role.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Litestar
@@ -60,20 +60,29 @@ _HANDLER_LAYER_ATTRS = (
 _APP_ATTRS = ("before_send", "cors_config", "allowed_hosts", "csrf_config", "compression_config")
 
 
-def unknown_layers(app: Litestar) -> list[str]:
-    """What ``app`` applies to :data:`ROUTE`'s GET beyond what this path was written for (nothing): their names.
+def unknown_layers(app: Litestar, path: str = PATH_TEMPLATE, method: Literal["GET", "POST"] = "GET") -> list[str]:
+    """What ``app`` applies to the route at ``path`` (:data:`ROUTE`'s by default) for ``method`` beyond what a fast
+    path was written for (nothing): their names.
 
     Every layer that owns the route handler (app, routers, the handler itself) is asked for middleware, guards,
-    request and response hooks, extra headers and cookies; the app for its ASGI-level wrappers (``before_send``,
-    CORS, allowed hosts, CSRF, compression) and the OpenTelemetry plugin; the handler for response caching.
+    request and response hooks, extra headers and cookies (a header declared for the documentation only is not
+    sent by Litestar, so it does not count); the app for its ASGI-level wrappers (``before_send``, CORS, allowed
+    hosts, CSRF, compression) and the OpenTelemetry plugin; the handler for response caching.
     """
-    (route,) = [r for r in app.routes if isinstance(r, HTTPRoute) and r.path_format == PATH_TEMPLATE]
-    handler, _ = route.route_handler_map["GET"]
+    (route,) = [r for r in app.routes if isinstance(r, HTTPRoute) and r.path_format == path]
+    handler, _ = route.route_handler_map[method]
+
+    def applied(layer: object, attr: str) -> bool:
+        value = getattr(layer, attr, None)
+        if attr == "response_headers" and value:
+            return any(not getattr(h, "documentation_only", False) for h in value)
+        return bool(value)
+
     found = [
         f"{type(layer).__name__}.{attr}"
         for layer in handler.ownership_layers
         for attr in _HANDLER_LAYER_ATTRS
-        if getattr(layer, attr, None)
+        if applied(layer, attr)
     ]
     found += [f"Litestar.{attr}" for attr in _APP_ATTRS if getattr(app, attr, None)]
     found += [f"plugin {type(p).__name__}" for p in app.plugins if "OpenTelemetry" in type(p).__name__]

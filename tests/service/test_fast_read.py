@@ -7,6 +7,7 @@ fast path's own count says whether it answered or left the request to Litestar.
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from features.packed import TAG_BYTES, PackedLayout
 from service import Settings, create_app
 from service.auth import ApiKeyGate
 from service.fast_read import FastFeatureRead, unknown_layers
+from service.fast_recommend import FastRecommend
 from service.metrics import RequestTimer
 from service.routes import customer_features
 from tests.conftest import free_port, serve, settings_for
@@ -43,6 +45,7 @@ class Pair:
     fast: httpx.Client
     plain: httpx.Client
     app: FastFeatureRead
+    recommend: FastRecommend
 
     def same(self, method: str, path: str) -> httpx.Response:
         """``method path`` on both; asserts the answers are equal and returns the fast app's."""
@@ -59,7 +62,7 @@ def _headers(response: httpx.Response) -> list[tuple[str, str]]:
 @contextmanager
 def _pair(settings: Settings) -> Iterator[Pair]:
     now = time.time()
-    fast: list[RequestTimer[ApiKeyGate[FastFeatureRead]]] = []
+    fast: list[RequestTimer[ApiKeyGate[FastRecommend]]] = []
 
     def build_fast(s: Settings) -> ASGIApp:
         fast.append(create_app(s, clock=lambda: now))
@@ -74,6 +77,7 @@ def _pair(settings: Settings) -> Iterator[Pair]:
         yield Pair(
             stack.enter_context(a.client()),
             stack.enter_context(b.client()),
+            fast[0].app.app.feature_read,
             fast[0].app.app,
         )
 
@@ -235,3 +239,35 @@ def test_the_fast_path_refuses_an_app_with_layers_it_does_not_know(app: object, 
         assert found == named
     with pytest.raises(RuntimeError, match="would bypass"):
         FastFeatureRead(built, None)  # type: ignore[arg-type]
+
+
+def test_the_fast_recommend_answers_as_litestar_and_leaves_every_error_to_it(pair: Pair) -> None:
+    """Valid recommends are answered by the fast path with Litestar's bytes but the decision's id; a body Litestar
+    would refuse (invalid, too large, not JSON) reaches Litestar whole and gets its answer."""
+    before = pair.recommend.answered
+    for customer in ("C000001", "C000002", "C000003"):
+        body = {"customer_id": customer, "channel": "voice", "context": {"intent": "cancel"}}
+        fast, plain = pair.fast.post("/v1/recommend", json=body), pair.plain.post("/v1/recommend", json=body)
+        assert fast.status_code == plain.status_code == 200, fast.text
+        answers = [r.json() for r in (fast, plain)]
+        assert answers[0]["decision_id"] != answers[1]["decision_id"]
+        assert [{k: v for k, v in a.items() if k != "decision_id"} for a in answers] == [
+            {k: v for k, v in answers[1].items() if k != "decision_id"}
+        ] * 2
+        assert fast.headers["x-decision-id"] == answers[0]["decision_id"]
+        assert sorted(k for k, _ in _headers(fast)) == sorted(k for k, _ in _headers(plain))
+    assert pair.recommend.answered - before == 3
+    big = {"customer_id": "C000001", "channel": "voice", "context": {"intent": "x" * 2_000_000}}
+    for content, headers in (
+        (b'{"customer_id": "C000001", "channel": "fax"}', {"content-type": "application/json"}),
+        (b'{"channel": "voice"}', {"content-type": "application/json"}),
+        (b'{"customer_id": "C000001", "channel": "voice"', {"content-type": "application/json"}),
+        (b'{"customer_id": "C000001", "channel": "voice"}', {"content-type": "text/plain"}),
+        (json.dumps(big).encode(), {"content-type": "application/json"}),
+    ):
+        fast = pair.fast.post("/v1/recommend", content=content, headers=headers)
+        plain = pair.plain.post("/v1/recommend", content=content, headers=headers)
+        assert fast.status_code == plain.status_code, content[:60]
+        if fast.status_code != 200:  # Litestar also takes a JSON body sent as text/plain: a decision, its own id
+            assert fast.content == plain.content, content[:60]
+    assert pair.recommend.answered - before == 3  # each of those went to Litestar
