@@ -29,6 +29,7 @@ a request reaches either only with a key of the route's role.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -91,6 +92,18 @@ def unknown_layers(app: Litestar, path: str = PATH_TEMPLATE, method: Literal["GE
     return found
 
 
+async def send_json(send: Send, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A 200 with the JSON ``body`` and ``headers`` besides its type and length, as Litestar sends it."""
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [_CONTENT_TYPE, (b"content-length", str(len(body)).encode()), *headers],
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(end)
+
+
 class FastFeatureRead:
     """The ASGI app ``create_app`` returns: the feature read for the requests it can answer, Litestar for the rest."""
 
@@ -115,11 +128,7 @@ class FastFeatureRead:
         if scope["type"] == "http":
             body = await self._answer(scope)
             if body is not None:
-                headers = [_CONTENT_TYPE, (b"content-length", str(len(body)).encode())]
-                start: HTTPResponseStartEvent = {"type": "http.response.start", "status": 200, "headers": headers}
-                await send(start)
-                end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
-                await send(end)
+                await send_json(send, body)
                 self.answered += 1
                 scope["path_template"] = PATH_TEMPLATE
                 return

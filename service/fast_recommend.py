@@ -24,17 +24,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, ReceiveMessage, Scope, Send
+from litestar.types import Receive, ReceiveMessage, Scope, Send
 from pydantic import ValidationError
 
 from service.decisions import DecisionService
-from service.fast_read import FastFeatureRead, unknown_layers
+from service.fast_read import FastFeatureRead, send_json, unknown_layers
 from service.logs import DECISION_HEADER
 from service.routes.body import json_body
 from service.schemas import RecommendRequest
 
 PATH = "/v1/recommend"
-_CONTENT_TYPE = (b"content-type", b"application/json")
 _DECISION = DECISION_HEADER.lower().encode()
 
 
@@ -71,16 +70,7 @@ class FastRecommend:
             await self.feature_read(scope, _replay(read, receive), send)
             return
         answer = await self._decisions.recommend(request)
-        payload = json_body(answer)
-        headers = [
-            _CONTENT_TYPE,
-            (b"content-length", str(len(payload)).encode()),
-            (_DECISION, answer.decision_id.encode()),
-        ]
-        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": 200, "headers": headers}
-        await send(start)
-        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": payload, "more_body": False}
-        await send(end)
+        await send_json(send, json_body(answer), [(_DECISION, answer.decision_id.encode())])
         self.answered += 1
         scope["path_template"] = PATH
 
