@@ -45,10 +45,10 @@ from features.redis_client import OnlineClient
 from features.registry import DAY_SECONDS, EntitySchema, Registry
 from features.view_read import SnapshotViewDecoder, ViewVector
 
-STORE_LAYOUT = "packed-3"
+STORE_LAYOUT = "packed-4"
 """How this module lays entities out in Redis; a marker of materialized data names it, so data written in
 another layout (the first one kept a hash per entity, the second a hash of event state, the third every ring's
-days whole) is rewritten rather than read as this one."""
+days whole, the fourth event ids padded to 64 bytes) is rewritten rather than read as this one."""
 _LEGACY_STATE = "ev"
 """The prefix under which layout packed-1 kept event state as a hash; erasure deletes it too, since a store
 upgraded in place may still hold one for an entity that had no events in the horizon at the upgrade."""
