@@ -113,9 +113,10 @@ class FeedbackService:
     async def _apply(self, record: DecisionRecord, name: str, value: dict[str, Any], now: float) -> int:
         """Feed the answer's events and contact-policy change; how many events were applied."""
         events: list[BaseModel] = []
+        catalog = self.decisions.catalog  # once: a reload between two reads would mix two catalogs
+        action = catalog.by_id.get(name) if record.kind == "recommend" else None
         if record.kind == "recommend":
             outcome: str = value["outcome"]
-            action = self.decisions.catalog.by_id.get(name)
             offer = action.feeds_offer_events if action is not None else name in self._known_offers
             if offer:
                 events.append(self._event(record, name, "offer_presented", action_id=name))
@@ -128,14 +129,11 @@ class FeedbackService:
         if events:
             result = await self.decisions.ingest(events)
             applied, erased = result.applied, result.erased > 0
-        if record.kind == "recommend" and not erased:
-            action = self.decisions.catalog.by_id.get(name)
-            if action is not None and action.contact_policy is not None and value["outcome"] != "ignored":
-                horizon = self.decisions.catalog.policy_horizon_days
-                key = self.decisions.store.contact_key(record.customer_id)
-                await self.decisions.store.execute(
-                    answer_commands(key, name, value["outcome"], now=now, horizon_days=horizon)
-                )
+        if action is not None and not erased and action.contact_policy is not None and value["outcome"] != "ignored":
+            key = self.decisions.store.contact_key(record.customer_id)
+            await self.decisions.store.execute(
+                answer_commands(key, name, value["outcome"], now=now, horizon_days=catalog.policy_horizon_days)
+            )
         return applied
 
     def _event(self, record: DecisionRecord, name: str, kind: str, **fields: object) -> BaseModel:
