@@ -74,7 +74,7 @@ async def _run(url: str, root: Path) -> None:
         archive = EventArchive(root, registry)
         consumer = StreamConsumer(client, store, archive, registry, namespace="stream", consumer="bench", batch=BATCH)
         start = time.perf_counter()
-        stats = await consumer.run(asyncio.Event(), max_events=EVENTS)
+        stats = await consumer.run(asyncio.Event(), max_entries=EVENTS)
         consume_s = time.perf_counter() - start
         assert stats.applied == EVENTS, stats
     finally:

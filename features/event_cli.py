@@ -104,7 +104,7 @@ async def _consume(
             block_ms=options.block_ms,
             claim_idle_ms=options.claim_idle_ms,
         )
-        return await consumer.run(stop, max_events=max_events, report=progress, on_outage=_outage)
+        return await consumer.run(stop, max_entries=max_events, report=progress, on_outage=_outage)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -209,7 +209,7 @@ def test_a_posted_event_reaches_the_offline_store_through_the_stream(
             consumer = StreamConsumer(
                 client, store, EventArchive(tmp_path, registry), registry, namespace="nba", consumer="t", block_ms=50
             )
-            return await consumer.run(asyncio.Event(), max_events=1)
+            return await consumer.run(asyncio.Event(), max_entries=1)
         finally:
             await client.aclose()
 

@@ -88,7 +88,7 @@ async def _stores(redis_url: str, registry: Registry, root: Path) -> AsyncIterat
 
 async def _drain(consumer: StreamConsumer, n: int) -> ConsumeStats:
     """Run ``consumer`` until it has handled ``n`` entries."""
-    return await consumer.run(asyncio.Event(), max_events=n)
+    return await consumer.run(asyncio.Event(), max_entries=n)
 
 
 def test_stream_events_are_applied_and_archived(
