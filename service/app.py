@@ -37,6 +37,7 @@ from service import redaction
 from service.auth import ApiKeyGate
 from service.catalog_source import CatalogSource
 from service.customers import CustomerService
+from service.decision_log import DecisionLog
 from service.decision_records import DecisionRecords
 from service.decisions import DecisionService
 from service.errors import BadRequest, CatalogError, CustomerNotFound, DecisionNotFound
@@ -154,6 +155,8 @@ def create_app(
         metrics=metrics,
         top_k=settings.service.top_k,
         records=records,
+        log=DecisionLog(settings.redis.namespace, max_len=settings.service.decision_log_max_len),
+        exploration={e: settings.service.exploration(e) for e in ("recommend", "assign")},
     )
     feedbacks = FeedbackService(records=records, decisions=decisions, registry=registry, clock=time.time)
     offline = OfflineStore(settings.offline.world_dir, registry)

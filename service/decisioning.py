@@ -22,6 +22,7 @@ churn risk also cites the risk's top driver.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -91,25 +92,37 @@ def _value(x: np.ndarray, schema: EntitySchema, name: str) -> float | None:
     return None if np.isnan(v) else v
 
 
-def recommend(
-    x: np.ndarray,
-    *,
-    known: np.ndarray,
-    catalog: Catalog,
-    channel: str,
-    models: Models,
-    schema: EntitySchema,
-    top_k: int,
-    situation: Situation | None = None,
-) -> tuple[list[ScoredAction], CustomerView]:
-    """Rank the eligible actions for one customer vector ``x`` with the models.
+@dataclass(frozen=True)
+class ScoredCandidates:
+    """The models' numbers for one customer's candidates, before arbitration."""
 
-    ``known`` marks the features the store held (as opposed to defaults); only those are cited as reasons.
-    ``situation`` (the time, live context, event recency and contact-policy state) decides dates, triggers,
-    contact policies, context weights and the escape hatch; without it, now with an empty context and no history.
-    """
-    situation = situation if situation is not None else Situation(now=time.time())
-    candidates = catalog.eligible(x, channel, situation)
+    actions: list[ScoredAction]
+    churn_risk: float
+    offers: list[Action]
+    """The candidates the models learned, in the order of ``matrix``'s rows."""
+    matrix: np.ndarray
+    """The propensity model's inputs for ``offers`` (their reasons are its contributions)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What :func:`recommend` decided, with what the decision log keeps for a challenger to replay it."""
+
+    ranked: list[ScoredAction]
+    """Every candidate, best first; the first ``top_k`` carry their reasons (the answer shows those)."""
+    view: CustomerView
+    candidates: list[Action]
+    """The actions eligible at the decision, before arbitration."""
+    escape: Action | None
+    """The escape action when its own rules allowed it (arbitration decided whether it leads)."""
+
+
+def score_candidates(
+    x: np.ndarray, candidates: Sequence[Action], *, catalog: Catalog, models: Models, schema: EntitySchema
+) -> ScoredCandidates:
+    """Each candidate's P(accept), P(churn | offered) and expected value (see the module), in one predict call per
+    model; ``no_action`` added at 0 when the catalog has it. Reasons are left to :func:`recommend`, which gives them
+    only to the actions it shows."""
     learned = set(models.propensity.actions) & set(models.churn.actions)
     offers = [a for a in candidates if a.id != NO_ACTION and a.id in learned]
     unlearned = [a for a in candidates if a.id != NO_ACTION and a.id not in learned]
@@ -118,9 +131,6 @@ def recommend(
     accept = models.propensity.predict(matrix) if offers else np.zeros(0)
     churn = churn_by_action(models.churn, inputs, [NO_ACTION, *(a.id for a in offers)], np.r_[0.0, accept])[0]
     churn_risk = float(churn[0])
-    risk_reasons = _drivers(
-        models.churn.contributions(untreated_rows(models.churn, inputs))[0], x, known, schema, MAX_REASONS
-    )
     ltv = _value(x, schema, "lifetime_value") or 0.0
     scored: list[ScoredAction] = []
     if offers:
@@ -132,22 +142,73 @@ def recommend(
         ev = action.prior_accept * (action.value - action.cost)
         scored.append(ScoredAction(action, ev, action.prior_accept, ev, [PRIOR_REASON], churn_risk))
     if NO_ACTION in catalog.by_id:
-        reason = [f"churn risk {churn_risk:.0%}", *risk_reasons[:2]]
-        scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, reason, churn_risk))
+        scored.append(ScoredAction(catalog.by_id[NO_ACTION], 0.0, 1.0, 0.0, [], churn_risk))
+    return ScoredCandidates(scored, churn_risk, offers, matrix)
+
+
+def recommend(
+    x: np.ndarray,
+    *,
+    known: np.ndarray,
+    catalog: Catalog,
+    channel: str,
+    models: Models,
+    schema: EntitySchema,
+    top_k: int,
+    situation: Situation | None = None,
+) -> Recommendation:
+    """Rank the eligible actions for one customer vector ``x`` with the models (see :class:`Recommendation`).
+
+    ``known`` marks the features the store held (as opposed to defaults); only those are cited as reasons.
+    ``situation`` (the time, live context, event recency and contact-policy state) decides dates, triggers,
+    contact policies, context weights and the escape hatch; without it, now with an empty context and no history.
+    """
+    situation = situation if situation is not None else Situation(now=time.time())
+    candidates = catalog.eligible(x, channel, situation)
+    scored = score_candidates(x, candidates, catalog=catalog, models=models, schema=schema)
+    escape = _escape(catalog, x, channel, situation)
     ranked = arbitrate(
-        scored, catalog=catalog, x=x, situation=situation, escape=_escape(catalog, x, channel, situation), top_k=top_k
+        scored.actions, catalog=catalog, x=x, situation=situation, escape=escape, top_k=len(scored.actions) + 1
     )
-    # Reasons only for the offers returned: TreeSHAP (pred_contrib) is most of a recommend's CPU, per row.
-    row_of = {a.id: j for j, a in enumerate(offers)}
-    shown = [i for i, s in enumerate(ranked) if s.action.id in row_of]
+    inputs = x[schema.model_at]
+    churn_risk = scored.churn_risk
+    risk_reasons = _drivers(
+        models.churn.contributions(untreated_rows(models.churn, inputs))[0], x, known, schema, MAX_REASONS
+    )
+    # Reasons only for the offers shown: TreeSHAP (pred_contrib) is most of a recommend's CPU, per row.
+    row_of = {a.id: j for j, a in enumerate(scored.offers)}
+    shown = [i for i, s in enumerate(ranked[:top_k]) if s.action.id in row_of]
     rows = [row_of[ranked[i].action.id] for i in shown]
-    contrib = models.propensity.contributions(matrix[rows]) if rows else np.zeros((0, 0))
+    contrib = models.propensity.contributions(scored.matrix[rows]) if rows else np.zeros((0, 0))
     for i, c in zip(shown, contrib, strict=True):
         saves = (ranked[i].churn_if_offered or 0.0) < churn_risk
         reasons = (risk_reasons[:1] if saves else []) + _drivers(c, x, known, schema, MAX_REASONS)
         ranked[i] = replace(ranked[i], reasons=list(dict.fromkeys(reasons))[:MAX_REASONS])
+    for i, s in enumerate(ranked[:top_k]):
+        if s.action.id == NO_ACTION:
+            ranked[i] = replace(s, reasons=[f"churn risk {churn_risk:.0%}", *risk_reasons[:2]])
+    ltv = _value(x, schema, "lifetime_value") or 0.0
     view = CustomerView(churn_risk, risk_band(churn_risk), ltv, _value(x, schema, "last_sentiment"))
-    return ranked, view
+    return Recommendation(ranked, view, candidates, None if escape is None else escape.action)
+
+
+def replay(
+    x: np.ndarray,
+    candidates: Sequence[Action],
+    *,
+    escape: Action | None,
+    catalog: Catalog,
+    models: Models,
+    schema: EntitySchema,
+    situation: Situation,
+) -> list[ScoredAction]:
+    """How ``models`` would have ranked a logged decision's candidates, arbitrated as :func:`recommend` does (no
+    reasons): the shadow worker's view of a challenger."""
+    scored = score_candidates(x, candidates, catalog=catalog, models=models, schema=schema)
+    lead = None if escape is None else _lead(escape)
+    return arbitrate(
+        scored.actions, catalog=catalog, x=x, situation=situation, escape=lead, top_k=len(scored.actions) + 1
+    )
 
 
 def recommend_by_priors(
@@ -173,6 +234,9 @@ def recommend_by_priors(
 def _escape(catalog: Catalog, x: np.ndarray, channel: str, situation: Situation) -> ScoredAction | None:
     """The escape action as arbitration would show it, when the catalog has one its rules allow now."""
     action: Action | None = catalog.escape_for(x, channel, situation)
-    if action is None:
-        return None
-    return ScoredAction(action, 0.0, action.prior_accept, 0.0, [], None)
+    return None if action is None else _lead(action)
+
+
+def _lead(escape: Action) -> ScoredAction:
+    """The escape action as arbitration receives it: not scored by the models, at its catalog prior."""
+    return ScoredAction(escape, 0.0, escape.prior_accept, 0.0, [], None)

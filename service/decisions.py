@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -27,9 +28,13 @@ from features.events import to_event
 from service.catalog import Catalog, LiveContext, Situation
 from service.catalog_source import CatalogSource
 from service.contact_policy import EMPTY, PolicyState, presentation_commands
+from service.decision_log import FORMAT as LOG_FORMAT
+from service.decision_log import AssignEntry, DecisionLog, RankedAction, RecommendEntry
+from service.decision_log import RankedAgent as LoggedAgent
 from service.decision_records import DecisionRecord, DecisionRecords
-from service.decisioning import CustomerView, ScoredAction, recommend, recommend_by_priors
+from service.decisioning import CustomerView, Recommendation, ScoredAction, recommend, recommend_by_priors
 from service.errors import BadRequest, ModelsUnavailable
+from service.exploration import Exploration
 from service.metrics import Dependency, Endpoint, Metrics
 from service.model_holder import ModelHolder
 from service.routing import Scorer, rank_agents
@@ -65,6 +70,9 @@ class DecisionService:
         metrics: Metrics,
         top_k: int,
         records: DecisionRecords,
+        log: DecisionLog,
+        exploration: Mapping[Endpoint, Exploration] | None = None,
+        rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -75,6 +83,9 @@ class DecisionService:
         self.metrics = metrics
         self.top_k = top_k
         self.records = records
+        self.log = log
+        self.exploration: Mapping[Endpoint, Exploration] = exploration or {}
+        self._rng = rng or random.Random()
         self._clock = clock
         self._customer = registry.entity("customer")
         self._agent = registry.entity("agent")
@@ -139,6 +150,28 @@ class DecisionService:
         degraded.append(why)
         self.metrics.fallback(endpoint, dependency)
 
+    def _explore_actions(
+        self, ranked: list[ScoredAction], top_k: int, catalog: Catalog
+    ) -> tuple[list[ScoredAction], int, list[float]]:
+        """``ranked`` with the action exploration drew put first, its index in ``ranked`` and the probabilities of the
+        draw (see
+        :mod:`service.exploration`): drawn among the shown actions of the first's priority, never past an escape
+        action that leads."""
+        if not ranked or ranked[0].action is catalog.escape:
+            return ranked, 0, [1.0]
+        first = catalog.priority_of(ranked[0].action)
+        same = 1
+        while same < min(top_k, len(ranked)) and catalog.priority_of(ranked[same].action) == first:
+            same += 1
+        i, p = self._draw("recommend", [s.score for s in ranked[:same]])
+        return [ranked[i], *ranked[:i], *ranked[i + 1 :]], i, p
+
+    def _draw(self, endpoint: Endpoint, scores: list[float]) -> tuple[int, list[float]]:
+        """Which of the candidates (best first) to serve, and the probabilities it was drawn with (the first,
+        ``[1.0]``, unless exploring)."""
+        exploration = self.exploration.get(endpoint)
+        return (0, [1.0]) if exploration is None else exploration.draw(scores, self._rng)
+
     def _cold_vector(self) -> np.ndarray:
         return np.array([f.encode(None) for f in self._customer.features], dtype=np.float64)
 
@@ -190,8 +223,9 @@ class DecisionService:
         )
         top_k = request.top_k or self.top_k
         view = CustomerView(None, None, None, None)
+        chosen: Recommendation | None = None
         try:
-            ranked, view = recommend(
+            chosen = recommend(
                 x,
                 known=known,
                 catalog=catalog,
@@ -201,12 +235,38 @@ class DecisionService:
                 top_k=top_k,
                 situation=situation,
             )
+            ranked, view = chosen.ranked, chosen.view
         except ModelsUnavailable as exc:
             self._degraded("recommend", "models", str(exc), degraded)
             ranked = recommend_by_priors(x, catalog=catalog, channel=request.channel, top_k=top_k, situation=situation)
+        drawn, serving = 0, [1.0]
+        if chosen is not None:
+            ranked, drawn, serving = self._explore_actions(ranked, top_k, catalog)
+        ranked = ranked[:top_k]
         self.metrics.decision("recommend", ranked[0].action.id if ranked else "none")
         decision_id = uuid.uuid4().hex
         versions = self._versions()
+        logged: list[list[bytes]] = []
+        if chosen is not None and policy is not None and customer_id is not None and self.log.enabled:
+            entry = RecommendEntry(
+                v=LOG_FORMAT,
+                decision_id=decision_id,
+                at=now,
+                customer=customer_id,
+                channel=request.channel,
+                context=situation.context.model_dump(exclude_defaults=True),
+                x=np.ascontiguousarray(x, dtype=np.float64).tobytes(),
+                candidates=[a.id for a in chosen.candidates],
+                escape=None if chosen.escape is None else chosen.escape.id,
+                ranking=[RankedAction(s.action.id, s.score, s.propensity, s.expected_value) for s in chosen.ranked],
+                served=ranked[0].action.id,
+                served_propensity=serving[drawn],
+                policy=serving,
+                models=versions,
+                catalog=catalog.version,
+                feature_contract=self.registry.version,
+            )
+            logged = self.log.append_commands(entry)
         if policy is not None and customer_id is not None:
             record = DecisionRecord(
                 decision_id,
@@ -228,6 +288,7 @@ class DecisionService:
                 + presentation_commands(
                     contact_key, capped, now=now, horizon_days=catalog.policy_horizon_days, state=policy
                 )
+                + logged
             )
         return RecommendResponse(
             decision_id=decision_id,
@@ -264,6 +325,8 @@ class DecisionService:
                 raise BadRequest("queue", f"queue {request.queue!r} has no agents")
         agent_ids = list(dict.fromkeys(agent_ids))
         now = self._clock()
+        decision_id = uuid.uuid4().hex
+        logged: list[list[bytes]] = []
         customer, agents, _ = await self._read("assign", request.customer_id, agent_ids, degraded)
         churn_risk = None
         if customer is not None:
@@ -298,6 +361,35 @@ class DecisionService:
                 churn_risk=churn_risk,
                 score=scorer,
             )
+            if scorer is not None and ranked:
+                champion = ranked
+                drawn, serving = self._draw("assign", [r.score for r in ranked])
+                ranked = [ranked[drawn], *ranked[:drawn], *ranked[drawn + 1 :]]
+                if self.log.enabled:
+                    row_of = {agent_id: j for j, agent_id in enumerate(agents.ids)}
+                    rows = agents.values[[row_of[r.agent_id] for r in champion]]
+                    entry = AssignEntry(
+                        v=LOG_FORMAT,
+                        decision_id=decision_id,
+                        at=now,
+                        customer=request.customer_id,
+                        intent=request.intent,
+                        channel=request.channel,
+                        language=request.language,
+                        x=np.ascontiguousarray(customer.values, dtype=np.float64).tobytes(),
+                        agents=[r.agent_id for r in champion],
+                        agent_rows=np.ascontiguousarray(rows, dtype=np.float64).tobytes(),
+                        churn_risk=churn_risk,
+                        ranking=[
+                            LoggedAgent(r.agent_id, r.score, r.p_resolution, r.expected_handle_time_s) for r in champion
+                        ],
+                        served=ranked[0].agent_id,
+                        served_propensity=serving[drawn],
+                        policy=serving,
+                        models=self.holder.versions,
+                        feature_contract=self.registry.version,
+                    )
+                    logged = self.log.append_commands(entry)
             # Plain dicts, validated once with the whole answer below: a model per agent cost ~1 us each.
             ranked_out = [
                 {
@@ -313,7 +405,6 @@ class DecisionService:
             excluded_out = [{"agent_id": e.agent_id, "reason": e.reason} for e in excluded]
             ranked_by = "measured_rate" if scorer is None else "resolution_model"
         self.metrics.decision("assign", ranked_by)
-        decision_id = uuid.uuid4().hex
         if customer is not None:
             record = DecisionRecord(
                 decision_id,
@@ -325,7 +416,7 @@ class DecisionService:
                 models=self.holder.versions,
                 contract=self.registry.version,
             )
-            self._write_later(self.records.write_commands(record))
+            self._write_later(self.records.write_commands(record) + logged)
         return AssignResponse.model_validate(
             {
                 "decision_id": decision_id,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features import EventStreamSettings, OfflineSettings, RedisSettings
+from service.exploration import Exploration
 from training import MlflowSettings
 
 
@@ -40,6 +41,22 @@ class ServiceSettings(BaseSettings):
         description="How often the champion aliases are looked up in MLflow, to swap in a promoted version; 0: never.",
     )
 
+    decision_log_max_len: int = Field(
+        default=100_000,
+        ge=0,
+        description="Decisions each decision-log stream keeps at most (about), for the shadow worker; 0: no log.",
+    )
+    explore_recommend: str = Field(
+        default="off",
+        description="Exploration of recommend's first action: off, epsilon:E or softmax:T (service/exploration.py).",
+    )
+    explore_assign: str = Field(
+        default="off", description="Exploration of assign's first agent: off, epsilon:E or softmax:T."
+    )
+    explore_among: int = Field(
+        default=3, ge=2, le=50, description="How many of the champion's best candidates exploration draws among."
+    )
+
     workers: int = Field(
         default=1,
         ge=1,
@@ -47,6 +64,16 @@ class ServiceSettings(BaseSettings):
         description="Server processes (uvicorn workers) sharing the port; each loads the models and opens its own "
         "Redis connection. About one per core: a request is CPU-bound Python.",
     )
+
+    @field_validator("explore_recommend", "explore_assign")
+    @classmethod
+    def _exploration(cls, value: str) -> str:
+        Exploration.parse(value, among=2)  # the ValueError names what is expected; pydantic names the field
+        return value
+
+    def exploration(self, endpoint: str) -> Exploration:
+        """The exploration configured for ``endpoint`` (recommend or assign)."""
+        return Exploration.parse(getattr(self, f"explore_{endpoint}"), among=self.explore_among)
 
 
 class AuthSettings(BaseSettings):

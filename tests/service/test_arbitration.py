@@ -218,11 +218,10 @@ def test_only_admissible_actions_come_back_ranked_by_group_priority_then_score(
 
     def answer(k: int) -> list[ScoredAction]:
         if with_models:
-            ranked, _ = recommend(
+            return recommend(
                 x, known=np.isfinite(x), catalog=catalog, channel=channel, models=models, schema=schema,
                 top_k=k, situation=situation,
-            )  # fmt: skip
-            return ranked
+            ).ranked[:k]  # fmt: skip
         return recommend_by_priors(x, catalog=catalog, channel=channel, top_k=k, situation=situation)
 
     full, ranked = answer(50), answer(top_k)
