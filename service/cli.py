@@ -21,6 +21,7 @@ from service.keys_cli import ensure_demo_keys
 from service.keys_cli import keys as keys_commands
 from service.logs import log_config
 from service.settings import AuthSettings, ServiceSettings, Settings
+from service.shadow_cli import shadow as shadow_commands
 from training import MlflowSettings, TrainingError
 from training.cli import build_demo, demo, settings_from_env, train
 from training.console import Reporter, abort
@@ -143,3 +144,4 @@ main.add_command(score)
 main.add_command(features_commands)
 main.add_command(events_commands)
 main.add_command(keys_commands)
+main.add_command(shadow_commands)

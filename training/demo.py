@@ -23,7 +23,7 @@ from training.console import Reporter
 from training.errors import ModelNotFound
 from training.report import register_result
 from training.routing_evaluation import RoutingEvaluation
-from training.tracking import CHAMPION, ModelRegistry
+from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
 from training.train import ACTIONS_TAG, TrainParams, train_model
 from training.world import WorldConfig, WorldSummary, simulate
 from training.world.config import WORLD_STAMP
@@ -153,33 +153,52 @@ def ensure_models(
     force: bool = False,
     seed: int = 7,
 ) -> dict[str, str]:
-    """Train and register each model that has no champion on this feature contract; returns kind → champion
-    version. A champion trained on another contract, or a churn champion that does not take the action as an
-    input (trained before the churn model learned what offers do), is replaced, not kept: the service would
-    refuse it."""
+    """Train and register each model that has no champion, or no challenger, on this feature contract; returns
+    kind → champion version. A model trained on another contract, or a churn model that does not take the action
+    as an input (trained before the churn model learned what offers do), is replaced, not kept: the service would
+    refuse it.
+
+    The challenger is the same learner with LightGBM's general settings (:class:`TrainParams`'s defaults, the ones
+    a model of a user's own table gets) instead of :meth:`TrainParams.for_model`'s tuned ones: a model trained
+    differently, so that shadow mode (``nba shadow run``, issue 8) has something to judge from the first ``make
+    run`` on. On the demo it is the weaker of the two (see :mod:`training.action_value`), which the shadow report
+    should find.
+    """
     versions: dict[str, str] = {}
     kind: ModelKind
-    for kind in ("churn", "propensity", "resolution"):
-        if not force:
-            try:
-                version, tags = models.tags_of(kind, CHAMPION)
-                action_aware = kind != "churn" or NO_ACTION in tags.get(ACTIONS_TAG, "").split(",")
-                if tags.get("contract_version") == registry.version and action_aware:
+    for alias in (CHAMPION, CHALLENGER):
+        for kind in ("churn", "propensity", "resolution"):
+            current = None if force else _current(models, registry, kind, alias, reporter)
+            if current is not None:
+                if alias == CHAMPION:
+                    versions[kind] = current
+                continue
+            params = TrainParams.for_model(kind, seed=seed) if alias == CHAMPION else TrainParams(seed=seed)
+            with reporter.step(f"Training and registering the {kind} model's {alias}"):
+                result = train_model(kind, registry, offline, params=params)
+                version = register_result(models, result, aliases=(alias,))
+                if alias == CHAMPION:
                     versions[kind] = version
-                    reporter.note(f"{models.model_name(kind)}: champion is version {version}")
-                    continue
-                why = "on another feature contract" if action_aware else "without the action as an input"
-                reporter.note(f"{models.model_name(kind)} v{version} was trained {why}")
-            except ModelNotFound:
-                pass
-        with reporter.step(f"Training and registering the {kind} model"):
-            result = train_model(kind, registry, offline, params=TrainParams.for_model(kind, seed=seed))
-            versions[kind] = register_result(models, result, aliases=(CHAMPION,))
-            m = result.bundle.metrics
-            reporter.note(
-                f"{models.model_name(kind)} v{versions[kind]}: test ROC-AUC {m['roc_auc']:.3f}, "
-                f"log loss {m['log_loss']:.3f}, ECE {m['ece']:.3f}"
-            )
-            if "routing_fcr_model" in m:
-                reporter.note(f"routing by it: {RoutingEvaluation.from_metrics(m).goal_line()}")
+                m = result.bundle.metrics
+                reporter.note(
+                    f"{models.model_name(kind)} v{version} ({alias}): test ROC-AUC {m['roc_auc']:.3f}, "
+                    f"log loss {m['log_loss']:.3f}, ECE {m['ece']:.3f}"
+                )
+                if "routing_fcr_model" in m and alias == CHAMPION:
+                    reporter.note(f"routing by it: {RoutingEvaluation.from_metrics(m).goal_line()}")
     return versions
+
+
+def _current(models: ModelRegistry, registry: Registry, kind: ModelKind, alias: str, reporter: Reporter) -> str | None:
+    """The version ``alias`` names for ``kind`` when it can be served on this contract, else None (and why)."""
+    try:
+        version, tags = models.tags_of(kind, alias)
+    except ModelNotFound:
+        return None
+    action_aware = kind != "churn" or NO_ACTION in tags.get(ACTIONS_TAG, "").split(",")
+    if tags.get("contract_version") == registry.version and action_aware:
+        reporter.note(f"{models.model_name(kind)}: {alias} is version {version}")
+        return version
+    why = "on another feature contract" if action_aware else "without the action as an input"
+    reporter.note(f"{models.model_name(kind)} v{version} ({alias}) was trained {why}")
+    return None
