@@ -47,6 +47,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.decision_server
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.policy
+	$(BIN)/python -m bench.off_policy
 
 clean:
 	rm -rf $(VENV) .nba

@@ -437,5 +437,4 @@ class OfflineStore:
 
     def model_matrix(self, entity: str, table: pa.Table) -> np.ndarray:
         """The model input for ``table``'s rows: the columns of :meth:`matrix` that are model inputs."""
-        schema = self.registry.entity(entity)
-        return np.column_stack([f.encode_column(table.column(f.name)) for f in schema.model_features])
+        return self.registry.entity(entity).model_matrix(table)

@@ -508,6 +508,10 @@ class EntitySchema:
         except KeyError as exc:
             raise UnknownFeatureError(f"entity {self.name!r} has no feature {name!r}") from exc
 
+    def model_matrix(self, table: pa.Table) -> np.ndarray:
+        """The model input for ``table``'s rows, which hold the features by name as the offline store types them."""
+        return np.column_stack([f.encode_column(table.column(f.name)) for f in self.model_features])
+
     @property
     def categorical_indices(self) -> list[int]:
         """Positions of categorical features among the model inputs, for LightGBM's ``categorical_feature``."""

@@ -29,6 +29,7 @@ from training.demo import DemoConfig
 from training.evaluate_cli import evaluate
 from training.models_cli import models as models_commands
 from training.score_cli import score
+from training.shadow_cli import shadow
 from training.simulate_cli import simulate
 
 
@@ -141,6 +142,7 @@ main.add_command(simulate)
 main.add_command(evaluate)
 main.add_command(models_commands)
 main.add_command(score)
+main.add_command(shadow)
 main.add_command(features_commands)
 main.add_command(events_commands)
 main.add_command(keys_commands)

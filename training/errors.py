@@ -3,6 +3,7 @@
 TrainingError
 ├── DatasetError        a table or label set is unusable (missing column, one class only, empty)
 ├── ScoringError        nba score cannot run as asked (malformed --model, not a table's model, unwritable --out)
+├── OffPolicyError      a log cannot be evaluated off-policy (missing column, propensity outside (0, 1], empty)
 └── RegistryUnavailable the MLflow store cannot be reached or lacks the asked-for model
     └── ModelNotFound   no such registered model, version or alias
 """
@@ -20,6 +21,10 @@ class DatasetError(TrainingError):
 
 class ScoringError(TrainingError):
     """``nba score`` cannot run as asked; the message names the option at fault."""
+
+
+class OffPolicyError(TrainingError):
+    """Logged decisions cannot be evaluated off-policy; the message names the column at fault."""
 
 
 class RegistryUnavailable(TrainingError):

@@ -38,9 +38,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features import OfflineStore
+from features import EntitySchema, OfflineStore
 from training.action_value import NO_ACTION, churn_by_action, expected_gain
 from training.bundle import ModelBundle
 from training.world.config import ACTION_COST, ACTIONS, SALES_ACTIONS
@@ -119,12 +120,17 @@ class Truth:
 def decision_points(offline: OfflineStore) -> DecisionPoints:
     """Every labelled customer-month of the world in ``offline``, with its features at the decision."""
     labels = pq.read_table(offline.root / "churn_labels.parquet", columns=["customer_id", "ts"])
-    frame = offline.point_in_time("customer", labels)
-    schema = offline.registry.entity("customer")
-    columns = {name: frame.column(name).to_numpy(zero_copy_only=False) for name in schema.names}
+    return points_of(offline.point_in_time("customer", labels), offline.registry.entity("customer"))
+
+
+def points_of(frame: pa.Table, schema: EntitySchema) -> DecisionPoints:
+    """The decision points of ``frame``, one per row, which holds the model inputs of ``schema`` by name as the
+    offline store's point-in-time join types them (a logged file joined with the features at each decision, say).
+    The models and the oracle read nothing else."""
+    columns = {name: frame.column(name).to_numpy(zero_copy_only=False) for name in schema.model_names}
     consent = np.asarray(columns["consent_marketing"], dtype=bool)
     allowed = np.column_stack([consent if a in SALES_ACTIONS else np.ones(len(consent), bool) for a in ACTIONS])
-    return DecisionPoints(columns, offline.model_matrix("customer", frame), allowed)
+    return DecisionPoints(columns, schema.model_matrix(frame), allowed)
 
 
 def _best(gain: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -159,14 +165,31 @@ def rules_policy(points: DecisionPoints) -> np.ndarray:
     return choice
 
 
-def model_policy(points: DecisionPoints, churn: ModelBundle, propensity: ModelBundle) -> np.ndarray:
-    """The service's policy: the allowed action of highest expected gain, scored by the two models."""
+@dataclass(frozen=True)
+class ModelPolicy:
+    """What the two models make of each decision point: the action they choose and every action's worth."""
+
+    choice: np.ndarray
+    """The allowed action of highest expected gain, an index into ``ACTIONS`` per decision."""
+    expected_reward: np.ndarray
+    """Shape (decisions, ``ACTIONS``): the models' expected reward of each action, ``lifetime_value × (1 −
+    P(churn | a)) − cost × P(accept | a)``, the expectation of the world's realised reward (a reward model)."""
+
+
+def score_policy(points: DecisionPoints, churn: ModelBundle, propensity: ModelBundle) -> ModelPolicy:
+    """The service's policy on ``points`` and the expected rewards it ranks by, scored by the two models."""
     offers = ACTIONS[1:]
     accept = propensity.predict(propensity.with_actions(points.inputs, offers)).reshape(len(points), len(offers))
     accept = np.column_stack([np.zeros(len(points)), accept])  # no_action is never "accepted"
     p_churn = churn_by_action(churn, points.inputs, ACTIONS, accept)
     ltv = np.nan_to_num(np.asarray(points.columns["lifetime_value"], dtype=np.float64))
-    return _best(expected_gain(p_churn[:, 0], p_churn, accept, ltv, _PAYOFF), points.allowed)
+    gain = expected_gain(p_churn[:, 0], p_churn, accept, ltv, _PAYOFF)
+    return ModelPolicy(_best(gain, points.allowed), gain + (ltv * (1.0 - p_churn[:, 0])).reshape(-1, 1))
+
+
+def model_policy(points: DecisionPoints, churn: ModelBundle, propensity: ModelBundle) -> np.ndarray:
+    """The service's policy: the allowed action of highest expected gain, scored by the two models."""
+    return score_policy(points, churn, propensity).choice
 
 
 def oracle_policy(truth: Truth, points: DecisionPoints) -> np.ndarray:
