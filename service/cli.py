@@ -21,7 +21,8 @@ from service.keys_cli import ensure_demo_keys
 from service.keys_cli import keys as keys_commands
 from service.logs import log_config
 from service.settings import AuthSettings, ServiceSettings, Settings
-from service.shadow_cli import shadow as shadow_commands
+from service.shadow_cli import report as shadow_report
+from service.shadow_cli import run as shadow_run
 from training import MlflowSettings, TrainingError
 from training.cli import build_demo, demo, settings_from_env, train
 from training.console import Reporter, abort
@@ -142,8 +143,9 @@ main.add_command(simulate)
 main.add_command(evaluate)
 main.add_command(models_commands)
 main.add_command(score)
+shadow.add_command(shadow_run)
+shadow.add_command(shadow_report)
 main.add_command(shadow)
 main.add_command(features_commands)
 main.add_command(events_commands)
 main.add_command(keys_commands)
-main.add_command(shadow_commands)

@@ -135,6 +135,17 @@ class DecisionRecords:
             return None
         return DecisionRecord.from_stored(decision_id, stored, _answers(answers))
 
+    async def feedback_of(
+        self, decision_ids: Sequence[str], *, chunk: int = 1_000
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """The answers recorded for each of ``decision_ids`` (none: an empty dict), a round trip per ``chunk``."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for start in range(0, len(decision_ids), chunk):
+            ids = decision_ids[start : start + chunk]
+            replies = await self.store.execute([[b"HGETALL", self.feedback_key(i)] for i in ids])
+            out.update((i, _answers(reply)) for i, reply in zip(ids, replies, strict=True))
+        return out
+
     async def claim(self, decision_id: str, name: str, value: Mapping[str, object]) -> Literal[-1, 0, 1]:
         """Record answer ``name`` of a decision unless one was: 1 recorded, 0 recorded before, -1 no such decision."""
         command = [b"EVAL", _CLAIM, b"2", self.key(decision_id), self.feedback_key(decision_id)]

@@ -1,34 +1,40 @@
-"""``nba shadow``: the challenger judged on the champion's traffic (``run``: the worker of :mod:`service.shadow`)."""
+"""``nba shadow run`` (the worker of :mod:`service.shadow`) and ``nba shadow report`` (:mod:`service.shadow_report`):
+the commands of the ``shadow`` group (:mod:`training.shadow_cli`) that need the service's decision log."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import socket
 import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
 
-from features import FeatureStoreError, OfflineSettings, RedisSettings, Registry, online_store_url
+from features import FeatureStoreError, OfflineSettings, OnlineStore, RedisSettings, Registry, online_store_url
 from features.cli import BULK_TIMEOUT_S
-from features.online_store import OnlineStoreUnavailable
+from features.online_store import OnlineStoreUnavailable, map_errors
 from features.redis_client import connect
+from features.stream_group import text
 from service.catalog import default_path
-from service.decision_log import KINDS, Kind
+from service.decision_log import FIELD, KINDS, Kind
+from service.decision_records import DecisionRecords
 from service.model_holder import ModelHolder
 from service.settings import ServiceSettings
-from service.shadow import GROUP, ShadowCounts, ShadowWorker
-from training import CHALLENGER, MlflowSettings, ModelRegistry
+from service.shadow import GROUP, ShadowCounts, ShadowResult, ShadowWorker, decode_result, results_key
+from service.shadow_render import as_html, as_json, plots, tables
+from service.shadow_report import EndpointReport, endpoint_report, outcome_of
+from training import CHALLENGER, MlflowSettings, ModelRegistry, TrainingError
 from training.cli import settings_from_env
 from training.console import abort
 
+_PAGE = 10_000
 RESULTS_MAX_LEN = 1_000_000
 """Results kept per endpoint (about): a result is ~0.3 KB for recommend, ~2 KB for assign with 100 agents."""
-
-
-@click.group("shadow")
-def shadow() -> None:
-    """Shadow mode: the challenger scored on the champion's logged decisions, and what it is worth."""
 
 
 def _line(kind: str, total: ShadowCounts, started: float) -> str:
@@ -93,7 +99,7 @@ async def _run(
         await client.aclose()
 
 
-@shadow.command("run")
+@click.command("run")
 @click.option(
     "--kind",
     type=click.Choice(["recommend", "assign", "both"]),
@@ -135,3 +141,124 @@ def run(kind: str, consumer: str, batch: int, max_decisions: int | None) -> None
         abort(str(exc))
     for name, total in totals.items():
         click.echo(_line(name, total, started))
+
+
+def _since(text: str | None) -> float:
+    """``--since`` as epoch seconds: an ISO 8601 time, or a span back from now (``90m``, ``24h``, ``7d``)."""
+    if text is None:
+        return 0.0
+    units = {"m": 60, "h": 3_600, "d": 86_400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO 8601 time or a span such as 24h or 7d, got {text!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+async def _gather(
+    url: str, since: float, kinds: tuple[Kind, ...]
+) -> tuple[dict[Kind, list[ShadowResult]], dict[str, dict[str, dict[str, Any]]]]:
+    """Every result since ``since`` (the newest per decision) and the feedback recorded for those decisions."""
+    redis_settings = settings_from_env(RedisSettings)
+    service = settings_from_env(ServiceSettings)
+    client = connect(url, timeout_s=BULK_TIMEOUT_S, cluster=redis_settings.cluster)
+    store = OnlineStore(client, Registry.load(), namespace=redis_settings.namespace)
+    try:
+        results: dict[Kind, list[ShadowResult]] = {}
+        for kind in kinds:
+            by_id: dict[str, ShadowResult] = {}
+            start = f"{int(since * 1000)}-0"
+            while True:
+                with map_errors():
+                    reply = await client.xrange(results_key(redis_settings.namespace, kind), min=start, count=_PAGE)
+                page: list[Any] = list(reply or [])
+                for _, fields_ in page:
+                    result = decode_result(fields_[FIELD])
+                    by_id[result.decision_id] = result  # a decision replayed twice counts once: the newest stands
+                if len(page) < _PAGE:
+                    break
+                start = "(" + text(page[-1][0])
+            results[kind] = list(by_id.values())
+        records = DecisionRecords(store, ttl_days=service.decision_ttl_days)
+        ids = [r.decision_id for rows in results.values() for r in rows]
+        return results, await records.feedback_of(ids)
+    finally:
+        await store.aclose()
+        await client.aclose()
+
+
+@click.command("report")
+@click.option(
+    "--since", default=None, help="Only decisions from this time (ISO 8601) or span back (24h, 7d); all by default."
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the report (report.json, report.html, plots); NBA_DATA_DIR/shadow-reports/<time> if unset.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap intervals.")
+def report(since: str | None, fmt: str, out: Path | None, seed: int) -> None:
+    """Champion against challenger on the decisions the shadow worker replayed, with a promote / keep / collect-more
+    recommendation per endpoint (the rule is in service/shadow_report.py and printed with it). Logged to MLflow."""
+    start = _since(since)
+    redis_settings = settings_from_env(RedisSettings)
+    offline = settings_from_env(OfflineSettings)
+    try:
+        with online_store_url(redis_settings, offline) as url:
+            results, feedback = asyncio.run(_gather(url, start, KINDS))
+    except FeatureStoreError as exc:
+        abort(str(exc))
+    reports = [
+        endpoint_report(
+            kind, rows, {r.decision_id: outcome_of(r, feedback.get(r.decision_id, {})) for r in rows}, seed=seed
+        )
+        for kind, rows in results.items()
+    ]
+    folder = out or offline.data_dir / "shadow-reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    pictures = plots(reports, results, folder)
+    (folder / "report.json").write_text(as_json(reports))
+    (folder / "report.html").write_text(as_html(reports, pictures))
+    if fmt == "json":
+        click.echo(as_json(reports))
+    elif fmt == "html":
+        click.echo(as_html(reports, pictures))
+    else:
+        Console(highlight=False, width=150).print(tables(reports))
+    try:
+        models = ModelRegistry(settings_from_env(MlflowSettings), offline.data_dir)
+        metrics = _flat(reports)
+        run_id = models.log_evaluation(
+            metrics=metrics,
+            params={"since": since or "all", "seed": seed},
+            artifacts=folder,
+            run_name="shadow-report",
+            artifact_path="shadow-report",
+        )
+        click.echo(f"report files in {folder}; logged to MLflow ({models.tracking_uri}), run {run_id}", err=True)
+    except TrainingError as exc:
+        click.echo(f"report files in {folder}; not logged to MLflow: {exc}", err=True)
+
+
+def _flat(reports: list[EndpointReport]) -> dict[str, float]:
+    """The report's figures as MLflow metrics (``<endpoint>.<figure>``); what is unknown is left out."""
+    out: dict[str, float] = {}
+    for r in reports:
+        s = r.similarity
+        figures = {
+            "decisions": s.decisions,
+            "outcomes": r.outcomes,
+            "top_agreement": s.top_agreement,
+            "overlap_at_k": s.overlap_at_k,
+            "rank_correlation": s.rank_correlation,
+            "logged_value": r.logged_value,
+            "exploration_cost": r.exploration_cost,
+        }
+        for policy, estimates in (("champion", r.champion), ("challenger", r.challenger)):
+            figures |= {f"{policy}.{e.estimator}": e.value for e in estimates}
+        figures |= {f"difference.{d.estimator}": d.value for d in r.difference}
+        out |= {f"{r.kind}.{k}": float(v) for k, v in figures.items() if v is not None and math.isfinite(float(v))}
+    return out

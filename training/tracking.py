@@ -133,11 +133,19 @@ class ModelRegistry:
                 self._point(name, alias, str(version.version))
         return str(version.version)
 
-    def log_evaluation(self, *, metrics: Mapping[str, float], params: Mapping[str, object], artifacts: Path) -> str:
-        """Log one policy evaluation (``nba evaluate``) as a run: its figures as metrics, how it was made as
-        params, and the files in ``artifacts`` (the table) under ``evaluation/``; returns the run id."""
+    def log_evaluation(
+        self,
+        *,
+        metrics: Mapping[str, float],
+        params: Mapping[str, object],
+        artifacts: Path,
+        run_name: str = "evaluate",
+        artifact_path: str = "evaluation",
+    ) -> str:
+        """Log one evaluation (``nba evaluate``, or a shadow report) as a run: its figures as metrics, how it was
+        made as params, and the files in ``artifacts`` (tables, plots) under ``artifact_path``; returns the run id."""
         with _map_errors("logging the evaluation"):
-            run = self._client.create_run(self._experiment_id(), run_name="evaluate")
+            run = self._client.create_run(self._experiment_id(), run_name=run_name)
             run_id = run.info.run_id
             try:
                 self._client.log_batch(
@@ -145,7 +153,7 @@ class ModelRegistry:
                     metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
                     params=[Param(k, str(v)[:6000]) for k, v in params.items()],
                 )
-                self._client.log_artifacts(run_id, str(artifacts), artifact_path="evaluation")
+                self._client.log_artifacts(run_id, str(artifacts), artifact_path=artifact_path)
             except BaseException:
                 self._client.set_terminated(run_id, status="FAILED")
                 raise

@@ -1,0 +1,255 @@
+"""The shadow report: champion against challenger on the same live decisions, and whether to promote.
+
+Built from the shadow worker's results (:mod:`service.shadow`) and the outcomes ``POST /v1/feedback`` recorded
+for the same decisions (:mod:`service.decision_records`), per endpoint:
+
+- how alike the two are: agreement of the top choice, overlap of the top :data:`K`, Spearman's rank correlation
+  of the two orders of the same candidates (mean over decisions), the distribution of each one's top score, and
+  the challenger's latency;
+- what each is worth, from the decisions with an outcome: IPS, self-normalised IPS and doubly robust estimates
+  (:mod:`training.off_policy`) of each model's greedy policy (its top choice served), each with a bootstrap 95%
+  interval, the decisions it rests on, the effective sample size and the largest weight; and the paired
+  difference challenger − champion. The reward is what the decision earned: recommend, the served action's value
+  − cost when it was accepted (0 when declined or ignored); assign, 1 when the contact was resolved at first
+  contact, so its value is the resolution rate. The doubly robust estimate's reward model is the champion's
+  expected reward of each candidate (P(accept) × (value − cost); P(resolution));
+- what exploration cost: the champion's expected reward given up by not always serving its best, per decision.
+
+Only decisions served with exploration can tell the two apart where they disagree: without it every logged
+propensity is 1 and a challenger that disagrees gets weight 0 on those decisions, which the effective sample size
+shows.
+
+The recommendation (:func:`recommend_promotion`), per endpoint, from the doubly robust difference:
+
+1. fewer than :data:`MIN_OUTCOMES` decisions with an outcome, or an effective sample size of the challenger's
+   weights below :data:`MIN_ESS`: **collect more data**;
+2. the difference's 95% interval entirely above 0: **promote**;
+3. entirely below 0: **keep the champion**;
+4. otherwise (it contains 0): **collect more data**, unless it is already narrower than :data:`DECISIVE_WIDTH`
+   of the champion's value, in which case **keep the champion**: the challenger is not measurably better, and
+   a change must earn its place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.decision_log import Kind
+from service.shadow import ShadowResult
+from training.off_policy import DR, Difference, Estimate, LoggedDecisions, compare, estimate
+
+K = 3
+MIN_OUTCOMES = 200
+MIN_ESS = 30.0
+DECISIVE_WIDTH = 0.02
+"""A difference interval narrower than this share of the champion's value settles "no better" (rule 4)."""
+PROMOTE, KEEP, MORE = "promote", "keep the champion", "collect more data"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What feedback recorded for a decision: the action's answer (recommend) or the contact's end (assign)."""
+
+    accepted: bool | None = None
+    resolved: bool | None = None
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """How alike the two rankings are."""
+
+    decisions: int
+    top_agreement: float
+    overlap_at_k: float
+    rank_correlation: float
+    champion_top_score: dict[str, float]
+    challenger_top_score: dict[str, float]
+    challenger_latency_us: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The recommendation and the rule that produced it."""
+
+    decision: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class EndpointReport:
+    """One endpoint's part of the report."""
+
+    kind: Kind
+    similarity: Similarity
+    outcomes: int
+    reward: str
+    logged_value: float | None
+    """The mean reward of what was served (the logging policy's own value, on policy)."""
+    exploration_cost: float | None
+    """The champion's expected reward given up per decision by exploring."""
+    champion: list[Estimate] = field(default_factory=list)
+    challenger: list[Estimate] = field(default_factory=list)
+    difference: list[Difference] = field(default_factory=list)
+    verdict: Verdict = field(default_factory=lambda: Verdict(MORE, "no decisions"))
+    models: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything by name, for ``--format json`` and MLflow."""
+        out = asdict(self)
+        out["champion"] = [e.as_dict() for e in self.champion]
+        out["challenger"] = [e.as_dict() for e in self.challenger]
+        return out
+
+
+REWARDS: dict[Kind, str] = {
+    "recommend": "value − cost of the served action when accepted, else 0",
+    "assign": "1 when the contact was resolved at first contact, else 0 (the resolution rate)",
+}
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    q = np.quantile(np.asarray(values, dtype=np.float64), [0.1, 0.5, 0.9, 0.99])
+    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2]), "p99": float(q[3])}
+
+
+def _spearman(a: Sequence[str], b: Sequence[str]) -> float:
+    """Spearman's correlation of two orders of the same items (NaN with fewer than two)."""
+    common = [x for x in a if x in set(b)]
+    n = len(common)
+    if n < 2:
+        return math.nan
+    rank_b = {x: i for i, x in enumerate(y for y in b if y in set(common))}
+    d2 = sum((i - rank_b[x]) ** 2 for i, x in enumerate(common))
+    return 1.0 - 6.0 * d2 / (n * (n * n - 1))
+
+
+def similarity(results: Sequence[ShadowResult]) -> Similarity:
+    """How alike the champion's and the challenger's rankings are over ``results``."""
+    tops = [r.champion[:1] == r.challenger[:1] for r in results]
+    overlap = [len(set(r.champion[:K]) & set(r.challenger[:K])) / max(1, min(K, len(r.champion))) for r in results]
+    rho = [c for r in results if not math.isnan(c := _spearman(r.champion, r.challenger))]
+    return Similarity(
+        decisions=len(results),
+        top_agreement=float(np.mean(tops)) if tops else math.nan,
+        overlap_at_k=float(np.mean(overlap)) if overlap else math.nan,
+        rank_correlation=float(np.mean(rho)) if rho else math.nan,
+        champion_top_score=_quantiles([r.champion_scores[0] for r in results if r.champion_scores]),
+        challenger_top_score=_quantiles([r.challenger_scores[0] for r in results if r.challenger_scores]),
+        challenger_latency_us=_quantiles([r.challenger_us for r in results]),
+    )
+
+
+def outcome_of(result: ShadowResult, answers: Mapping[str, Mapping[str, Any]]) -> Outcome:
+    """The outcome of the served candidate from the feedback recorded for the decision
+    (:mod:`service.decision_records`): recommend's answers are keyed by action id, assign's by ``resolved``
+    (with the agent who took the contact). An answer about another action, or a contact another agent took,
+    says the served one was not taken up (recommend) or says nothing of it (assign)."""
+    if result.kind == "assign":
+        resolved = answers.get("resolved")
+        if resolved is None or resolved.get("agent", result.served) != result.served:
+            return Outcome()
+        return Outcome(resolved=bool(resolved.get("resolved")))
+    served = answers.get(result.served)
+    if served is not None:
+        return Outcome(accepted=served.get("outcome") == "accepted")
+    others = [a for name, a in answers.items() if name in result.champion and "outcome" in a]
+    return Outcome(accepted=False) if any(a.get("outcome") == "accepted" for a in others) else Outcome()
+
+
+def reward_of(result: ShadowResult, outcome: Outcome) -> float | None:
+    """What the decision earned (see the module), or None when its outcome is not known yet."""
+    if result.kind == "assign":
+        return None if outcome.resolved is None else float(outcome.resolved)
+    if outcome.accepted is None:
+        return None
+    return result.payoff[result.champion.index(result.served)] if outcome.accepted else 0.0
+
+
+def _logged(results: Sequence[ShadowResult], rewards: np.ndarray, choose: str) -> LoggedDecisions:
+    """The decisions as the estimators see them, for the greedy policy of ``choose`` (champion or challenger)."""
+    target, model_logged, model_target = [], [], []
+    for r in results:
+        pick = r.champion[0] if choose == "champion" else r.challenger[0]
+        expected = dict(zip(r.champion, r.expected_reward, strict=True))
+        target.append(1.0 if pick == r.served else 0.0)
+        model_logged.append(expected[r.served])
+        model_target.append(expected[pick])
+    return LoggedDecisions(
+        reward=rewards,
+        propensity=np.array([r.served_propensity for r in results]),
+        target=np.array(target),
+        model_logged=np.array(model_logged),
+        model_target=np.array(model_target),
+    )
+
+
+def exploration_cost(results: Sequence[ShadowResult]) -> float:
+    """The champion's expected reward given up per decision by the serving policy's draws."""
+    lost = [
+        r.expected_reward[0] - sum(p * e for p, e in zip(r.policy, r.expected_reward, strict=False)) for r in results
+    ]
+    return float(np.mean(lost)) if lost else math.nan
+
+
+def recommend_promotion(outcomes: int, champion: Estimate | None, difference: Difference | None, ess: float) -> Verdict:
+    """The module's rule, applied to the doubly robust figures."""
+    if outcomes < MIN_OUTCOMES or champion is None or difference is None:
+        return Verdict(MORE, f"rule 1: {outcomes:,} decisions with an outcome, fewer than {MIN_OUTCOMES:,}")
+    if ess < MIN_ESS:
+        return Verdict(MORE, f"rule 1: effective sample size {ess:,.0f} of the challenger's weights, below {MIN_ESS:g}")
+    interval = f"DR difference {difference.value:+.4g}, 95% interval [{difference.low:+.4g}, {difference.high:+.4g}]"
+    if difference.low > 0:
+        return Verdict(PROMOTE, f"rule 2: {interval}, entirely above 0")
+    if difference.high < 0:
+        return Verdict(KEEP, f"rule 3: {interval}, entirely below 0")
+    width = difference.high - difference.low
+    scale = abs(champion.value)
+    if scale > 0 and width < DECISIVE_WIDTH * scale:
+        return Verdict(
+            KEEP, f"rule 4: {interval} contains 0 and is narrower than {DECISIVE_WIDTH:.0%} of the champion's value"
+        )
+    return Verdict(MORE, f"rule 4: {interval} contains 0")
+
+
+def endpoint_report(
+    kind: Kind, results: Sequence[ShadowResult], outcomes: Mapping[str, Outcome], *, seed: int = 0
+) -> EndpointReport:
+    """One endpoint's report from its results and the outcomes known by decision id."""
+    kept = [r for r in results if r.champion and r.challenger and r.served in r.champion]
+    sim = similarity(kept)
+    models = {"champion": kept[-1].champion_models, "challenger": kept[-1].challenger_models} if kept else {}
+    judged = [(r, rw) for r in kept if (rw := reward_of(r, outcomes.get(r.decision_id, Outcome()))) is not None]
+    report = EndpointReport(
+        kind, sim, len(judged), REWARDS[kind], None, exploration_cost(kept) if kept else None, models=models
+    )
+    if not judged:
+        return report
+    rows = [r for r, _ in judged]
+    rewards = np.array([rw for _, rw in judged])
+    champion, challenger = _logged(rows, rewards, "champion"), _logged(rows, rewards, "challenger")
+    difference = compare(champion, challenger, seed=seed)
+    mine = estimate(champion, seed=seed)
+    theirs = estimate(challenger, seed=seed)
+    dr = {e.estimator: e for e in mine}.get(DR)
+    diff = {d.estimator: d for d in difference}.get(DR)
+    ess = next((e.effective_sample_size for e in theirs), 0.0)
+    return EndpointReport(
+        kind,
+        sim,
+        len(judged),
+        REWARDS[kind],
+        float(rewards.mean()),
+        report.exploration_cost,
+        mine,
+        theirs,
+        difference,
+        recommend_promotion(len(judged), dr, diff, ess),
+        models,
+    )

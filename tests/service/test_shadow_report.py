@@ -1,0 +1,111 @@
+"""The shadow report's figures and its promotion rule, on results built by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.shadow import ShadowResult
+from service.shadow_report import (
+    KEEP,
+    MIN_OUTCOMES,
+    MORE,
+    PROMOTE,
+    Outcome,
+    endpoint_report,
+    outcome_of,
+    recommend_promotion,
+    reward_of,
+    similarity,
+)
+from training.off_policy import DR, Difference, Estimate
+
+
+def _result(i: int, champion: list[str], challenger: list[str], served: str, p: float, **kw: object) -> ShadowResult:
+    n = len(champion)
+    fields: dict[str, object] = {
+        "v": 1,
+        "decision_id": f"d{i}",
+        "kind": "recommend",
+        "at": 0.0,
+        "served": served,
+        "served_propensity": p,
+        "policy": [p] if served == champion[0] else [1 - p, p],
+        "champion": champion,
+        "champion_scores": [float(n - j) for j in range(n)],
+        "challenger": challenger,
+        "challenger_scores": [float(n - j) for j in range(n)],
+        "expected_reward": [0.5] * n,
+        "payoff": [100.0] * n,
+        "champion_models": {"nba-churn": "1"},
+        "challenger_models": {"nba-churn": "2"},
+        "challenger_us": 120.0,
+    }
+    return ShadowResult(**(fields | kw))  # type: ignore[arg-type]
+
+
+def test_similarity_of_identical_and_reversed_rankings() -> None:
+    same = similarity([_result(0, ["a", "b", "c", "d"], ["a", "b", "c", "d"], "a", 1.0)])
+    assert (same.top_agreement, same.overlap_at_k, same.rank_correlation) == (1.0, 1.0, 1.0)
+    reversed_ = similarity([_result(0, ["a", "b", "c", "d"], ["d", "c", "b", "a"], "a", 1.0)])
+    assert reversed_.top_agreement == 0.0
+    assert reversed_.overlap_at_k == pytest.approx(2 / 3)
+    assert reversed_.rank_correlation == pytest.approx(-1.0)
+
+
+def test_outcomes_and_rewards_follow_the_served_candidate() -> None:
+    r = _result(0, ["retention_offer", "no_action"], ["no_action", "retention_offer"], "retention_offer", 0.9)
+    assert outcome_of(r, {"retention_offer": {"outcome": "accepted"}}) == Outcome(accepted=True)
+    assert reward_of(r, Outcome(accepted=True)) == 100.0
+    assert outcome_of(r, {"retention_offer": {"outcome": "declined"}}) == Outcome(accepted=False)
+    assert reward_of(r, Outcome(accepted=False)) == 0.0
+    assert outcome_of(r, {"no_action": {"outcome": "accepted"}}) == Outcome(accepted=False), "took another"
+    assert outcome_of(r, {}) == Outcome()
+    assert reward_of(r, Outcome()) is None
+    a = _result(1, ["A1", "A2"], ["A2", "A1"], "A1", 1.0, kind="assign")
+    assert outcome_of(a, {"resolved": {"resolved": True, "agent": "A1"}}) == Outcome(resolved=True)
+    assert outcome_of(a, {"resolved": {"resolved": True, "agent": "A2"}}) == Outcome(), "another agent took it"
+    assert reward_of(a, Outcome(resolved=False)) == 0.0
+
+
+def _estimate(value: float) -> Estimate:
+    return Estimate(DR, value, value - 1, value + 1, 1_000, 500.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "low", "high", "ess", "decision", "rule"),
+    [
+        (MIN_OUTCOMES - 1, 1.0, 2.0, 500.0, MORE, "rule 1"),
+        (1_000, 1.0, 2.0, 5.0, MORE, "rule 1: effective sample size"),
+        (1_000, 0.5, 2.0, 500.0, PROMOTE, "rule 2"),
+        (1_000, -2.0, -0.5, 500.0, KEEP, "rule 3"),
+        (1_000, -0.5, 0.5, 500.0, MORE, "rule 4"),
+        (1_000, -0.05, 0.05, 500.0, KEEP, "rule 4"),  # narrower than 2% of the champion's 10
+    ],
+)
+def test_the_promotion_rule(outcomes: int, low: float, high: float, ess: float, decision: str, rule: str) -> None:
+    verdict = recommend_promotion(outcomes, _estimate(10.0), Difference(DR, (low + high) / 2, low, high, outcomes), ess)
+    assert verdict.decision == decision
+    assert verdict.rule.startswith(rule)
+
+
+def test_a_challenger_that_picks_worse_actions_is_not_promoted() -> None:
+    """Logged with epsilon-greedy among two actions: the champion's pick is accepted 30% of the time, the other
+    10%; a challenger that always picks the other must come out worse, and be kept out."""
+    rng = np.random.default_rng(5)
+    results, outcomes = [], {}
+    for i in range(4_000):
+        explore = rng.random() < 0.3
+        served = "b" if explore else "a"
+        p = 0.3 if explore else 0.7
+        r = _result(i, ["a", "b"], ["b", "a"], served, p, expected_reward=[30.0, 10.0], policy=[0.7, 0.3])
+        results.append(r)
+        outcomes[r.decision_id] = Outcome(accepted=bool(rng.random() < (0.1 if explore else 0.3)))
+    report = endpoint_report("recommend", results, outcomes, seed=1)
+    by = {e.estimator: e for e in report.champion}
+    theirs = {e.estimator: e for e in report.challenger}
+    assert by[DR].value == pytest.approx(30.0, abs=3.0)
+    assert theirs[DR].value == pytest.approx(10.0, abs=3.0)
+    assert report.verdict.decision == KEEP
+    assert report.exploration_cost == pytest.approx(0.3 * 20.0)
+    assert report.outcomes == 4_000
