@@ -96,8 +96,17 @@ def _say(move: ChampionMove) -> None:
     default=None,
     help=f"Version to promote; the {CHALLENGER} if unset.",
 )
-def promote(name: str, version: int | None) -> None:
+@click.option(
+    "--from",
+    "from_alias",
+    type=click.Choice([CHALLENGER]),
+    default=None,
+    help=f"Promote the version this alias names (the {CHALLENGER}: what the shadow report judged); not with --version.",
+)
+def promote(name: str, version: int | None, from_alias: str | None) -> None:
     """Point NAME's champion alias at a version (the challenger by default), remembering the one it replaces."""
+    if version is not None and from_alias is not None:
+        raise click.UsageError("give --version or --from, not both")
     with _registry() as registry:
         move = registry.promote(name, None if version is None else str(version))
     _say(move)

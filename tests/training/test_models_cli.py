@@ -99,6 +99,16 @@ def test_mistakes_are_one_line_and_a_nonzero_exit(
     assert two_versions.version_for("churn", CHAMPION) == "1"
 
 
+def test_promote_from_the_challenger_as_the_shadow_report_says(two_versions: ModelRegistry) -> None:
+    both = _nba(two_versions, "models", "promote", "churn", "--from", "challenger", "--version", "1")
+    assert both.exit_code == 2
+    assert "give --version or --from, not both" in both.output
+    assert two_versions.version_for("churn", CHAMPION) == "1"
+    promoted = _nba(two_versions, "models", "promote", "churn", "--from", "challenger")
+    assert promoted.exit_code == 0, promoted.output
+    assert two_versions.version_for("churn", CHAMPION) == "2"
+
+
 def test_promote_without_a_challenger(models: ModelRegistry, bundles: dict[str, ModelBundle]) -> None:
     register(models, bundles["a"], CHAMPION)
     result = _nba(models, "models", "promote", "churn")
