@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.policy
 	$(BIN)/python -m bench.off_policy
+	$(BIN)/python -m bench.shadow
 
 clean:
 	rm -rf $(VENV) .nba
