@@ -81,7 +81,20 @@ def _failures(agents: EntityBatch, schema: EntitySchema, skill: str, language: s
     return out
 
 
-def rank_agents(
+@dataclass(frozen=True)
+class Order:
+    """The eligible candidates best first, as arrays over them (no reasons: :func:`rank_agents` adds those)."""
+
+    rows: np.ndarray
+    """Their rows in the batch, best first."""
+    score: np.ndarray
+    p_resolution: np.ndarray
+    handle_time_s: np.ndarray
+    """NaN where unknown."""
+    excluded: list[ExcludedAgent]
+
+
+def order_agents(
     agents: EntityBatch,
     *,
     schema: EntitySchema,
@@ -89,13 +102,12 @@ def rank_agents(
     language: str,
     churn_risk: float | None,
     score: Scorer | None,
-) -> tuple[list[RankedAgent], list[ExcludedAgent]]:
-    """Eligible agents best first, and the excluded with their reason.
+) -> Order:
+    """The eligible agents best first by the module's score, ties to the longest idle then the id, and the excluded
+    with their reason; over the batch's matrix at once (the shadow worker needs no more than this).
 
     ``score`` is the resolution model's (None: :func:`fallback_resolution` and the 30-day handle time stand in).
     """
-    measured = schema.feature(f"resolution_rate_{skill}_{MEASURED_WINDOW}")
-    rating = schema.feature(f"proficiency_{skill}")
     failures = _failures(agents, schema, skill, language)
     excluded = [ExcludedAgent(agents.ids[i], f) for i, f in enumerate(failures) if f is not None]
     at = np.array([i for i, f in enumerate(failures) if f is None], dtype=np.intp)
@@ -105,34 +117,57 @@ def rank_agents(
     else:
         p = fallback_resolution(values, schema, skill)
         seconds = values[:, schema.index["handle_time_mean_30d_s"]]
-    # Columns as Python floats, read once: per-agent numpy scalar indexing cost more than the rest of the loop.
+    p, seconds = np.asarray(p, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
     column = schema.index
-    load, capacity = values[:, column["current_load"]].tolist(), values[:, column["max_load"]].tolist()
-    retention = (values[:, column["skill_retention"]] == 1.0).tolist()
-    idle = values[:, column["idle_seconds"]].tolist()
-    rates, ratings = values[:, column[measured.name]].tolist(), values[:, column[rating.name]].tolist()
-    probabilities, handle_times = np.asarray(p, dtype=np.float64).tolist(), np.asarray(seconds).tolist()
-    load_feature = schema.feature("current_load")
     high_risk = churn_risk is not None and churn_risk >= HIGH_RISK
-    ranked: list[tuple[RankedAgent, float]] = []
-    for j, i in enumerate(at.tolist()):
-        rate = rates[j]
+    bonus = np.where(high_risk & (values[:, column["skill_retention"]] == 1.0), RETENTION_BONUS, 0.0)
+    occupancy = values[:, column["current_load"]] / np.maximum(values[:, column["max_load"]], 1.0)
+    scores = (p + bonus) - OCCUPANCY_PENALTY * occupancy
+    ids = np.array([agents.ids[i] for i in at.tolist()], dtype=str)
+    best = np.lexsort((ids, -values[:, column["idle_seconds"]], -scores))  # the last key sorts first
+    return Order(at[best], scores[best], p[best], seconds[best], excluded)
+
+
+def rank_agents(
+    agents: EntityBatch,
+    *,
+    schema: EntitySchema,
+    skill: str,
+    language: str,
+    churn_risk: float | None,
+    score: Scorer | None,
+) -> tuple[list[RankedAgent], list[ExcludedAgent]]:
+    """Eligible agents best first (:func:`order_agents`), each with its reasons, and the excluded with theirs."""
+    order = order_agents(agents, schema=schema, skill=skill, language=language, churn_risk=churn_risk, score=score)
+    measured = schema.feature(f"resolution_rate_{skill}_{MEASURED_WINDOW}")
+    rating = schema.feature(f"proficiency_{skill}")
+    load_feature = schema.feature("current_load")
+    column = schema.index
+    # Columns as Python floats, read once: per-agent numpy scalar indexing cost more than the rest of the loop.
+    values = agents.values[order.rows]
+    load = values[:, column["current_load"]].tolist()
+    retention = (values[:, column["skill_retention"]] == 1.0).tolist()
+    rates, ratings = values[:, column[measured.name]].tolist(), values[:, column[rating.name]].tolist()
+    bonus_given = churn_risk is not None and churn_risk >= HIGH_RISK
+    ranked: list[RankedAgent] = []
+    for j, (i, s, p, handle) in enumerate(
+        zip(
+            order.rows.tolist(),
+            order.score.tolist(),
+            order.p_resolution.tolist(),
+            order.handle_time_s.tolist(),
+            strict=True,
+        )
+    ):
         reasons = [rating.phrase(ratings[j])]
-        if not math.isnan(rate):
-            reasons.insert(0, measured.phrase(rate))
-        bonus = 0.0
-        if high_risk and retention[j]:
-            bonus = RETENTION_BONUS
+        if not math.isnan(rates[j]):
+            reasons.insert(0, measured.phrase(rates[j]))
+        if bonus_given and retention[j]:
             reasons.append("retention specialist for a customer at high churn risk")
-        occupancy = load[j] / max(capacity[j], 1.0)
-        if occupancy > 0:
+        if load[j] > 0:
             reasons.append(load_feature.phrase(load[j]))
-        handle = None if math.isnan(handle_times[j]) else handle_times[j]
-        p_j = probabilities[j]
-        agent = RankedAgent(agents.ids[i], p_j + bonus - OCCUPANCY_PENALTY * occupancy, p_j, handle, reasons)
-        ranked.append((agent, idle[j]))
-    ranked.sort(key=lambda pair: (-pair[0].score, -pair[1], pair[0].agent_id))
-    return [r for r, _ in ranked], excluded
+        ranked.append(RankedAgent(agents.ids[i], s, p, None if math.isnan(handle) else handle, reasons))
+    return ranked, order.excluded
 
 
 def fallback_resolution(values: np.ndarray, schema: EntitySchema, skill: str) -> np.ndarray:

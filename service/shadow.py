@@ -7,7 +7,7 @@ entry it ranks the same candidates with the challenger models, the way the servi
   with the same catalog version and live context (:func:`service.decisioning.replay`); the eligibility itself
   (channel, dates, consent, contact policy) is the champion's decision's, not re-judged;
 - assign: the logged eligible agents' rows scored by the challenger resolution model (and the challenger churn
-  model for the retention bonus), ranked by :func:`service.routing.rank_agents`.
+  model for the retention bonus), ordered by :func:`service.routing.order_agents` (no reasons: nobody reads them).
 
 and appends a :class:`ShadowResult` to ``{ns}:{decision-log}:<kind>:shadow``: both rankings and their scores,
 what was served and with which probability, the champion's expected reward of each candidate (the reward model of
@@ -45,7 +45,7 @@ from service.decision_log import FIELD, AssignEntry, Kind, RecommendEntry, decod
 from service.decisioning import replay
 from service.errors import ModelsUnavailable
 from service.model_holder import ModelHolder
-from service.routing import rank_agents
+from service.routing import order_agents
 from training import untreated_rows
 
 log = logging.getLogger("nba.shadow")
@@ -302,7 +302,7 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             found=np.ones(n, dtype=bool),
             ages=np.zeros((n, len(self._agent.view_names))),
         )
-        ranked, _ = rank_agents(
+        order = order_agents(
             batch,
             schema=self._agent,
             skill=self._registry.intent_skills[entry.intent],
@@ -321,8 +321,8 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             policy=entry.policy,
             champion=[r.agent for r in entry.ranking],
             champion_scores=[r.score for r in entry.ranking],
-            challenger=[r.agent_id for r in ranked],
-            challenger_scores=[r.score for r in ranked],
+            challenger=[entry.agents[i] for i in order.rows.tolist()],
+            challenger_scores=order.score.tolist(),
             expected_reward=[r.p_resolution for r in entry.ranking],
             payoff=[1.0] * len(entry.ranking),
             champion_models=entry.models,
