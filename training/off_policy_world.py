@@ -43,14 +43,12 @@ class PolicyCheck:
 
     policy: str
     truth: float
-    estimates: list[Estimate]
+    estimates: dict[str, Estimate]
+    """By estimator (IPS, SNIPS, DR)."""
 
     def of(self, estimator: str) -> Estimate:
-        """The estimate by ``estimator``; a KeyError if it was not made."""
-        found = [e for e in self.estimates if e.estimator == estimator]
-        if not found:
-            raise KeyError(f"{estimator!r} was not estimated")
-        return found[0]
+        """The estimate by ``estimator``."""
+        return self.estimates[estimator]
 
     def covered(self, estimator: str = DR) -> bool:
         """Whether the estimator's interval holds the true value."""
@@ -100,6 +98,7 @@ def check_world(
         target, model_logged, model_target = per_action(logged, one_hot(choice, len(ACTIONS)), policy.expected_reward)
         decisions[name] = LoggedDecisions(reward, behaviour, target, model_logged, model_target)
         true_value = float(truth[np.arange(len(choice)), choice].mean())
-        checks[name] = PolicyCheck(name, true_value, estimate(decisions[name], seed=seed, resamples=resamples))
+        estimates = {e.estimator: e for e in estimate(decisions[name], seed=seed, resamples=resamples)}
+        checks[name] = PolicyCheck(name, true_value, estimates)
     paired = compare(decisions[MODELS], decisions[RETAIN_ALL], seed=seed, resamples=resamples)
     return WorldCheck(seed, checks, paired, checks[RETAIN_ALL].truth - checks[MODELS].truth)
