@@ -19,7 +19,8 @@ Only decisions served with exploration can tell the two apart where they disagre
 propensity is 1 and a challenger that disagrees gets weight 0 on those decisions, which the effective sample size
 shows.
 
-The recommendation (:func:`recommend_promotion`), per endpoint, from the doubly robust difference:
+The recommendation (:func:`training.off_policy.recommend_promotion`), per endpoint, from the doubly robust
+difference:
 
 1. fewer than :data:`MIN_OUTCOMES` decisions with an outcome, or an effective sample size of the challenger's
    weights below :data:`MIN_ESS`: **collect more data**;
@@ -41,14 +42,19 @@ import numpy as np
 
 from service.decision_log import Kind
 from service.shadow import ShadowResult
-from training.off_policy import DR, Difference, Estimate, LoggedDecisions, compare, estimate
+from training.off_policy import (
+    DR,
+    MORE,
+    Difference,
+    Estimate,
+    LoggedDecisions,
+    Verdict,
+    compare,
+    estimate,
+    recommend_promotion,
+)
 
 K = 3
-MIN_OUTCOMES = 200
-MIN_ESS = 30.0
-DECISIVE_WIDTH = 0.02
-"""A difference interval narrower than this share of the champion's value settles "no better" (rule 4)."""
-PROMOTE, KEEP, MORE = "promote", "keep the champion", "collect more data"
 
 
 @dataclass(frozen=True)
@@ -70,14 +76,6 @@ class Similarity:
     champion_top_score: dict[str, float]
     challenger_top_score: dict[str, float]
     challenger_latency_us: dict[str, float]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The recommendation and the rule that produced it."""
-
-    decision: str
-    rule: str
 
 
 @dataclass(frozen=True)
@@ -196,26 +194,6 @@ def exploration_cost(results: Sequence[ShadowResult]) -> float:
         r.expected_reward[0] - sum(p * e for p, e in zip(r.policy, r.expected_reward, strict=False)) for r in results
     ]
     return float(np.mean(lost)) if lost else math.nan
-
-
-def recommend_promotion(outcomes: int, champion: Estimate | None, difference: Difference | None, ess: float) -> Verdict:
-    """The module's rule, applied to the doubly robust figures."""
-    if outcomes < MIN_OUTCOMES or champion is None or difference is None:
-        return Verdict(MORE, f"rule 1: {outcomes:,} decisions with an outcome, fewer than {MIN_OUTCOMES:,}")
-    if ess < MIN_ESS:
-        return Verdict(MORE, f"rule 1: effective sample size {ess:,.0f} of the challenger's weights, below {MIN_ESS:g}")
-    interval = f"DR difference {difference.value:+.4g}, 95% interval [{difference.low:+.4g}, {difference.high:+.4g}]"
-    if difference.low > 0:
-        return Verdict(PROMOTE, f"rule 2: {interval}, entirely above 0")
-    if difference.high < 0:
-        return Verdict(KEEP, f"rule 3: {interval}, entirely below 0")
-    width = difference.high - difference.low
-    scale = abs(champion.value)
-    if scale > 0 and width < DECISIVE_WIDTH * scale:
-        return Verdict(
-            KEEP, f"rule 4: {interval} contains 0 and is narrower than {DECISIVE_WIDTH:.0%} of the champion's value"
-        )
-    return Verdict(MORE, f"rule 4: {interval} contains 0")
 
 
 def endpoint_report(

@@ -265,3 +265,46 @@ def compare(
         Difference(name, float(diff[i]), float(bounds[0, i]), float(bounds[1, i]), len(baseline))
         for i, name in enumerate(names)
     ]
+
+
+MIN_OUTCOMES = 200
+MIN_ESS = 30.0
+DECISIVE_WIDTH = 0.02
+"""A difference interval narrower than this share of the champion's value settles "no better" (rule 4)."""
+PROMOTE, KEEP, MORE = "promote", "keep the champion", "collect more data"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A promotion recommendation and the rule that produced it, written out for the person who decides."""
+
+    decision: str
+    rule: str
+
+
+def recommend_promotion(outcomes: int, champion: Estimate | None, difference: Difference | None, ess: float) -> Verdict:
+    """Promote, keep the champion or collect more data, from the doubly robust value of the champion, the paired
+    difference challenger − champion and the effective sample size of the challenger's weights:
+
+    1. fewer than :data:`MIN_OUTCOMES` decisions, or an effective sample size below :data:`MIN_ESS`: collect more;
+    2. the difference's interval entirely above 0: promote;
+    3. entirely below 0: keep the champion;
+    4. otherwise collect more data, unless the interval is narrower than :data:`DECISIVE_WIDTH` of the champion's
+       value: keep the champion (not measurably better, and a change must earn its place).
+    """
+    if outcomes < MIN_OUTCOMES or champion is None or difference is None:
+        return Verdict(MORE, f"rule 1: {outcomes:,} decisions with an outcome, fewer than {MIN_OUTCOMES:,}")
+    if ess < MIN_ESS:
+        return Verdict(MORE, f"rule 1: effective sample size {ess:,.0f} of the challenger's weights, below {MIN_ESS:g}")
+    interval = f"DR difference {difference.value:+.4g}, 95% interval [{difference.low:+.4g}, {difference.high:+.4g}]"
+    if difference.low > 0:
+        return Verdict(PROMOTE, f"rule 2: {interval}, entirely above 0")
+    if difference.high < 0:
+        return Verdict(KEEP, f"rule 3: {interval}, entirely below 0")
+    width = difference.high - difference.low
+    scale = abs(champion.value)
+    if scale > 0 and width < DECISIVE_WIDTH * scale:
+        return Verdict(
+            KEEP, f"rule 4: {interval} contains 0 and is narrower than {DECISIVE_WIDTH:.0%} of the champion's value"
+        )
+    return Verdict(MORE, f"rule 4: {interval} contains 0")

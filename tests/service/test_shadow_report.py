@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 
 from service.shadow import ShadowResult
-from service.shadow_report import (
-    KEEP,
-    MIN_OUTCOMES,
-    MORE,
-    PROMOTE,
-    Outcome,
-    endpoint_report,
-    outcome_of,
-    recommend_promotion,
-    reward_of,
-    similarity,
-)
-from training.off_policy import DR, Difference, Estimate
+from service.shadow_report import Outcome, endpoint_report, outcome_of, reward_of, similarity
+from training.off_policy import DR, KEEP, MIN_OUTCOMES, MORE, PROMOTE, Difference, Estimate, recommend_promotion
 
 
 def _result(i: int, champion: list[str], challenger: list[str], served: str, p: float, **kw: object) -> ShadowResult:

@@ -7,7 +7,7 @@ import pytest
 
 from features import Registry
 from training import CHAMPION, ModelBundle, ModelRegistry
-from training.off_policy import DR
+from training.off_policy import DR, KEEP, PROMOTE, recommend_promotion
 from training.off_policy_world import MODELS, RETAIN_ALL, WorldCheck, check_world
 
 SEEDS = (101, 102, 103)
@@ -54,3 +54,11 @@ def test_a_truly_worse_policy_is_estimated_below_the_better_one_on_a_larger_log(
     assert difference.value < 0
     assert difference.low <= check.true_difference <= difference.high
     assert check.policies[RETAIN_ALL].of(DR).value < check.policies[MODELS].of(DR).value
+    # Shadowed against the models' policy, the truly worse one is never promoted: the shadow report's rule.
+    worse = check.policies[RETAIN_ALL].of(DR)
+    verdict = recommend_promotion(
+        difference.decisions, check.policies[MODELS].of(DR), difference, worse.effective_sample_size
+    )
+    assert verdict.decision != PROMOTE, verdict
+    if difference.high < 0:
+        assert verdict.decision == KEEP, verdict
