@@ -33,8 +33,8 @@ RATING_WEIGHT = 20.0
 MEASURED_WINDOW = "180d"
 """The window of the measured rate the fallback reads and the reasons quote. Of the contract's two (90 and 180
 days), the longer one: an agent takes few contacts of an intent a month, so the 90-day rate is noisy. Routing the
-simulated test worlds (seeds 1007-1012, 2024-2029) by the fallback captured 72% of the oracle's FCR gain over
-skills-only routing with it, 60% with the 90-day rate."""
+simulated test worlds (seeds 1007-1012, 2024-2029, of 5,000 customers and 100 agents) by the fallback captured 72%
+of the oracle's FCR gain over skills-only routing with it, 60% with the 90-day rate."""
 
 Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Agents' model inputs (one row each, ``schema.model_at`` columns) → (P(resolution), expected handle time s)."""

@@ -28,7 +28,7 @@ from training.errors import ModelNotFound, TrainingError
 from training.policy_evaluation import PER, Evaluation, decision_points, evaluate_policies
 from training.routing_evaluation import RoutingEvaluation, evaluate_routing, held_out_contacts
 from training.settings import MlflowSettings
-from training.simulate_cli import AGENTS, customers_option
+from training.simulate_cli import AGENTS, CUSTOMERS
 from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
 from training.world import WorldConfig, simulate
 from training.world.config import WORLD_STAMP
@@ -159,14 +159,15 @@ def _training_seed(world_dir: Path) -> int | None:
 
 
 @click.command("evaluate")
-@customers_option(3_000)
+@CUSTOMERS
 @click.option("--months", type=click.IntRange(3, 36), default=3, show_default=True, help="Months of decisions.")
 @AGENTS
 @click.option("--seed", type=int, default=TEST_SEED, show_default=True, help=SEED_HELP)
 def evaluate(customers: int, months: int, agents: int, seed: int) -> None:
     """Simulate a fresh world and score the policies random, no action, rules, champion, challenger and oracle
     on it with the oracle's true expected values, and route its newest month of contacts by random, skills-only,
-    the resolution champion and the oracle; print the tables and log them to MLflow."""
+    the resolution champion and the oracle; print the tables and log them to MLflow. The world's size defaults to
+    the demo's: routing is judged on agents who take as many contacts as the ones the champion learned from."""
     offline_settings = settings_from_env(OfflineSettings)
     trained_on = _training_seed(offline_settings.world_dir)
     if trained_on == seed:
