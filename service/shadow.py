@@ -248,25 +248,16 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             schema=self._customer,
             situation=Situation(now=entry.at, context=LiveContext.model_validate(entry.context)),
         )
-        took = (time.perf_counter() - start) * 1e6
         payoff = [catalog.by_id[r.action].value - catalog.by_id[r.action].cost for r in entry.ranking]
-        return ShadowResult(
-            v=FORMAT,
-            decision_id=entry.decision_id,
-            kind="recommend",
-            at=entry.at,
-            served=entry.served,
-            served_propensity=entry.served_propensity,
-            policy=entry.policy,
+        return _result(
+            entry,
+            start,
             champion=[r.action for r in entry.ranking],
-            champion_scores=[r.score for r in entry.ranking],
             challenger=[s.action.id for s in ranked],
             challenger_scores=[s.score for s in ranked],
             expected_reward=[r.propensity * p for r, p in zip(entry.ranking, payoff, strict=True)],
             payoff=payoff,
-            champion_models=entry.models,
             challenger_models=models.versions,
-            challenger_us=took,
         )
 
     def _assign(self, entry: AssignEntry, start: float) -> ShadowResult:
@@ -310,22 +301,46 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             churn_risk=churn_risk,
             score=score,
         )
-        took = (time.perf_counter() - start) * 1e6
-        return ShadowResult(
-            v=FORMAT,
-            decision_id=entry.decision_id,
-            kind="assign",
-            at=entry.at,
-            served=entry.served,
-            served_propensity=entry.served_propensity,
-            policy=entry.policy,
+        return _result(
+            entry,
+            start,
             champion=[r.agent for r in entry.ranking],
-            champion_scores=[r.score for r in entry.ranking],
             challenger=[entry.agents[i] for i in order.rows.tolist()],
             challenger_scores=order.score.tolist(),
             expected_reward=[r.p_resolution for r in entry.ranking],
             payoff=[1.0] * len(entry.ranking),
-            champion_models=entry.models,
             challenger_models=versions,
-            challenger_us=took,
         )
+
+
+def _result(
+    entry: RecommendEntry | AssignEntry,
+    start: float,
+    *,
+    champion: list[str],
+    challenger: list[str],
+    challenger_scores: list[float],
+    expected_reward: list[float],
+    payoff: list[float],
+    challenger_models: dict[str, str],
+) -> ShadowResult:
+    """The result of replaying ``entry`` (begun at ``start``, ``perf_counter`` seconds): what the log says of the
+    champion's decision, beside the challenger's ranking."""
+    return ShadowResult(
+        v=FORMAT,
+        decision_id=entry.decision_id,
+        kind="recommend" if isinstance(entry, RecommendEntry) else "assign",
+        at=entry.at,
+        served=entry.served,
+        served_propensity=entry.served_propensity,
+        policy=entry.policy,
+        champion=champion,
+        champion_scores=[r.score for r in entry.ranking],
+        challenger=challenger,
+        challenger_scores=challenger_scores,
+        expected_reward=expected_reward,
+        payoff=payoff,
+        champion_models=entry.models,
+        challenger_models=challenger_models,
+        challenger_us=(time.perf_counter() - start) * 1e6,
+    )

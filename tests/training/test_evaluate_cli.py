@@ -30,11 +30,11 @@ def test_prints_the_table_and_the_goal_and_logs_both(data_dir: Path, champions: 
     assert result.exit_code == 0, result.output
     actions_part, routing_part = result.stdout.split("routing policies on")
     rows = _rows(actions_part)
-    assert list(rows) == ["random", "no_action", "rules", "champion", "oracle"]  # no challenger registered
+    assert list(rows) == ["random", "no_action", "rules", "champion", "challenger", "oracle"]  # the demo's challenger
     assert "retained value per 1,000" in result.stdout
     assert rows["oracle"][3] == "100.0%"  # its share of its own gain
     assert rows["no_action"][2:] == ["+0", "0.0%", rows["no_action"][4], "0", "0%"]  # no gain, no cost, no offer
-    assert "challenger: skipped" in result.stderr
+    assert rows["challenger"] != rows["champion"], "the challenger is another model, with another policy"
     assert "goal: champion captures" in result.stdout
     assert "of the oracle's value gain over no action (≥ 85%:" in result.stdout
     # Routing: the resolution champion against random and skills-only routing, the oracle on top.
