@@ -54,7 +54,15 @@ def _check_port_free(host: str, port: int) -> None:
 
 @main.command("run")
 @click.option("--no-demo", is_flag=True, help="Serve without building the demo world or training (your own data).")
-def run(no_demo: bool) -> None:
+@click.option(
+    "--demo-customers",
+    type=click.IntRange(1_000, 1_000_000),
+    default=DemoConfig.customers,
+    show_default=True,
+    envvar="NBA_DEMO_CUSTOMERS",
+    help="Customers of the demo world built on the first run (fewer: a quicker first run, weaker models).",
+)
+def run(no_demo: bool, demo_customers: int) -> None:
     """Start the online store, build the demo if missing, and serve the API.
 
     Listens on NBA_HOST:NBA_PORT (127.0.0.1:8000). Redis is REDIS_URL or an embedded Valkey under
@@ -73,7 +81,7 @@ def run(no_demo: bool) -> None:
         with online_store_url(redis_settings, offline) as url:
             reporter.note(f"online store: {url}")
             if not no_demo:
-                build_demo(DemoConfig(), reporter, redis_url=url)
+                build_demo(DemoConfig(customers=demo_customers), reporter, redis_url=url)
             keys = KeyFile(auth.resolved_keys_file(offline.data_dir))
             ensure_demo_keys(keys, reporter, make=not no_demo and sys.stderr.isatty())
             # The service must start from its last-known-good models when an MLflow server is down, not after
