@@ -51,6 +51,10 @@ from training import MlflowSettings, ModelRegistry
 from training.console import Reporter
 from training.demo import DemoConfig, ensure_materialized, ensure_models, simulate_world
 
+# One LightGBM training thread per process: xdist's workers (and a demo an `nba run` subprocess builds beside them)
+# train at the same time, and OpenMP threads spinning against each other slowed training tens of times.
+os.environ["NBA_TRAIN_THREADS"] = "1"
+
 TEST_CUSTOMERS = 5_000
 """Customers of the session's world (:func:`world`)."""
 
