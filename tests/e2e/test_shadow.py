@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,8 +63,11 @@ def _agents(world: Path) -> list[str]:
     return sorted(set(ids.to_pylist()))
 
 
-def _decide(client: httpx.Client, world: Path, recommends: int, assigns: int) -> dict[str, dict[str, object]]:
-    """Answers by decision id, for ``recommends`` recommend and ``assigns`` assign calls."""
+def _decide(
+    client: httpx.Client, world: Path, recommends: int, assigns: int, redis_client: redis.Redis
+) -> dict[str, dict[str, object]]:
+    """Answers by decision id, for ``recommends`` recommend and ``assigns`` assign calls, once all are logged (the
+    log travels in a write sent after each answer, so the last ones may reach Redis a moment later)."""
     answers: dict[str, dict[str, object]] = {}
     for customer in _customers(world, recommends):
         answer = client.post("/v1/recommend", json={"customer_id": customer, "channel": "voice"})
@@ -75,6 +79,14 @@ def _decide(client: httpx.Client, world: Path, recommends: int, assigns: int) ->
         answer = client.post("/v1/assign", json=body)
         assert answer.status_code == 200, answer.text
         answers[answer.json()["decision_id"]] = answer.json()
+    deadline = time.monotonic() + 10
+    logged = 0
+    while time.monotonic() < deadline:
+        logged = sum(int(redis_client.xlen(stream_key("nba", kind))) for kind in ("recommend", "assign"))
+        if logged >= len(answers):
+            break
+        time.sleep(0.02)
+    assert logged == len(answers), f"{logged} of {len(answers)} answers logged"
     return answers
 
 
@@ -131,7 +143,7 @@ def _replay(
 def test_every_answer_is_logged_with_what_was_served_and_its_probability(
     client: httpx.Client, redis_client: redis.Redis, world: Path
 ) -> None:
-    answers = _decide(client, world, recommends=40, assigns=12)
+    answers = _decide(client, world, recommends=40, assigns=12, redis_client=redis_client)
     entries = _logged(redis_client, "recommend") + _logged(redis_client, "assign")
     assert sorted(e.decision_id for e in entries) == sorted(answers)
     explored = 0
@@ -160,7 +172,7 @@ def test_every_answer_is_logged_with_what_was_served_and_its_probability(
 def test_a_challenger_that_is_the_champion_ranks_every_decision_as_the_service_did(
     client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, model_registry: ModelRegistry
 ) -> None:
-    _decide(client, world, recommends=25, assigns=6)
+    _decide(client, world, recommends=25, assigns=6, redis_client=redis_client)
     for kind in ("recommend", "assign"):
         counts = _replay(redis_url, model_registry, kind, CHAMPION)  # type: ignore[arg-type]
         results = _results(redis_client, kind)  # type: ignore[arg-type]
@@ -175,7 +187,7 @@ def test_a_challenger_that_is_the_champion_ranks_every_decision_as_the_service_d
 def test_the_registered_challenger_is_replayed_and_named(
     client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, model_registry: ModelRegistry
 ) -> None:
-    _decide(client, world, recommends=20, assigns=5)
+    _decide(client, world, recommends=20, assigns=5, redis_client=redis_client)
     for kind in ("recommend", "assign"):
         _replay(redis_url, model_registry, kind, CHALLENGER)  # type: ignore[arg-type]
         results = _results(redis_client, kind)  # type: ignore[arg-type]
@@ -190,7 +202,7 @@ def test_the_registered_challenger_is_replayed_and_named(
 def test_a_worker_killed_after_reading_loses_nothing_and_counts_nothing_twice(
     client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, model_registry: ModelRegistry
 ) -> None:
-    _decide(client, world, recommends=30, assigns=0)
+    _decide(client, world, recommends=30, assigns=0, redis_client=redis_client)
     stream = stream_key("nba", "recommend")
     redis_client.xgroup_create(stream, GROUP, id="0")
     # A worker that read 10 decisions and died before storing anything: they are pending to it, unacknowledged.
@@ -209,7 +221,7 @@ def test_a_worker_killed_after_reading_loses_nothing_and_counts_nothing_twice(
 def test_a_restarted_worker_finishes_what_it_had_read(
     client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, model_registry: ModelRegistry
 ) -> None:
-    _decide(client, world, recommends=15, assigns=0)
+    _decide(client, world, recommends=15, assigns=0, redis_client=redis_client)
     stream = stream_key("nba", "recommend")
     redis_client.xgroup_create(stream, GROUP, id="0")
     redis_client.xreadgroup(GROUP, "w1", {stream: ">"}, count=6)
@@ -222,7 +234,7 @@ def test_a_restarted_worker_finishes_what_it_had_read(
 def test_an_entry_of_another_catalog_is_skipped_and_acknowledged(
     client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, model_registry: ModelRegistry
 ) -> None:
-    _decide(client, world, recommends=3, assigns=0)
+    _decide(client, world, recommends=3, assigns=0, redis_client=redis_client)
     stream = stream_key("nba", "recommend")
     (_, fields), *_ = redis_client.xrange(stream)
     entry = decode(fields[FIELD])
@@ -237,10 +249,10 @@ def test_an_entry_of_another_catalog_is_skipped_and_acknowledged(
 
 
 def test_the_report_judges_the_challenger_from_the_feedback(
-    client: httpx.Client, world: Path, redis_url: str, data_dir: Path, tmp_path: Path
+    client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, data_dir: Path, tmp_path: Path
 ) -> None:
     """Through the commands a person types: nba shadow run, then nba shadow report, after feedback over HTTP."""
-    answers = _decide(client, world, recommends=45, assigns=12)
+    answers = _decide(client, world, recommends=45, assigns=12, redis_client=redis_client)
     resolved = 0
     for i, (decision_id, answer) in enumerate(answers.items()):
         if "actions" in answer:
