@@ -31,8 +31,8 @@ import redis.asyncio
 from bench.decision_server import _keys, _script, _start, _stop, _wait_ready
 from bench.feature_server import free_port, wrk
 from features import OfflineSettings, RedisSettings, Registry, online_store_url
+from features.decision_log_keys import KINDS, Kind, stream_key
 from service.catalog import default_path
-from service.decision_log import KINDS, Kind, stream_key
 from service.keys import Role
 from service.model_holder import ModelHolder
 from service.shadow import ShadowCounts, ShadowWorker

@@ -14,6 +14,8 @@ shard):
   customer (``service/decision_records.py``), whose records sit under their own ids
   (``{namespace}:decision:{{decision id}}``, ``{namespace}:feedback:{{decision id}}``): what an erasure follows to
   delete them.
+- the service's decision log: streams under the hash tag ``{decision-log}`` with a set per customer of their
+  entries (:mod:`features.decision_log_keys`), which an erasure follows too.
 
 A read is one pipeline: ``GET`` (and ``GET`` of the event state) for the customer and one
 ``MGET`` for all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
@@ -36,7 +38,7 @@ import pyarrow as pa
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from features import resp
+from features import decision_log_keys, resp
 from features.errors import OnlineStoreUnavailable, UnknownFeatureError
 from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, TAG_BYTES, Event, EventLayout
 from features.identity import LINKED, UNLINKED, Identifier
@@ -767,8 +769,9 @@ class OnlineStore:
         """Delete everything the online store keeps for ``entity_id`` (right to erasure); True if anything was there.
 
         That is the packed snapshot, the event state, the ids of the events applied and, for a customer, the
-        identifiers linked to them, the contact-policy state and the decisions remembered for them with their
-        feedback. A component that keys more state by the entity id must delete it here too, so an erasure cannot
+        identifiers linked to them, the contact-policy state, the decisions remembered for them with their
+        feedback, and their entries in the decision log (their feature vectors as each decision scored them). A
+        component that keys more state by the entity id must delete it here too, so an erasure cannot
         miss it.
         """
         linked = await self.identifiers(entity_id) if entity == "customer" else []
@@ -788,6 +791,10 @@ class OnlineStore:
                     pipe.delete(self.decision_key(decision_id))
                     pipe.delete(self.feedback_key(decision_id))
                 pipe.delete(self.decisions_key(entity_id))
+                for kind in decision_log_keys.KINDS:
+                    stream = decision_log_keys.stream_key(self._namespace, kind)
+                    entries = decision_log_keys.customer_entries_key(self._namespace, kind, entity_id)
+                    pipe.eval(decision_log_keys.ERASE, 2, stream, entries)  # type: ignore[arg-type]
             snapshot, state, _, legacy, *contacts = await pipe.execute()
         if linked:
             await self.unlink(entity_id, linked)

@@ -155,7 +155,11 @@ def create_app(
         metrics=metrics,
         top_k=settings.service.top_k,
         records=records,
-        log=DecisionLog(settings.redis.namespace, max_len=settings.service.decision_log_max_len),
+        log=DecisionLog(
+            settings.redis.namespace,
+            max_len=settings.service.decision_log_max_len,
+            retention_days=settings.service.decision_log_retention_days,
+        ),
         exploration={e: settings.service.exploration(e) for e in ("recommend", "assign")},
     )
     feedbacks = FeedbackService(records=records, decisions=decisions, registry=registry, clock=time.time)

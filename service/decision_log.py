@@ -6,12 +6,15 @@ the inputs the champion scored, the candidates it chose among, its scores, what 
 probability. The shadow worker (:mod:`service.shadow`) replays each entry with the challenger models; the
 report joins the outcomes from ``POST /v1/feedback`` by ``decision_id``.
 
-One stream per endpoint, ``{ns}:{decision-log}:recommend`` and ``{ns}:{decision-log}:assign``: the hash tag puts
-both, and the shadow worker's results beside them, in one cluster slot, so the worker stores a result and
-acknowledges its entry in one transaction. Each is capped at about ``NBA_DECISION_LOG_MAX_LEN`` entries
-(``XADD MAXLEN ~``): a worker that stays down past that loses the oldest entries, and says how many
-(:meth:`DecisionLog.lag`). The entry travels in the answer's one unawaited write (:mod:`service.decisions`),
-so a request never waits on it.
+One stream per endpoint, ``{ns}:{decision-log}:recommend`` and ``{ns}:{decision-log}:assign``
+(:mod:`features.decision_log_keys`): the hash tag puts both, and the shadow worker's results beside them, in one
+cluster slot, so the worker stores a result and acknowledges its entry in one transaction. Each keeps about
+``NBA_DECISION_LOG_MAX_LEN`` entries (``MAXLEN ~``) and none older than ``NBA_DECISION_LOG_RETENTION_DAYS`` days
+(``MINID``, exact: the retention is a promise about personal data); a worker that stays down past either loses the
+oldest entries. The entry travels in the answer's one unawaited write (:mod:`service.decisions`), so a request
+never waits on it. The script that appends it (:data:`APPEND`) also
+adds the entry's id to the customer's set of entries, which is how an erasure deletes them
+(:meth:`features.OnlineStore.erase`): the log keeps ids only, but a customer's feature vectors are still theirs.
 
 An entry has one field, ``d``: a msgpack-encoded :class:`RecommendEntry` or :class:`AssignEntry` (format 1). Ids
 and numbers only, never a name, phone or email: the customer's and the agents' feature vectors travel as float64
@@ -23,15 +26,24 @@ recommend and up to ~2.8 GB for assign with 100 candidates; lower the cap where 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 import numpy as np
 
+from features.decision_log_keys import KINDS, Kind, customer_entries_key, stream_key
+
 FORMAT = 1
 FIELD = b"d"
-Kind = Literal["recommend", "assign"]
-KINDS: tuple[Kind, ...] = ("recommend", "assign")
+DAY_MS = 86_400_000
+
+# KEYS: the stream, the customer's set of entry ids. ARGV: the cap, the oldest entry id to keep (ms), the
+# retention (ms), the field, the entry. Returns the entry's id.
+APPEND = b"""
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[4], ARGV[5])
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
+redis.call('SADD', KEYS[2], id)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return id
+"""
 
 
 class RankedAction(msgspec.Struct, array_like=True, frozen=True):
@@ -131,18 +143,15 @@ def vector(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float64)
 
 
-def stream_key(namespace: str, kind: Kind) -> str:
-    """The stream of ``kind``'s decisions (see the module for the hash tag)."""
-    return f"{namespace}:{{decision-log}}:{kind}"
-
-
 class DecisionLog:
     """Builds the commands that append a decision to its stream; 0 as ``max_len`` turns the log off."""
 
-    def __init__(self, namespace: str, *, max_len: int) -> None:
+    def __init__(self, namespace: str, *, max_len: int, retention_days: float) -> None:
         self.max_len = max_len
+        self._namespace = namespace
         self._keys = {kind: stream_key(namespace, kind).encode() for kind in KINDS}
         self._cap = str(max_len).encode()
+        self._retention_ms = round(retention_days * DAY_MS)
 
     @property
     def enabled(self) -> bool:
@@ -150,8 +159,11 @@ class DecisionLog:
         return self.max_len > 0
 
     def append_commands(self, entry: Entry) -> list[list[bytes]]:
-        """The ``XADD`` that appends ``entry`` (nothing when the log is off)."""
+        """The script call that appends ``entry`` (see the module; nothing when the log is off)."""
         if not self.enabled:
             return []
         kind: Kind = "recommend" if isinstance(entry, RecommendEntry) else "assign"
-        return [[b"XADD", self._keys[kind], b"MAXLEN", b"~", self._cap, b"*", FIELD, encode(entry)]]
+        entries = customer_entries_key(self._namespace, kind, entry.customer).encode()
+        oldest = str(max(round(entry.at * 1000) - self._retention_ms, 0)).encode()
+        retention = str(self._retention_ms).encode()
+        return [[b"EVAL", APPEND, b"2", self._keys[kind], entries, self._cap, oldest, retention, FIELD, encode(entry)]]

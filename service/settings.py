@@ -46,6 +46,12 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="Decisions each decision-log stream keeps at most (about), for the shadow worker; 0: no log.",
     )
+    decision_log_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=3650,
+        description="Days a decision stays in the decision log at most (about), whatever its cap.",
+    )
     explore_recommend: str = Field(
         default="off",
         description="Exploration of recommend's first action: off, epsilon:E or softmax:T (service/exploration.py).",

@@ -37,11 +37,12 @@ import msgspec
 import numpy as np
 
 from features import EntityBatch, Registry
+from features.decision_log_keys import Kind, stream_key
 from features.online_store import map_errors
 from features.redis_client import OnlineClient
 from features.stream_group import Counts, Entry, GroupConsumer
 from service.catalog import Catalog, CatalogError, LiveContext, Situation
-from service.decision_log import FIELD, AssignEntry, Kind, RecommendEntry, decode, stream_key, vector
+from service.decision_log import FIELD, AssignEntry, RecommendEntry, decode, vector
 from service.decisioning import replay
 from service.errors import ModelsUnavailable
 from service.model_holder import ModelHolder

@@ -17,11 +17,12 @@ from rich.console import Console
 
 from features import FeatureStoreError, OfflineSettings, OnlineStore, RedisSettings, Registry, online_store_url
 from features.cli import BULK_TIMEOUT_S
+from features.decision_log_keys import KINDS, Kind
 from features.online_store import OnlineStoreUnavailable, map_errors
 from features.redis_client import connect
 from features.stream_group import text
 from service.catalog import default_path
-from service.decision_log import FIELD, KINDS, Kind
+from service.decision_log import FIELD
 from service.decision_records import DecisionRecords
 from service.model_holder import ModelHolder
 from service.settings import ServiceSettings

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from rich.console import Console, Group
 from rich.table import Table
 
-from service.decision_log import Kind
+from features.decision_log_keys import Kind
 from service.shadow import ShadowResult
 from service.shadow_report import EndpointReport, K
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from service.decision_log import Kind
+from features.decision_log_keys import Kind
 from service.shadow import ShadowResult
 from training.off_policy import (
     DR,

@@ -20,9 +20,10 @@ import redis.asyncio
 from click.testing import CliRunner
 
 from features import Registry
+from features.decision_log_keys import Kind, stream_key
 from service.catalog import default_path
 from service.cli import main
-from service.decision_log import FIELD, AssignEntry, Kind, RecommendEntry, decode, encode, stream_key
+from service.decision_log import FIELD, AssignEntry, RecommendEntry, decode, encode
 from service.model_holder import ModelHolder
 from service.shadow import GROUP, ShadowCounts, ShadowResult, ShadowWorker, decode_result, results_key
 from tests.conftest import Served, serve, settings_for
