@@ -7,7 +7,7 @@ import pytest
 
 from features import Registry
 from training import CHAMPION, ModelBundle, ModelRegistry
-from training.off_policy import DR, KEEP, PROMOTE, recommend_promotion
+from training.off_policy import DR, KEEP, recommend_promotion
 from training.off_policy_world import MODELS, RETAIN_ALL, WorldCheck, check_world
 
 SEEDS = (101, 102, 103)
@@ -43,7 +43,7 @@ def test_the_truth_is_the_expectation_of_the_logged_reward(checks: list[WorldChe
         assert check.policies[MODELS].truth > check.policies[RETAIN_ALL].truth
 
 
-def test_a_truly_worse_policy_is_estimated_below_the_better_one_on_a_larger_log(
+def test_a_truly_worse_challenger_is_estimated_below_and_the_champion_kept(
     policy: tuple[ModelBundle, ModelBundle], registry: Registry
 ) -> None:
     # ~40 per decision apart, on values near 1,900 with a churn draw behind each: about 10,000 decisions
@@ -54,11 +54,11 @@ def test_a_truly_worse_policy_is_estimated_below_the_better_one_on_a_larger_log(
     assert difference.value < 0
     assert difference.low <= check.true_difference <= difference.high
     assert check.policies[RETAIN_ALL].of(DR).value < check.policies[MODELS].of(DR).value
-    # Shadowed against the models' policy, the truly worse one is never promoted: the shadow report's rule.
+    # Shadowed against the models' policy, the truly worse one gets "keep the champion" by the shadow report's rule
+    # (the seed is fixed: on 3 of 5 such worlds the paired interval excludes 0, see bench.off_policy).
     worse = check.policies[RETAIN_ALL].of(DR)
     verdict = recommend_promotion(
         difference.decisions, check.policies[MODELS].of(DR), difference, worse.effective_sample_size
     )
-    assert verdict.decision != PROMOTE, verdict
-    if difference.high < 0:
-        assert verdict.decision == KEEP, verdict
+    assert difference.high < 0, "10,000 decisions tell the two apart on this world"
+    assert verdict.decision == KEEP, verdict
