@@ -45,7 +45,7 @@ from litestar import Litestar, get
 from features import EmbeddedValkey, EventStreamSettings, OfflineSettings, OnlineStore, RedisSettings, Registry, connect
 from service import ServiceSettings, Settings, create_app
 from service.auth import ApiKeyGate
-from service.fast_recommend import FastRecommend
+from service.fast_decisions import FastDecisions
 from service.keys import KeyFile, Role
 from service.metrics import RequestTimer
 from service.settings import AuthSettings
@@ -90,7 +90,7 @@ async def _fill(url: str, registry: Registry) -> None:
         await client.aclose()
 
 
-def _ours(contract: Path, redis_url: str, data_dir: Path) -> RequestTimer[ApiKeyGate[FastRecommend]]:
+def _ours(contract: Path, redis_url: str, data_dir: Path) -> RequestTimer[ApiKeyGate[FastDecisions]]:
     """Our API on the bench contract, as ``nba run`` builds it, with the keys file :func:`_key` writes."""
     settings = Settings(
         service=ServiceSettings(log_level="warning"),

@@ -41,8 +41,8 @@ from service.decision_log import DecisionLog
 from service.decision_records import DecisionRecords
 from service.decisions import DecisionService
 from service.errors import BadRequest, CatalogError, CustomerNotFound, DecisionNotFound
+from service.fast_decisions import FastDecisions
 from service.fast_read import FastFeatureRead
-from service.fast_recommend import FastRecommend
 from service.feedback import FeedbackService
 from service.keys import KeyFile, KeyRing
 from service.metrics import Metrics, RequestTimer
@@ -119,14 +119,14 @@ def _too_large(limit: int) -> Callable[[Request, RequestEntityTooLarge], Respons
 
 def create_app(
     settings: Settings, registry: Registry | None = None, *, clock: Callable[[], float] = time.time
-) -> RequestTimer[ApiKeyGate[FastRecommend]]:
+) -> RequestTimer[ApiKeyGate[FastDecisions]]:
     """The API for ``settings``; Redis must be reachable at ``settings.redis.url`` (or it serves degraded).
 
     ``registry`` is the packaged feature contract unless given (the benchmark serves a contract with an extra
     view shaped like its peer's). ``clock`` is what a customer-features read takes as now (a test fixes it to
     compare two answers byte for byte). The Litestar app is the answer's ``app.app.litestar``; in front of it
     :class:`~service.fast_read.FastFeatureRead` answers the plain feature reads and
-    :class:`~service.fast_recommend.FastRecommend` the valid recommends (see why there), in front of them
+    :class:`~service.fast_decisions.FastDecisions` the valid recommends and assigns (see why there), in front of them
     :class:`~service.auth.ApiKeyGate` lets through only requests with a key of the route's role, and in front of
     everything :class:`~service.metrics.RequestTimer` times every request (refusals too) for ``/metrics``.
     """
@@ -250,6 +250,6 @@ def create_app(
             security=[{"bearer": []}, {"apiKey": []}],
         ),
     )
-    fast = FastRecommend(FastFeatureRead(app, customers), decisions, max_body_bytes=settings.service.max_body_bytes)
+    fast = FastDecisions(FastFeatureRead(app, customers), decisions, max_body_bytes=settings.service.max_body_bytes)
     gate = ApiKeyGate(fast, app, keys, rate_limit=settings.auth.rate_limit)
     return RequestTimer(gate, metrics)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import redis
 from litestar import Litestar
@@ -28,8 +29,8 @@ from features import Registry
 from features.packed import TAG_BYTES, PackedLayout
 from service import Settings, create_app
 from service.auth import ApiKeyGate
+from service.fast_decisions import FastDecisions
 from service.fast_read import FastFeatureRead, unknown_layers
-from service.fast_recommend import FastRecommend
 from service.metrics import RequestTimer
 from service.routes import customer_features
 from tests.conftest import free_port, serve, settings_for
@@ -45,7 +46,7 @@ class Pair:
     fast: httpx.Client
     plain: httpx.Client
     app: FastFeatureRead
-    recommend: FastRecommend
+    decisions: FastDecisions
 
     def same(self, method: str, path: str) -> httpx.Response:
         """``method path`` on both; asserts the answers are equal and returns the fast app's."""
@@ -62,7 +63,7 @@ def _headers(response: httpx.Response) -> list[tuple[str, str]]:
 @contextmanager
 def _pair(settings: Settings) -> Iterator[Pair]:
     now = time.time()
-    fast: list[RequestTimer[ApiKeyGate[FastRecommend]]] = []
+    fast: list[RequestTimer[ApiKeyGate[FastDecisions]]] = []
 
     def build_fast(s: Settings) -> ASGIApp:
         fast.append(create_app(s, clock=lambda: now))
@@ -244,7 +245,7 @@ def test_the_fast_path_refuses_an_app_with_layers_it_does_not_know(app: object, 
 def test_the_fast_recommend_answers_as_litestar_and_leaves_every_error_to_it(pair: Pair) -> None:
     """Valid recommends are answered by the fast path with Litestar's bytes but the decision's id; a body Litestar
     would refuse (invalid, too large, not JSON) reaches Litestar whole and gets its answer."""
-    before = pair.recommend.answered
+    before = pair.decisions.answered
     for customer in ("C000001", "C000002", "C000003"):
         body = {"customer_id": customer, "channel": "voice", "context": {"intent": "cancel"}}
         fast, plain = pair.fast.post("/v1/recommend", json=body), pair.plain.post("/v1/recommend", json=body)
@@ -256,7 +257,7 @@ def test_the_fast_recommend_answers_as_litestar_and_leaves_every_error_to_it(pai
         ] * 2
         assert fast.headers["x-decision-id"] == answers[0]["decision_id"]
         assert sorted(k for k, _ in _headers(fast)) == sorted(k for k, _ in _headers(plain))
-    assert pair.recommend.answered - before == 3
+    assert pair.decisions.answered - before == 3
     big = {"customer_id": "C000001", "channel": "voice", "context": {"intent": "x" * 2_000_000}}
     for content, headers in (
         (b'{"customer_id": "C000001", "channel": "fax"}', {"content-type": "application/json"}),
@@ -270,4 +271,36 @@ def test_the_fast_recommend_answers_as_litestar_and_leaves_every_error_to_it(pai
         assert fast.status_code == plain.status_code, content[:60]
         if fast.status_code != 200:  # Litestar also takes a JSON body sent as text/plain: a decision, its own id
             assert fast.content == plain.content, content[:60]
-    assert pair.recommend.answered - before == 3  # each of those went to Litestar
+    assert pair.decisions.answered - before == 3  # each of those went to Litestar
+
+
+def test_the_fast_assign_answers_as_litestar_and_leaves_every_error_to_it(pair: Pair, world: Path) -> None:
+    """Valid assigns too; a request the decision refuses (unknown language, a queue with no agents) reaches Litestar
+    and gets its 400 naming the field, as does a body it would refuse."""
+    before = pair.decisions.answered
+    contact = {"customer_id": "C000001", "intent": "billing", "channel": "voice", "language": "en"}
+    every = sorted(set(pq.read_table(world / "agent_snapshots.parquet", columns=["agent_id"])["agent_id"].to_pylist()))
+    for agents in (every, every[: len(every) // 2]):
+        body = contact | {"agent_ids": agents}
+        fast, plain = pair.fast.post("/v1/assign", json=body), pair.plain.post("/v1/assign", json=body)
+        assert fast.status_code == plain.status_code == 200, fast.text
+        answers = [r.json() for r in (fast, plain)]
+        assert answers[0]["decision_id"] != answers[1]["decision_id"]
+        assert answers[0]["agents"], "the contact has agents to rank"
+        assert [{k: v for k, v in a.items() if k != "decision_id"} for a in answers] == [
+            {k: v for k, v in answers[1].items() if k != "decision_id"}
+        ] * 2
+        assert fast.headers["x-decision-id"] == answers[0]["decision_id"]
+        assert sorted(k for k, _ in _headers(fast)) == sorted(k for k, _ in _headers(plain))
+    assert pair.decisions.answered - before == 2
+    for body, field in (
+        (contact | {"language": "tlh", "agent_ids": ["A0001"]}, "language"),
+        (contact | {"queue": "nobody-serves-this"}, "queue"),
+        (contact | {"intent": "weather", "agent_ids": ["A0001"]}, "intent"),
+    ):
+        fast, plain = pair.fast.post("/v1/assign", json=body), pair.plain.post("/v1/assign", json=body)
+        assert fast.status_code == plain.status_code, body
+        assert fast.status_code in (400, 422), fast.text
+        assert fast.content == plain.content
+        assert field in fast.text
+    assert pair.decisions.answered - before == 2  # each of those went to Litestar
