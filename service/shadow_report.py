@@ -10,7 +10,9 @@ for the same decisions (:mod:`service.decision_records`), per endpoint:
   (:mod:`training.off_policy`) of each model's greedy policy (its top choice served), each with a bootstrap 95%
   interval, the decisions it rests on, the effective sample size and the largest weight; and the paired
   difference challenger − champion. The reward is what the decision earned: recommend, the served action's value
-  − cost when it was accepted (0 when declined or ignored); assign, 1 when the contact was resolved at first
+  − cost when it was accepted (0 when declined or ignored; 0 when ``no_action`` was served, feedback or not: nothing
+  was offered, so nothing can be accepted, and leaving those decisions out for want of feedback would estimate each
+  policy on the customers who were offered something only); assign, 1 when the contact was resolved at first
   contact, so its value is the resolution rate. The doubly robust estimate's reward model is the champion's
   expected reward of each candidate (P(accept) × (value − cost); P(resolution));
 - what exploration cost: the champion's expected reward given up by not always serving its best, per decision.
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from features.decision_log_keys import Kind
+from service.catalog import NO_ACTION
 from service.shadow import ShadowResult
 from training.off_policy import (
     DR,
@@ -157,6 +160,8 @@ def outcome_of(result: ShadowResult, answers: Mapping[str, Mapping[str, Any]]) -
     served = answers.get(result.served)
     if served is not None:
         return Outcome(accepted=served.get("outcome") == "accepted")
+    if result.served == NO_ACTION:
+        return Outcome(accepted=False)
     others = [a for name, a in answers.items() if name in result.champion and "outcome" in a]
     return Outcome(accepted=False) if any(a.get("outcome") == "accepted" for a in others) else Outcome()
 

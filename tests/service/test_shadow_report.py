@@ -51,6 +51,9 @@ def test_outcomes_and_rewards_follow_the_served_candidate() -> None:
     assert outcome_of(r, {"no_action": {"outcome": "accepted"}}) == Outcome(accepted=False), "took another"
     assert outcome_of(r, {}) == Outcome()
     assert reward_of(r, Outcome()) is None
+    nothing = _result(0, ["retention_offer", "no_action"], ["no_action", "retention_offer"], "no_action", 0.1)
+    assert outcome_of(nothing, {}) == Outcome(accepted=False), "nothing offered: its reward is known, 0"
+    assert reward_of(nothing, outcome_of(nothing, {})) == 0.0
     a = _result(1, ["A1", "A2"], ["A2", "A1"], "A1", 1.0, kind="assign")
     assert outcome_of(a, {"resolved": {"resolved": True, "agent": "A1"}}) == Outcome(resolved=True)
     assert outcome_of(a, {"resolved": {"resolved": True, "agent": "A2"}}) == Outcome(), "another agent took it"
