@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from features import EntitySchema, Registry
 from service.contact_policy import ContactPolicy, PolicyState
+from service.decision_records import RETAINED
 from service.errors import CatalogError, CatalogProblem
 
 Channel = Literal["voice", "chat", "email", "sms", "web"]
@@ -452,6 +453,9 @@ def _check_references(
     ids = [a.id for a in actions]
     for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(CatalogProblem(duplicate, "id", "duplicate action id"))
+    if RETAINED in ids:
+        why = f"{RETAINED!r} is reserved: a recommend's feedback keeps its retention answer under that name"
+        problems.append(CatalogProblem(RETAINED, "id", why))
     if NO_ACTION not in ids:
         problems.append(
             CatalogProblem(

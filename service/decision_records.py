@@ -7,8 +7,13 @@ shard on a cluster and one script may touch both), and the decision's id in a se
 - ``{ns}:decision:{<decision_id>}``: a string, the **record**, written once when recommend or assign answers
   (``SET ... EX``, kept ``NBA_DECISION_TTL_DAYS``), off the request's path: the answer never waits for it.
 - ``{ns}:feedback:{<decision_id>}``: a hash, one field per answer given through ``POST /v1/feedback`` (the
-  action id for recommend; ``resolved`` and ``csat`` for assign), written with ``HSETNX`` so the first answer
-  stands and a repeat counts once; it expires with its decision.
+  action id and :data:`RETAINED` for recommend; ``resolved`` and ``csat`` for assign), written with ``HSETNX`` so
+  the first answer stands and a repeat counts once; it expires with its decision.
+
+A recommend's last answer comes late: whether the customer was still a customer :data:`RETENTION_HORIZON_DAYS`
+after the decision (the churn model's label horizon) is known only then, so records are kept
+``NBA_DECISION_TTL_DAYS`` (:data:`DEFAULT_TTL_DAYS`, the horizon and :data:`ANSWER_MARGIN_DAYS` for the answer to be
+gathered and posted, and for the shadow report to read it).
 
 The record is a JSON object (format 1), ids and numbers only, never a feature value or a name:
 
@@ -26,11 +31,12 @@ The record is a JSON object (format 1), ids and numbers only, never a feature va
 ============  =====================================================================================
 
 A feedback field's value is JSON too: ``{"outcome": "accepted" | "declined" | "ignored", "at": ...}`` for an
-action, ``{"resolved": true, "agent": "A0033", "at": ...}`` and ``{"csat": 4, "agent": "A0033", "at": ...}`` for
+action, ``{"retained": true, "at": ...}`` for the customer's retention, ``{"resolved": true, "agent": "A0033", "at":
+...}`` and ``{"csat": 4, "agent": "A0033", "at": ...}`` for
 an assign. A decision log (issue 8) can read both keys as they stand, or be fed the same JSON.
 
 What it costs: a recommend's record is about 230 bytes of JSON, 330 bytes of Redis memory with its key and expiry
-(``MEMORY USAGE``), kept as many days as decisions are; at 1,000,000 decisions a day and 7 days, about 2.3 GB.
+(``MEMORY USAGE``), kept as many days as decisions are; at 1,000,000 decisions a day and 40 days, about 13 GB.
 The customer's set of decision ids (about 40 bytes a decision) expires with the newest of them.
 """
 
@@ -46,6 +52,14 @@ import msgspec
 from features import OnlineStore
 
 FORMAT = 1
+RETENTION_HORIZON_DAYS = 30
+"""Days after a recommend decision at whose end its ``retained`` answer says whether the customer was still one: the
+churn model's label horizon (churn within 30 days of a decision date, :mod:`training.train`)."""
+ANSWER_MARGIN_DAYS = 10
+"""Days past the horizon a record is kept by default, for the retention answer to be gathered, posted and read."""
+DEFAULT_TTL_DAYS = RETENTION_HORIZON_DAYS + ANSWER_MARGIN_DAYS
+RETAINED = "retained"
+"""The feedback field of a recommend's retention answer (no catalog action may take this id)."""
 AGENTS_KEPT = 10
 """Ranked agents a record keeps: the routing engine connects the first free one of the head of the list."""
 Kind = Literal["recommend", "assign"]

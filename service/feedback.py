@@ -1,6 +1,10 @@
 """``POST /v1/feedback``: what came of a decision, kept with it and fed to the customer's state.
 
-Recommend: the customer ``accepted``, ``declined`` or ``ignored`` one action the decision returned.
+Recommend: the customer ``accepted``, ``declined`` or ``ignored`` one action the decision returned, and/or
+``retained``: whether they were still a customer :data:`~service.decision_records.RETENTION_HORIZON_DAYS` after the
+decision (the churn horizon), which only the end of that horizon tells (or their leaving before it). It is kept with
+the decision only, for the shadow report's reward (:mod:`service.shadow_report`): the customer's own state learns of
+a churn from its own events.
 
 - An offer (an action with ``offer: true``) becomes events in the existing pipeline (:meth:`DecisionService.ingest`:
   the online state at once, the events stream, the offline store): ``offer_presented``, and ``offer_accepted``
@@ -14,8 +18,8 @@ Assign: ``resolved`` (first-contact resolution) and ``csat`` (1 to 5), together 
 and the agent who took the contact (the top-ranked one if not said). A CSAT becomes a ``survey_answered`` event;
 ``resolved`` is kept with the decision only (the contact's own ``contact_ended`` event comes from telephony).
 
-Each answer is recorded once per decision and action (or per ``resolved``/``csat``): the first stands, and a
-repeat, the same or a different answer, changes nothing and says ``duplicates``. The events' ids derive from the
+Each answer is recorded once per decision and action (or per ``retained``/``resolved``/``csat``): the first stands,
+and a repeat, the same or a different answer, changes nothing and says ``duplicates``. The events' ids derive from the
 decision, the action and the type, so a retry after a failure cannot count an event twice either. An unknown or
 expired decision answers 404 naming it; an action the decision did not return, or an answer of the wrong kind,
 422 naming the field; Redis unavailable, 503 with Retry-After (the claim is withdrawn, so a retry records it).
@@ -34,7 +38,7 @@ from features import OnlineStoreUnavailable, Registry
 from features.events import event_adapter
 from service.catalog import OFFER_FEATURE
 from service.contact_policy import answer_commands
-from service.decision_records import DecisionRecord, DecisionRecords
+from service.decision_records import RETAINED, DecisionRecord, DecisionRecords
 from service.decisions import DecisionService
 from service.errors import BadRequest, DecisionNotFound
 from service.schemas import FeedbackRequest, FeedbackResponse
@@ -92,18 +96,26 @@ class FeedbackService:
 
     def _answers(self, record: DecisionRecord, request: FeedbackRequest) -> list[tuple[str, dict[str, Any]]]:
         """(field, value) of each answer the request gives, checked against the decision's kind and content."""
+        answers: list[tuple[str, dict[str, Any]]] = []
         if record.kind == "recommend":
-            if request.action_id is None or request.outcome is None:
-                raise BadRequest("action_id", "a recommend decision's feedback gives action_id and outcome")
-            if request.action_id not in record.actions:
-                served = ", ".join(record.actions) or "none"
-                why = f"{request.action_id!r} is not an action this decision returned ({served})"
+            if request.action_id is not None and request.outcome is not None:
+                if request.action_id not in record.actions:
+                    served = ", ".join(record.actions) or "none"
+                    why = f"{request.action_id!r} is not an action this decision returned ({served})"
+                    raise BadRequest("action_id", why)
+                answers.append((request.action_id, {"outcome": request.outcome}))
+            if request.retained is not None:
+                answers.append((RETAINED, {"retained": request.retained}))
+            if not answers:
+                why = "a recommend decision's feedback gives action_id and outcome, and/or retained"
                 raise BadRequest("action_id", why)
-            return [(request.action_id, {"outcome": request.outcome})]
+            return answers
         if request.action_id is not None:
             raise BadRequest("action_id", "an assign decision's feedback gives resolved and/or csat, not an action")
+        if request.retained is not None:
+            why = "an assign decision's feedback gives resolved and/or csat; retained answers a recommend decision"
+            raise BadRequest("retained", why)
         agent = request.agent_id or (record.agents[0] if record.agents else None)
-        answers: list[tuple[str, dict[str, Any]]] = []
         if request.resolved is not None:
             answers.append(("resolved", {"resolved": request.resolved, "agent": agent}))
         if request.csat is not None:
@@ -112,6 +124,8 @@ class FeedbackService:
 
     async def _apply(self, record: DecisionRecord, name: str, value: dict[str, Any], now: float) -> int:
         """Feed the answer's events and contact-policy change; how many events were applied."""
+        if name == RETAINED:
+            return 0  # kept with the decision only (see the module)
         events: list[BaseModel] = []
         catalog = self.decisions.catalog  # once: a reload between two reads would mix two catalogs
         action = catalog.by_id.get(name) if record.kind == "recommend" else None
@@ -149,9 +163,11 @@ class FeedbackService:
 
 
 def _label(name: str, value: dict[str, Any]) -> str:
-    """The metric label of an answer: its outcome, resolved/unresolved, or csat."""
+    """The metric label of an answer: its outcome, retained/churned, resolved/unresolved, or csat."""
     if "outcome" in value:
         return str(value["outcome"])
+    if name == RETAINED:
+        return "retained" if value["retained"] else "churned"
     if name == "resolved":
         return "resolved" if value["resolved"] else "unresolved"
     return "csat"

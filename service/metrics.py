@@ -199,8 +199,8 @@ class Metrics:
         self._catalog.version = version
 
     def feedback(self, endpoint: Endpoint, answer: str) -> None:
-        """Count one answer recorded (``answer`` is from a fixed set: accepted, declined, ignored, resolved,
-        unresolved, csat, duplicate)."""
+        """Count one answer recorded (``answer`` is from a fixed set: accepted, declined, ignored, retained,
+        churned, resolved, unresolved, csat, duplicate)."""
         self._feedback.labels(endpoint, answer).inc()
 
     def views_read(self, ages: Mapping[str, float | None], stale: Iterable[str]) -> None:

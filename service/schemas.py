@@ -12,6 +12,7 @@ from features.events import EventsBody, body_model
 from features.identity import Identifier, IdentifierError, normalize
 from features.registry import ENTITY_ID_PATTERN
 from service.catalog import Channel, Intent, LiveContext
+from service.decision_records import RETENTION_HORIZON_DAYS
 
 _ID = ENTITY_ID_PATTERN
 DECISION_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -195,7 +196,8 @@ class AssignResponse(BaseModel):
 
 
 class FeedbackRequest(_Body):
-    """What came of a decision: the customer's answer to an action (recommend), or the contact's end (assign)."""
+    """What came of a decision: the customer's answer to an action and whether they stayed (recommend), or the
+    contact's end (assign)."""
 
     decision_id: str = Field(
         pattern=DECISION_ID_PATTERN,
@@ -208,6 +210,13 @@ class FeedbackRequest(_Body):
     outcome: Literal["accepted", "declined", "ignored"] | None = Field(
         default=None, description="Recommend: what the customer did with the action."
     )
+    retained: bool | None = Field(
+        default=None,
+        description=f"Recommend: whether the customer was still a customer {RETENTION_HORIZON_DAYS} days after the "
+        f"decision (the churn horizon: the churn model predicts churn within {RETENTION_HORIZON_DAYS} days). Alone "
+        "or beside action_id and outcome; false as soon as they leave, true once the horizon has passed. The shadow "
+        "report's recommend reward rests on it.",
+    )
     resolved: bool | None = Field(
         default=None, description="Assign: whether the contact was resolved at first contact."
     )
@@ -218,14 +227,17 @@ class FeedbackRequest(_Body):
 
     @model_validator(mode="after")
     def _one_kind(self) -> FeedbackRequest:
-        recommend = self.action_id is not None or self.outcome is not None
+        action = self.action_id is not None or self.outcome is not None
+        recommend = action or self.retained is not None
         assign = self.resolved is not None or self.csat is not None or self.agent_id is not None
         if recommend and assign:
-            raise ValueError("give action_id and outcome (recommend) or resolved and/or csat (assign), not both")
-        if recommend and (self.action_id is None or self.outcome is None):
+            raise ValueError(
+                "give action_id and outcome and/or retained (recommend) or resolved and/or csat (assign), not both"
+            )
+        if action and (self.action_id is None or self.outcome is None):
             raise ValueError("give action_id and outcome together")
         if not recommend and self.resolved is None and self.csat is None:
-            raise ValueError("give action_id and outcome (recommend) or resolved and/or csat (assign)")
+            raise ValueError("give action_id and outcome and/or retained (recommend) or resolved and/or csat (assign)")
         return self
 
 
@@ -234,7 +246,7 @@ class FeedbackResponse(BaseModel):
 
     decision_id: str
     kind: Literal["recommend", "assign"]
-    recorded: list[str] = Field(description="Answers recorded now: the action id, or resolved / csat.")
+    recorded: list[str] = Field(description="Answers recorded now: the action id and/or retained, or resolved / csat.")
     duplicates: list[str] = Field(
         description="Answers recorded before for this decision: the first one stands and counts once."
     )

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features import EventStreamSettings, OfflineSettings, RedisSettings
+from service.decision_records import DEFAULT_TTL_DAYS, RETENTION_HORIZON_DAYS
 from service.exploration import Exploration
 from training import MlflowSettings
 
@@ -26,7 +27,11 @@ class ServiceSettings(BaseSettings):
         default=2.0, ge=0, description="Seconds between checks of the catalog file for a change; 0: never (admin only)."
     )
     decision_ttl_days: float = Field(
-        default=7.0, gt=0, le=90, description="Days a decision is remembered for feedback (its record in Redis)."
+        default=DEFAULT_TTL_DAYS,
+        gt=0,
+        le=90,
+        description="Days a decision is remembered for feedback (its record in Redis): past the churn horizon "
+        f"({RETENTION_HORIZON_DAYS} days), so a recommend's `retained` answer can still arrive.",
     )
     log_level: str = Field(default="info", description="uvicorn log level.")
     log_format: Literal["json", "text"] = Field(

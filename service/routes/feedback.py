@@ -1,4 +1,5 @@
-"""``POST /v1/feedback``: what came of a decision (the customer's answer to an action, or the contact's end)."""
+"""``POST /v1/feedback``: what came of a decision (the customer's answer to an action and whether they stayed, or the
+contact's end)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ from litestar import post
 from litestar.openapi.spec import Example
 from litestar.params import Body
 
+from service.decision_records import RETENTION_HORIZON_DAYS
 from service.feedback import FeedbackService
 from service.schemas import FeedbackRequest, FeedbackResponse
 
 ACCEPTED = Example(
     summary="An action accepted",
     value={"decision_id": "e385a2d3b0be434d943534fb416ed84f", "action_id": "plan_upgrade", "outcome": "accepted"},
+)
+RETAINED = Example(
+    summary="The customer still a customer at the end of the churn horizon",
+    value={"decision_id": "e385a2d3b0be434d943534fb416ed84f", "retained": True},
 )
 RESOLVED = Example(
     summary="A routed contact resolved, with its CSAT",
@@ -26,8 +32,10 @@ RESOLVED = Example(
     operation_id="feedback",
     summary="Record what came of a decision",
     description="For a recommend decision: `action_id` (one the decision returned) and `outcome` (accepted, "
-    "declined, ignored). An offer's answer becomes offer_presented / offer_accepted / offer_declined events in the "
-    "customer's state; a decline or acceptance starts the action's cool-down or suppression (its contact policy). "
+    "declined, ignored), and/or `retained`: whether the customer was still a customer at the end of the churn "
+    f"horizon, {RETENTION_HORIZON_DAYS} days after the decision (the shadow report's reward). An offer's answer "
+    "becomes offer_presented / offer_accepted / offer_declined events in the customer's state; a decline or "
+    "acceptance starts the action's cool-down or suppression (its contact policy). "
     "For an assign decision: `resolved` and/or `csat` (a CSAT becomes a survey_answered event), and optionally the "
     "`agent_id` who took the contact. Each answer is kept with the decision and counts once: a repeat comes back "
     "in `duplicates` and changes nothing. 404 naming the decision_id when it is unknown or expired; 422 naming the "
@@ -36,7 +44,7 @@ RESOLVED = Example(
     tags=["decisions"],
 )
 async def feedback(
-    data: Annotated[FeedbackRequest, Body(examples=[ACCEPTED, RESOLVED])], feedback: FeedbackService
+    data: Annotated[FeedbackRequest, Body(examples=[ACCEPTED, RETAINED, RESOLVED])], feedback: FeedbackService
 ) -> FeedbackResponse:
     """Record ``data`` against its decision."""
     return await feedback.record(data)

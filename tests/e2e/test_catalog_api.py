@@ -180,7 +180,8 @@ def test_feedback_is_kept_with_the_decision_feeds_the_state_and_counts_once(
         "models": answer["model_versions"],
         "contract": answer["feature_contract"],
     }
-    assert 6 * 86_400 < store.ttl(f"{NS}:decision:{{{decision}}}") <= 7 * 86_400
+    # Kept past the churn horizon (30 days) by a margin of 10, for the retention answer to arrive.
+    assert 39 * 86_400 < store.ttl(f"{NS}:decision:{{{decision}}}") <= 40 * 86_400
 
     accepted = {"decision_id": decision, "action_id": "plan_upgrade", "outcome": "accepted"}
     first = http.post("/v1/feedback", json=accepted)
@@ -202,11 +203,27 @@ def test_feedback_is_kept_with_the_decision_feeds_the_state_and_counts_once(
     assert (state["offers_accepted_90d"], state["offers_declined_90d"]) == (1, 0)
     kept = {k.decode(): json.loads(v) for k, v in store.hgetall(f"{NS}:feedback:{{{decision}}}").items()}
     assert kept == {"plan_upgrade": {"outcome": "accepted", "at": pytest.approx(time.time(), abs=30)}}
-    assert store.ttl(f"{NS}:feedback:{{{decision}}}") > 6 * 86_400
+    assert store.ttl(f"{NS}:feedback:{{{decision}}}") > 39 * 86_400
 
-    nothing = {"decision_id": decision, "action_id": "no_action", "outcome": "declined"}
-    declined = http.post("/v1/feedback", json=nothing)
-    assert declined.json()["events_applied"] == 0, "no_action is no offer: nothing to feed"
+    nothing = {"decision_id": decision, "action_id": "no_action", "outcome": "declined", "retained": True}
+    declined = http.post("/v1/feedback", json=nothing).json()
+    assert declined["recorded"] == ["no_action", "retained"], "an action's answer and the retention, in one request"
+    assert declined["events_applied"] == 0, "no_action is no offer, and the retention is kept with the decision only"
+    churned = http.post("/v1/feedback", json={"decision_id": decision, "retained": False}).json()
+    assert (churned["recorded"], churned["duplicates"]) == ([], ["retained"]), "the first retention answer stands"
+    kept = {k.decode(): json.loads(v) for k, v in store.hgetall(f"{NS}:feedback:{{{decision}}}").items()}
+    assert kept["retained"] == {"retained": True, "at": pytest.approx(time.time(), abs=30)}
+    assert _features(http, customer)["offers_declined_90d"] == 0
+
+
+def test_the_retention_alone_is_an_answer(http: httpx.Client, catalog_path: Path) -> None:
+    _use(http, catalog_path, _catalog())
+    decision = _recommend(http, _customer(http))["decision_id"]
+    left = http.post("/v1/feedback", json={"decision_id": decision, "retained": False})
+    assert left.status_code == 200, left.text
+    assert left.json()["recorded"] == ["retained"]
+    later = http.post("/v1/feedback", json={"decision_id": decision, "action_id": "no_action", "outcome": "ignored"})
+    assert later.json()["recorded"] == ["no_action"], "the action's answer may come apart from the retention"
 
 
 @pytest.mark.parametrize(
@@ -218,8 +235,23 @@ def test_feedback_is_kept_with_the_decision_feeds_the_state_and_counts_once(
         ({"decision_id": "not-an-id", "action_id": "plan_upgrade", "outcome": "accepted"}, 422, "decision_id"),
         ({"decision_id": None, "action_id": "plan_upgrade", "outcome": "maybe"}, 422, "outcome"),
         ({"decision_id": None, "action_id": "plan_upgrade"}, 422, "action_id and outcome"),
+        ({"decision_id": None, "outcome": "accepted", "retained": True}, 422, "action_id and outcome"),
+        ({"decision_id": None, "retained": "maybe"}, 422, "retained"),
+        ({"decision_id": None, "retained": True, "resolved": True}, 422, "not both"),
+        ({"decision_id": "0" * 32, "retained": True}, 404, "0" * 32),
     ],
-    ids=["unknown-decision", "action-not-served", "assign-answer-to-recommend", "malformed-id", "bad-outcome", "half"],
+    ids=[
+        "unknown-decision",
+        "action-not-served",
+        "assign-answer-to-recommend",
+        "malformed-id",
+        "bad-outcome",
+        "half",
+        "half-beside-retained",
+        "retained-not-a-bool",
+        "retained-beside-assign-answer",
+        "retained-for-unknown-decision",
+    ],
 )
 def test_feedback_that_does_not_fit_names_what(
     http: httpx.Client, catalog_path: Path, body: dict[str, Any], status: int, names: str
@@ -252,6 +284,9 @@ def test_an_assign_decision_takes_resolution_and_csat_once(http: httpx.Client, s
     wrong = http.post("/v1/feedback", json=offer)
     assert wrong.status_code == 422
     assert "action_id" in wrong.json()["detail"]
+    stayed = http.post("/v1/feedback", json={"decision_id": decision, "retained": True})
+    assert stayed.status_code == 422
+    assert stayed.json()["detail"].startswith("retained: an assign decision's feedback gives resolved and/or csat")
 
 
 # ---- contact policies ---------------------------------------------------------------------------------------
