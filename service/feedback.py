@@ -1,10 +1,12 @@
 """``POST /v1/feedback``: what came of a decision, kept with it and fed to the customer's state.
 
 Recommend: the customer ``accepted``, ``declined`` or ``ignored`` one action the decision returned, and/or
-``retained``: whether they were still a customer :data:`~service.decision_records.RETENTION_HORIZON_DAYS` after the
-decision (the churn horizon), which only the end of that horizon tells (or their leaving before it). It is kept with
-the decision only, for the shadow report's reward (:mod:`service.shadow_report`): the customer's own state learns of
-a churn from its own events.
+``retained``: whether they were still a customer at the end of the churn horizon,
+:data:`~service.decision_records.RETENTION_HORIZON_DAYS` after the decision. It is kept with the decision only, for
+the shadow report's reward (:mod:`service.shadow_report`): the customer's own state learns of a churn from its own
+events. It is refused (422) before the horizon has ended, ``false`` too although a customer who left is known to
+have left: answers that could come early only for the customers who left would make every report over recent
+decisions see them before those who stayed, and value each policy too low by as much as it keeps customers.
 
 - An offer (an action with ``offer: true``) becomes events in the existing pipeline (:meth:`DecisionService.ingest`:
   the online state at once, the events stream, the offline store): ``offer_presented``, and ``offer_accepted``
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,8 +40,8 @@ from pydantic import BaseModel
 from features import OnlineStoreUnavailable, Registry
 from features.events import event_adapter
 from service.catalog import OFFER_FEATURE
-from service.contact_policy import answer_commands
-from service.decision_records import RETAINED, DecisionRecord, DecisionRecords
+from service.contact_policy import DAY_SECONDS, answer_commands
+from service.decision_records import RETAINED, RETENTION_HORIZON_DAYS, DecisionRecord, DecisionRecords
 from service.decisions import DecisionService
 from service.errors import BadRequest, DecisionNotFound
 from service.schemas import FeedbackRequest, FeedbackResponse
@@ -66,8 +69,8 @@ class FeedbackService:
         record = await self.records.get(request.decision_id)
         if record is None:
             raise DecisionNotFound(request.decision_id, self.records.ttl_days)
-        answers = self._answers(record, request)
         now = self._clock()
+        answers = self._answers(record, request, now)
         recorded: list[str] = []
         duplicates: list[str] = []
         applied = 0
@@ -94,28 +97,19 @@ class FeedbackService:
             events_applied=applied,
         )
 
-    def _answers(self, record: DecisionRecord, request: FeedbackRequest) -> list[tuple[str, dict[str, Any]]]:
-        """(field, value) of each answer the request gives, checked against the decision's kind and content."""
-        answers: list[tuple[str, dict[str, Any]]] = []
+    def _answers(
+        self, record: DecisionRecord, request: FeedbackRequest, now: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(field, value) of each answer the request gives, checked against the decision's kind, content and age."""
         if record.kind == "recommend":
-            if request.action_id is not None and request.outcome is not None:
-                if request.action_id not in record.actions:
-                    served = ", ".join(record.actions) or "none"
-                    why = f"{request.action_id!r} is not an action this decision returned ({served})"
-                    raise BadRequest("action_id", why)
-                answers.append((request.action_id, {"outcome": request.outcome}))
-            if request.retained is not None:
-                answers.append((RETAINED, {"retained": request.retained}))
-            if not answers:
-                why = "a recommend decision's feedback gives action_id and outcome, and/or retained"
-                raise BadRequest("action_id", why)
-            return answers
+            return _recommend_answers(record, request, now)
         if request.action_id is not None:
             raise BadRequest("action_id", "an assign decision's feedback gives resolved and/or csat, not an action")
         if request.retained is not None:
             why = "an assign decision's feedback gives resolved and/or csat; retained answers a recommend decision"
             raise BadRequest("retained", why)
         agent = request.agent_id or (record.agents[0] if record.agents else None)
+        answers: list[tuple[str, dict[str, Any]]] = []
         if request.resolved is not None:
             answers.append(("resolved", {"resolved": request.resolved, "agent": agent}))
         if request.csat is not None:
@@ -160,6 +154,28 @@ class FeedbackService:
         """Take back a claim whose effects were not applied, so a retry can record it (best effort)."""
         with contextlib.suppress(OnlineStoreUnavailable):
             await self.records.release(decision_id, name)
+
+
+def _recommend_answers(
+    record: DecisionRecord, request: FeedbackRequest, now: float
+) -> list[tuple[str, dict[str, Any]]]:
+    """A recommend decision's answers: an action it returned, and the retention once the churn horizon has ended."""
+    answers: list[tuple[str, dict[str, Any]]] = []
+    if request.action_id is not None and request.outcome is not None:
+        if request.action_id not in record.actions:
+            served = ", ".join(record.actions) or "none"
+            raise BadRequest("action_id", f"{request.action_id!r} is not an action this decision returned ({served})")
+        answers.append((request.action_id, {"outcome": request.outcome}))
+    if request.retained is not None:
+        ends = record.at + RETENTION_HORIZON_DAYS * DAY_SECONDS
+        if now < ends:
+            when = datetime.fromtimestamp(ends, UTC).isoformat(timespec="seconds")
+            why = f"known at the end of the churn horizon, {RETENTION_HORIZON_DAYS} days after the decision: post it"
+            raise BadRequest("retained", f"{why} from {when}")
+        answers.append((RETAINED, {"retained": request.retained}))
+    if not answers:
+        raise BadRequest("action_id", "a recommend decision's feedback gives action_id and outcome, and/or retained")
+    return answers
 
 
 def _label(name: str, value: dict[str, Any]) -> str:

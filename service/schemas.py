@@ -214,8 +214,8 @@ class FeedbackRequest(_Body):
         default=None,
         description=f"Recommend: whether the customer was still a customer {RETENTION_HORIZON_DAYS} days after the "
         f"decision (the churn horizon: the churn model predicts churn within {RETENTION_HORIZON_DAYS} days). Alone "
-        "or beside action_id and outcome; false as soon as they leave, true once the horizon has passed. The shadow "
-        "report's recommend reward rests on it.",
+        "or beside action_id and outcome, once the horizon has ended, either way (422 before). The shadow report's "
+        "recommend reward rests on it.",
     )
     resolved: bool | None = Field(
         default=None, description="Assign: whether the contact was resolved at first contact."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import json
 import os
 import shutil
 import socket
@@ -213,6 +214,15 @@ def write_snapshots(root: Path, registry: Registry, customers: list[str], *, at:
         value = {"int": 1, "float": 1.5, "bool": True, "category": (f.categories or ("",))[0]}[f.dtype]
         table[f.name] = pa.array([value] * len(customers))
     pq.write_table(pa.table(table), root / "customer_snapshots.parquet")
+
+
+def age_decision(client: redis.Redis, namespace: str, decision_id: str, days: float) -> None:
+    """Move a remembered decision ``days`` back in time, as if that long had gone by since it was answered (its
+    record's ``at``; the expiry stays): how a test answers what feedback holds back until later, the retention."""
+    key = f"{namespace}:decision:{{{decision_id}}}"
+    record = json.loads(client.get(key))  # type: ignore[arg-type]
+    record["at"] -= days * 86_400
+    client.set(key, json.dumps(record), keepttl=True)
 
 
 def served_known(schema: EntitySchema, table: pa.Table) -> np.ndarray:

@@ -33,7 +33,8 @@ RESOLVED = Example(
     summary="Record what came of a decision",
     description="For a recommend decision: `action_id` (one the decision returned) and `outcome` (accepted, "
     "declined, ignored), and/or `retained`: whether the customer was still a customer at the end of the churn "
-    f"horizon, {RETENTION_HORIZON_DAYS} days after the decision (the shadow report's reward). An offer's answer "
+    f"horizon, {RETENTION_HORIZON_DAYS} days after the decision, posted once it has ended (the shadow report's "
+    "reward). An offer's answer "
     "becomes offer_presented / offer_accepted / offer_declined events in the customer's state; a decline or "
     "acceptance starts the action's cool-down or suppression (its contact policy). "
     "For an assign decision: `resolved` and/or `csat` (a CSAT becomes a survey_answered event), and optionally the "

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.arbitration import scaled
 from service.decisioning import PRIOR_REASON
-from tests.conftest import Served, serve, settings_for
+from tests.conftest import Served, age_decision, serve, settings_for
 
 NS = "nbacat"
 RUN = uuid.uuid4().hex[:6]
@@ -205,6 +205,7 @@ def test_feedback_is_kept_with_the_decision_feeds_the_state_and_counts_once(
     assert kept == {"plan_upgrade": {"outcome": "accepted", "at": pytest.approx(time.time(), abs=30)}}
     assert store.ttl(f"{NS}:feedback:{{{decision}}}") > 39 * 86_400
 
+    age_decision(store, NS, decision, days=30)  # the churn horizon has ended: the retention can be answered
     nothing = {"decision_id": decision, "action_id": "no_action", "outcome": "declined", "retained": True}
     declined = http.post("/v1/feedback", json=nothing).json()
     assert declined["recorded"] == ["no_action", "retained"], "an action's answer and the retention, in one request"
@@ -216,14 +217,27 @@ def test_feedback_is_kept_with_the_decision_feeds_the_state_and_counts_once(
     assert _features(http, customer)["offers_declined_90d"] == 0
 
 
-def test_the_retention_alone_is_an_answer(http: httpx.Client, catalog_path: Path) -> None:
+def test_the_retention_is_answered_once_the_churn_horizon_has_ended(
+    http: httpx.Client, catalog_path: Path, store: redis.Redis
+) -> None:
     _use(http, catalog_path, _catalog())
     decision = _recommend(http, _customer(http))["decision_id"]
-    left = http.post("/v1/feedback", json={"decision_id": decision, "retained": False})
-    assert left.status_code == 200, left.text
-    assert left.json()["recorded"] == ["retained"]
+    _written(lambda: store.get(f"{NS}:decision:{{{decision}}}"))
+    left = {"decision_id": decision, "retained": False}
+    age_decision(store, NS, decision, days=29.9)
+    early = http.post("/v1/feedback", json={**left, "action_id": "no_action", "outcome": "ignored"})
+    assert early.status_code == 422, "a churn known on day 5 still waits for the horizon: no early answers"
+    at = json.loads(store.get(f"{NS}:decision:{{{decision}}}"))["at"]
+    ends = datetime.fromtimestamp(at + 30 * 86_400, UTC).isoformat(timespec="seconds")
+    assert early.json()["detail"] == (
+        f"retained: known at the end of the churn horizon, 30 days after the decision: post it from {ends}"
+    )
+    age_decision(store, NS, decision, days=0.1)
+    answered = http.post("/v1/feedback", json=left)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["recorded"] == ["retained"], "alone"
     later = http.post("/v1/feedback", json={"decision_id": decision, "action_id": "no_action", "outcome": "ignored"})
-    assert later.json()["recorded"] == ["no_action"], "the action's answer may come apart from the retention"
+    assert later.json()["recorded"] == ["no_action"], "the refused request recorded nothing: the action's answer is new"
 
 
 @pytest.mark.parametrize(
