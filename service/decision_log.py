@@ -16,7 +16,8 @@ never waits on it. The script that appends it (:data:`APPEND`) also
 adds the entry's id to the customer's set of entries, which is how an erasure deletes them
 (:meth:`features.OnlineStore.erase`): the log keeps ids only, but a customer's feature vectors are still theirs.
 
-An entry has one field, ``d``: a msgpack-encoded :class:`RecommendEntry` or :class:`AssignEntry` (format 1). Ids
+An entry has one field, ``d``: a msgpack-encoded :class:`RecommendEntry` or :class:`AssignEntry` (format 2: a
+recommend entry gained the champion's ``churn_risk``; a format-1 entry still decodes, without it). Ids
 and numbers only, never a name, phone or email: the customer's and the agents' feature vectors travel as float64
 bytes in the contract's order (``feature_contract`` names the order). What it costs: a recommend entry is about
 0.9 KB (a customer vector of 40 floats, ~10 candidates); an assign entry about 0.4 KB plus 272 bytes per eligible
@@ -31,7 +32,7 @@ import numpy as np
 
 from features.decision_log_keys import KINDS, Kind, customer_entries_key, stream_key
 
-FORMAT = 1
+FORMAT = 2
 FIELD = b"d"
 DAY_MS = 86_400_000
 
@@ -82,6 +83,10 @@ class RecommendEntry(msgspec.Struct, tag="recommend", frozen=True):
     models: dict[str, str]
     catalog: str
     feature_contract: str
+    churn_risk: float | None = None
+    """The champion's P(churn within the horizon | no action): with the lifetime value (in ``x``) it turns each
+    action's ``expected_value`` (a gain over doing nothing) into its expected reward, lifetime value × (1 −
+    P(churn | offered)) + P(accept) × (value − cost), the shadow report's reward model. None in format-1 entries."""
 
 
 class RankedAgent(msgspec.Struct, array_like=True, frozen=True):

@@ -92,6 +92,12 @@ def _value(x: np.ndarray, schema: EntitySchema, name: str) -> float | None:
     return None if np.isnan(v) else v
 
 
+def lifetime_value(x: np.ndarray, schema: EntitySchema) -> float:
+    """The customer's lifetime value as the expected values weigh it: 0 when unknown, so an unknown worth adds no
+    retained value to any action. The shadow worker reads it from the logged vector the same way."""
+    return _value(x, schema, "lifetime_value") or 0.0
+
+
 @dataclass(frozen=True)
 class ScoredCandidates:
     """The models' numbers for one customer's candidates, before arbitration."""
@@ -131,7 +137,7 @@ def score_candidates(
     accept = models.propensity.predict(matrix) if offers else np.zeros(0)
     churn = churn_by_action(models.churn, inputs, [NO_ACTION, *(a.id for a in offers)], np.r_[0.0, accept])[0]
     churn_risk = float(churn[0])
-    ltv = _value(x, schema, "lifetime_value") or 0.0
+    ltv = lifetime_value(x, schema)
     scored: list[ScoredAction] = []
     if offers:
         payoff = np.array([a.value - a.cost for a in offers])
@@ -187,7 +193,7 @@ def recommend(
     for i, s in enumerate(ranked[:top_k]):
         if s.action.id == NO_ACTION:
             ranked[i] = replace(s, reasons=[f"churn risk {churn_risk:.0%}", *risk_reasons[:2]])
-    ltv = _value(x, schema, "lifetime_value") or 0.0
+    ltv = lifetime_value(x, schema)
     view = CustomerView(churn_risk, risk_band(churn_risk), ltv, _value(x, schema, "last_sentiment"))
     return Recommendation(ranked, view, candidates, None if escape is None else escape.action)
 

@@ -265,6 +265,7 @@ class DecisionService:
                 models=versions,
                 catalog=catalog.version,
                 feature_contract=self.registry.version,
+                churn_risk=chosen.view.churn_risk,
             )
             logged = self.log.append_commands(entry)
         if policy is not None and customer_id is not None:

@@ -14,13 +14,19 @@ what was served and with which probability, the champion's expected reward of ea
 a doubly robust estimate), and the challenger's latency. The report (``nba shadow report``) joins the outcomes
 from ``POST /v1/feedback`` by ``decision_id``.
 
+The expected reward is of the reward the report counts. Recommend's is the full one, what the models maximise:
+``lifetime_value × (1 − P(churn | a offered)) + P(accept | a) × (value − cost)``, the logged expected value (a
+gain over doing nothing) plus ``lifetime_value × (1 − churn_risk)``, the champion's churn risk with no action
+logged beside it; assign's is P(resolution).
+
 Killed at any moment and restarted, it loses nothing and counts nothing twice: a batch's results and the
 acknowledgement of its entries are written by one script (:data:`_STORE`), atomically, so either both happened or
 neither did and the entries are read again (:mod:`features.stream_group`). The hash tag keeps the log, the results
 and so the script's keys in one cluster slot.
 
 An entry the challenger cannot replay is acknowledged and counted as skipped, with why: its catalog version is
-no longer the file's, its feature contract is not the challenger's, or there is no challenger model for it. The
+no longer the file's, its feature contract is not the challenger's, there is no challenger model for it, or (a
+recommend logged in format 1) it lacks the champion's churn risk, without which its expected rewards are unknown. The
 challenger is each model's ``challenger`` alias, looked up again every ``refresh_s`` seconds, so a new challenger
 is judged from its registration on; results name the versions that scored them.
 """
@@ -43,7 +49,7 @@ from features.redis_client import OnlineClient
 from features.stream_group import Counts, Entry, GroupConsumer
 from service.catalog import Catalog, CatalogError, LiveContext, Situation
 from service.decision_log import FIELD, AssignEntry, RecommendEntry, decode, vector
-from service.decisioning import replay
+from service.decisioning import lifetime_value, replay
 from service.errors import ModelsUnavailable
 from service.model_holder import ModelHolder
 from service.routing import order_agents
@@ -51,7 +57,8 @@ from training import untreated_rows
 
 log = logging.getLogger("nba.shadow")
 GROUP = "nba-shadow"
-FORMAT = 1
+FORMAT = 2
+"""2: recommend's expected rewards are the full reward's and results carry the lifetime value; 1: acceptance only."""
 
 # KEYS: the decision log, the results stream; ARGV: group, results' cap, n, then n results, then the entry ids.
 _STORE = b"""
@@ -89,14 +96,17 @@ class ShadowResult(msgspec.Struct, frozen=True):
     """The challenger's order of the same candidates."""
     challenger_scores: list[float]
     expected_reward: list[float]
-    """The champion's expected reward of each candidate, in ``champion``'s order: recommend, P(accept) × (value −
-    cost); assign, P(resolution)."""
+    """The champion's expected reward of each candidate, in ``champion``'s order: recommend, lifetime value × (1 −
+    P(churn | offered)) + P(accept) × (value − cost) (format 1: P(accept) × (value − cost)); assign, P(resolution)."""
     payoff: list[float]
     """What an accepted action earns (value − cost) in ``champion``'s order; 1 for each agent (a resolution)."""
     champion_models: dict[str, str]
     challenger_models: dict[str, str]
     challenger_us: float
     """How long the challenger took to rank this decision, microseconds."""
+    lifetime_value: float | None = None
+    """Recommend: the customer's lifetime value at the decision, what keeping them is worth (None: assign, or a
+    format-1 result)."""
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -237,6 +247,8 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
         x = vector(entry.x)
         if len(x) != len(self._customer.features):
             raise Skip("a customer vector of another width")
+        if entry.churn_risk is None:
+            raise Skip("logged without the champion's churn risk (decision-log format 1)")
         unknown = [c for c in [*entry.candidates, entry.escape] if c is not None and c not in catalog.by_id]
         if unknown:
             raise Skip("an action no longer in the catalog")
@@ -250,15 +262,18 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             situation=Situation(now=entry.at, context=LiveContext.model_validate(entry.context)),
         )
         payoff = [catalog.by_id[r.action].value - catalog.by_id[r.action].cost for r in entry.ranking]
+        ltv = lifetime_value(x, self._customer)
+        kept = ltv * (1.0 - entry.churn_risk)  # the reward of doing nothing: what the customer is expected to keep
         return _result(
             entry,
             start,
             champion=[r.action for r in entry.ranking],
             challenger=[s.action.id for s in ranked],
             challenger_scores=[s.score for s in ranked],
-            expected_reward=[r.propensity * p for r, p in zip(entry.ranking, payoff, strict=True)],
+            expected_reward=[r.expected_value + kept for r in entry.ranking],
             payoff=payoff,
             challenger_models=models.versions,
+            lifetime_value=ltv,
         )
 
     def _assign(self, entry: AssignEntry, start: float) -> ShadowResult:
@@ -324,6 +339,7 @@ def _result(
     expected_reward: list[float],
     payoff: list[float],
     challenger_models: dict[str, str],
+    lifetime_value: float | None = None,
 ) -> ShadowResult:
     """The result of replaying ``entry`` (begun at ``start``, ``perf_counter`` seconds): what the log says of the
     champion's decision, beside the challenger's ranking."""
@@ -344,4 +360,5 @@ def _result(
         champion_models=entry.models,
         challenger_models=challenger_models,
         challenger_us=(time.perf_counter() - start) * 1e6,
+        lifetime_value=lifetime_value,
     )

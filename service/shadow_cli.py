@@ -252,11 +252,13 @@ def _flat(reports: list[EndpointReport]) -> dict[str, float]:
         figures = {
             "decisions": s.decisions,
             "outcomes": r.outcomes,
+            "awaiting": r.awaiting,
             "top_agreement": s.top_agreement,
             "overlap_at_k": s.overlap_at_k,
             "rank_correlation": s.rank_correlation,
             "logged_value": r.logged_value,
             "exploration_cost": r.exploration_cost,
+            "acceptance_value": r.acceptance_value,
         }
         for policy, estimates in (("champion", r.champion), ("challenger", r.challenger)):
             figures |= {f"{policy}.{e.estimator}": e.value for e in estimates}

@@ -44,13 +44,21 @@ def tables(reports: Sequence[EndpointReport]) -> Group:
                 "challenger latency p50 / p99 (µs)",
                 f"{_f(s.challenger_latency_us.get('p50'), 0)} / {_f(s.challenger_latency_us.get('p99'), 0)}",
             ),
-            ("decisions with an outcome", f"{r.outcomes:,}"),
+            ("decisions with a known reward", f"{r.outcomes:,}"),
+            ("decisions awaiting their outcome", f"{r.awaiting:,}"),
             ("value of what was served (on policy)", _f(r.logged_value, 4)),
             ("exploration's cost (champion's expected reward given up)", _f(r.exploration_cost, 4)),
         ]
+        if r.kind == "recommend":
+            offers = f"offers alone: value − cost if accepted, on policy ({r.acceptance_outcomes:,} decisions)"
+            rows.append((offers, _f(r.acceptance_value, 4)))
         for name, value in rows:
             head.add_row(name, value)
         parts.append(head)
+        known = f"known for {r.outcomes:,} of {r.outcomes + r.awaiting:,} decisions"
+        parts.append(f"{r.kind}: the values and the verdict rest on the reward {r.reward}, {known}")
+        if r.kind == "recommend":
+            parts.append("  (offers alone says whether offers land; the verdict does not read it)")
         if r.champion:
             values = Table(title=f"{r.kind}: value per decision — reward: {r.reward}", show_edge=False)
             for column in (

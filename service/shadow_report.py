@@ -6,16 +6,30 @@ for the same decisions (:mod:`service.decision_records`), per endpoint:
 - how alike the two are: agreement of the top choice, overlap of the top :data:`K`, Spearman's rank correlation
   of the two orders of the same candidates (mean over decisions), the distribution of each one's top score, and
   the challenger's latency;
-- what each is worth, from the decisions with an outcome: IPS, self-normalised IPS and doubly robust estimates
-  (:mod:`training.off_policy`) of each model's greedy policy (its top choice served), each with a bootstrap 95%
-  interval, the decisions it rests on, the effective sample size and the largest weight; and the paired
-  difference challenger − champion. The reward is what the decision earned: recommend, the served action's value
-  − cost when it was accepted (0 when declined or ignored; 0 when ``no_action`` was served, feedback or not: nothing
-  was offered, so nothing can be accepted, and leaving those decisions out for want of feedback would estimate each
-  policy on the customers who were offered something only); assign, 1 when the contact was resolved at first
-  contact, so its value is the resolution rate. The doubly robust estimate's reward model is the champion's
-  expected reward of each candidate (P(accept) × (value − cost); P(resolution));
+- what each is worth, from the decisions whose reward is known: IPS, self-normalised IPS and doubly robust
+  estimates (:mod:`training.off_policy`) of each model's greedy policy (its top choice served), each with a
+  bootstrap 95% interval, the decisions it rests on, the effective sample size and the largest weight; and the
+  paired difference challenger − champion;
 - what exploration cost: the champion's expected reward given up by not always serving its best, per decision.
+
+The reward is what the decision earned, in the terms the models serve by:
+
+- recommend: ``lifetime_value × retained + (value − cost) × accepted``, where ``retained`` is feedback's answer
+  whether the customer was still one :data:`~service.decision_records.RETENTION_HORIZON_DAYS` after the decision
+  and ``accepted`` whether they accepted the served action. The models rank by expected retained value plus the
+  offer's own payoff (:mod:`service.decisioning`), so valuing acceptances alone would favour a challenger that
+  makes fewer costly retention offers however many customers it loses. A decision's reward is known once it has
+  a ``retained`` answer and, for an offer, an answer to it (or to another of its actions, which says the served one
+  was not taken); a served ``no_action`` needs only the ``retained`` answer (nothing was offered, its payoff is 0).
+  Until then it is counted as awaiting its outcome. Beside it, a secondary figure values acceptances alone
+  (``(value − cost) × accepted`` of what was served, on policy, over the decisions whose acceptance is known): it
+  says whether offers land, and the verdict does not read it;
+- assign: 1 when the contact was resolved at first contact, so its value is the resolution rate.
+
+The doubly robust estimate's reward model is the champion's expected reward of each candidate under the same
+reward (:mod:`service.shadow`: ``lifetime_value × (1 − P(churn | a)) + P(accept | a) × (value − cost)``;
+P(resolution)). A recommend result replayed before the full reward (format 1, no lifetime value) counts in the
+similarity figures only: its expected rewards value acceptances alone.
 
 Only decisions served with exploration can tell the two apart where they disagree: without it every logged
 propensity is 1 and a challenger that disagrees gets weight 0 on those decisions, which the effective sample size
@@ -37,13 +51,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from features.decision_log_keys import Kind
 from service.catalog import NO_ACTION
+from service.decision_records import RETAINED, RETENTION_HORIZON_DAYS
 from service.shadow import ShadowResult
 from training.off_policy import (
     DR,
@@ -62,9 +77,11 @@ K = 3
 
 @dataclass(frozen=True)
 class Outcome:
-    """What feedback recorded for a decision: the action's answer (recommend) or the contact's end (assign)."""
+    """What feedback recorded for a decision: the served action's answer and the customer's retention (recommend),
+    or the contact's end (assign); None where nothing is known yet."""
 
     accepted: bool | None = None
+    retained: bool | None = None
     resolved: bool | None = None
 
 
@@ -88,11 +105,20 @@ class EndpointReport:
     kind: Kind
     similarity: Similarity
     outcomes: int
+    """Decisions whose reward is known: what the values and the verdict rest on."""
     reward: str
+    """The reward the values and the verdict are of."""
     logged_value: float | None
     """The mean reward of what was served (the logging policy's own value, on policy)."""
     exploration_cost: float | None
     """The champion's expected reward given up per decision by exploring."""
+    awaiting: int = 0
+    """Decisions whose reward is not known yet (recommend: no retained answer, or the served offer unanswered)."""
+    acceptance_outcomes: int = 0
+    """Recommend: decisions whose served action's acceptance is known."""
+    acceptance_value: float | None = None
+    """Recommend: the mean (value − cost) × accepted of what was served over those, on policy: whether offers land,
+    a secondary figure the verdict does not read."""
     champion: list[Estimate] = field(default_factory=list)
     challenger: list[Estimate] = field(default_factory=list)
     difference: list[Difference] = field(default_factory=list)
@@ -108,7 +134,8 @@ class EndpointReport:
 
 
 REWARDS: dict[Kind, str] = {
-    "recommend": "value − cost of the served action when accepted, else 0",
+    "recommend": f"lifetime value × retained {RETENTION_HORIZON_DAYS} days after the decision "
+    "+ (value − cost) of the served action when accepted",
     "assign": "1 when the contact was resolved at first contact, else 0 (the resolution rate)",
 }
 
@@ -149,27 +176,43 @@ def similarity(results: Sequence[ShadowResult]) -> Similarity:
 
 def outcome_of(result: ShadowResult, answers: Mapping[str, Mapping[str, Any]]) -> Outcome:
     """The outcome of the served candidate from the feedback recorded for the decision
-    (:mod:`service.decision_records`): recommend's answers are keyed by action id, assign's by ``resolved``
-    (with the agent who took the contact). An answer about another action, or a contact another agent took,
-    says the served one was not taken up (recommend) or says nothing of it (assign)."""
+    (:mod:`service.decision_records`): recommend's answers are keyed by action id and :data:`RETAINED`, assign's
+    by ``resolved`` (with the agent who took the contact). An answer about another action, or a contact another
+    agent took, says the served one was not taken up (recommend) or says nothing of it (assign)."""
     if result.kind == "assign":
         resolved = answers.get("resolved")
         if resolved is None or resolved.get("agent", result.served) != result.served:
             return Outcome()
         return Outcome(resolved=bool(resolved.get("resolved")))
+    kept = answers.get(RETAINED)
+    return Outcome(accepted=_accepted(result, answers), retained=None if kept is None else bool(kept.get("retained")))
+
+
+def _accepted(result: ShadowResult, answers: Mapping[str, Mapping[str, Any]]) -> bool | None:
+    """Whether the served action was accepted; None when nothing says."""
     served = answers.get(result.served)
     if served is not None:
-        return Outcome(accepted=served.get("outcome") == "accepted")
+        return served.get("outcome") == "accepted"
     if result.served == NO_ACTION:
-        return Outcome(accepted=False)
+        return False  # nothing offered, nothing to accept: known without feedback
     others = [a for name, a in answers.items() if name in result.champion and "outcome" in a]
-    return Outcome(accepted=False) if any(a.get("outcome") == "accepted" for a in others) else Outcome()
+    return False if any(a.get("outcome") == "accepted" for a in others) else None
 
 
 def reward_of(result: ShadowResult, outcome: Outcome) -> float | None:
-    """What the decision earned (see the module), or None when its outcome is not known yet."""
+    """What the decision earned, the reward the verdict rests on (see the module); None when it is not known yet,
+    or never will be (a recommend result of format 1 has no lifetime value)."""
     if result.kind == "assign":
         return None if outcome.resolved is None else float(outcome.resolved)
+    offer = acceptance_reward_of(result, outcome)
+    if offer is None or outcome.retained is None or result.lifetime_value is None:
+        return None
+    return result.lifetime_value * outcome.retained + offer
+
+
+def acceptance_reward_of(result: ShadowResult, outcome: Outcome) -> float | None:
+    """Recommend's secondary reward, acceptances alone: the served action's value − cost when it was accepted, 0
+    when not (or when ``no_action`` was served); None when its answer is not known."""
     if outcome.accepted is None:
         return None
     return result.payoff[result.champion.index(result.served)] if outcome.accepted else 0.0
@@ -208,9 +251,21 @@ def endpoint_report(
     kept = [r for r in results if r.champion and r.challenger and r.served in r.champion]
     sim = similarity(kept)
     models = {"champion": kept[-1].champion_models, "challenger": kept[-1].challenger_models} if kept else {}
-    judged = [(r, rw) for r in kept if (rw := reward_of(r, outcomes.get(r.decision_id, Outcome()))) is not None]
+    valued = [r for r in kept if r.kind == "assign" or r.lifetime_value is not None]  # see the module: format 1
+    known = [(r, outcomes.get(r.decision_id, Outcome())) for r in valued]
+    judged = [(r, rw) for r, o in known if (rw := reward_of(r, o)) is not None]
+    offers = [rw for r, o in known if kind == "recommend" and (rw := acceptance_reward_of(r, o)) is not None]
     report = EndpointReport(
-        kind, sim, len(judged), REWARDS[kind], None, exploration_cost(kept) if kept else None, models=models
+        kind,
+        sim,
+        len(judged),
+        REWARDS[kind],
+        float(np.mean([rw for _, rw in judged])) if judged else None,
+        exploration_cost(valued) if valued else None,
+        awaiting=len(valued) - len(judged),
+        acceptance_outcomes=len(offers),
+        acceptance_value=float(np.mean(offers)) if offers else None,
+        models=models,
     )
     if not judged:
         return report
@@ -223,16 +278,10 @@ def endpoint_report(
     dr = {e.estimator: e for e in mine}.get(DR)
     diff = {d.estimator: d for d in difference}.get(DR)
     ess = next((e.effective_sample_size for e in theirs), 0.0)
-    return EndpointReport(
-        kind,
-        sim,
-        len(judged),
-        REWARDS[kind],
-        float(rewards.mean()),
-        report.exploration_cost,
-        mine,
-        theirs,
-        difference,
-        recommend_promotion(len(judged), dr, diff, ess),
-        models,
+    return replace(
+        report,
+        champion=mine,
+        challenger=theirs,
+        difference=difference,
+        verdict=recommend_promotion(len(judged), dr, diff, ess),
     )

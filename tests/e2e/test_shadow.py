@@ -21,12 +21,12 @@ from click.testing import CliRunner
 
 from features import Registry
 from features.decision_log_keys import Kind, stream_key
-from service.catalog import default_path
+from service.catalog import Catalog, default_path
 from service.cli import main
 from service.decision_log import FIELD, AssignEntry, RecommendEntry, decode, encode
 from service.model_holder import ModelHolder
 from service.shadow import GROUP, ShadowCounts, ShadowResult, ShadowWorker, decode_result, results_key
-from tests.conftest import Served, serve, settings_for
+from tests.conftest import Served, age_decision, serve, settings_for
 from training import CHALLENGER, CHAMPION, ModelRegistry
 
 EPSILON = 0.5
@@ -153,6 +153,7 @@ def test_every_answer_is_logged_with_what_was_served_and_its_probability(
         if isinstance(entry, RecommendEntry):
             served, champion = answer["actions"][0]["action_id"], [r.action for r in entry.ranking]  # type: ignore[index]
             assert set(entry.candidates) <= set(champion)
+            assert entry.churn_risk == answer["customer"]["churn_risk"], "the reward model's churn risk, logged"  # type: ignore[index]
         else:
             served, champion = answer["agents"][0]["agent_id"], [r.agent for r in entry.ranking]  # type: ignore[index]
             assert len(entry.agent_rows) == 8 * len(entry.agents) * len(Registry.load().entity("agent").features)
@@ -173,7 +174,7 @@ def test_every_answer_is_logged_with_what_was_served_and_its_probability(
 def test_a_challenger_that_is_the_champion_ranks_every_decision_as_the_service_did(
     client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, model_registry: ModelRegistry
 ) -> None:
-    _decide(client, world, recommends=25, assigns=6, redis_client=redis_client)
+    answers = _decide(client, world, recommends=25, assigns=6, redis_client=redis_client)
     for kind in ("recommend", "assign"):
         counts = _replay(redis_url, model_registry, kind, CHAMPION)  # type: ignore[arg-type]
         results = _results(redis_client, kind)  # type: ignore[arg-type]
@@ -183,6 +184,22 @@ def test_a_challenger_that_is_the_champion_ranks_every_decision_as_the_service_d
             assert r.challenger == r.champion, f"{kind} {r.decision_id}: replayed in another order"
             assert r.challenger_scores == pytest.approx(r.champion_scores, rel=1e-9, abs=1e-12)
             assert r.challenger_models == r.champion_models
+    # Recommend's reward model is the full reward, from the numbers the answer showed: lifetime value × (1 −
+    # P(churn | offered)) + P(accept) × (value − cost); no_action's is what the customer is expected to keep.
+    catalog = Catalog.load(Registry.load(), default_path())
+    checked = 0
+    for r in _results(redis_client, "recommend"):
+        customer, shown = answers[r.decision_id]["customer"], answers[r.decision_id]["actions"]
+        ltv = customer["lifetime_value"]  # type: ignore[index]
+        assert r.lifetime_value == ltv
+        for a in shown:  # type: ignore[attr-defined]
+            if a["churn_if_offered"] is None:  # the escape action: the models did not score it
+                continue
+            payoff = catalog.by_id[a["action_id"]].value - catalog.by_id[a["action_id"]].cost
+            full = ltv * (1 - a["churn_if_offered"]) + a["propensity"] * payoff
+            assert r.expected_reward[r.champion.index(a["action_id"])] == pytest.approx(full, rel=1e-9, abs=1e-9)
+            checked += 1
+    assert checked >= 25
 
 
 def test_the_registered_challenger_is_replayed_and_named(
@@ -243,30 +260,49 @@ def test_an_entry_of_another_catalog_is_skipped_and_acknowledged(
     stale = RecommendEntry(**{**{f: getattr(entry, f) for f in entry.__struct_fields__}, "catalog": "000000000000"})
     redis_client.xadd(stream, {FIELD: encode(stale)})
     redis_client.xadd(stream, {FIELD: b"not msgpack"})
+    old = RecommendEntry(**{**{f: getattr(entry, f) for f in entry.__struct_fields__}, "v": 1, "churn_risk": None})
+    redis_client.xadd(stream, {FIELD: encode(old)})
     counts = _replay(redis_url, model_registry, "recommend", CHAMPION)
-    assert (counts.entries, counts.scored, counts.skipped) == (5, 3, 2)
-    assert counts.why_skipped == {"logged under another catalog version": 1, "unreadable entry": 1}
+    assert (counts.entries, counts.scored, counts.skipped) == (6, 3, 3)
+    assert counts.why_skipped == {
+        "logged under another catalog version": 1,
+        "unreadable entry": 1,
+        "logged without the champion's churn risk (decision-log format 1)": 1,
+    }
     assert redis_client.xpending(stream, GROUP)["pending"] == 0
 
 
 def test_the_report_judges_the_challenger_from_the_feedback(
     client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    """Through the commands a person types: nba shadow run, then nba shadow report, after feedback over HTTP."""
+    """Through the commands a person types: nba shadow run, then nba shadow report, after feedback over HTTP: an
+    answer to the served action for every recommend, whether the customer stayed for most of them."""
     answers = _decide(client, world, recommends=45, assigns=12, redis_client=redis_client)
+    catalog = Catalog.load(Registry.load(), default_path())
+    rewards: dict[str, float] = {}  # the full reward of each recommend whose retention was posted
+    offers: list[float] = []  # the acceptance-only reward of every recommend
     resolved = 0
     for i, (decision_id, answer) in enumerate(answers.items()):
         if "actions" in answer:
             first = answer["actions"][0]["action_id"]  # type: ignore[index]
+            accepted = i % 3 == 0
             body: dict[str, object] = {
                 "decision_id": decision_id,
                 "action_id": first,
-                "outcome": "accepted" if i % 3 == 0 else "declined",
+                "outcome": "accepted" if accepted else "declined",
             }
+            payoff = (catalog.by_id[first].value - catalog.by_id[first].cost) * accepted
+            offers.append(payoff)
+            if i % 9 != 4:  # five decisions have no retention answer yet: their reward is not known
+                age_decision(redis_client, "nba", decision_id, days=30)  # the answer waits for the churn horizon
+                retained = i % 4 != 1
+                body["retained"] = retained
+                rewards[decision_id] = answer["customer"]["lifetime_value"] * retained + payoff  # type: ignore[index]
         else:
             body = {"decision_id": decision_id, "resolved": i % 2 == 0}
             resolved += i % 2 == 0
         assert client.post("/v1/feedback", json=body).status_code == 200
+    assert len(rewards) == 40
     env = {
         "REDIS_URL": redis_url,
         "NBA_DATA_DIR": str(data_dir),
@@ -284,16 +320,30 @@ def test_the_report_judges_the_challenger_from_the_feedback(
     report = json.loads(made.stdout)
     assert set(report) == {"recommend", "assign"}
     recommend, assign = report["recommend"], report["assign"]
-    assert recommend["similarity"]["decisions"] == recommend["outcomes"] == 45
+    assert recommend["reward"].startswith("lifetime value × retained 30 days after the decision + (value − cost)")
+    assert recommend["similarity"]["decisions"] == 45
+    assert (recommend["outcomes"], recommend["awaiting"]) == (40, 5)
+    assert recommend["logged_value"] == pytest.approx(sum(rewards.values()) / 40), "the mean reward posted"
+    # The champion's IPS value from the log's propensities: each decision that served the champion's pick counts
+    # its reward over the probability it was served with, the rest 0.
+    logged = {e.decision_id: e for e in _logged(redis_client, "recommend")}
+    ips = sum(
+        reward / logged[d].served_propensity
+        for d, reward in rewards.items()
+        if logged[d].served == logged[d].ranking[0].action  # type: ignore[union-attr]
+    )
+    assert {e["estimator"]: e["value"] for e in recommend["champion"]}["IPS"] == pytest.approx(ips / 40)
+    assert (recommend["acceptance_outcomes"], recommend["acceptance_value"]) == (45, pytest.approx(sum(offers) / 45))
     assert assign["outcomes"] == 12
     assert assign["logged_value"] == pytest.approx(resolved / 12), "assign's reward is the resolution rate"
     assert 0 <= recommend["similarity"]["top_agreement"] <= 1
     assert [e["estimator"] for e in recommend["champion"]] == ["IPS", "SNIPS", "DR"]
     for e in recommend["champion"] + assign["challenger"]:
         assert e["low"] is None or e["low"] <= e["value"] <= e["high"]
-    # 45 outcomes are too few to decide anything: the rule says so, and why.
+    # 40 outcomes are too few to decide anything: the rule says so, and why.
     assert recommend["verdict"]["decision"] == "collect more data"
-    assert recommend["verdict"]["rule"].startswith("rule 1: 45 decisions with an outcome")
+    assert recommend["verdict"]["rule"].startswith("rule 1: 40 decisions with an outcome")
     assert recommend["exploration_cost"] >= 0
     assert {p.name for p in out.iterdir()} == {"report.json", "report.html", "recommend.png", "assign.png"}
+    assert "known for 40 of 45 decisions" in (out / "report.html").read_text()
     assert "logged to MLflow" in made.stderr

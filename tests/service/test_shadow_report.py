@@ -6,14 +6,22 @@ import numpy as np
 import pytest
 
 from service.shadow import ShadowResult
-from service.shadow_report import Outcome, endpoint_report, outcome_of, reward_of, similarity
+from service.shadow_report import (
+    REWARDS,
+    Outcome,
+    acceptance_reward_of,
+    endpoint_report,
+    outcome_of,
+    reward_of,
+    similarity,
+)
 from training.off_policy import DR, KEEP, MIN_OUTCOMES, MORE, PROMOTE, Difference, Estimate, recommend_promotion
 
 
 def _result(i: int, champion: list[str], challenger: list[str], served: str, p: float, **kw: object) -> ShadowResult:
     n = len(champion)
     fields: dict[str, object] = {
-        "v": 1,
+        "v": 2,
         "decision_id": f"d{i}",
         "kind": "recommend",
         "at": 0.0,
@@ -29,6 +37,7 @@ def _result(i: int, champion: list[str], challenger: list[str], served: str, p: 
         "champion_models": {"nba-churn": "1"},
         "challenger_models": {"nba-churn": "2"},
         "challenger_us": 120.0,
+        "lifetime_value": 1_000.0,
     }
     return ShadowResult(**(fields | kw))  # type: ignore[arg-type]
 
@@ -43,18 +52,35 @@ def test_similarity_of_identical_and_reversed_rankings() -> None:
 
 
 def test_outcomes_and_rewards_follow_the_served_candidate() -> None:
-    r = _result(0, ["retention_offer", "no_action"], ["no_action", "retention_offer"], "retention_offer", 0.9)
-    assert outcome_of(r, {"retention_offer": {"outcome": "accepted"}}) == Outcome(accepted=True)
-    assert reward_of(r, Outcome(accepted=True)) == 100.0
-    assert outcome_of(r, {"retention_offer": {"outcome": "declined"}}) == Outcome(accepted=False)
-    assert reward_of(r, Outcome(accepted=False)) == 0.0
-    assert outcome_of(r, {"no_action": {"outcome": "accepted"}}) == Outcome(accepted=False), "took another"
+    r = _result(0, ["retention_offer", "no_action"], ["no_action", "retention_offer"], "retention_offer", 0.9,
+                payoff=[-120.0, 0.0])  # fmt: skip
+    accepted, declined = {"retention_offer": {"outcome": "accepted"}}, {"retention_offer": {"outcome": "declined"}}
+    stayed, left = {"retained": {"retained": True}}, {"retained": {"retained": False}}
+    assert outcome_of(r, accepted | stayed) == Outcome(accepted=True, retained=True)
+    assert reward_of(r, Outcome(accepted=True, retained=True)) == 1_000.0 - 120.0, "kept, and the offer paid for"
+    assert acceptance_reward_of(r, Outcome(accepted=True, retained=True)) == -120.0
+    assert outcome_of(r, declined | left) == Outcome(accepted=False, retained=False)
+    assert reward_of(r, Outcome(accepted=False, retained=False)) == 0.0
+    assert reward_of(r, Outcome(accepted=False, retained=True)) == 1_000.0
+    assert outcome_of(r, accepted) == Outcome(accepted=True), "no retained answer yet"
+    assert reward_of(r, Outcome(accepted=True)) is None, "not known until the churn horizon's end"
+    assert acceptance_reward_of(r, Outcome(accepted=True)) == -120.0, "the offers-alone figure does not wait"
+    assert outcome_of(r, stayed) == Outcome(retained=True), "the offer's own answer is missing"
+    assert reward_of(r, Outcome(retained=True)) is None
+    assert outcome_of(r, {"no_action": {"outcome": "accepted"}} | stayed) == Outcome(accepted=False, retained=True)
     assert outcome_of(r, {}) == Outcome()
     assert reward_of(r, Outcome()) is None
-    nothing = _result(0, ["retention_offer", "no_action"], ["no_action", "retention_offer"], "no_action", 0.1)
-    assert outcome_of(nothing, {}) == Outcome(accepted=False), "nothing offered: its reward is known, 0"
-    assert reward_of(nothing, outcome_of(nothing, {})) == 0.0
-    a = _result(1, ["A1", "A2"], ["A2", "A1"], "A1", 1.0, kind="assign")
+    nothing = _result(0, ["retention_offer", "no_action"], ["no_action", "retention_offer"], "no_action", 0.1,
+                      payoff=[-120.0, 0.0])  # fmt: skip
+    assert outcome_of(nothing, {}) == Outcome(accepted=False), "nothing offered: nothing accepted"
+    assert reward_of(nothing, outcome_of(nothing, {})) is None, "but whether the customer stayed is not known yet"
+    assert acceptance_reward_of(nothing, outcome_of(nothing, {})) == 0.0
+    assert reward_of(nothing, outcome_of(nothing, stayed)) == 1_000.0
+    assert reward_of(nothing, outcome_of(nothing, left)) == 0.0
+    old = _result(0, ["retention_offer", "no_action"], ["no_action", "retention_offer"], "no_action", 0.1, v=1,
+                  lifetime_value=None)  # fmt: skip
+    assert reward_of(old, outcome_of(old, stayed)) is None, "a format-1 result has no lifetime value"
+    a = _result(1, ["A1", "A2"], ["A2", "A1"], "A1", 1.0, kind="assign", lifetime_value=None)
     assert outcome_of(a, {"resolved": {"resolved": True, "agent": "A1"}}) == Outcome(resolved=True)
     assert outcome_of(a, {"resolved": {"resolved": True, "agent": "A2"}}) == Outcome(), "another agent took it"
     assert reward_of(a, Outcome(resolved=False)) == 0.0
@@ -83,21 +109,61 @@ def test_the_promotion_rule(outcomes: int, low: float, high: float, ess: float, 
 
 def test_a_challenger_that_picks_worse_actions_is_not_promoted() -> None:
     """Logged with epsilon-greedy among two actions: the champion's pick is accepted 30% of the time, the other
-    10%; a challenger that always picks the other must come out worse, and be kept out."""
+    10%, every customer stays; a challenger that always picks the other must come out worse, and be kept out."""
     rng = np.random.default_rng(5)
     results, outcomes = [], {}
     for i in range(4_000):
         explore = rng.random() < 0.3
         served = "b" if explore else "a"
         p = 0.3 if explore else 0.7
-        r = _result(i, ["a", "b"], ["b", "a"], served, p, expected_reward=[30.0, 10.0], policy=[0.7, 0.3])
+        r = _result(i, ["a", "b"], ["b", "a"], served, p, expected_reward=[1_030.0, 1_010.0], policy=[0.7, 0.3])
         results.append(r)
-        outcomes[r.decision_id] = Outcome(accepted=bool(rng.random() < (0.1 if explore else 0.3)))
+        outcomes[r.decision_id] = Outcome(accepted=bool(rng.random() < (0.1 if explore else 0.3)), retained=True)
     report = endpoint_report("recommend", results, outcomes, seed=1)
     by = {e.estimator: e for e in report.champion}
     theirs = {e.estimator: e for e in report.challenger}
-    assert by[DR].value == pytest.approx(30.0, abs=3.0)
-    assert theirs[DR].value == pytest.approx(10.0, abs=3.0)
+    assert by[DR].value == pytest.approx(1_030.0, abs=3.0)
+    assert theirs[DR].value == pytest.approx(1_010.0, abs=3.0)
     assert report.verdict.decision == KEEP
     assert report.exploration_cost == pytest.approx(0.3 * 20.0)
-    assert report.outcomes == 4_000
+    assert (report.outcomes, report.awaiting) == (4_000, 0)
+
+
+def test_a_challenger_that_offers_less_but_loses_customers_is_kept_out() -> None:
+    """The issue's case. The champion makes a costly retention offer (accepted 30% of the time, −120 to the business
+    each time) that keeps 95% of customers worth 1,000; doing nothing keeps 85%. Valued by acceptances alone, a
+    challenger that never offers looks better (0 against −36 a decision); valued by what the models serve for,
+    it loses 64 a decision (1,000 × 0.95 − 0.3 × 120 = 914 against 850), and the report must keep the champion."""
+    rng = np.random.default_rng(11)
+    results, outcomes = [], {}
+    for i in range(4_000):
+        explore = rng.random() < 0.3
+        served = "no_action" if explore else "retention_offer"
+        r = _result(i, ["retention_offer", "no_action"], ["no_action", "retention_offer"], served,
+                    0.3 if explore else 0.7, policy=[0.7, 0.3], payoff=[-120.0, 0.0],
+                    expected_reward=[914.0, 850.0])  # fmt: skip
+        results.append(r)
+        accepted = not explore and bool(rng.random() < 0.3)
+        outcomes[r.decision_id] = Outcome(accepted=accepted, retained=bool(rng.random() < (0.85 if explore else 0.95)))
+    waiting = [_result(4_000 + i, ["retention_offer", "no_action"], ["retention_offer", "no_action"], "no_action",
+                       0.3, policy=[0.7, 0.3]) for i in range(25)]  # fmt: skip
+    for r in waiting:
+        outcomes[r.decision_id] = Outcome(accepted=False)  # no retained answer yet
+    report = endpoint_report("recommend", results + waiting, outcomes, seed=3)
+    assert report.reward == REWARDS["recommend"]
+    assert report.reward.startswith("lifetime value × retained 30 days after the decision")
+    assert (report.similarity.decisions, report.outcomes, report.awaiting) == (4_025, 4_000, 25)
+    rewards = [1_000.0 * bool(o.retained) - 120.0 * bool(o.accepted) for o in list(outcomes.values())[:4_000]]
+    assert report.logged_value == pytest.approx(np.mean(rewards))
+    # Offers alone, on policy, over every decision whose acceptance is known (the waiting ones too): about
+    # 0.7 × 0.3 × −120 = −25.2; what a challenger that never offers would beat.
+    assert report.acceptance_outcomes == 4_025
+    assert report.acceptance_value == pytest.approx(-25.2, abs=3.0)
+    by = {e.estimator: e for e in report.champion}
+    theirs = {e.estimator: e for e in report.challenger}
+    assert by[DR].value == pytest.approx(914.0, abs=10.0)
+    assert theirs[DR].value == pytest.approx(850.0, abs=15.0)
+    difference = {d.estimator: d for d in report.difference}[DR]
+    assert difference.high < 0
+    assert report.verdict.decision == KEEP
+    assert report.verdict.rule.startswith("rule 3")
