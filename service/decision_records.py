@@ -32,8 +32,8 @@ The record is a JSON object (format 1), ids and numbers only, never a feature va
 
 A feedback field's value is JSON too: ``{"outcome": "accepted" | "declined" | "ignored", "at": ...}`` for an
 action, ``{"retained": true, "at": ...}`` for the customer's retention, ``{"resolved": true, "agent": "A0033", "at":
-...}`` and ``{"csat": 4, "agent": "A0033", "at": ...}`` for
-an assign. A decision log (issue 8) can read both keys as they stand, or be fed the same JSON.
+...}`` and ``{"csat": 4, "agent": "A0033", "at": ...}`` for an assign. A decision log (issue 8) can read both keys
+as they stand, or be fed the same JSON.
 
 What it costs: a recommend's record is about 230 bytes of JSON, 330 bytes of Redis memory with its key and expiry
 (``MEMORY USAGE``), kept as many days as decisions are; at 1,000,000 decisions a day and 40 days, about 13 GB.
