@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import redis
 
 from features.decision_log_keys import customer_entries_key, stream_key
-from service.decision_log import FIELD, DecisionLog, RankedAgent, RecommendEntry, decode, encode
+from service.decision_log import FIELD, FORMAT, DecisionLog, RankedAgent, RecommendEntry, decode, encode
 from service.decision_log import AssignEntry as LoggedAssign
 
 DAY_S = 86_400.0
@@ -98,3 +99,15 @@ def test_assign_entries_go_to_the_assign_stream_and_set(redis_client: redis.Redi
     assert [i for i, _ in redis_client.xrange(stream_key("nba", "assign"))] == [entry_id]  # type: ignore[union-attr]
     assert redis_client.smembers(customer_entries_key("nba", "assign", "C9")) == {entry_id}
     assert redis_client.xlen(stream_key("nba", "recommend")) == 0
+
+
+def test_a_recommend_entry_of_format_1_still_reads_without_its_churn_risk() -> None:
+    """Format 2 added the champion's churn risk; an entry logged before it (no such key at all) decodes with None,
+    which the shadow worker skips, saying why."""
+    new = RecommendEntry(**{**msgspec.structs.asdict(_recommend("C1", 1.0)), "v": FORMAT, "churn_risk": 0.12})
+    assert decode(encode(new)).churn_risk == 0.12
+    old = msgspec.msgpack.decode(encode(new))
+    del old["churn_risk"]
+    read = decode(msgspec.msgpack.encode({**old, "v": 1}))
+    assert isinstance(read, RecommendEntry)
+    assert (read.v, read.churn_risk, read.customer) == (1, None, "C1")
