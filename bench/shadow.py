@@ -2,11 +2,12 @@
 
 Serves the demo with ``nba run`` exactly as ``bench.decision_server`` does (it builds the world, the champions and
 the challengers in a temporary ``NBA_DATA_DIR`` first), with exploration on both endpoints, and fills the decision
-log with wrk: recommends over the demo's first 2,000 customers, and assigns of a billing contact in English with
-all 100 agents as candidates. The server then sits idle (its embedded Valkey holds the log), so the worker has
-the machine to itself, and one :class:`~service.shadow.ShadowWorker` per endpoint replays the whole log with the
-challenger models, in this process, batch by batch as ``nba shadow run`` does (results stored and entries
-acknowledged per batch).
+log with wrk: recommends over every demo customer in turn (each asked about once, with the contact-policy state
+cleared first, so no contact policy has capped their offers and each decision has its full set of candidates to
+replay), and assigns of a billing contact in English with all 100 agents as candidates. The server then sits idle
+(its embedded Valkey holds the log), so the worker has the machine to itself, and one
+:class:`~service.shadow.ShadowWorker` per endpoint replays the whole log with the challenger models, in this
+process, batch by batch as ``nba shadow run`` does (results stored and entries acknowledged per batch).
 
 The issue's goal: ≥ 2,000 decisions/s on one process. Assign with 100 candidates is the heavy kind (one
 resolution-model call over 100 pairs and the ranking's reasons per decision); the line gives both.
@@ -28,7 +29,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import redis.asyncio
 
-from bench.decision_server import _keys, _script, _start, _stop, _wait_ready
+from bench.decision_server import _clear_contact_state, _keys, _script, _start, _stop, _wait_ready
 from bench.feature_server import free_port, wrk
 from features import OfflineSettings, RedisSettings, Registry, online_store_url
 from features.decision_log_keys import KINDS, Kind, stream_key
@@ -99,7 +100,7 @@ def main() -> None:
             recommend = _script(
                 root / "recommend.lua",
                 "/v1/recommend",
-                [{"customer_id": c, "channel": "voice"} for c in customers[:2_000]],
+                [{"customer_id": c, "channel": "voice"} for c in customers],
                 keys[Role.DESKTOP],
             )
             contacts = [
@@ -107,6 +108,7 @@ def main() -> None:
                 for c in customers[:200]
             ]
             assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
+            _clear_contact_state(data)
             for line in (
                 wrk("fill recommend", f"{base}/", CONNECTIONS, args.seconds, script=recommend),
                 wrk("fill assign-100", f"{base}/", CONNECTIONS, args.seconds, script=assign),
