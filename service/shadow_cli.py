@@ -28,7 +28,7 @@ from service.model_holder import ModelHolder
 from service.settings import ServiceSettings
 from service.shadow import GROUP, ShadowCounts, ShadowResult, ShadowWorker, decode_result, results_key
 from service.shadow_render import as_html, as_json, plots, tables
-from service.shadow_report import EndpointReport, endpoint_report, outcome_of
+from service.shadow_report import MIN_DIFFERENCE, EndpointReport, endpoint_report, outcome_of
 from training import CHALLENGER, MlflowSettings, ModelRegistry, TrainingError
 from training.cli import settings_from_env
 from training.console import abort
@@ -202,7 +202,28 @@ async def _gather(
     help="Folder for the report (report.json, report.html, plots); NBA_DATA_DIR/shadow-reports/<time> if unset.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap intervals.")
-def report(since: str | None, fmt: str, out: Path | None, seed: int) -> None:
+@click.option(
+    "--min-difference-recommend",
+    type=click.FloatRange(min=0, min_open=True),
+    default=MIN_DIFFERENCE["recommend"],
+    show_default=True,
+    help="The smallest difference in value per recommend worth a change (money): within it, keep the champion.",
+)
+@click.option(
+    "--min-difference-assign",
+    type=click.FloatRange(min=0, min_open=True),
+    default=MIN_DIFFERENCE["assign"],
+    show_default=True,
+    help="The smallest difference in first-contact resolution rate per assign worth a change (0.005: half a point).",
+)
+def report(
+    since: str | None,
+    fmt: str,
+    out: Path | None,
+    seed: int,
+    min_difference_recommend: float,
+    min_difference_assign: float,
+) -> None:
     """Champion against challenger on the decisions the shadow worker replayed, with a promote / keep / collect-more
     recommendation per endpoint (the rule is in service/shadow_report.py and printed with it). Logged to MLflow."""
     start = _since(since)
@@ -213,9 +234,14 @@ def report(since: str | None, fmt: str, out: Path | None, seed: int) -> None:
             results, feedback = asyncio.run(_gather(url, start, KINDS))
     except FeatureStoreError as exc:
         abort(str(exc))
+    margins: dict[Kind, float] = {"recommend": min_difference_recommend, "assign": min_difference_assign}
     reports = [
         endpoint_report(
-            kind, rows, {r.decision_id: outcome_of(r, feedback.get(r.decision_id, {})) for r in rows}, seed=seed
+            kind,
+            rows,
+            {r.decision_id: outcome_of(r, feedback.get(r.decision_id, {})) for r in rows},
+            seed=seed,
+            min_difference=margins[kind],
         )
         for kind, rows in results.items()
     ]
@@ -234,7 +260,7 @@ def report(since: str | None, fmt: str, out: Path | None, seed: int) -> None:
         metrics = _flat(reports)
         run_id = models.log_evaluation(
             metrics=metrics,
-            params={"since": since or "all", "seed": seed},
+            params={"since": since or "all", "seed": seed, **{f"min_difference_{k}": v for k, v in margins.items()}},
             artifacts=folder,
             run_name="shadow-report",
             artifact_path="shadow-report",

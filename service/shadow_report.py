@@ -42,9 +42,9 @@ difference:
    weights below :data:`MIN_ESS`: **collect more data**;
 2. the difference's 95% interval entirely above 0: **promote**;
 3. entirely below 0: **keep the champion**;
-4. otherwise (it contains 0): **collect more data**, unless it is already narrower than :data:`DECISIVE_WIDTH`
-   of the champion's value, in which case **keep the champion**: the challenger is not measurably better, and
-   a change must earn its place.
+4. otherwise (it contains 0): **collect more data**, unless it lies entirely within ± the endpoint's smallest
+   difference that matters (:data:`MIN_DIFFERENCE`, ``nba shadow report --min-difference-recommend/-assign``), in
+   which case **keep the champion**: whatever the truth, it is too small to be worth a change.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ from training.off_policy import (
 )
 
 K = 3
+MIN_DIFFERENCE: dict[Kind, float] = {"recommend": 1.0, "assign": 0.005}
+"""The smallest difference per decision worth a change (rule 4), in each reward's units: 1 of money a recommend (the
+demo's models gain ~12 a decision over doing nothing), half a point of first-contact resolution an assign."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,12 @@ def exploration_cost(results: Sequence[ShadowResult]) -> float:
 
 
 def endpoint_report(
-    kind: Kind, results: Sequence[ShadowResult], outcomes: Mapping[str, Outcome], *, seed: int = 0
+    kind: Kind,
+    results: Sequence[ShadowResult],
+    outcomes: Mapping[str, Outcome],
+    *,
+    seed: int = 0,
+    min_difference: float | None = None,
 ) -> EndpointReport:
     """One endpoint's report from its results and the outcomes known by decision id."""
     kept = [r for r in results if r.champion and r.challenger and r.served in r.champion]
@@ -283,5 +291,5 @@ def endpoint_report(
         champion=mine,
         challenger=theirs,
         difference=difference,
-        verdict=recommend_promotion(len(judged), dr, diff, ess),
+        verdict=recommend_promotion(len(judged), dr, diff, ess, min_difference=min_difference),
     )

@@ -269,8 +269,6 @@ def compare(
 
 MIN_OUTCOMES = 200
 MIN_ESS = 30.0
-DECISIVE_WIDTH = 0.02
-"""A difference interval narrower than this share of the champion's value settles "no better" (rule 4)."""
 PROMOTE, KEEP, MORE = "promote", "keep the champion", "collect more data"
 
 
@@ -282,15 +280,29 @@ class Verdict:
     rule: str
 
 
-def recommend_promotion(outcomes: int, champion: Estimate | None, difference: Difference | None, ess: float) -> Verdict:
+def recommend_promotion(
+    outcomes: int,
+    champion: Estimate | None,
+    difference: Difference | None,
+    ess: float,
+    *,
+    min_difference: float | None = None,
+) -> Verdict:
     """Promote, keep the champion or collect more data, from the doubly robust value of the champion, the paired
     difference challenger − champion and the effective sample size of the challenger's weights:
 
     1. fewer than :data:`MIN_OUTCOMES` decisions, or an effective sample size below :data:`MIN_ESS`: collect more;
     2. the difference's interval entirely above 0: promote;
     3. entirely below 0: keep the champion;
-    4. otherwise collect more data, unless the interval is narrower than :data:`DECISIVE_WIDTH` of the champion's
-       value: keep the champion (not measurably better, and a change must earn its place).
+    4. otherwise collect more data, unless the interval lies entirely within ± ``min_difference`` (the smallest
+       difference per decision worth a change, in the reward's units): keep the champion, whatever the truth is it
+       is too small to matter, and a change must earn its place (an equivalence test).
+
+    Why a margin in the reward's units and not a share of the champion's value: a value can carry a large part
+    that no policy moves (recommend's reward counts the lifetime value of every customer retained, ~1,900 a
+    decision on the demo, while the models' whole gain over doing nothing is ~12), so 2% of it, the rule before,
+    would have kept a champion against a challenger whose interval still allowed three times that gain. Without a
+    margin rule 4 never keeps.
     """
     if outcomes < MIN_OUTCOMES or champion is None or difference is None:
         return Verdict(MORE, f"rule 1: {outcomes:,} decisions with an outcome, fewer than {MIN_OUTCOMES:,}")
@@ -301,10 +313,9 @@ def recommend_promotion(outcomes: int, champion: Estimate | None, difference: Di
         return Verdict(PROMOTE, f"rule 2: {interval}, entirely above 0")
     if difference.high < 0:
         return Verdict(KEEP, f"rule 3: {interval}, entirely below 0")
-    width = difference.high - difference.low
-    scale = abs(champion.value)
-    if scale > 0 and width < DECISIVE_WIDTH * scale:
+    if min_difference is not None and -min_difference < difference.low and difference.high < min_difference:
         return Verdict(
-            KEEP, f"rule 4: {interval} contains 0 and is narrower than {DECISIVE_WIDTH:.0%} of the champion's value"
+            KEEP,
+            f"rule 4: {interval} contains 0 and lies within ±{min_difference:g}, the smallest difference that matters",
         )
     return Verdict(MORE, f"rule 4: {interval} contains 0")

@@ -97,14 +97,18 @@ def _estimate(value: float) -> Estimate:
         (1_000, 1.0, 2.0, 5.0, MORE, "rule 1: effective sample size"),
         (1_000, 0.5, 2.0, 500.0, PROMOTE, "rule 2"),
         (1_000, -2.0, -0.5, 500.0, KEEP, "rule 3"),
-        (1_000, -0.5, 0.5, 500.0, MORE, "rule 4"),
-        (1_000, -0.05, 0.05, 500.0, KEEP, "rule 4"),  # narrower than 2% of the champion's 10
+        (1_000, -0.5, 0.5, 500.0, MORE, "rule 4"),  # wider than the margin of 0.1 each way
+        (1_000, -0.05, 0.15, 500.0, MORE, "rule 4"),  # narrower than it, but a difference that matters is possible
+        (1_000, -0.05, 0.05, 500.0, KEEP, "rule 4"),  # within it: too small to matter, whatever the truth
     ],
 )
 def test_the_promotion_rule(outcomes: int, low: float, high: float, ess: float, decision: str, rule: str) -> None:
-    verdict = recommend_promotion(outcomes, _estimate(10.0), Difference(DR, (low + high) / 2, low, high, outcomes), ess)
+    difference = Difference(DR, (low + high) / 2, low, high, outcomes)
+    verdict = recommend_promotion(outcomes, _estimate(10.0), difference, ess, min_difference=0.1)
     assert verdict.decision == decision
     assert verdict.rule.startswith(rule)
+    if rule == "rule 4":  # without a margin, rule 4 never keeps the champion
+        assert recommend_promotion(outcomes, _estimate(10.0), difference, ess).decision == MORE
 
 
 def test_a_challenger_that_picks_worse_actions_is_not_promoted() -> None:
