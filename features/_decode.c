@@ -7,6 +7,9 @@
  * the package installs without it and the numpy decode serves. A value the reference would treat in a way that
  * depends on the platform or that raises (a NaN day record key, a ring header out of int64's range, an id width
  * that is not a number, a clock that is not finite) makes a call return 1: the caller then runs the reference.
+ *
+ * A call allocates nothing: its scratch is the plan's, which the caller owns. The caller loads the library with
+ * ctypes.PyDLL, so a call holds the GIL and no two calls use the scratch at once.
  */
 #include <math.h>
 #include <stdint.h>
@@ -68,6 +71,14 @@ typedef struct {
     const int32_t *known_from;    /* its known column among the means', the lasts', one always known */
     const int32_t *event_at;      /* its position in the vector */
     const double *event_default;
+    /* scratch: which snapshot views are past their TTL; the plane of days (1 spare + w_max x rows, zeros between
+     * entities) with a mark per cell an entity's records wrote, and those cells; the event features' columns */
+    uint8_t *unfresh;
+    double *plane;
+    uint8_t *mark;
+    int64_t *cells;
+    double *cols;   /* totals (rows), means, lasts */
+    uint8_t *kcols; /* means' known, lasts' known, 1 */
 } Plan;
 
 static double nan_value(void) {
@@ -98,49 +109,73 @@ static inline int to_int64(double d, int64_t *out) {
     return 1;
 }
 
-/* Scratch of one call: which snapshot views are past their TTL, the plane of days (1 spare + w_max x rows), which rows a record reached, the columns. */
-typedef struct {
-    uint8_t *unfresh; /* per snapshot view */
-    double *plane;
-    uint8_t *touched;
-    double *cols;   /* totals (rows), means, lasts */
-    uint8_t *kcols; /* means' known, lasts' known, 1 */
-} Scratch;
-
-/* The event features of one entity (ReadPlan.run for one row), into the vector; *seen whether it has any state. */
-static int events_row(const Plan *p, const Scratch *s, const uint8_t *state, int64_t len, double now, int64_t today,
-                      double *values, uint8_t *known, double *ages, int *seen) {
-    const int present = state != NULL && len >= p->ids_at && memcmp(state, p->event_tag, TAG_BYTES) == 0;
-    const double nan = nan_value();
-    const int rows = p->rows, w_max = p->w_max;
-    int64_t n_records = 0, start = 0;
-    if (present) {
-        /* EventLayout.unpack: int(width) of the value's id width, and the records after the ids, whole ones. */
-        const double width = load(state + TAG_BYTES + 8);
-        if (!isfinite(width)) return FALLBACK; /* int() raises */
-        const double whole = trunc(width);
-        if (p->id_slots == 0) {
-            start = p->ids_at;
-        } else if (whole >= 1099511627776.0) {
-            start = len; /* past the end: no records */
-        } else if (whole <= -1099511627776.0) {
-            return FALLBACK;
-        } else {
-            start = (int64_t)p->ids_at + (int64_t)p->id_slots * (int64_t)whole;
-            if (start < 0) return FALLBACK; /* a negative slice start counts from the end */
-        }
-        if (start < len) n_records = (len - start) / RECORD;
+/* The cells an entity's records wrote, in order (a plane's cells come day by day, oldest first). An insertion sort:
+ * the records are mostly stored in the order of their days, so it is about one pass over a few dozen cells. */
+static void sort_cells(int64_t *cells, int64_t n) {
+    for (int64_t i = 1; i < n; i++) {
+        const int64_t cell = cells[i];
+        int64_t j = i;
+        for (; j > 0 && cells[j - 1] > cell; j--) cells[j] = cells[j - 1];
+        cells[j] = cell;
     }
-    const uint8_t *fixed = present ? state + FIXED_AT : NULL;
-#define FIXED(slot) (fixed ? load(fixed + 8 * (int64_t)(slot)) : 0.0)
-    int any = 0;
+}
+
+/* The totals of the cells written (zeroed again for the next entity). numpy adds each row's days oldest first onto
+ * 0.0. A total that starts at 0.0 is never -0.0 (a sum is -0.0 only of two), and adding a zero to anything but -0.0
+ * changes no bit, so the days no record wrote are left out: each row adds the cells written, in the order of their
+ * days. Past a few dozen cells, the plane is walked in order instead of sorting them. */
+static void totals(Plan *p, int64_t written) {
+    const int rows = p->rows;
+    for (int row = 0; row < rows; row++) p->cols[row] = 0.0;
+    if (written <= 64) {
+        sort_cells(p->cells, written);
+        for (int64_t i = 0; i < written; i++) p->cols[(p->cells[i] - 1) % rows] += p->plane[p->cells[i]];
+    } else {
+        for (int64_t d = 0; d < p->w_max; d++) {
+            const int64_t first = 1 + d * rows;
+            for (int row = 0; row < rows; row++) {
+                if (p->mark[first + row]) p->cols[row] += p->plane[first + row];
+            }
+        }
+    }
+}
+
+static void clear(Plan *p, int64_t written) {
+    for (int64_t i = 0; i < written; i++) {
+        p->plane[p->cells[i]] = 0.0;
+        p->mark[p->cells[i]] = 0;
+    }
+}
+
+/* Which plane cells the records of one state write (EventLayout.unpack, then ReadPlan.run's scatter): *written of
+ * them, listed in p->cells and marked. Returns FALLBACK, every cell cleared, where numpy would decide. */
+static int scatter(Plan *p, const uint8_t *state, int64_t len, const uint8_t *fixed, int64_t today,
+                   int64_t *written) {
+    const int rows = p->rows, w_max = p->w_max;
+    *written = 0;
+    /* int() of the value's id width, then the whole records after the ids. */
+    const double width = load(state + TAG_BYTES + 8);
+    if (!isfinite(width)) return FALLBACK; /* int() raises */
+    const double whole = trunc(width);
+    int64_t start;
+    if (p->id_slots == 0) {
+        start = p->ids_at;
+    } else if (whole >= 1099511627776.0) {
+        start = len; /* past the end: no records */
+    } else if (whole <= -1099511627776.0) {
+        return FALLBACK;
+    } else {
+        start = (int64_t)p->ids_at + (int64_t)p->id_slots * (int64_t)whole;
+        if (start < 0) return FALLBACK; /* a negative slice start counts from the end */
+    }
+    const int64_t n_records = start < len ? (len - start) / RECORD : 0;
     for (int64_t r = 0; r < n_records; r++) {
         const uint8_t *record = state + start + RECORD * r;
         int64_t key, head;
-        if (!to_int64(load(record), &key)) return FALLBACK;
+        if (!to_int64(load(record), &key)) goto declined;
         const int64_t series = key & (SERIES - 1), day = (key - series) / SERIES; /* divmod: floor */
-        if (series >= p->series) return FALLBACK;                                 /* an IndexError */
-        if (!to_int64(FIXED(p->series_head[series]), &head)) return FALLBACK;
+        if (series >= p->series) goto declined;                                   /* an IndexError */
+        if (!to_int64(load(fixed + 8 * (int64_t)p->series_head[series]), &head)) goto declined;
         /* Held by its ring (0 <= newest - day < W) and not after today, as unsigned comparisons of wrapped
          * int64 differences. */
         const uint64_t lag = (uint64_t)head - (uint64_t)day, back = (uint64_t)today - (uint64_t)day;
@@ -149,45 +184,51 @@ static int events_row(const Plan *p, const Scratch *s, const uint8_t *state, int
         for (int f = 0; f < p->widest_feed; f++) {
             const int64_t at = (int64_t)series * p->widest_feed + f;
             if ((int64_t)back < p->feed_window[at]) {
-                const int row = p->feed_row[at];
-                s->plane[1 + (int64_t)(w_max - 1 - (int64_t)back) * rows + row] = amount; /* the last one wins */
-                s->touched[row] = 1;
-                any = 1;
+                const int64_t cell = 1 + (int64_t)(w_max - 1 - (int64_t)back) * rows + p->feed_row[at];
+                p->plane[cell] = amount; /* of one day written twice, the last one counts */
+                if (!p->mark[cell]) {
+                    p->mark[cell] = 1;
+                    p->cells[(*written)++] = cell;
+                }
             }
         }
     }
-    /* Totals: each row's days added oldest first onto 0.0, as numpy's reduction does; a row no record reached
-     * is 0.0 + 0.0 + ... */
-    for (int row = 0; row < rows; row++) {
-        double total = 0.0;
-        if (s->touched[row]) {
-            for (int d = 0; d < w_max; d++) total += s->plane[1 + (int64_t)d * rows + row];
-        }
-        s->cols[row] = total;
-    }
-    if (any) {
-        memset(s->plane, 0, sizeof(double) * (1 + (size_t)w_max * (size_t)rows));
-        memset(s->touched, 0, (size_t)rows);
-    }
-    const int m = p->means, k = p->lasts;
+    return 0;
+declined:
+    clear(p, *written);
+    return FALLBACK;
+}
+
+/* The event features of one entity (ReadPlan.run for one row), into the vector; *seen whether it has any state. */
+static int events_row(Plan *p, const uint8_t *state, int64_t len, double now, int64_t today, double *values,
+                      uint8_t *known, double *ages, int *seen) {
+    const int present = state != NULL && len >= p->ids_at && memcmp(state, p->event_tag, TAG_BYTES) == 0;
+    const double nan = nan_value();
+    const uint8_t *fixed = present ? state + FIXED_AT : NULL;
+#define FIXED(slot) (fixed ? load(fixed + 8 * (int64_t)(slot)) : 0.0) /* an absent state's slots are zeros */
+    int64_t written = 0;
+    if (present && scatter(p, state, len, fixed, today, &written)) return FALLBACK;
+    totals(p, written);
+    clear(p, written);
+    const int rows = p->rows, m = p->means, k = p->lasts;
     for (int j = 0; j < m; j++) {
-        const double sum = s->cols[p->mean_rows[j]], count = s->cols[p->mean_rows[m + j]];
+        const double sum = p->cols[p->mean_rows[j]], count = p->cols[p->mean_rows[m + j]];
         const int ok = count > 0;
-        s->kcols[j] = (uint8_t)ok;
-        s->cols[rows + j] = ok ? sum / np_maximum(count, 1.0) : p->mean_missing[j];
+        p->kcols[j] = (uint8_t)ok;
+        p->cols[rows + j] = ok ? sum / np_maximum(count, 1.0) : p->mean_missing[j];
     }
     for (int j = 0; j < k; j++) {
         const double stamp = FIXED(p->last_fixed[j]) / 1000000.0;
         const double age = now - stamp;
         const double value = p->is_days[j] ? floor(age / DAY) : FIXED(p->last_fixed[k + j]);
         const int ok = stamp > 0 && age <= p->last_ttl[j] && value == value;
-        s->kcols[m + j] = (uint8_t)ok;
-        s->cols[rows + m + j] = ok ? (value == p->unknown_mark[j] ? nan : value) : p->last_missing[j];
+        p->kcols[m + j] = (uint8_t)ok;
+        p->cols[rows + m + j] = ok ? (value == p->unknown_mark[j] ? nan : value) : p->last_missing[j];
     }
-    s->kcols[m + k] = 1;
+    p->kcols[m + k] = 1;
     for (int i = 0; i < p->event_features; i++) {
-        values[p->event_at[i]] = s->cols[p->value_from[i]];
-        known[p->event_at[i]] = s->kcols[p->known_from[i]];
+        values[p->event_at[i]] = p->cols[p->value_from[i]];
+        known[p->event_at[i]] = p->kcols[p->known_from[i]];
     }
     *seen = 0;
     for (int v = 0; v < p->event_views; v++) {
@@ -205,25 +246,23 @@ static int events_row(const Plan *p, const Scratch *s, const uint8_t *state, int
 /* One entity (_Kind.decode_numpy for one row). packed: the packed value, exactly as long as the layout's
  * (PackedLayout.unpack's absent value where it was not). mode 0: no event state (the kind has none), 1: the
  * state's first bytes, read for whether there is any, 2: the whole state. */
-static int decode_row(const Plan *p, const Scratch *s, const uint8_t *packed, const uint8_t *state, int64_t len,
-                      int mode, double now, int64_t today, double *values, uint8_t *known, double *ages,
-                      uint8_t *found) {
+static int decode_row(Plan *p, const uint8_t *packed, const uint8_t *state, int64_t len, int mode, double now,
+                      int64_t today, double *values, uint8_t *known, double *ages, uint8_t *found) {
     const double nan = nan_value();
     const int present = memcmp(packed, p->packed_tag, TAG_BYTES) == 0;
     const uint8_t *slots = packed + TAG_BYTES;
     for (int v = 0; v < p->n_views; v++) ages[v] = nan;
-    uint8_t *unfresh = s->unfresh;
     int written = 0;
     for (int v = 0; v < p->snap_views; v++) {
         const double stamp = present ? load(slots + 8 * (int64_t)p->stamp_slot[v]) : nan;
         const double age = stamp > 0 ? np_maximum(now - stamp, 0.0) : nan;
         written |= stamp > 0;
-        unfresh[v] = !(age <= p->snap_ttl[v]);
+        p->unfresh[v] = !(age <= p->snap_ttl[v]);
         ages[p->snap_view_at[v]] = age;
     }
     for (int f = 0; f < p->snap_features; f++) {
         const double raw = present ? load(slots + 8 * (int64_t)p->value_slot[f]) : nan;
-        const int missing = isnan(raw) || unfresh[p->feature_view[f]];
+        const int missing = isnan(raw) || p->unfresh[p->feature_view[f]];
         values[p->snap_at[f]] = missing ? p->snap_default[f] : raw;
         known[p->snap_at[f]] = (uint8_t)!missing;
     }
@@ -236,7 +275,7 @@ static int decode_row(const Plan *p, const Scratch *s, const uint8_t *packed, co
     int has = present && written;
     if (mode == 2) {
         int seen;
-        if (events_row(p, s, state, len, now, today, values, known, ages, &seen)) return FALLBACK;
+        if (events_row(p, state, len, now, today, values, known, ages, &seen)) return FALLBACK;
         has |= seen;
     } else if (mode == 1) {
         for (int i = 0; i < p->event_features; i++) {
@@ -250,72 +289,29 @@ static int decode_row(const Plan *p, const Scratch *s, const uint8_t *packed, co
     return 0;
 }
 
-/* out: n x n_features values (float64), n x n_views ages (float64), n x n_features known, n found (bytes). */
-static void outputs(const Plan *p, int64_t n, uint8_t *out, double **values, double **ages, uint8_t **known,
-                    uint8_t **found) {
-    *values = (double *)out;
-    *ages = *values + n * p->n_features;
-    *known = (uint8_t *)(*ages + n * p->n_views);
-    *found = *known + n * p->n_features;
-}
-
-static int scratch(const Plan *p, int mode, Scratch *s) {
-    memset(s, 0, sizeof *s);
-    s->unfresh = malloc((size_t)p->snap_views + 1);
-    if (mode != 2) return s->unfresh != NULL;
-    const size_t cells = 1 + (size_t)p->w_max * (size_t)p->rows;
-    const size_t cols = (size_t)p->rows + (size_t)p->means + (size_t)p->lasts + 1;
-    s->plane = calloc(cells, sizeof(double));
-    s->touched = calloc((size_t)p->rows + 1, 1);
-    s->cols = malloc(cols * sizeof(double));
-    s->kcols = malloc(cols);
-    return s->unfresh && s->plane && s->touched && s->cols && s->kcols;
-}
-
-static void release(Scratch *s) {
-    free(s->unfresh);
-    free(s->plane);
-    free(s->touched);
-    free(s->cols);
-    free(s->kcols);
-}
-
-static int clock_ok(double now, int64_t *today) {
-    /* Beyond ~31 million years the reference's integer day arithmetic may overflow or raise: it decides. */
-    if (!isfinite(now) || fabs(now) >= 1e15) return 0;
-    *today = (int64_t)floor(now / DAY);
-    return 1;
-}
-
 /* n entities: packed n values of the layout's size back to back; states their event states back to back, each
- * state_len[i] bytes (0: none). Returns 0, or 1 when the numpy reference must decide. */
-int decode_many(const Plan *p, int64_t n, const uint8_t *packed, int64_t packed_size, const uint8_t *states,
+ * state_len[i] bytes (0: none). out: n x n_features values (float64), n x n_views ages (float64), n x n_features
+ * known, n found (bytes). Returns 0, or 1 when the numpy reference must decide. */
+int decode_many(Plan *p, int64_t n, const uint8_t *packed, int64_t packed_size, const uint8_t *states,
                 const int64_t *state_len, int mode, double now, uint8_t *out) {
-    int64_t today;
-    if (!clock_ok(now, &today)) return FALLBACK;
-    double *values, *ages;
-    uint8_t *known, *found;
-    outputs(p, n, out, &values, &ages, &known, &found);
-    Scratch s;
-    int rc = 0;
-    if (!scratch(p, mode, &s)) {
-        rc = FALLBACK;
-    } else {
-        int64_t at = 0;
-        for (int64_t i = 0; i < n && rc == 0; i++) {
-            const int64_t len = mode ? state_len[i] : 0;
-            rc = decode_row(p, &s, packed + i * packed_size, len ? states + at : NULL, len, mode, now, today,
-                            values + i * p->n_features, known + i * p->n_features, ages + i * p->n_views,
-                            found + i);
-            at += len;
-        }
+    /* Beyond ~31 million years the reference's integer day arithmetic may overflow or raise: it decides. */
+    if (!isfinite(now) || fabs(now) >= 1e15) return FALLBACK;
+    const int64_t today = (int64_t)floor(now / DAY);
+    double *values = (double *)out, *ages = values + n * p->n_features;
+    uint8_t *known = (uint8_t *)(ages + n * p->n_views), *found = known + n * p->n_features;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t len = mode ? state_len[i] : 0;
+        if (decode_row(p, packed + i * packed_size, len ? states + at : NULL, len, mode, now, today,
+                       values + i * p->n_features, known + i * p->n_features, ages + i * p->n_views, found + i))
+            return FALLBACK;
+        at += len;
     }
-    release(&s);
-    return rc;
+    return 0;
 }
 
 /* One entity: decode_many without joining anything (a recommend's customer). state may be NULL. */
-int decode_one(const Plan *p, const uint8_t *packed, const uint8_t *state, int64_t state_len, int mode, double now,
+int decode_one(Plan *p, const uint8_t *packed, const uint8_t *state, int64_t state_len, int mode, double now,
                uint8_t *out) {
     return decode_many(p, 1, packed, 0, state, &state_len, mode, now, out);
 }

@@ -48,7 +48,8 @@ def _library() -> ctypes.CDLL | None:
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_decode{suffix}"
         if path.exists():
-            lib = ctypes.CDLL(str(path))
+            # PyDLL: a call holds the GIL, so no two calls share the plan's scratch at once (a call takes a few us).
+            lib = ctypes.PyDLL(str(path))
             # Pointers travel as plain ints or bytes objects (whose buffer ctypes passes without a copy).
             pointer, i64, mode = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
             lib.decode_one.argtypes = [pointer, pointer, pointer, i64, mode, ctypes.c_double, pointer]
@@ -113,6 +114,12 @@ class _Plan(ctypes.Structure):
         ("known_from", ctypes.c_void_p),
         ("event_at", ctypes.c_void_p),
         ("event_default", ctypes.c_void_p),
+        ("unfresh", ctypes.c_void_p),
+        ("plane", ctypes.c_void_p),
+        ("mark", ctypes.c_void_p),
+        ("cells", ctypes.c_void_p),
+        ("cols", ctypes.c_void_p),
+        ("kcols", ctypes.c_void_p),
     ]
 
 
@@ -176,6 +183,13 @@ class FastDecoder:
             "known_from": plan.known_from.astype(i32),
             "event_at": event_at.astype(i32),
             "event_default": events.defaults.astype(f64),
+            # Scratch, the C part's between calls: zeros where it must find zeros (the plane, its marks).
+            "unfresh": np.zeros(len(packed.views), dtype=np.uint8),
+            "plane": np.zeros(1 + plan.w_max * plan.rows, dtype=f64),
+            "mark": np.zeros(1 + plan.w_max * plan.rows, dtype=np.uint8),
+            "cells": np.zeros(1 + plan.w_max * plan.rows, dtype=np.int64),
+            "cols": np.zeros(plan.rows + plan.m + plan.lasts + 1, dtype=f64),
+            "kcols": np.zeros(plan.rows + plan.m + plan.lasts + 1, dtype=np.uint8),
         }
         # Empty arrays still get a buffer of their own, so every pointer is valid.
         self._arrays = {k: a if a.size else np.zeros(1, dtype=a.dtype) for k, a in self._arrays.items()}
@@ -218,8 +232,9 @@ class FastDecoder:
         if (states is None) == self._has_events or (states is not None and len(states) != n):
             return None
         mode = _NO_STATE if states is None else _WHOLE_STATE if events else _TAG_ONLY
-        out = np.empty(n * self._row_bytes, dtype=np.uint8)
-        address = out.ctypes.data
+        # A bytearray and a ctypes reference to its first byte cost a third of an ndarray and its .ctypes.data.
+        out = bytearray(n * self._row_bytes)
+        address = ctypes.byref(ctypes.c_char.from_buffer(out))
         assert _LIB is not None
         if n == 1:
             blob = blobs[0]

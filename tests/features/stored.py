@@ -84,6 +84,10 @@ def event_states(draw: st.DrawFn, layout: EventLayout, now: float, odd: bool = F
         if odd and draw(st.integers(0, 5)) == 0:
             key = draw(st.sampled_from([math.nan, math.inf, -1e300, float(today * 256 + 255)]))
         records.append((key, draw(amounts)))
+    for every_day in draw(st.lists(st.integers(0, len(layout.series) - 1), max_size=3)):
+        # A series with events every day: more cells than sorting them is worth.
+        daily = draw(st.lists(st.sampled_from([1.0, 0.1, 0.7, 2.5, -0.0, 1e16]), min_size=20, max_size=95))
+        records += [(float((today - back) * 256 + every_day), amount) for back, amount in enumerate(daily)]
     if records and draw(st.booleans()):
         records.append(records[draw(st.integers(0, len(records) - 1))])  # the same day twice: the last one counts
     rows = np.array([fixed], dtype=np.float64)

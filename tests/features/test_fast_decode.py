@@ -63,7 +63,7 @@ def _reference(
         return kind.decode_numpy(ids, blobs, states, now, events=events)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(data=st.data(), n=st.integers(1, 4), events=st.booleans(), now=clocks)
 def test_customers_decode_in_c_as_in_numpy(data: st.DataObject, n: int, events: bool, now: float) -> None:
     ids = [f"C{i}" for i in range(n)]
