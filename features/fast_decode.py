@@ -20,13 +20,13 @@ clock that is not finite), the C part declines and the numpy decode answers, so 
 decode also serves where the C part did not build (the package installs without it).
 
 Measured (``bench.decode`` on the 20,000-customer demo's stored values, this process's CPU per decode, the two
-alternating, least of 7 rounds; 2026-12-05, load average 3-4 from other jobs): one customer 3.7 us against numpy's
-68.6 us (18.7x); with the CPU caches below L3 flushed between decodes, as a request's other work leaves them, 11-14
-us against 160-217 us; one customer and 100 agents (an assign's read) 20.6 us against 99.5 us (4.8x). In ``nba
-run`` under wrk it took a recommend's server CPU from 814-891 to 683-712 us (py-spy: the decode from 18.0% of the
-samples to 2.7%). The C decode stays ahead at every batch size measured, so it takes every batch: 1,000 agents
-140 us against 147 us, 10,000 agents 1.57 ms against 2.26 ms (joining the values, which both pay, is most of it),
-10,000 customers with event state 6.6 ms against 72.6 ms.
+alternating, least of 7 rounds; 2026-12-05, load average 3-5 from other jobs): one customer 3.7 us against
+numpy's 68.6 us (18.7x); with the CPU caches below L3 flushed before each decode, as a request's other work leaves
+them, 10-14 us of wall time against 131-217 us; one customer and 100 agents (an assign's read) 20.6 us against
+99.5 us (4.8x). In ``nba run`` under wrk it took a recommend's server CPU from 814-891 to 683-712 us (py-spy: the
+decode from 18.0% of the samples to 2.7%). The C decode stays ahead at every batch size measured, so it takes
+every batch: 1,000 agents 140 us against 147 us, 10,000 agents 1.57 ms against 2.26 ms (joining the values, which
+both pay, is most of it), 10,000 customers with event state 6.6 ms against 72.6 ms.
 """
 
 from __future__ import annotations
