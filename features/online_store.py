@@ -16,10 +16,10 @@ shard):
   delete them.
 
 A read is one pipeline: ``GET`` (and ``GET`` of the event state) for the customer and one
-``MGET`` for all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
-``cluster=True``) the agents are asked with one ``GET`` each, since an ``MGET`` cannot span slots; redis-py
-splits the pipeline per shard and asks the shards concurrently, so a read still costs one round trip of
-wall time.
+``MGET`` for all candidate agents, decoded in C (:mod:`features.fast_decode`; by numpy where it was not built).
+On a cluster (:func:`features.redis_client.connect` with ``cluster=True``) the agents are asked with one ``GET``
+each, since an ``MGET`` cannot span slots; redis-py splits the pipeline per shard and asks the shards
+concurrently, so a read still costs one round trip of wall time.
 """
 
 from __future__ import annotations
