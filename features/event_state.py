@@ -476,7 +476,8 @@ class EventLayout:
             for v in schema.views
             if v.source == "events"
         }
-        self._plan = _Plan(self, schema)
+        self.plan = ReadPlan(self, schema)
+        """What a read gathers and computes, resolved once (:mod:`features.fast_decode`'s C decode takes it too)."""
 
     def offset(self, slot: int) -> int:
         """The byte offset in the value of fixed slot ``slot`` (a ring header, a group's stamp or value)."""
@@ -586,7 +587,7 @@ class EventLayout:
         event views, NaN where never observed) and whether the entity has any event state at all.
         """
         slots, _, owners, records = self.unpack(blobs)
-        return self._plan.run(slots, owners, records, now)
+        return self.plan.run(slots, owners, records, now)
 
 
 class _Writer:
@@ -619,7 +620,7 @@ class _Writer:
         return struct.pack(f"<{len(parts)}d", *parts)
 
 
-class _Plan:
+class ReadPlan:
     """What :meth:`EventLayout.decode` gathers and computes, resolved from the contract once, so a read is one
     gather of the slots it needs, one scatter of the day records and a few whole-matrix operations: a read of
     one entity costs about as many numpy calls as a read of a hundred.

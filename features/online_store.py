@@ -18,10 +18,10 @@ shard):
   entries (:mod:`features.decision_log_keys`), which an erasure follows too.
 
 A read is one pipeline: ``GET`` (and ``GET`` of the event state) for the customer and one
-``MGET`` for all candidate agents, decoded by numpy. On a cluster (:func:`features.redis_client.connect` with
-``cluster=True``) the agents are asked with one ``GET`` each, since an ``MGET`` cannot span slots; redis-py
-splits the pipeline per shard and asks the shards concurrently, so a read still costs one round trip of
-wall time.
+``MGET`` for all candidate agents, decoded in C (:mod:`features.fast_decode`; by numpy where it was not built).
+On a cluster (:func:`features.redis_client.connect` with ``cluster=True``) the agents are asked with one ``GET``
+each, since an ``MGET`` cannot span slots; redis-py splits the pipeline per shard and asks the shards
+concurrently, so a read still costs one round trip of wall time.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ import pyarrow as pa
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from features import decision_log_keys, resp
+from features import decision_log_keys, fast_decode, resp
 from features.errors import OnlineStoreUnavailable, UnknownFeatureError
 from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, TAG_BYTES, Event, EventLayout
+from features.fast_decode import FastDecoder
 from features.identity import LINKED, UNLINKED, Identifier
 from features.packed import PackedLayout
 from features.redis_client import OnlineClient
@@ -233,6 +234,24 @@ class _Kind:
         event_tag = self.events.tag if self.events.features else None
         self.view_decoders = {v.name: SnapshotViewDecoder(schema, self.packed, v, event_tag) for v in views}
         """Each snapshot view's own decoder, for a read of that view alone."""
+        self.fast = (
+            FastDecoder(
+                names=n_features,
+                views=n_views,
+                packed=self.packed,
+                events=self.events,
+                snapshot_at=self.snapshot_at,
+                snapshot_view_at=self.snapshot_view_at,
+                snapshot_ttl=self.snapshot_ttl,
+                feature_view=self.feature_view,
+                derived=self.derived,
+                event_at=self.event_at,
+                event_view_at=self.event_view_at,
+            )
+            if fast_decode.AVAILABLE
+            else None
+        )
+        """The decode in C (:mod:`features.fast_decode`); None where it was not built."""
 
     def decode(
         self,
@@ -246,8 +265,25 @@ class _Kind:
         """Matrices for ``ids`` from their packed values and (when the kind has event features) event states.
 
         With ``events`` False the states are only their tags (see :meth:`OnlineStore.read`): they tell whether
-        an entity has event state, and its event features read as not known.
+        an entity has event state, and its event features read as not known. The C decode answers when it was
+        built and takes the call; :meth:`decode_numpy` otherwise, with the same answer.
         """
+        if self.fast is not None:
+            decoded = self.fast.decode(blobs, states, now, events=events)
+            if decoded is not None:
+                return EntityBatch(self.schema, ids, *decoded)
+        return self.decode_numpy(ids, blobs, states, now, events=events)
+
+    def decode_numpy(
+        self,
+        ids: Sequence[str],
+        blobs: Sequence[bytes | None],
+        states: Sequence[bytes | None] | None,
+        now: float,
+        *,
+        events: bool = True,
+    ) -> EntityBatch:
+        """:meth:`decode` in whole-matrix numpy: the reference the C decode is held to, and its fallback."""
         n, schema = len(ids), self.schema
         slots, present = self.packed.unpack(blobs)
         stamps = slots[:, self.packed.stamp_slots]

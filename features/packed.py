@@ -68,8 +68,9 @@ class PackedLayout:
         ]
         self.tag = hashlib.sha256(json.dumps(shape).encode()).digest()[:TAG_BYTES]
         self._tag_word = np.frombuffer(self.tag, dtype=np.uint64)[0]
-        # What an absent value reads as: a tag no layout has (a hash is never all zeros in practice).
-        self._absent = bytes(self.size)
+        self.absent = bytes(self.size)
+        """What an absent value (or one of another size) reads as: a tag no layout has (a hash is never all zeros
+        in practice)."""
         self.defaults = np.array([f.encode(None) for f in self.features], dtype=np.float64)
         """Each feature's encoded default (NaN where it has none), applied where a value is missing."""
 
@@ -123,7 +124,7 @@ class PackedLayout:
         Vectorised: the values are joined and viewed as one matrix whose first column is the tag, so telling
         present rows from absent or foreign ones is one comparison, not a Python test per row.
         """
-        table = rows_of(blobs, self.size, self._absent)
+        table = rows_of(blobs, self.size, self.absent)
         present = table[:, 0].view(np.uint64) == self._tag_word
         matrix = table[:, 1:]
         if not present.all():
@@ -134,10 +135,15 @@ class PackedLayout:
 def rows_of(blobs: Sequence[bytes | None], size: int, absent: bytes) -> np.ndarray:
     """``blobs`` as a float64 matrix of ``size // 8`` columns, ``absent`` standing in for a missing value or one
     of another size. When every value is there at its size (the usual read), one join, no test per value."""
+    return np.frombuffer(joined(blobs, size, absent), dtype=_F8).reshape(len(blobs), size // 8)
+
+
+def joined(blobs: Sequence[bytes | None], size: int, absent: bytes) -> bytes:
+    """``blobs`` back to back, each ``size`` bytes: ``absent`` stands in for a missing value or one of another size."""
     rows = cast(Sequence[bytes], blobs)
     if None in blobs or set(map(len, rows)) != {size}:
         rows = [b if b is not None and len(b) == size else absent for b in blobs]
-    return np.frombuffer(b"".join(rows), dtype=_F8).reshape(len(rows), size // 8)
+    return b"".join(rows)
 
 
 def _as_raw(value: object) -> str | float | int | bool:

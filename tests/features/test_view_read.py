@@ -20,44 +20,21 @@ from features import Registry
 from features.online_store import _Kind
 from features.packed import TAG_BYTES
 from features.view_read import SnapshotViewDecoder
+from tests.features.stored import NOW, packed_values
 
-NOW = 1_780_000_000.0
 KIND = _Kind(Registry.load().entity("customer"))
 VIEWS = [v.name for v in KIND.packed.views]
-
-values = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True, width=64),
-    st.integers(-20_000, 40_000).map(float),  # category codes, flags, counts and day numbers as stored
-)
-stamps = st.one_of(
-    st.just(0.0),
-    st.just(math.nan),
-    st.floats(NOW - 200 * 86_400.0, NOW + 3_600.0),  # fresh, past a view's TTL, or observed "in the future"
-    st.floats(-1e12, 1e12),
-)
-
-
-@st.composite
-def packed_values(draw: st.DrawFn) -> bytes | None:
-    """A stored value as Redis may hold it: ours, absent, of another contract, or cut short."""
-    layout = KIND.packed
-    slots = [draw(values) for _ in range(layout.width)]
-    for s in layout.stamp_slots:
-        slots[s] = draw(stamps)
-    body = layout.tag + struct.pack(f"<{layout.width}d", *slots)
-    shape = draw(st.sampled_from(["ours", "ours", "ours", "absent", "foreign", "short"]))
-    if shape == "absent":
-        return None
-    if shape == "foreign":
-        return bytes(TAG_BYTES) + body[TAG_BYTES:]
-    return body[:-8] if shape == "short" else body
-
 
 event_tags = st.sampled_from([None, KIND.events.tag, KIND.events.tag + b"rest of the state", b"\0" * TAG_BYTES])
 
 
 @settings(max_examples=400, deadline=None)
-@given(view=st.sampled_from(VIEWS), packed=packed_values(), tag=event_tags, now=st.floats(NOW - 86_400, NOW + 86_400))
+@given(
+    view=st.sampled_from(VIEWS),
+    packed=packed_values(KIND.packed),
+    tag=event_tags,
+    now=st.floats(NOW - 86_400, NOW + 86_400),
+)
 def test_a_view_decoded_alone_is_the_whole_vectors_slice(
     view: str, packed: bytes | None, tag: bytes | None, now: float
 ) -> None:
