@@ -51,6 +51,12 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="Decisions each decision-log stream keeps at most (about), for the shadow worker; 0: no log.",
     )
+    shadow_results_max_len: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        description="Shadow results each endpoint keeps at most (about): a recommend result is ~0.3 KB, an assign "
+        "one ~2 KB with 100 agents. A result must outlive its decision's retention answer (30 days) to be reported.",
+    )
     decision_log_retention_days: float = Field(
         default=30.0,
         gt=0,

@@ -34,8 +34,6 @@ from training.cli import settings_from_env
 from training.console import abort
 
 _PAGE = 10_000
-RESULTS_MAX_LEN = 1_000_000
-"""Results kept per endpoint (about): a result is ~0.3 KB for recommend, ~2 KB for assign with 100 agents."""
 
 
 def _line(kind: str, total: ShadowCounts, started: float) -> str:
@@ -85,7 +83,7 @@ async def _run(
                 catalog_path=service.catalog_path or default_path(),
                 challenger=challenger,
                 consumer=consumer,
-                results_max_len=RESULTS_MAX_LEN,
+                results_max_len=service.shadow_results_max_len,
                 batch=batch,
             )
             for kind in kinds

@@ -220,3 +220,17 @@ def test_run_builds_the_demo_then_serves_the_readme_curl_lines(tmp_path: Path) -
     assert "already holds this world" in second_output
     assert "Training and registering" not in second_output
     assert "nba-churn: champion is version 1" in second_output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("NBA_SHADOW_RESULTS_MAX_LEN", "10", "shadow_results_max_len"),
+        ("NBA_DECISION_LOG_RETENTION_DAYS", "0", "decision_log_retention_days"),
+    ],
+)
+def test_shadow_run_rejects_a_bad_setting_naming_it(tmp_path: Path, variable: str, value: str, field: str) -> None:
+    env = {"NBA_DATA_DIR": str(tmp_path), variable: value}
+    done = CliRunner().invoke(main, ["shadow", "run", "--max-decisions", "1"], env=env)
+    assert done.exit_code != 0
+    assert f"invalid environment setting: {field}" in done.output
