@@ -135,31 +135,47 @@ def event_features(con: duckdb.DuckDBPyConnection, events: str, schema: EntitySc
         ORDER BY k._code, l.{ts_column}
     """).to_arrow_table()
     con.sql("DROP TABLE _entities")
-    rows = _Rows(found, types, wheres)
+    present = sorted({field for _, _, field in reads if field is not None})
+    rows = _Rows(found, types, wheres, present)
     at = _Labels(labels, rows)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {"_row": labels.column("_row")}
     windows: dict[int, np.ndarray] = {}
     for feature, read in zip(features, reads, strict=True):
         agg = _aggregation(feature)
         matching = rows.matching(read)
+        # Per label, how many of the matching events are at or before it: the end of every window and the newest.
+        before = at.before(read, matching)
         if agg.window_days is None:
-            columns[feature.name] = at.newest(agg, matching, schema.view_for(feature).ttl_seconds)
+            columns[feature.name] = at.newest(agg, matching, before, schema.view_for(feature).ttl_seconds)
             continue
         if agg.window_days not in windows:
             windows[agg.window_days] = at.first_of_day(at.day - agg.window_days + 1)
-        first, last = np.searchsorted(matching, windows[agg.window_days]), np.searchsorted(matching, at.hi)
-        columns[feature.name] = at.windowed(agg, matching, first, last)
+        first = np.searchsorted(matching, windows[agg.window_days])
+        columns[feature.name] = at.windowed(agg, matching, first, before)
     return pa.table(columns)
+
+
+def _order(code: np.ndarray, us: np.ndarray) -> np.ndarray:
+    """The order of rows by (``code``, ``us``), ties in no particular order.
+
+    numpy's quicksort of the times, then a stable radix sort of the codes (which are at least 0) 16 bits at a time:
+    numpy sorts 16-bit integers stably by radix, in linear time. Half the time of ``np.lexsort``'s two merge sorts on
+    10 million events.
+    """
+    order = np.argsort(us)
+    for shift in range(0, int(code.max(initial=0)).bit_length(), 16):
+        digit = ((code[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+    return order
 
 
 class _Rows:
     """The events read, in order of (entity, time, event id): arrays by sorted position, the table as read."""
 
-    def __init__(self, table: pa.Table, types: list[str], wheres: list[Where]) -> None:
-        self.table, self._types, self._wheres = table, types, wheres
-        code = table.column("_code").to_numpy()
-        us = table.column("_us").to_numpy()
-        order = np.lexsort((us, code))
+    def __init__(self, table: pa.Table, types: list[str], wheres: list[Where], present: list[str]) -> None:
+        self.table, self._types, self._wheres, self._present = table, types, wheres, present
+        code, us = table.column("_code").to_numpy(), table.column("_us").to_numpy()
+        order = _order(code, us)
         code, us = code[order], us[order]
         # Events of one entity at the same microsecond: the newest is the greater id, as the online store has it.
         tied = np.zeros(len(order), dtype=bool)
@@ -174,28 +190,30 @@ class _Rows:
         """The row of ``table`` at each sorted position."""
         self.code, self.us = code, us
         self.day = table.column("_day").to_numpy()[order]
-        self._type = table.column("_type").to_numpy()
+        self._type = table.column("_type").to_numpy()[order]
+        # Every `where` test, then every field a sum or mean needs present, one column each, gathered in one pass.
+        tests = [table.column(f"_where{i}") for i in range(len(wheres))]
+        tests += [pc.is_valid(table.column(f)) for f in present]
+        self._tests = np.column_stack([t.to_numpy(zero_copy_only=False) for t in tests])[order] if tests else None
         self._matching: dict[Reads, np.ndarray] = {}
-        self._columns: dict[str, np.ndarray] = {}
         self._fields: dict[str, pa.Array] = {}
-
-    def column(self, name: str) -> np.ndarray:
-        """A column of the events as read (not sorted), as numpy."""
-        if name not in self._columns:
-            self._columns[name] = np.asarray(self.table.column(name).to_numpy(zero_copy_only=False))
-        return self._columns[name]
 
     def matching(self, reads: Reads) -> np.ndarray:
         """The sorted positions of the events ``reads`` picks (see :data:`Reads`)."""
         if reads not in self._matching:
             event, tests, field = reads
             mask = self._type == self._types.index(event)
-            for test in tests:
-                mask &= self.column(f"_where{self._wheres.index(test)}")
-            if field is not None:
-                mask &= pc.is_valid(self.table.column(field)).to_numpy(zero_copy_only=False)
-            self._matching[reads] = np.flatnonzero(mask[self.order])
+            columns = [self._wheres.index(t) for t in tests]
+            columns += [] if field is None else [len(self._wheres) + self._present.index(field)]
+            for column in columns:
+                assert self._tests is not None
+                mask &= self._tests[:, column]
+            self._matching[reads] = np.flatnonzero(mask)
         return self._matching[reads]
+
+    def epoch(self, positions: np.ndarray) -> np.ndarray:
+        """The events' ``epoch(occurred_at)`` (as DuckDB computes it) at the sorted ``positions``."""
+        return np.asarray(self.field("_epoch", positions).to_numpy())
 
     def field(self, name: str, positions: np.ndarray, found: np.ndarray | None = None) -> pa.Array:
         """The field ``name`` of the events at the sorted ``positions`` (null where ``found`` is false)."""
@@ -219,6 +237,7 @@ class _Labels:
         self.hi = _within(rows.us, self.start, end, pc.fill_null(us, 0).to_numpy(), right=True)
         self.day = pc.fill_null(table.column("_day"), 0).to_numpy()
         self.epoch = pc.fill_null(table.column("_epoch"), 0.0).to_numpy()
+        self._before: dict[Reads, np.ndarray] = {}
 
     def first_of_day(self, day: np.ndarray) -> np.ndarray:
         """Per label, the position of its entity's first event on or after UTC ``day`` (``hi`` if none before it)."""
@@ -237,15 +256,21 @@ class _Labels:
             return pa.array(total).cast(pa.decimal128(38, 0)) if integer else pa.array(total, pa.float64())
         return pa.array(total / np.maximum(count, 1), pa.float64(), mask=count == 0)
 
-    def newest(self, agg: Aggregation, matching: np.ndarray, ttl_seconds: float) -> pa.Array:
+    def before(self, reads: Reads, matching: np.ndarray) -> np.ndarray:
+        """Per label, the number of the ``matching`` rows (those ``reads`` picks) before its ``hi``."""
+        if reads not in self._before:
+            self._before[reads] = np.searchsorted(matching, self.hi)
+        return self._before[reads]
+
+    def newest(self, agg: Aggregation, matching: np.ndarray, before: np.ndarray, ttl_seconds: float) -> pa.Array:
         """``last`` or ``days_since``: from the newest matching row before each label's ``hi``, if it is the label's
         entity's and no older than ``ttl_seconds`` (seconds between the epochs, as the SQL computed them)."""
-        k = np.searchsorted(matching, self.hi) - 1
+        k = before - 1
         position = matching[np.maximum(k, 0)] if len(matching) else k
         found = (k >= 0) & (position >= self.start)
         if not found.any():
             return pa.nulls(len(k), pa.int64() if agg.field is None else self.rows.table.column(agg.field).type)
-        age = self.epoch - self.rows.column("_epoch")[self.rows.order[np.where(found, position, 0)]]
+        age = self.epoch - self.rows.epoch(np.where(found, position, 0))
         found &= age <= ttl_seconds
         if agg.kind == "days_since":
             return pa.array(np.floor(age / 86400).astype(np.int64), mask=~found)
