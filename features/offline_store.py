@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from features.erasure import ERASURES_FILE, ErasureLedger
 from features.errors import OfflineStoreError
 from features.event_archive import archived_parts, events_source
-from features.registry import DAY_SECONDS, EntitySchema, Feature, FeatureView, Registry
+from features.event_join import event_features, sql_literal
+from features.registry import DAY_SECONDS, EntitySchema, Feature, Registry
 
 TIMESTAMP_COLUMN = "feature_ts"
 EVENT_TIME_COLUMN = "occurred_at"
@@ -56,47 +57,6 @@ def _epoch_us(moment: datetime) -> int:
     """``moment`` in microseconds since the epoch, a naive one read as UTC (as the parquet timestamps are)."""
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     return (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
-
-def sql_literal(value: bool | str) -> str:
-    """A contract value (a bool or a category) as a SQL literal."""
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return "'{}'".format(value.replace("'", "''"))
-
-
-def _matching_sql(event: str, where: Iterable[tuple[str, bool | str]]) -> list[str]:
-    """The SQL conditions that pick the events of type ``event`` whose fields hold the ``where`` values."""
-    return [f"type = {sql_literal(event)}", *(f"{k} = {sql_literal(v)}" for k, v in where)]
-
-
-def _aggregate_sql(feature: Feature, view: FeatureView) -> str:
-    """One SELECT expression computing ``feature`` over the joined events ``j`` of one label row."""
-    agg = feature.aggregation
-    assert agg is not None
-    conditions = _matching_sql(agg.event, agg.where.items())
-    if agg.window_days is not None:
-        conditions.append(f"_day > _label_day - {agg.window_days}")
-    elif view.ttl_days is not None:
-        conditions.append(f"_age_s <= {view.ttl_seconds}")
-    if agg.field is not None and agg.kind != "last":
-        conditions.append(f"{agg.field} IS NOT NULL")
-    where = " AND ".join(conditions)
-    call = {
-        "count": "count(*)",
-        "sum": f"sum({agg.field})",
-        "mean": f"avg({agg.field})",
-        # arg_max_null, not arg_max: the newest event's field even when it is null, as the online store keeps it.
-        "last": f"arg_max_null({agg.field}, (occurred_at, event_id))",
-        "days_since": "min(_age_s)",
-    }[agg.kind]
-    filtered = f"{call} FILTER (WHERE {where})"
-    if agg.kind == "days_since":
-        filtered = f"CAST(floor({filtered} / 86400) AS BIGINT)"
-    elif agg.kind in ("count", "sum"):
-        # No matching event is a total of 0, as online (a row with no events at all is filled after the join).
-        filtered = f"coalesce({filtered}, 0)"
-    return f"{filtered} AS {feature.name}"
 
 
 def _snapshot_sql(schema: EntitySchema, feature: Feature, ts_column: str) -> tuple[Feature, str]:
@@ -365,40 +325,8 @@ class OfflineStore:
         con.sql("CREATE TEMP TABLE labels AS SELECT *, row_number() OVER () AS _row FROM labels_in")
         event_join = ""
         if schema.event_features:
-            aggregates = ", ".join(_aggregate_sql(f, schema.view_for(f)) for f in schema.event_features)
-            events = self._events(schema)
-            types = ", ".join(
-                sql_literal(t) for t in {f.aggregation.event for f in schema.event_features if f.aggregation}
-            )
-            horizon = schema.event_horizon_days + 1
-            recent = f"e.occurred_at > l.{ts_column} - INTERVAL '{horizon} days'"
-            if schema.timeless_events:
-                recent = f"({recent} OR e.type IN ({', '.join(sql_literal(t) for t in schema.timeless_events)}))"
-            con.sql(f"""
-                CREATE TEMP TABLE event_features AS
-                SELECT _row, {aggregates}
-                FROM (
-                    SELECT l._row, e.*,
-                           floor(epoch(e.occurred_at) / 86400) AS _day,
-                           floor(epoch(l.{ts_column}) / 86400) AS _label_day,
-                           epoch(l.{ts_column}) - epoch(e.occurred_at) AS _age_s
-                    FROM labels l JOIN {events} e
-                      ON e.{key} = l.{key}
-                     AND e.occurred_at <= l.{ts_column}
-                     AND {recent}
-                    WHERE e.type IN ({types})
-                ) j
-                GROUP BY _row
-            """)
-            columns.update(
-                (
-                    f.name,
-                    f"coalesce(ef.{f.name}, 0) AS {f.name}"
-                    if f.aggregation is not None and f.aggregation.kind in ("count", "sum")
-                    else f"ef.{f.name}",
-                )
-                for f in schema.event_features
-            )
+            con.register("event_features", event_features(con, self._events(schema), schema, ts_column))
+            columns.update((f.name, f"ef.{f.name}") for f in schema.event_features)
             event_join = "LEFT JOIN event_features ef ON ef._row = l._row"
         features = ", ".join(columns[name] for name in schema.names)
         snapshot_select = ", s.feature_ts" if schema.snapshot_features else ""
