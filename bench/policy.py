@@ -1,6 +1,6 @@
 """The decision-quality goals: the demo's models against random, rules, skills-only and the oracle on a fresh world.
 
-Builds the demo's world (20,000 customers, 100 agents, 6 months, seed 7) in a temporary folder, trains the churn,
+Builds the demo's world (50,000 customers, 100 agents, 6 months, seed 7) in a temporary folder, trains the churn,
 propensity and resolution models on it with the settings ``nba demo`` uses (no MLflow: nothing is registered), then
 scores the policies of ``nba evaluate`` on a fresh world of the demo's shape (seed 1007; routing needs its agents to
 take as many contacts as the demo's: see :class:`training.demo.DemoConfig`) with the oracle's true expectations and
@@ -8,11 +8,13 @@ prints the tables and the goal lines: the champion's share of the oracle's value
 champion against the rules, and model routing's share of the oracle's first-contact-resolution gain over
 skills-only routing (goal ≥ 80%). One test world's share moves by points from world to world, so both shares
 are then printed as mean and range over ``--worlds`` test worlds (seeds S, S + 1, ...; 3 by default). Took
-300 s of CPU (9 min at a load average of 7-10 on the 2-core machine) with the demo's 20,000 customers.
+251-263 s of CPU (260-281 s at a load average of 1-4 on the 2-core machine, ``NBA_TRAIN_THREADS=1``) with the demo's
+50,000 customers.
 ``--train-customers`` trains on a larger (or smaller) world than the demo's, to measure what more history is worth
-(figures in :mod:`training.action_value`).
+(figures in :mod:`training.action_value`); ``--train-seed`` on another draw of it (the demo's seed, 7, by default), so
+that a share is not one training world's luck.
 
-    .venv/bin/python -m bench.policy [--customers N] [--seed S] [--worlds W] [--train-customers N]
+    .venv/bin/python -m bench.policy [--customers N] [--seed S] [--worlds W] [--train-customers N] [--train-seed S]
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument(
         "--train-customers", type=int, default=DemoConfig.customers, help="customers in the training world"
     )
+    parser.add_argument(
+        "--train-seed", type=int, default=DemoConfig.seed, help="seed of the training world and of the training"
+    )
     args = parser.parse_args()
     if args.worlds < 1:
         parser.error("--worlds must be at least 1")
@@ -52,7 +57,7 @@ def main() -> None:
     shares: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="nba-bench-policy-") as tmp:
         train_world = Path(tmp) / "train"
-        config = DemoConfig(customers=args.train_customers)
+        config = DemoConfig(customers=args.train_customers, seed=args.train_seed)
         simulate_world(train_world, config, end=end)
         offline = OfflineStore(train_world, registry)
         trained = [

@@ -8,10 +8,10 @@ seconds and rows/s, its own peak RSS (DuckDB runs in-process, so its memory is i
 machine's cores. These machines are noisy, so the join is printed beside a same-run baseline: one DuckDB
 scan and group-by of the same events file.
 
-The join's work is each label times its customer's events within the contract's event horizon, so
-``--customers`` matters as much as ``--events``: fewer customers for the same events is a denser history.
+``--world DIR`` times the join of a simulated world's churn labels instead (``nba simulate --out DIR``): the
+demo's training frame.
 
-    .venv/bin/python -m bench.training_frame [--events N --labels M --customers C]
+    .venv/bin/python -m bench.training_frame [--events N --labels M --customers C | --world DIR]
 """
 
 from __future__ import annotations
@@ -156,40 +156,48 @@ def generate(root: Path, *, events: int, labels: int, customers: int) -> None:
     _labels(rng, labels, customers, root / "labels.parquet")
 
 
+def _generate_in_child(root: Path, *, events: int, labels: int, customers: int) -> None:
+    """:func:`generate` in a child process, so that neither its time nor its memory is counted."""
+    start = time.perf_counter()
+    child = multiprocessing.get_context("spawn").Process(
+        target=generate, args=(root,), kwargs={"events": events, "labels": labels, "customers": customers}
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"generating the tables failed (exit code {child.exitcode})")
+    size_mb = sum(p.stat().st_size for p in root.iterdir()) / 1024**2
+    print(
+        f"generated {events:,} events, {customers * SNAPSHOT_MONTHS:,} snapshots and {labels:,} labels of "
+        f"{customers:,} customers ({size_mb:,.0f} MB of parquet) in {time.perf_counter() - start:.1f} s, in a child "
+        "process (not counted below)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Generate in a child process, then time the join here and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.training_frame", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000, help="event rows (default 10,000,000)")
     parser.add_argument("--labels", type=int, default=1_000_000, help="label rows (default 1,000,000)")
     parser.add_argument("--customers", type=int, default=200_000, help="distinct customers (default 200,000)")
+    parser.add_argument("--world", type=Path, help="a simulated world's folder: join its churn labels instead")
     args = parser.parse_args(argv)
     for name in ("events", "labels", "customers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.world is not None and not (args.world / "churn_labels.parquet").is_file():
+        parser.error(f"--world: {args.world} holds no churn_labels.parquet")
 
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {cores} cores, DuckDB {duckdb.__version__}")
     with tempfile.TemporaryDirectory(prefix="nba-frame-") as tmp:
-        root = Path(tmp)
-        start = time.perf_counter()
-        child = multiprocessing.get_context("spawn").Process(
-            target=generate,
-            args=(root,),
-            kwargs={"events": args.events, "labels": args.labels, "customers": args.customers},
-        )
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise SystemExit(f"generating the tables failed (exit code {child.exitcode})")
+        if args.world is not None:
+            root, labels_file = args.world, args.world / "churn_labels.parquet"
+        else:
+            root, labels_file = Path(tmp), Path(tmp) / "labels.parquet"
+            _generate_in_child(root, events=args.events, labels=args.labels, customers=args.customers)
         store = OfflineStore(root, Registry.load())
-        size_mb = sum(p.stat().st_size for p in root.iterdir()) / 1024**2
-        print(
-            f"generated {args.events:,} events, {args.customers * SNAPSHOT_MONTHS:,} snapshots and "
-            f"{args.labels:,} labels of {args.customers:,} customers ({size_mb:,.0f} MB of parquet) "
-            f"in {time.perf_counter() - start:.1f} s, in a child process (not counted below)"
-        )
-
-        labels = pq.read_table(root / "labels.parquet")
+        labels = pq.read_table(labels_file)
         start = time.perf_counter()
         scanned = (
             duckdb.connect()
@@ -199,12 +207,12 @@ def main(argv: list[str] | None = None) -> None:
         scan_s = time.perf_counter() - start
         print(f"baseline: DuckDB scan + group-by of the events file ({len(scanned):,} groups) in {scan_s:.2f} s")
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         frame = store.point_in_time(ENTITY, labels)
-        frame_s = time.perf_counter() - start
+        frame_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
         assert frame.num_rows == labels.num_rows
         print(
-            f"frame: {frame.num_rows:,} rows x {frame.num_columns} columns in {frame_s:.1f} s "
+            f"frame: {frame.num_rows:,} rows x {frame.num_columns} columns in {frame_s:.1f} s, {cpu_s:.1f} s of CPU "
             f"({frame.num_rows / frame_s:,.0f} rows/s; {frame_s / scan_s:.1f}x the scan baseline)"
         )
         print(f"peak RSS: {peak_rss_gb():.2f} GB (this process, DuckDB in it; generation not included)")

@@ -112,10 +112,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def world(data_dir: Path) -> Path:
-    """The demo's world at a quarter of its customers (its seed and agents, ending today), stamped as the demo
+    """The demo's world at a tenth of its customers (its seed and agents, ending today), stamped as the demo
     stamps it, so training knows it is a simulated world (the resolution model checks its oracle). Every test
-    worker builds it and trains on it, and the demo's 20,000 customers would make each of those trainings about
-    four times slower; what the tests check does not need the demo's contact volume (``bench.policy`` measures
+    worker builds it and trains on it, and the demo's 50,000 customers would make each of those trainings about
+    ten times slower; what the tests check does not need the demo's contact volume (``bench.policy`` measures
     the goals on the demo's own size)."""
     out = data_dir / "world"
     simulate_world(out, DemoConfig(customers=TEST_CUSTOMERS), end=datetime.now(UTC).date())

@@ -40,7 +40,7 @@ def _clean_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI") and not k.startswith("NBA_")
     }
-    # The tests' demo is the session world's size: the 20,000-customer default takes minutes to build and train.
+    # The tests' demo is the session world's size: the 50,000-customer default takes minutes to build and train.
     demo = {"NBA_DEMO_CUSTOMERS": "5000", "NBA_TRAIN_THREADS": "1"}
     return {**env, "NBA_DATA_DIR": str(data_dir), "NBA_PORT": str(port), **demo, **extra}
 

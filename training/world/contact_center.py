@@ -26,7 +26,7 @@ Talent = dict[str, np.ndarray]
 RESULT_WINDOWS = {"90d": 3, "180d": 6}
 """Months of contacts behind each of an agent's measured per-intent rates (``resolution_rate_<skill>_<window>``).
 The 180-day rate is there because an agent takes few contacts of an intent a month (about 7 in the demo world of
-5,000 customers it was added for, some 25 in today's 20,000) while its latent skill drifts slowly
+5,000 customers it was added for, some 60 in today's 50,000) while its latent skill drifts slowly
 (:data:`~training.world.routing_oracle.TALENT_DRIFT` a month): twice the evidence outweighs its staleness, and the
 two windows side by side show a recent change."""
 RESULT_MONTHS = max(RESULT_WINDOWS.values())
