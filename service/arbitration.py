@@ -29,7 +29,6 @@ its catalog prior) and obeys its own rules (channels, dates, contact policy) lik
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,10 +73,10 @@ def arbitrate(
     final = []
     for s in scored:
         weight = weights.get(s.action.group, 1.0)
-        final.append(replace(s, score=scaled(s.expected_value, s.action.lever * weight), context_weight=weight))
+        final.append(s.weighted(scaled(s.expected_value, s.action.lever * weight), weight))
     lead: Action | None = None
     if escape is not None and (why := escape_reason(final, catalog, situation)) is not None:
         lead = escape.action
-        final.append(replace(escape, reasons=[why], context_weight=weights.get(lead.group, 1.0)))
+        final.append(escape.explained([why]).weighted(escape.score, weights.get(lead.group, 1.0)))
     final.sort(key=lambda s: (catalog.priority_of(s.action), s.action is not lead, -s.score, s.action.id))
     return final[:top_k]

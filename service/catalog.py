@@ -94,6 +94,10 @@ class LiveContext(_Strict):
     wants_person: bool = Field(default=False, description="The customer asked for a person (a specialist).")
 
 
+NO_CONTEXT = LiveContext()
+"""A request's context when it sends none: one shared instance (frozen), not a model built per request."""
+
+
 class ContextCondition(_Strict):
     """Conditions on the live context; every one given must hold."""
 
@@ -224,7 +228,7 @@ class Situation:
     event view is, and the customer's contact-policy state (None: it could not be read)."""
 
     now: float
-    context: LiveContext = field(default_factory=LiveContext)
+    context: LiveContext = NO_CONTEXT
     view_age_s: Mapping[str, float | None] = field(default_factory=dict)
     policy: PolicyState | None = field(default_factory=PolicyState)
 
