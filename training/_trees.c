@@ -56,20 +56,59 @@ static inline int goes_left(const Trees *t, int n, double x) {
     return x <= t->node_threshold[n];
 }
 
-/* Raw scores (the sum of the trees' leaf values), one per row of x (rows x n_features, row-major); with sigmoid > 0,
- * the binary objective's probability as LightGBM converts it (BinaryLogloss::ConvertOutput, libm's exp), so the
- * numbers are LightGBM's to the last bit. */
-void trees_raw(const Trees *t, const double *x, int rows, double *out, double sigmoid) {
+/* The leaf's value that row reaches from node n. */
+static inline double leaf_from(const Trees *t, int n, const double *row) {
+    while (n >= 0) n = goes_left(t, n, row[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
+    return t->leaf_value[~n];
+}
+
+/* The plain walk: each row down each tree, its leaf values summed in tree order. */
+static void raw_rows(const Trees *t, const double *x, int rows, double *out, double sigmoid) {
     for (int r = 0; r < rows; r++) {
         const double *row = x + (int64_t)r * t->n_features;
         double sum = 0.0;
-        for (int k = 0; k < t->n_trees; k++) {
-            int n = t->tree_root[k];
-            while (n >= 0) n = goes_left(t, n, row[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
-            sum += t->leaf_value[~n];
-        }
+        for (int k = 0; k < t->n_trees; k++) sum += leaf_from(t, t->tree_root[k], row);
         out[r] = sigmoid > 0.0 ? 1.0 / (1.0 + exp(-sigmoid * sum)) : sum;
     }
+}
+
+#define STACK_FEATURES 4096 /* columns at most for the shared walk (its flags live on the stack); wider: the plain walk */
+
+/* Raw scores (the sum of the trees' leaf values), one per row of x (rows x n_features, row-major); with sigmoid > 0,
+ * the binary objective's probability as LightGBM converts it (BinaryLogloss::ConvertOutput, libm's exp), so the
+ * numbers are LightGBM's to the last bit.
+ *
+ * The rows of one call are nearly the same (one customer's rows for several actions, one contact's for several
+ * agents), so the trees go outer: the first row walks a tree until a node tests a column whose bits differ between
+ * rows; every row shares the way down to there (the same values decide it), so a tree whose whole path tests only
+ * shared columns gives every row its leaf, and otherwise each row walks on from that node alone. Each row still
+ * gets its own leaf in each tree, summed in tree order from 0.0: the plain walk's numbers, bit for bit. */
+void trees_raw(const Trees *t, const double *x, int rows, double *out, double sigmoid) {
+    const int nf = t->n_features;
+    if (rows <= 1 || nf > STACK_FEATURES) {
+        raw_rows(t, x, rows, out, sigmoid);
+        return;
+    }
+    uint8_t varies[STACK_FEATURES];
+    memset(varies, 0, (size_t)nf);
+    for (int r = 1; r < rows; r++) {
+        const double *row = x + (int64_t)r * nf;
+        for (int f = 0; f < nf; f++) varies[f] |= memcmp(row + f, x + f, sizeof(double)) != 0;
+    }
+    for (int r = 0; r < rows; r++) out[r] = 0.0;
+    for (int k = 0; k < t->n_trees; k++) {
+        int n = t->tree_root[k];
+        while (n >= 0 && !varies[t->node_feature[n]])
+            n = goes_left(t, n, x[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
+        if (n < 0) {
+            const double v = t->leaf_value[~n];
+            for (int r = 0; r < rows; r++) out[r] += v;
+            continue;
+        }
+        for (int r = 0; r < rows; r++) out[r] += leaf_from(t, n, x + (int64_t)r * nf);
+    }
+    if (sigmoid > 0.0)
+        for (int r = 0; r < rows; r++) out[r] = 1.0 / (1.0 + exp(-sigmoid * out[r]));
 }
 
 /* Leaf l's terms added to phi, given which of its path features the row follows (bit s - s0 of p) and Z_B, the
