@@ -17,7 +17,9 @@ with G(S) = sum over subsets T of S of |T|! (d - 1 - |T|)! / d! * prod(z over S 
 subset at load (2^d entries), so a row costs one pass over the paths instead of TreeSHAP's recursion; this is
 the same Shapley value LightGBM computes, summed in another order (``tests/training/test_fast_trees.py`` holds
 the two equal to 1e-9 on trained models, NaNs and categories included). Rows of one call that take the same way
-through a tree (one customer's rows for several actions, which differ in the action alone) share its terms.
+through a tree (one customer's rows for several actions, which differ in the action alone) share its terms, and the
+splits on columns all the rows share are decided once (bit for bit the same contributions; on the demo's offers 113
+-> 111 us a propensity call warm, 128 -> 126 us with the caches flushed: the terms, not the splits, cost).
 
 Predictions equal LightGBM's bit for bit: the same leaf values summed in tree order and, for binary, the logistic
 taken with libm's exp as LightGBM's ConvertOutput does. The contributions' C part is branch-free where the way a row

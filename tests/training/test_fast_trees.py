@@ -101,7 +101,8 @@ def test_rows_that_share_columns_score_as_alone(
     objective: str, missing: str, base: int, varying: set[int], cells: list[list[float]]
 ) -> None:
     """Rows of one call that differ in a few columns share the trees whose way never tests those columns: every
-    row's score stays LightGBM's and its own plain walk's (one row alone) to the last bit."""
+    row's score stays LightGBM's and its own plain walk's (one row alone) to the last bit, its contributions
+    LightGBM's."""
     booster, fast, x = _fast(objective, missing)
     rows = np.tile(x[base], (len(cells), 1))
     columns = sorted(varying)
@@ -111,6 +112,11 @@ def test_rows_that_share_columns_score_as_alone(
     np.testing.assert_array_equal(raw.view(np.uint64), booster.predict(rows, raw_score=True).view(np.uint64))
     np.testing.assert_array_equal(raw.view(np.uint64), alone.view(np.uint64))
     np.testing.assert_array_equal(fast.predict(rows).view(np.uint64), booster.predict(rows).view(np.uint64))
+    # The contributions' splits on shared columns are decided once for all rows: still LightGBM's values.
+    scale = max(1.0, float(np.abs(raw).max()))
+    np.testing.assert_allclose(
+        fast.contributions(rows), booster.predict(rows, pred_contrib=True), rtol=0, atol=TOLERANCE * scale
+    )
 
 
 def test_a_prepared_bundle_scores_as_lightgbm() -> None:
