@@ -40,14 +40,16 @@ order from 0.0: the plain walk's numbers, bit for bit. On the demo's rows no row
 churn model's trees, 37% and 50% of the resolution and handle-time models' and 39% of the propensity model's.
 Measured on the rows of 200 recommends and 100 assigns (median per call, with the caches flushed between calls /
 warm; load 4): churn 56 -> 35 us / 33 -> 17 us, resolution 88 -> 58 / 62 -> 39, handle time 38 -> 23 / 29 -> 17,
-propensity 12.4 -> 11.9 / 6.3 -> 5.6; finding the varying columns costs ~1 us of that on 24 rows of 81 columns. In
-process (3,000 recommends or assigns of the 50,000-customer demo through the ASGI app, old and new C interleaved in
-blocks of 50 calls, load 3-4): recommend 0.94-0.97x its CPU (about 30-58 us less), assign 0.94-0.97x (40-59 us
-less). Tried and dropped: splitting the rows at each node that tests a varying column, so that nodes below on shared
-columns decide once per part (no faster than each row walking alone from the first such node). A call of distinct
-customers' rows is no slower for it on the churn model, faster on the resolution models' (100 rows: 270 -> 231 and
-105 -> 63 us) and ~10% slower on the propensity model's (134 rows: 167 -> 181 us), where no tree is shared and the
-trees-outer order costs more than it saves; no request makes such a call.
+propensity 12.4 -> 11.9 / 6.3 -> 5.6; finding the varying columns costs ~1 us of that on 24 rows of 81 columns. (24
+rows are the demo's eligible agents of an assign's 100 candidates; four times those rows in one call: resolution 258
+-> 162 us, handle time 114 -> 62.) In process (3,000 recommends or assigns of the 50,000-customer demo through the
+ASGI app, old and new C interleaved in blocks of 50 calls, load 3-4): recommend 0.88-0.97x its CPU (30-128 us less,
+six runs), assign 0.94-0.97x (39-59 us less); more than the calls alone save, perhaps because a request's caches are
+colder than the flush. Tried and dropped: splitting the rows at each node that tests a varying column, so that nodes
+below on shared columns decide once per part (no faster than each row walking alone from the first such node). A
+call of distinct customers' rows is no slower for it on the churn model, faster on the resolution models' (100 rows:
+270 -> 231 and 105 -> 63 us) and ~10% slower on the propensity model's (134 rows: 167 -> 181 us), where no tree is
+shared and the trees-outer order costs more than it saves; no request makes such a call.
 
 What it does not take (``Unsupported``, and LightGBM's own predict serves): multiclass, linear trees, random-forest
 averaging, an objective other than binary or regression, a path of more than :data:`MAX_PATH_FEATURES` distinct
