@@ -56,20 +56,64 @@ static inline int goes_left(const Trees *t, int n, double x) {
     return x <= t->node_threshold[n];
 }
 
-/* Raw scores (the sum of the trees' leaf values), one per row of x (rows x n_features, row-major); with sigmoid > 0,
- * the binary objective's probability as LightGBM converts it (BinaryLogloss::ConvertOutput, libm's exp), so the
- * numbers are LightGBM's to the last bit. */
-void trees_raw(const Trees *t, const double *x, int rows, double *out, double sigmoid) {
+/* The leaf's value that row reaches from node n. */
+static inline double leaf_from(const Trees *t, int n, const double *row) {
+    while (n >= 0) n = goes_left(t, n, row[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
+    return t->leaf_value[~n];
+}
+
+/* The plain walk: each row down each tree, its leaf values summed in tree order. */
+static void raw_rows(const Trees *t, const double *x, int rows, double *out, double sigmoid) {
     for (int r = 0; r < rows; r++) {
         const double *row = x + (int64_t)r * t->n_features;
         double sum = 0.0;
-        for (int k = 0; k < t->n_trees; k++) {
-            int n = t->tree_root[k];
-            while (n >= 0) n = goes_left(t, n, row[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
-            sum += t->leaf_value[~n];
-        }
+        for (int k = 0; k < t->n_trees; k++) sum += leaf_from(t, t->tree_root[k], row);
         out[r] = sigmoid > 0.0 ? 1.0 / (1.0 + exp(-sigmoid * sum)) : sum;
     }
+}
+
+#define STACK_FEATURES 4096 /* columns at most for the shared walk (its flags live on the stack); wider: the plain walk */
+
+/* varies[f] = 1 when column f's bits differ between some row and the first: equal bits decide every split alike. */
+static void varying_columns(const double *x, int rows, int nf, uint8_t *varies) {
+    memset(varies, 0, (size_t)nf);
+    for (int r = 1; r < rows; r++) {
+        const double *row = x + (int64_t)r * nf;
+        for (int f = 0; f < nf; f++) varies[f] |= memcmp(row + f, x + f, sizeof(double)) != 0;
+    }
+}
+
+/* Raw scores (the sum of the trees' leaf values), one per row of x (rows x n_features, row-major); with sigmoid > 0,
+ * the binary objective's probability as LightGBM converts it (BinaryLogloss::ConvertOutput, libm's exp), so the
+ * numbers are LightGBM's to the last bit.
+ *
+ * The rows of one call are nearly the same (one customer's rows for several actions, one contact's for several
+ * agents), so the trees go outer: the first row walks a tree until a node tests a column whose bits differ between
+ * rows; every row shares the way down to there (the same values decide it), so a tree whose whole path tests only
+ * shared columns gives every row its leaf, and otherwise each row walks on from that node alone. Each row still
+ * gets its own leaf in each tree, summed in tree order from 0.0: the plain walk's numbers, bit for bit. */
+void trees_raw(const Trees *t, const double *x, int rows, double *out, double sigmoid) {
+    const int nf = t->n_features;
+    if (rows <= 1 || nf > STACK_FEATURES) {
+        raw_rows(t, x, rows, out, sigmoid);
+        return;
+    }
+    uint8_t varies[STACK_FEATURES];
+    varying_columns(x, rows, nf, varies);
+    for (int r = 0; r < rows; r++) out[r] = 0.0;
+    for (int k = 0; k < t->n_trees; k++) {
+        int n = t->tree_root[k];
+        while (n >= 0 && !varies[t->node_feature[n]])
+            n = goes_left(t, n, x[t->node_feature[n]]) ? t->node_left[n] : t->node_right[n];
+        if (n < 0) {
+            const double v = t->leaf_value[~n];
+            for (int r = 0; r < rows; r++) out[r] += v;
+            continue;
+        }
+        for (int r = 0; r < rows; r++) out[r] += leaf_from(t, n, x + (int64_t)r * nf);
+    }
+    if (sigmoid > 0.0)
+        for (int r = 0; r < rows; r++) out[r] = 1.0 / (1.0 + exp(-sigmoid * out[r]));
 }
 
 /* Leaf l's terms added to phi, given which of its path features the row follows (bit s - s0 of p) and Z_B, the
@@ -134,19 +178,28 @@ static void visit(const Trees *t, int n, const uint8_t *dec, int32_t *mismatch, 
 
 /* Path-dependent TreeSHAP, as LightGBM's pred_contrib: out is rows x (n_features + 1), the last column the bias.
  * Scratch: decided rows x n_nodes bytes, terms rows x (n_features + 1) doubles, mismatch n_features ints (zeros).
+ * A split on a column whose bits every row shares is decided once, for the first row.
  * One row goes leaf by leaf (fastest alone). Several go tree by tree: a row whose decisions in a tree equal an
  * earlier row's (one customer's rows for several actions differ in the action alone and often take the same way
  * through a tree: 41% of them on the demo's propensity model) takes that row's terms for the tree, the same
  * numbers computed once; the others walk the tree (faster than leaf by leaf there, by measurement). */
 void trees_contributions(const Trees *t, const double *x, int rows, double *out, uint8_t *decided, double *terms,
                          int32_t *mismatch) {
-    const int width = t->n_features + 1;
+    const int nf = t->n_features, width = nf + 1;
+    uint8_t varies[STACK_FEATURES];
+    const int share = rows > 1 && nf <= STACK_FEATURES;
+    if (share) varying_columns(x, rows, nf, varies);
     for (int r = 0; r < rows; r++) {
-        const double *row = x + (int64_t)r * t->n_features;
+        const double *row = x + (int64_t)r * nf;
         uint8_t *dec = decided + (int64_t)r * t->n_nodes;
         double *phi = out + (int64_t)r * width;
         for (int i = 0; i < width; i++) phi[i] = 0.0;
-        for (int n = 0; n < t->n_nodes; n++) dec[n] = (uint8_t)goes_left(t, n, row[t->node_feature[n]]);
+        if (r > 0 && share) { /* a split on a column every row shares decides as for the first row */
+            for (int n = 0; n < t->n_nodes; n++)
+                dec[n] = varies[t->node_feature[n]] ? (uint8_t)goes_left(t, n, row[t->node_feature[n]]) : decided[n];
+        } else {
+            for (int n = 0; n < t->n_nodes; n++) dec[n] = (uint8_t)goes_left(t, n, row[t->node_feature[n]]);
+        }
     }
     if (rows == 1) {
         leaves(t, 0, t->n_leaves, decided, out);

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import lightgbm as lgb
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training import ModelBundle
 from training.bundle import with_matched
@@ -64,6 +68,52 @@ def test_fast_trees_equal_lightgbm(objective: str, params: dict[str, object]) ->
     np.testing.assert_array_equal(fast.raw(rows), booster.predict(rows, raw_score=True))
     np.testing.assert_array_equal(fast.predict(rows), booster.predict(rows))
     scale = max(1.0, float(np.abs(booster.predict(rows, raw_score=True)).max()))
+    np.testing.assert_allclose(
+        fast.contributions(rows), booster.predict(rows, pred_contrib=True), rtol=0, atol=TOLERANCE * scale
+    )
+
+
+@cache
+def _fast(objective: str, missing: str) -> tuple[lgb.Booster, FastTrees, np.ndarray]:
+    booster, x = _booster(objective, 11, **({"zero_as_missing": True} if missing == "zero" else {}))
+    return booster, FastTrees(booster), x
+
+
+_CELL = st.one_of(
+    st.floats(-40, 40),
+    st.sampled_from([np.nan, 0.0, -0.0, 1e-36, -1.0, 7.0, 99.0]),  # missing, zeros, categories never seen
+    st.integers(0, 6).map(float),  # the categorical column's codes
+)
+
+
+@pytest.mark.parametrize(
+    ("objective", "missing"),
+    [("binary", "nan"), ("binary", "zero"), ("regression", "nan")],
+    ids=["binary-nan-missing", "binary-zero-missing", "regression"],
+)
+@settings(max_examples=150, deadline=None)
+@given(
+    base=st.integers(0, 2_999),
+    varying=st.sets(st.integers(0, 7), max_size=3),
+    cells=st.lists(st.lists(_CELL, min_size=8, max_size=8), min_size=2, max_size=40),
+)
+def test_rows_that_share_columns_score_as_alone(
+    objective: str, missing: str, base: int, varying: set[int], cells: list[list[float]]
+) -> None:
+    """Rows of one call that differ in a few columns share the trees whose way never tests those columns: every
+    row's score stays LightGBM's and its own plain walk's (one row alone) to the last bit, its contributions
+    LightGBM's."""
+    booster, fast, x = _fast(objective, missing)
+    rows = np.tile(x[base], (len(cells), 1))
+    columns = sorted(varying)
+    rows[:, columns] = np.array(cells)[:, columns]
+    raw = fast.raw(rows)
+    alone = np.concatenate([fast.raw(row) for row in rows])
+    np.testing.assert_array_equal(raw.view(np.uint64), booster.predict(rows, raw_score=True).view(np.uint64))
+    np.testing.assert_array_equal(raw.view(np.uint64), alone.view(np.uint64))
+    np.testing.assert_array_equal(fast.predict(rows).view(np.uint64), booster.predict(rows).view(np.uint64))
+    # The contributions' splits on shared columns are decided once for all rows: still LightGBM's values.
+    scale = max(1.0, float(np.abs(raw).max()))
     np.testing.assert_allclose(
         fast.contributions(rows), booster.predict(rows, pred_contrib=True), rtol=0, atol=TOLERANCE * scale
     )
