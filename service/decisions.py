@@ -333,7 +333,10 @@ class DecisionService:
         now = self._clock()
         decision_id = new_decision_id()
         logged: list[list[bytes]] = []
-        customer, agents, _ = await self._read("assign", request.customer_id, agent_ids, degraded)
+        customer: EntityVector | None = None
+        agents: EntityBatch | None = None
+        if not degraded:  # a queue Redis did not answer for: a second read would spend the time budget twice
+            customer, agents, _ = await self._read("assign", request.customer_id, agent_ids, degraded)
         churn_risk = None
         if customer is not None:
             try:
