@@ -11,16 +11,29 @@ Figures are printed (``pytest -s``) so that a run gives the numbers the README q
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
+import json
+import signal
+import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
+import redis
+import redis.asyncio
 
-from features import OfflineStore, Registry
+from features import OfflineStore, OnlineStore, Registry
+from features.decision_log_keys import stream_key as decision_stream
+from features.event_archive import archived_parts
+from service.decision_log import FIELD, decode
+from service.shadow import GROUP, decode_result, results_key
 from tests.conftest import own_world, session_keys
-from tests.e2e.processes import Answer, Load, RedisProcess, Request, admin_headers, child_env, nba_run
+from tests.e2e.processes import NBA, Answer, Load, RedisProcess, Request, admin_headers, child_env, nba_run
 from training.console import Reporter
 from training.demo import ensure_materialized
 
@@ -208,3 +221,229 @@ def test_redis_paused_answers_within_the_budget_degraded_then_full_again(
     after = [a for a in answers if a.sent >= resumed + RECOVERY_S]
     assert after
     assert not any(a.degraded for a in after), "full answers stay full once the pause is over"
+
+
+class _Producer:
+    """Batches of login events posted one after another on a thread, each retried until it is accepted (200); every
+    answer kept. What a producer does with a 503: it waits (here 50 ms, not the 5 s Retry-After asks for, so the
+    test stays short) and sends the same batch again, which is safe since events are applied once by id."""
+
+    def __init__(self, url: str, customers: list[str], *, per_batch: int = 3, limit_s: float = 60.0) -> None:
+        self.answers: list[tuple[int, str | None]] = []
+        """Each try's status and Retry-After header."""
+        self.accepted: list[dict[str, str]] = []
+        """Each event accepted: its id, customer and status (applied, or duplicate of a try whose answer was lost)."""
+        self._url, self._customers, self._per_batch, self._limit_s = url, customers, per_batch, limit_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        stop_at = time.monotonic() + self._limit_s
+        with httpx.Client(base_url=self._url, headers=admin_headers(), timeout=10) as client:
+            for n in itertools.count():
+                if self._stop.is_set() or time.monotonic() > stop_at:
+                    return
+                events = [
+                    {
+                        "type": "login",
+                        "event_id": f"fault-{n}-{j}",
+                        "customer_id": self._customers[n % len(self._customers)],
+                    }
+                    for j in range(self._per_batch)
+                ]
+                while time.monotonic() < stop_at:
+                    try:
+                        response = client.post("/v1/events", json={"events": events})
+                        status, retry_after = response.status_code, response.headers.get("retry-after")
+                    except httpx.HTTPError:
+                        status, retry_after = 0, None
+                    self.answers.append((status, retry_after))
+                    if status == 200:
+                        for event, result in zip(events, response.json()["results"], strict=True):
+                            self.accepted.append(
+                                {
+                                    "event_id": event["event_id"],
+                                    "customer_id": event["customer_id"],
+                                    "status": result["status"],
+                                }
+                            )
+                        break
+                    time.sleep(0.05)
+                time.sleep(0.01)
+
+    def __enter__(self) -> _Producer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def wait_for(self, what: str, check: Callable[[], bool], seconds: float = 15.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+            time.sleep(0.01)
+
+
+def _logins(url: str, customer: str) -> float:
+    response = httpx.get(f"{url}/v1/customers/{customer}/features", headers=admin_headers())
+    assert response.status_code == 200
+    return next(f["value"] for f in response.json()["features"] if f["name"] == "logins_7d")
+
+
+def test_events_sent_while_redis_restarts_are_stored_or_refused_with_retry_after_and_none_is_lost(
+    service: str, redis_server: RedisProcess
+) -> None:
+    customers = [f"C{n:06d}" for n in range(100, 110)]
+    before = {c: _logins(service, c) for c in customers}
+    with _Producer(service, customers) as producer:
+        producer.wait_for("batches accepted", lambda: len(producer.accepted) >= 60)
+        redis_server.kill()
+        producer.wait_for("refusals", lambda: sum(s == 503 for s, _ in producer.answers) >= 5)
+        time.sleep(0.5)
+        redis_server.start()
+        accepted = len(producer.accepted)
+        producer.wait_for("batches accepted after the restart", lambda: len(producer.accepted) >= accepted + 60)
+    statuses = collections.Counter(s for s, _ in producer.answers)
+    outcomes = collections.Counter(e["status"] for e in producer.accepted)
+    with redis_server.client() as client:
+        streamed = collections.Counter(
+            json.loads(fields[b"event"])["event_id"] for _, fields in client.xrange("nba:events")
+        )
+    after = {c: _logins(service, c) for c in customers}
+    sent = collections.Counter(e["customer_id"] for e in producer.accepted)
+    print(f"\nEvents while Redis restarts: tries {dict(statuses)}, events accepted {dict(outcomes)}")
+    assert set(statuses) == {200, 503}, "stored or refused, nothing else"
+    assert all(r is not None and int(r) > 0 for s, r in producer.answers if s == 503), (
+        "every refusal says when to retry"
+    )
+    assert set(outcomes) <= {"applied", "duplicate"}
+    # Nothing accepted is lost: each event is in the online state once (the retries of an event a lost answer had
+    # applied found it a duplicate) and in the stream the consumer archives from.
+    assert after == {c: before[c] + sent[c] for c in customers}
+    assert all(streamed[e["event_id"]] >= 1 for e in producer.accepted)
+
+
+# ---- workers killed mid-batch ---------------------------------------------------------------------------------
+
+
+def _worker(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([NBA, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _group(client: redis.Redis, stream: str, group: str) -> dict[str, int]:
+    """The group's delivered and pending counts (zeros before it exists)."""
+    for g in client.xinfo_groups(stream):
+        if g["name"].decode() == group:
+            return {"read": int(g["entries-read"] or 0), "pending": int(g["pending"])}
+    return {"read": 0, "pending": 0}
+
+
+def _kill_mid_batch(
+    worker: subprocess.Popen[bytes], client: redis.Redis, stream: str, group: str, *, after: int, log: Path
+) -> int:
+    """SIGKILL ``worker`` once it has read ``after`` entries and holds a batch it has not acknowledged; the
+    entries it left pending."""
+    deadline = time.monotonic() + 60
+    while not ((state := _group(client, stream, group))["read"] >= after and state["pending"] > 0):
+        assert worker.poll() is None, f"the worker exited with {worker.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"the worker did not get past {after} entries: {state}"
+        time.sleep(0.002)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    return _group(client, stream, group)["pending"]
+
+
+def _finish(
+    worker: subprocess.Popen[bytes], client: redis.Redis, stream: str, group: str, total: int, log: Path
+) -> None:
+    """Wait until ``group`` has read and acknowledged all ``total`` entries, then stop ``worker`` as supervisors do."""
+    deadline = time.monotonic() + 60
+    while (state := _group(client, stream, group)) != {"read": total, "pending": 0}:
+        assert worker.poll() is None, f"the worker exited with {worker.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"the group did not finish: {state}"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+
+
+def test_the_event_consumer_killed_mid_batch_loses_no_event_and_counts_none_twice(
+    redis_server: RedisProcess, tmp_path: Path, world: Path, registry: Registry
+) -> None:
+    """Killed twice while holding a batch: restarted under its own name it re-reads what it held; a second consumer
+    takes over what the other left once it sat idle a second (``XAUTOCLAIM``)."""
+    namespace, total = "consume", 3_000
+    customers = [f"C{n:06d}" for n in range(200, 250)]
+    stream, group = f"{namespace}:events", "nba-ingest"
+    own_world(tmp_path / "data", world)
+    env = child_env(REDIS_URL=redis_server.url, NBA_DATA_DIR=str(tmp_path / "data"), NBA_REDIS_NAMESPACE=namespace)
+    log = tmp_path / "consume.log"
+    events = [
+        {"type": "login", "event_id": f"k{i}", "customer_id": customers[i % len(customers)]} for i in range(total)
+    ]
+    with redis_server.client() as client:
+        pipe = client.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(stream, {"event": json.dumps(event)})
+        pipe.execute()
+        batch = ["--batch", "100", "--block-ms", "100"]
+        first = _worker(["events", "consume", "--consumer", "c1", *batch], env, log)
+        held = [_kill_mid_batch(first, client, stream, group, after=500, log=log)]
+        again = _worker(["events", "consume", "--consumer", "c1", *batch], env, log)
+        held.append(_kill_mid_batch(again, client, stream, group, after=1_500, log=log))
+        other = _worker(["events", "consume", "--consumer", "c2", "--claim-idle-ms", "1000", *batch], env, log)
+        _finish(other, client, stream, group, total, log)
+        dead = client.xlen(f"{namespace}:events:dead")
+
+    async def logins() -> dict[str, float]:
+        connection = redis.asyncio.Redis.from_url(redis_server.url)
+        store = OnlineStore(connection, registry, namespace=namespace)
+        try:
+            at = registry.entity("customer").index["logins_7d"]
+            return {c: float((await store.read(c))[0].values[at]) for c in customers}
+        finally:
+            await store.aclose()
+            await connection.aclose()
+
+    online = asyncio.run(logins())
+    archived = [p for p in archived_parts(tmp_path / "data" / "world", "customer")]
+    rows = sum(pq.read_metadata(p).num_rows for p in archived)
+    offline = OfflineStore(tmp_path / "data" / "world", registry).events("customer").column("event_id").to_pylist()
+    ours = collections.Counter(e for e in offline if e.startswith("k"))
+    print(f"\nEvent consumer killed holding {held} entries: {rows} rows archived for {total} events")
+    assert all(n > 0 for n in held), "each kill left a batch unacknowledged"
+    assert dead == 0
+    assert online == {c: total / len(customers) for c in customers}, "each event applied once online"
+    assert ours == dict.fromkeys((e["event_id"] for e in events), 1), "each event archived, and read once"
+    assert rows >= total
+
+
+def test_the_shadow_worker_killed_mid_batch_replays_every_decision_once(
+    service: str, redis_server: RedisProcess, tmp_path: Path, data_dir: Path
+) -> None:
+    with httpx.Client(base_url=service, headers=admin_headers(), timeout=10) as http:
+        for n in range(150):
+            body = {"customer_id": f"C{300 + n:06d}", "channel": "voice"}
+            assert http.post("/v1/recommend", json=body).status_code == 200
+    stream = decision_stream("nba", "recommend")
+    env = child_env(
+        REDIS_URL=redis_server.url,
+        NBA_DATA_DIR=str(tmp_path),
+        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+        NBA_MLFLOW_EXPERIMENT="nba-tests",
+        NBA_MLFLOW_MODEL_PREFIX="nba",
+    )
+    log = tmp_path / "shadow.log"
+    with redis_server.client() as client:
+        logged = [decode(fields[FIELD]).decision_id for _, fields in client.xrange(stream)]
+        run = ["shadow", "run", "--kind", "recommend", "--consumer", "s1", "--batch", "20"]
+        held = _kill_mid_batch(_worker(run, env, log), client, stream, GROUP, after=60, log=log)
+        _finish(_worker(run, env, log), client, stream, GROUP, len(logged), log)
+        results = [
+            decode_result(fields[b"d"]).decision_id for _, fields in client.xrange(results_key("nba", "recommend"))
+        ]
+    print(f"\nShadow worker killed holding {held} decisions: {len(results)} results for {len(logged)} logged decisions")
+    assert held > 0, "the kill left a batch unacknowledged"
+    assert collections.Counter(results) == dict.fromkeys(logged, 1), "every decision replayed, none twice"
