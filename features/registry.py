@@ -552,9 +552,7 @@ class Registry:
         try:
             return cls(_Contract.model_validate(data))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-            )
+            problems = "; ".join(f"{_where(data, err['loc'])}: {err['msg']}" for err in exc.errors())
             raise RegistryError(f"{label}: {problems}") from exc
 
     def entity(self, name: str) -> EntitySchema:
@@ -592,3 +590,21 @@ class Registry:
         ]
         canonical = json.dumps(shape, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _where(data: object, loc: tuple[int | str, ...]) -> str:
+    """A validation error's location in the contract, each list item named by its ``name`` where it has one:
+    ``views[customer_usage].features[logins_7d].dtype``, not ``views.4.features.0.dtype``, which says nothing to
+    the person reading it and shifts whenever a view or feature is added above (the catalog names its actions so)."""
+    parts: list[str] = []
+    node = data
+    for step in loc:
+        if isinstance(step, int) and isinstance(node, list) and 0 <= step < len(node):
+            node = node[step]
+            name = node.get("name") if isinstance(node, dict) else None
+            label = f"[{name if isinstance(name, str) else step}]"
+            parts[-1:] = [(parts[-1] if parts else "") + label]
+            continue
+        parts.append(str(step))
+        node = node.get(step) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top)"

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import threading
@@ -27,12 +29,13 @@ import pytest
 import redis
 import redis.asyncio
 
+import features
 from features import OfflineStore, OnlineStore, Registry
 from features.decision_log_keys import stream_key as decision_stream
 from features.event_archive import archived_parts
 from service.decision_log import FIELD, decode
 from service.shadow import GROUP, decode_result, results_key
-from tests.conftest import own_world, session_keys
+from tests.conftest import free_port, own_world, session_keys
 from tests.e2e.processes import NBA, Answer, Load, RedisProcess, Request, admin_headers, child_env, nba_run
 from training.console import Reporter
 from training.demo import ensure_materialized
@@ -447,3 +450,57 @@ def test_the_shadow_worker_killed_mid_batch_replays_every_decision_once(
     print(f"\nShadow worker killed holding {held} decisions: {len(results)} results for {len(logged)} logged decisions")
     assert held > 0, "the kill left a batch unacknowledged"
     assert collections.Counter(results) == dict.fromkeys(logged, 1), "every decision replayed, none twice"
+
+
+# ---- a bad feature registry -----------------------------------------------------------------------------------
+
+
+def _redis_digest(client: redis.Redis) -> str:
+    """A hash of every key and its value (``DUMP``): equal before and after means nothing was written."""
+    digest = hashlib.sha256()
+    keys = sorted(client.scan_iter(count=1_000))
+    for start in range(0, len(keys), 1_000):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[start : start + 1_000]:
+            pipe.dump(key)
+        for key, value in zip(keys[start : start + 1_000], pipe.execute(), strict=True):
+            digest.update(key + b"\0" + (value or b"") + b"\0")
+    return f"{len(keys)} keys, sha256 {digest.hexdigest()[:16]}"
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` (links followed): its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_bad_feature_registry_refuses_to_start_naming_the_field_and_leaves_the_stored_data_alone(
+    redis_server: RedisProcess, tmp_path: Path, world: Path, data_dir: Path
+) -> None:
+    """The feature registry is not reloaded: it is the packaged ``features/registry.yaml``, read when the service
+    starts (no setting names another file, and no watcher or admin route reads it again), so a bad one comes with a
+    deployment. Here that is a copy of the ``features`` package with one field's type misspelt, first on the path."""
+    packages = tmp_path / "packages"
+    shutil.copytree(Path(features.__file__).parent, packages / "features", ignore=shutil.ignore_patterns("__pycache__"))
+    contract = packages / "features" / "registry.yaml"
+    good = "{name: logins_7d, dtype: int,"
+    assert good in contract.read_text()
+    contract.write_text(contract.read_text().replace(good, "{name: logins_7d, dtype: integer,"))
+    own = tmp_path / "data"
+    own_world(own, world)
+    env = child_env(
+        REDIS_URL=redis_server.url,
+        NBA_DATA_DIR=str(own),
+        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+        NBA_KEYS_FILE=str(session_keys().path),
+        NBA_PORT=str(free_port()),
+        PYTHONPATH=str(packages),
+    )
+    with redis_server.client() as client:
+        stored, files = _redis_digest(client), _files(own)
+        done = subprocess.run([NBA, "run", "--no-demo"], env=env, capture_output=True, text=True, timeout=120)
+        assert _redis_digest(client) == stored
+    assert _files(own) == files
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    print(f"\nA bad registry: exit {done.returncode}; Redis {stored} before and after; {last}")
+    assert f"RegistryError: {contract}: views[customer_activity].features[logins_7d].dtype: Input should be" in last

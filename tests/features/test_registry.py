@@ -297,6 +297,10 @@ def _categories_on_a_number(data: Contract) -> None:
     _feature(data, "logins_30d")["categories"] = ["few", "many"]
 
 
+def _unknown_dtype(data: Contract) -> None:
+    _feature(data, "logins_7d")["dtype"] = "integer"
+
+
 def _unknown_view_key(data: Contract) -> None:
     _view(data, "customer_account")["ttl"] = 3
 
@@ -324,7 +328,7 @@ def _intent_without_a_skill(data: Contract) -> None:
 @pytest.mark.parametrize(
     ("edit", "field"),
     [
-        (_unknown_key, r"views\.0\.features\.1\.colour"),
+        (_unknown_key, r"views\[customer_profile\]\.features\[plan\]\.colour"),
         (
             _duplicate_feature,
             r"'monthly_charge' is declared in views 'customer_profile' and 'customer_usage'",
@@ -332,7 +336,8 @@ def _intent_without_a_skill(data: Contract) -> None:
         (_default_outside_categories, r"'segment': default 'enterprise' is not one of its categories"),
         (_unknown_entity, r"view 'agent_state': unknown entity 'supervisor'"),
         (_categories_on_a_number, r"'logins_30d': 'categories' is only for dtype 'category'"),
-        (_unknown_view_key, r"views\.3\.ttl"),
+        (_unknown_dtype, r"views\[customer_activity\]\.features\[logins_7d\]\.dtype: Input should be 'float'"),
+        (_unknown_view_key, r"views\[customer_account\]\.ttl"),
         (_range_on_a_category, r"'plan': 'min' and 'max' apply only to dtype float or int"),
         (_min_above_max, r"'last_sentiment': min 1 is above max -1"),
         (_default_outside_range, r"'max_load': default 1 is outside \[min, max\]"),
@@ -345,6 +350,7 @@ def _intent_without_a_skill(data: Contract) -> None:
         "category-default",
         "unknown-entity",
         "stray-categories",
+        "unknown-dtype",
         "view-key",
         "range-on-a-category",
         "min-above-max",
@@ -656,5 +662,7 @@ def test_phrase(registry: Registry, name: str, value: float, phrase: str) -> Non
 def test_only_an_events_view_may_never_expire(tmp_path: Path) -> None:
     data = _packaged()
     _view(data, "customer_usage")["ttl_days"] = None
-    with pytest.raises(RegistryError, match=r"views\.2: Value error, ttl_days: a snapshot view needs a TTL"):
+    with pytest.raises(
+        RegistryError, match=r"views\[customer_usage\]: Value error, ttl_days: a snapshot view needs a TTL"
+    ):
         Registry.load(_write(tmp_path, data))
