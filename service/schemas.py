@@ -291,6 +291,13 @@ class Health(msgspec.Struct, frozen=True):
             "artifact, a failed check, an alias removed); empty when all is well."
         ),
     ]
+    catalog_problem: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="Why the catalog file's newest version was refused (its file, action and field), so the "
+            "running catalog stayed; null when the catalog in force is the file's newest version."
+        ),
+    ] = None
 
 
 class Readiness(BaseModel):

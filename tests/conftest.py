@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import functools
 import json
+import logging
 import os
 import shutil
 import socket
@@ -238,6 +239,25 @@ def served_known(schema: EntitySchema, table: pa.Table) -> np.ndarray:
             for f in schema.features
         ]
     )
+
+
+@contextmanager
+def logged(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records the logger ``name`` (and its children) emits while the block runs, any level.
+
+    The handler sits on that logger itself, not on the root: uvicorn's start-up resets the root logger's handlers."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler, logger = Keep(logging.DEBUG), logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def free_port() -> int:

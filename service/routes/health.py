@@ -15,8 +15,8 @@ from service.schemas import Health, Readiness
     operation_id="health",
     summary="Liveness, and the models in force",
     description="Always 200 while the process serves. Also says which model versions are in force, whether they "
-    "came from MLflow or from the last-known-good copy on disk, whether MLflow answered the last poll, and why a "
-    "promoted version is not in force (if so).",
+    "came from MLflow or from the last-known-good copy on disk, whether MLflow answered the last poll, why a "
+    "promoted version is not in force (if so), and why a changed catalog file was refused (if so).",
     tags=["operations"],
 )
 async def health(decisions: DecisionService) -> Health:
@@ -30,6 +30,7 @@ async def health(decisions: DecisionService) -> Health:
         models_from=status.sources,
         model_registry=registry,  # type: ignore[arg-type]
         model_problems=status.problems,
+        catalog_problem=None if (refused := decisions.catalogs.last_error) is None else str(refused),
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -116,8 +117,13 @@ class Answer:
     answered: float
     status: int
     """The HTTP status; 0 when no answer came (the connection failed, or the client's 10 s timeout passed)."""
-    degraded: bool | None
-    """The answer's ``degraded`` flag (None without a 200)."""
+    body: dict[str, Any] | None
+    """The answer's JSON (None without a 200)."""
+
+    @property
+    def degraded(self) -> bool | None:
+        """The answer's ``degraded`` flag (None without a 200)."""
+        return None if self.body is None else bool(self.body["degraded"])
 
     @property
     def seconds(self) -> float:
@@ -156,14 +162,11 @@ class Load:
                 sent = time.monotonic()
                 try:
                     response = client.post(request.path, json=request.body)
-                    status, degraded = (
-                        response.status_code,
-                        (response.json()["degraded"] if response.status_code == 200 else None),
-                    )
+                    status, body = response.status_code, (response.json() if response.status_code == 200 else None)
                 except httpx.HTTPError:
-                    status, degraded = 0, None
+                    status, body = 0, None
                 answered = time.monotonic()
-                self.answers.append(Answer(request.kind, sent, answered, status, degraded))
+                self.answers.append(Answer(request.kind, sent, answered, status, body))
                 self._stop.wait(max(0.0, self._pause_s - (answered - sent)))
 
     def __enter__(self) -> Load:

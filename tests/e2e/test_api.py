@@ -42,6 +42,7 @@ def test_health_is_ok_and_names_the_models_in_force(http: httpx.Client, champion
         "models_from": dict.fromkeys(names, "registry"),
         "model_registry": "reachable",
         "model_problems": {},
+        "catalog_problem": None,
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import time
 import uuid
@@ -28,7 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.arbitration import scaled
 from service.decisioning import PRIOR_REASON
-from tests.conftest import Served, age_decision, serve, settings_for
+from tests.conftest import Served, age_decision, logged, serve, session_keys, settings_for
+from tests.e2e.processes import Load, Request
 
 NS = "nbacat"
 RUN = uuid.uuid4().hex[:6]
@@ -498,3 +500,42 @@ def test_a_bad_catalog_never_replaces_the_running_one_and_a_good_one_is_picked_u
         op["operationId"] for path in http.get("/schema/openapi.json").json()["paths"].values() for op in path.values()
     }
     assert {"feedback", "reload_catalog"} <= operations
+
+
+def test_a_bad_catalog_seen_by_the_poll_under_load_is_refused_once_reported_and_the_running_one_stays(
+    served: Served, http: httpx.Client, catalog_path: Path
+) -> None:
+    """No admin call: the file changes under a running load, as a deployment changes it, and only the poll sees it."""
+    running = _use(http, catalog_path, _catalog())
+    customer = _customer(http)
+    failed_before = _reloads(http, "failed")
+    bad = _catalog(_action("discount_10", "retention", cost=60, contact_policy={"max_presentations": 2}))
+    body = {"customer_id": customer, "channel": "voice"}
+    with (
+        logged("service.catalog_source") as records,
+        Load(served.url, [Request("recommend", "/v1/recommend", body)], headers=session_keys().headers()) as load,
+    ):
+        load.wait_for("answers", lambda answers: len(answers) >= 10)
+        _write(catalog_path, bad)
+        deadline = time.monotonic() + 5
+        while (problem := http.get("/health").json()["catalog_problem"]) is None:
+            assert time.monotonic() < deadline, "the refused file is not reported in /health"
+            time.sleep(0.05)
+        time.sleep(0.5)  # five more polls: the refused file is not tried again while it stays as it is
+        failed = _reloads(http, "failed") - failed_before
+        seen = len(load.answers)
+        load.wait_for("answers after the refusal", lambda answers: len(answers) >= seen + 10)
+        _write(catalog_path, _catalog(_action("plan_upgrade", "sales", value=90, requires_consent=True)))
+        load.wait_for("the good file in force", lambda answers: answers[-1].body["catalog_version"] != running)  # type: ignore[index]
+    assert {a.status for a in load.answers} == {200}
+    assert not any(a.degraded for a in load.answers)
+    versions = [a.body["catalog_version"] for a in load.answers]  # type: ignore[index]
+    switched = next(i for i, v in enumerate(versions) if v != running)
+    assert switched >= seen + 10, "the bad file never came into force"
+    assert set(versions[switched:]) == {versions[-1]}
+    assert problem.startswith(f"{catalog_path}: ")
+    assert "actions[discount_10].contact_policy" in problem
+    assert failed == 1
+    errors = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    assert errors == [f"catalog not reloaded, the running one (version {running}) stays: {problem}"]
+    assert http.get("/health").json()["catalog_problem"] is None, "a good file clears the problem"
