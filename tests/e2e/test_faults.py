@@ -155,6 +155,20 @@ def _report(what: str, answers: list[Answer], **figures: object) -> None:
     )
 
 
+def _assert_degraded_then_full(
+    answers: list[Answer], during: list[Answer], recovery: dict[str, float], back: float
+) -> None:
+    """What the load must have got through a Redis fault that lasted until ``back``: ``during`` its answers."""
+    assert {a.status for a in answers} == {200}, "no 5xx, no connection dropped, no request past the client's 10 s"
+    assert max(a.seconds for a in answers) < TIMEOUT_MS / 1000 + MARGIN_S, "no request waited past the budget"
+    assert len(during) >= 3 * len(KINDS)
+    assert all(a.degraded for a in during), "every answer during the fault says degraded"
+    assert all(v <= RECOVERY_S for v in recovery.values()), recovery
+    after = [a for a in answers if a.sent >= back + RECOVERY_S]
+    assert after
+    assert not any(a.degraded for a in after), "full answers stay full once Redis is back"
+
+
 def test_redis_killed_under_load_answers_degraded_then_full_within_2_s_of_its_restart(
     service: str, redis_server: RedisProcess
 ) -> None:
@@ -178,14 +192,7 @@ def test_redis_killed_under_load_answers_degraded_then_full_within_2_s_of_its_re
         down_s=restarted - killed,
         **{f"full_again_{k}": v for k, v in recovery.items()},
     )
-    assert {a.status for a in answers} == {200}, "no 5xx, no connection dropped, no request past the client's 10 s"
-    assert max(a.seconds for a in answers) < TIMEOUT_MS / 1000 + MARGIN_S, "no request hung on the dead Redis"
-    assert len(down) >= 3 * len(KINDS)
-    assert all(a.degraded for a in down), "every answer while Redis was down says degraded"
-    assert all(v <= RECOVERY_S for v in recovery.values()), recovery
-    after = [a for a in answers if a.sent >= restarted + RECOVERY_S]
-    assert after
-    assert not any(a.degraded for a in after), "full answers stay full once Redis is back"
+    _assert_degraded_then_full(answers, down, recovery, restarted)
     # The outage is reported where an operator looks: readiness, and the fallbacks counted by dependency.
     assert ready_down.status_code == 503
     assert "online store unavailable" in ready_down.json()["redis"]
@@ -216,14 +223,7 @@ def test_redis_paused_answers_within_the_budget_degraded_then_full_again(
         slowest_while_paused=max(a.seconds for a in during),
         **{f"full_again_{k}": v for k, v in recovery.items()},
     )
-    assert {a.status for a in answers} == {200}
-    assert max(a.seconds for a in answers) < TIMEOUT_MS / 1000 + MARGIN_S, "no request waited for the pause to end"
-    assert len(during) >= 3 * len(KINDS)
-    assert all(a.degraded for a in during), "every answer while Redis was paused says degraded"
-    assert all(v <= RECOVERY_S for v in recovery.values()), recovery
-    after = [a for a in answers if a.sent >= resumed + RECOVERY_S]
-    assert after
-    assert not any(a.degraded for a in after), "full answers stay full once the pause is over"
+    _assert_degraded_then_full(answers, during, recovery, resumed)
 
 
 class _Producer:
