@@ -1,11 +1,14 @@
-"""Faults done to real processes while a load runs through the service (issue 9): Redis killed, Redis paused.
+"""Faults done to real processes while a load runs through them (issue 9): Redis killed, Redis paused, events sent
+while Redis restarts, the event consumer and the shadow worker killed holding a batch, a bad feature registry.
 
 The service is ``nba run`` in a process of its own, on a Redis of this module's own (:class:`RedisProcess`, never the
 session's nor the machine's) holding the test world, with the session's champions. A :class:`Load` sends recommends
 and assigns (by agent list and by queue) on threads of their own, each answer kept with its status, latency and
-``degraded`` flag; the assertions are on those answers, measured from the moment the fault began or ended.
+``degraded`` flag; the assertions are on those answers, measured from the moment the fault began or ended. The workers
+are ``nba events consume`` and ``nba shadow run``, killed with SIGKILL once they hold entries they have not
+acknowledged.
 
-Figures are printed (``pytest -s``) so that a run gives the numbers the README quotes.
+Figures are printed (``pytest -s``): the README's table of faults quotes them.
 """
 
 from __future__ import annotations
