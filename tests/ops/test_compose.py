@@ -7,6 +7,7 @@ Where a Docker Compose v2 client is installed (``docker compose`` or ``docker-co
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tomllib
@@ -73,6 +74,10 @@ def test_each_of_our_services_runs_a_command_the_cli_takes(spec: dict[str, Any])
         )
     assert parsed["shadow"][0] == ["shadow", "run"]
     assert parsed["shadow"][1]["kind"] == "both"
+    (cmd,) = [i.text for i in compose.dockerfile() if i.keyword == "CMD"]
+    image_cmd = json.loads(cmd)
+    assert image_cmd[0] == "nba"
+    assert compose.parse_cli(main, image_cmd[1:])[0] == ["run"], "docker run without a command serves"
     smaller = compose.load({"NBA_DEMO_CUSTOMERS": "5000"})
     assert compose.parse_cli(main, compose.command(compose.service(smaller, "demo"))[1:])[1]["customers"] == 5_000
 
