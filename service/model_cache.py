@@ -9,7 +9,9 @@ Layout per model: ``v<version>.joblib`` (the bundle as :meth:`ModelBundle.save` 
 (which version, its SHA-256, when it was saved). A copy is written to a temporary name and renamed, then
 ``current.json`` is replaced the same way: that rename is the commit, so a crash at any point leaves either the old
 copy or the new one in force, never half of one, and a file whose SHA-256 does not match is refused at load.
-Two service processes sharing a data dir may write the same copy at the same time; each rename is atomic.
+Two service processes sharing a data dir may write the same copy at the same time; each rename is atomic, and each
+writes under a temporary name of its own (:func:`tempfile.mkdtemp`, not the process id: replicas in containers on one
+volume, compose.yaml's, are each PID 1 or so of their own namespace).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +56,7 @@ class LastKnownGood:
             return
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".v{version}.{os.getpid()}.tmp"
+        tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", suffix=".tmp", dir=folder))
         try:
             bundle.save(tmp)  # writes tmp/bundle.joblib
             written = next(tmp.iterdir())
@@ -64,9 +67,9 @@ class LastKnownGood:
             _remove_tree(tmp)
         saved_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         meta = {"version": version, "file": target.name, "sha256": digest, "saved_at": saved_at}
-        meta_tmp = folder / f".{CURRENT}.{os.getpid()}.tmp"
-        meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(meta_tmp, folder / CURRENT)
+        with tempfile.NamedTemporaryFile("w", prefix=f".{CURRENT}.", suffix=".tmp", dir=folder, delete=False) as out:
+            out.write(json.dumps(meta, indent=2) + "\n")
+        os.replace(out.name, folder / CURRENT)
         for old in folder.glob("v*.joblib"):
             if old.name != target.name:
                 with contextlib.suppress(OSError):
