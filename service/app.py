@@ -57,7 +57,7 @@ from service.keys import KeyFile, KeyRing
 from service.metrics import Metrics, RequestTimer
 from service.model_cache import LastKnownGood
 from service.model_holder import ModelHolder, watch
-from service.openapi import RootModelSchemaPlugin
+from service.openapi import RootModelSchemaPlugin, StrictModelSchemaPlugin
 from service.request_body import MEDIA_TYPE, StrictJsonRequest
 from service.routes import (
     assign,
@@ -261,7 +261,7 @@ def create_app(
         request_max_body_size=settings.service.max_body_bytes,
         request_class=StrictJsonRequest,
         lifespan=[lifespan],
-        plugins=[RootModelSchemaPlugin()],
+        plugins=[RootModelSchemaPlugin(), StrictModelSchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="nba-copilot",
             version="0.1.0",
