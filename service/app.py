@@ -25,6 +25,7 @@ from litestar.status_codes import (
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import ExceptionHandlersMap
 
 from features import (
     EventPublisher,
@@ -54,6 +55,7 @@ from service.fast_decisions import FastDecisions
 from service.fast_read import FastFeatureRead
 from service.feedback import FeedbackService
 from service.keys import KeyFile, KeyRing
+from service.logs import litestar_logging
 from service.metrics import Metrics, RequestTimer
 from service.model_cache import LastKnownGood
 from service.model_holder import ModelHolder, watch
@@ -225,6 +227,18 @@ def create_app(
             await decisions.store.aclose()
             await client.aclose()
 
+    handlers: ExceptionHandlersMap = {
+        ValidationException: _validation_error,
+        BadRequest: _bad_request,
+        MalformedBody: _malformed,
+        UnsupportedMediaType: _unsupported_media_type,
+        CustomerNotFound: _not_found,
+        DecisionNotFound: _not_found,
+        CatalogError: _catalog_refused,
+        OnlineStoreUnavailable: _store_unavailable,
+        OfflineStoreError: _store_unavailable,
+        RequestEntityTooLarge: _too_large(settings.service.max_body_bytes),
+    }
     app = Litestar(
         route_handlers=[
             health,
@@ -246,20 +260,10 @@ def create_app(
             "customers": Provide(lambda: customers, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
-        exception_handlers={
-            ValidationException: _validation_error,
-            BadRequest: _bad_request,
-            MalformedBody: _malformed,
-            UnsupportedMediaType: _unsupported_media_type,
-            CustomerNotFound: _not_found,
-            DecisionNotFound: _not_found,
-            CatalogError: _catalog_refused,
-            OnlineStoreUnavailable: _store_unavailable,
-            OfflineStoreError: _store_unavailable,
-            RequestEntityTooLarge: _too_large(settings.service.max_body_bytes),
-        },
+        exception_handlers=handlers,
         request_max_body_size=settings.service.max_body_bytes,
         request_class=StrictJsonRequest,
+        logging_config=litestar_logging(h for h in handlers if isinstance(h, type)),
         lifespan=[lifespan],
         plugins=[RootModelSchemaPlugin(), StrictModelSchemaPlugin()],
         openapi_config=OpenAPIConfig(
