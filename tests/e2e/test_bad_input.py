@@ -15,10 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from features import OfflineStore, Registry
 from service import Settings, create_app
 from service.fast_decisions import FastDecisions
 from service.metrics import RequestTimer
-from tests.conftest import own_world_settings, serve, session_keys
+from tests.conftest import materialize_world, own_world_settings, serve, session_keys
 
 CUSTOMER = "C000042"
 BODIES: dict[str, dict[str, object]] = {
@@ -56,9 +57,18 @@ class Fuzzed:
 
 
 @pytest.fixture(scope="module")
-def served(
-    tmp_path_factory: pytest.TempPathFactory, world: Path, data_dir: Path, redis_url: str, champions: dict[str, str]
+def api(
+    tmp_path_factory: pytest.TempPathFactory,
+    world: Path,
+    data_dir: Path,
+    redis_url: str,
+    registry: Registry,
+    offline: OfflineStore,
+    champions: dict[str, str],
 ) -> Iterator[Fuzzed]:
+    """The app over a world of its own, the test world materialized once for the module (nothing here writes what
+    another test reads: refusals store nothing)."""
+    materialize_world(redis_url, registry, offline)
     built: list[RequestTimer] = []  # type: ignore[type-arg]
 
     def build(settings: Settings) -> RequestTimer:  # type: ignore[type-arg]
@@ -71,11 +81,6 @@ def served(
         httpx.Client(base_url=app.url, headers=session_keys().headers(), timeout=10) as c,
     ):
         yield Fuzzed(c, built[0].app.app)
-
-
-@pytest.fixture
-def api(served: Fuzzed, materialized: None) -> Fuzzed:
-    return served
 
 
 def _body(path: str, **changes: object) -> bytes:

@@ -146,12 +146,17 @@ def test_no_pii_in_logs_or_error_messages_through_the_api(
     pii = _pii_values(registry, redis_client, ids)
     settings = own_world_settings(tmp_path, world, data_dir, redis_url)
     settings = settings.model_copy(update={"service": settings.service.model_copy(update={"log_level": "debug"})})
-    with (
-        serve(settings) as served,
-        capture_logs() as captured,
-        served.client() as http,
-    ):
-        responses = [r for customer_id in ids for r in _requests(http, customer_id)]
+    nba = logging.getLogger("nba")
+    level = nba.level  # the app's start sets it to its own level, in this process: the other tests' apps are at warning
+    try:
+        with (
+            serve(settings) as served,
+            capture_logs() as captured,
+            served.client() as http,
+        ):
+            responses = [r for customer_id in ids for r in _requests(http, customer_id)]
+    finally:
+        nba.setLevel(level)
     statuses = sorted({r.status_code for r in responses})
     assert statuses == [200, 401, 403, 404, 422], "every kind of answer should have been exercised"
     # The access log is captured, and says which route was called without saying for whom.

@@ -14,14 +14,12 @@ serve) sets a private attribute pytest 9.2 no longer has.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,9 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from features import OfflineStore, Registry
 from service.auth import ROUTE_ROLES
 from service.keys import Role
-from tests.conftest import own_world_settings, serve, session_keys
-from training.console import Reporter
-from training.demo import ensure_materialized
+from tests.conftest import materialize_world, own_world_settings, serve, session_keys
 
 EXAMPLES = 20
 """Generated requests per operation, besides its coverage cases: the module takes about 25 s of the suite."""
@@ -85,9 +81,7 @@ def fuzzing(
 ) -> Iterator[Fuzzing]:
     """A service over a world of its own (the erasures it is sent land in its own ledger), its Redis materialized
     once for the module."""
-    redis.Redis.from_url(redis_url).flushdb()
-    stamp: dict[str, object] = {"built_at": "schema-fuzz"}
-    asyncio.run(ensure_materialized(redis_url, "nba", registry, offline, stamp, Reporter()))
+    materialize_world(redis_url, registry, offline)
     own = own_world_settings(tmp_path_factory.mktemp("fuzz"), world, data_dir, redis_url)
     with serve(own) as served:
         fuzzing = Fuzzing(fuzz_schema(served.url, EXAMPLES), key_headers(session_keys().by_role[Role.ADMIN]))
