@@ -19,7 +19,8 @@ archive's readers keep one row per event. Duplicates are archived on purpose, so
 archive still ends with the event archived.
 
 The consumer also trims the stream behind every consumer group (``XTRIM MINID``), so entries are dropped
-only once every group has acknowledged them.
+only once every group has acknowledged them. An erasure deletes the entity's entries it has not trimmed yet
+(:mod:`features.event_stream_keys`).
 """
 
 from __future__ import annotations
@@ -33,27 +34,16 @@ from pydantic_core import to_json
 
 from features.event_archive import EventArchive
 from features.event_state import Event
+from features.event_stream_keys import EVENT_FIELD, dead_letter_key, stream_key
 from features.events import event_adapter, to_event, to_payload, validation_message
 from features.online_store import OnlineStore, map_errors
 from features.redis_client import OnlineClient
 from features.registry import Registry
 from features.stream_group import Counts, Entry, GroupConsumer, entry_seconds, text
 
-EVENT_FIELD = "event"
-"""The field of a stream entry that holds the event's JSON."""
 DEFAULT_GROUP = "nba-ingest"
 DEAD_LETTER_MAX_LEN = 100_000
 """Dead letters kept at most (approximately): enough to inspect a bad producer, not a second event store."""
-
-
-def stream_key(namespace: str) -> str:
-    """The stream producers append events to."""
-    return f"{namespace}:events"
-
-
-def dead_letter_key(namespace: str) -> str:
-    """Where entries that failed validation go, with the error and the original payload."""
-    return f"{namespace}:events:dead"
 
 
 class EventPublisher:

@@ -38,7 +38,7 @@ import pyarrow as pa
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from features import decision_log_keys, fast_decode, resp
+from features import decision_log_keys, event_stream_keys, fast_decode, resp
 from features.errors import OnlineStoreUnavailable, UnknownFeatureError
 from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, TAG_BYTES, Event, EventLayout
 from features.fast_decode import FastDecoder
@@ -804,7 +804,8 @@ class OnlineStore:
     async def erase(self, entity: str, entity_id: str) -> bool:
         """Delete everything the online store keeps for ``entity_id`` (right to erasure); True if anything was there.
 
-        That is the packed snapshot, the event state, the ids of the events applied and, for a customer, the
+        That is the packed snapshot, the event state, the ids of the events applied, the entity's events still in
+        the events stream and its dead letters (:mod:`features.event_stream_keys`) and, for a customer, the
         identifiers linked to them, the contact-policy state, the decisions remembered for them with their
         feedback, and their entries in the decision log (their feature vectors as each decision scored them). A
         component that keys more state by the entity id must delete it here too, so an erasure cannot
@@ -834,7 +835,34 @@ class OnlineStore:
             snapshot, state, _, legacy, *contacts = await pipe.execute()
         if linked:
             await self.unlink(entity_id, linked)
-        return bool(snapshot or state not in (None, ERASED) or legacy or linked or any(contacts))
+        # After the tombstone: an event the API applies from now on is refused, so never appended to the stream.
+        streamed = await self._erase_streamed(entity, entity_id)
+        return bool(snapshot or state not in (None, ERASED) or legacy or linked or streamed or any(contacts))
+
+    async def _erase_streamed(self, entity: str, entity_id: str) -> int:
+        """Delete ``entity_id``'s entries from the events stream and its dead letters, a slice per call; how many."""
+        join_key = self._kinds[entity].schema.join_key
+        deleted = 0
+        for stream in (
+            event_stream_keys.stream_key(self._namespace),
+            event_stream_keys.dead_letter_key(self._namespace),
+        ):
+            start = "-"
+            while start:
+                with map_errors():
+                    reply = await self._client.eval(
+                        event_stream_keys.ERASE,  # type: ignore[arg-type]
+                        1,
+                        stream,
+                        start,
+                        str(event_stream_keys.ERASE_SLICE),
+                        entity_id,
+                        join_key,
+                        event_stream_keys.EVENT_FIELD,
+                    )
+                start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+                deleted += int(reply[1])
+        return deleted
 
     async def _decision_ids(self, customer_id: str) -> list[str]:
         with map_errors():

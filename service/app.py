@@ -18,11 +18,14 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import ExceptionHandlersMap
 
 from features import (
     EventPublisher,
@@ -40,15 +43,24 @@ from service.customers import CustomerService
 from service.decision_log import DecisionLog
 from service.decision_records import DecisionRecords
 from service.decisions import DecisionService
-from service.errors import BadRequest, CatalogError, CustomerNotFound, DecisionNotFound
+from service.errors import (
+    BadRequest,
+    CatalogError,
+    CustomerNotFound,
+    DecisionNotFound,
+    MalformedBody,
+    UnsupportedMediaType,
+)
 from service.fast_decisions import FastDecisions
 from service.fast_read import FastFeatureRead
 from service.feedback import FeedbackService
 from service.keys import KeyFile, KeyRing
+from service.logs import litestar_logging
 from service.metrics import Metrics, RequestTimer
 from service.model_cache import LastKnownGood
 from service.model_holder import ModelHolder, watch
-from service.openapi import RootModelSchemaPlugin
+from service.openapi import RootModelSchemaPlugin, StrictModelSchemaPlugin
+from service.request_body import MEDIA_TYPE, StrictJsonRequest
 from service.routes import (
     assign,
     customer_features,
@@ -69,10 +81,20 @@ RETRY_AFTER_S = 5
 """What a 503 tells the client to wait before retrying: a Redis failover usually takes a few seconds."""
 
 
+_NO_BODY = f"body: missing: send a JSON object (Content-Type: {MEDIA_TYPE})"
+
+
+def _problem(p: dict[str, object]) -> str:
+    """One validation problem as ``field: message``; a route's whole body missing says so."""
+    if p.get("source") == "body" and p.get("key") == "data" and p.get("message") == "'data'":
+        return _NO_BODY
+    return f"{p.get('key') or 'body'}: {p.get('message')}"
+
+
 def _validation_error(_: Request, exc: ValidationException) -> Response[dict[str, object]]:
     """Litestar answers 400 for an invalid body; we answer 422 and put the field names in the message."""
     problems = exc.extra if isinstance(exc.extra, list) else []
-    parts = [f"{p.get('key') or 'body'}: {p.get('message')}" for p in problems if isinstance(p, dict)]
+    parts = [_problem(p) for p in problems if isinstance(p, dict)]
     detail = "; ".join(parts) or str(exc.detail)
     return Response(
         {"status_code": 422, "detail": detail, "errors": problems}, status_code=HTTP_422_UNPROCESSABLE_ENTITY
@@ -84,6 +106,14 @@ def _bad_request(_: Request, exc: BadRequest) -> Response[dict[str, object]]:
         {"status_code": 422, "detail": str(exc), "errors": [{"key": exc.field, "message": str(exc)}]},
         status_code=HTTP_422_UNPROCESSABLE_ENTITY,
     )
+
+
+def _malformed(_: Request, exc: MalformedBody) -> Response[dict[str, object]]:
+    return Response({"status_code": 400, "detail": str(exc)}, status_code=HTTP_400_BAD_REQUEST)
+
+
+def _unsupported_media_type(_: Request, exc: UnsupportedMediaType) -> Response[dict[str, object]]:
+    return Response({"status_code": 415, "detail": str(exc)}, status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE)
 
 
 def _not_found(_: Request, exc: CustomerNotFound | DecisionNotFound) -> Response[dict[str, object]]:
@@ -197,6 +227,18 @@ def create_app(
             await decisions.store.aclose()
             await client.aclose()
 
+    handlers: ExceptionHandlersMap = {
+        ValidationException: _validation_error,
+        BadRequest: _bad_request,
+        MalformedBody: _malformed,
+        UnsupportedMediaType: _unsupported_media_type,
+        CustomerNotFound: _not_found,
+        DecisionNotFound: _not_found,
+        CatalogError: _catalog_refused,
+        OnlineStoreUnavailable: _store_unavailable,
+        OfflineStoreError: _store_unavailable,
+        RequestEntityTooLarge: _too_large(settings.service.max_body_bytes),
+    }
     app = Litestar(
         route_handlers=[
             health,
@@ -218,19 +260,12 @@ def create_app(
             "customers": Provide(lambda: customers, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
-        exception_handlers={
-            ValidationException: _validation_error,
-            BadRequest: _bad_request,
-            CustomerNotFound: _not_found,
-            DecisionNotFound: _not_found,
-            CatalogError: _catalog_refused,
-            OnlineStoreUnavailable: _store_unavailable,
-            OfflineStoreError: _store_unavailable,
-            RequestEntityTooLarge: _too_large(settings.service.max_body_bytes),
-        },
+        exception_handlers=handlers,
         request_max_body_size=settings.service.max_body_bytes,
+        request_class=StrictJsonRequest,
+        logging_config=litestar_logging(h for h in handlers if isinstance(h, type)),
         lifespan=[lifespan],
-        plugins=[RootModelSchemaPlugin()],
+        plugins=[RootModelSchemaPlugin(), StrictModelSchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="nba-copilot",
             version="0.1.0",

@@ -86,7 +86,7 @@ class CustomerService:
             entity_id, found, ages, stale = vector.entity_id, vector.found, vector.view_age_s, set(vector.stale_views)
             values, known = vector.values[answer.positions].tolist(), vector.known[answer.positions].tolist()
         if not found:
-            raise CustomerNotFound(entity_id)
+            raise CustomerNotFound(entity_id, field="identifier" if isinstance(customer, Identifier) else "customer_id")
         features = [
             FeatureValueOut(name, view_name, human(value), not k)
             for (name, view_name, human), value, k in zip(answer.features, values, known, strict=True)

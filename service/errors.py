@@ -4,6 +4,8 @@ ServiceError
 ├── CatalogError       the action catalog (YAML) is invalid; names the file, action and field
 ├── KeyFileError       the API keys file is unreadable or invalid, or a key command cannot do as asked
 ├── BadRequest         a request that validated but cannot be served as asked (names the field)
+├── MalformedBody      a request body that is not JSON, not UTF-8, too deeply nested or with a key twice (400)
+├── UnsupportedMediaType  a request body sent with a Content-Type other than JSON (415)
 ├── ModelsUnavailable  no loaded model bundle (the documented fallback applies)
 ├── CustomerNotFound   the online store holds nothing for a customer a read-only route asked about (404)
 └── DecisionNotFound   feedback names a decision the service does not remember (unknown or expired, 404)
@@ -53,6 +55,17 @@ class BadRequest(ServiceError):
         self.field = field
 
 
+class MalformedBody(ServiceError):
+    """A request body the service will not decode (see :mod:`service.request_body`); the message says why."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"body: {problem}")
+
+
+class UnsupportedMediaType(ServiceError):
+    """A request body sent with a ``Content-Type`` other than JSON."""
+
+
 class ModelsUnavailable(ServiceError):
     """No model bundle is loaded; recommend and assign fall back to rules."""
 
@@ -60,10 +73,11 @@ class ModelsUnavailable(ServiceError):
 class CustomerNotFound(ServiceError):
     """The online store holds nothing for this customer; decisions treat that as a cold start, lookups as 404."""
 
-    def __init__(self, customer_id: str) -> None:
+    def __init__(self, customer_id: str, *, field: str = "customer_id") -> None:
         # The message names the field, not its value: a customer id may be an email or a phone number, and
-        # error messages end up in logs.
-        super().__init__("customer_id: no such customer in the online store")
+        # error messages end up in logs. ``field`` is what the request named the customer by (an identifier).
+        what = "no such customer" if field == "customer_id" else "no customer holds it"
+        super().__init__(f"{field}: {what} in the online store")
         self.customer_id = customer_id
 
 

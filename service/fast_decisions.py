@@ -8,11 +8,13 @@ fifth of assign's (py-spy under wrk, assign with 100 candidates: 79% of the samp
 the decision itself; 2026-12-05).
 
 What a path takes: a ``POST`` to exactly its route (no ``root_path``) with a JSON content type and a body of at
-most the service's limit (``NBA_MAX_BODY_BYTES``) that the route's request model validates. What it answers: 200
+most the service's limit (``NBA_MAX_BODY_BYTES``) that the route's request model validates and the service's JSON
+rules take (:mod:`service.request_body`: each key once, which pydantic's parser does not check). What it answers: 200
 with the bytes and headers Litestar sends for it (``content-type``, ``content-length``, the decision's id in
 ``x-decision-id``), from the same :class:`~service.decisions.DecisionService` method the route calls. Anything
-else (another route, a body that fails validation, too large, another content type) goes to Litestar with the body
-it sent, replayed, and Litestar answers it as it always has (422 naming the field, 413, 415): errors have one place.
+else (another route, a body that fails validation or those rules, too large, another content type) goes to
+Litestar with the body it sent, replayed, and Litestar answers it as it always has (400 or 422 naming the problem,
+413, 415): errors have one place.
 So does a request the decision refuses as :class:`~service.errors.BadRequest` (assign's unknown language or empty
 queue): the service raises it before it reads or writes anything, so Litestar's second call refuses it the same way.
 Any other exception inside the decision is not retried by Litestar, since the decision may already have counted
@@ -32,8 +34,9 @@ from typing import Any
 from litestar.types import Receive, ReceiveMessage, Scope, Send
 from pydantic import ValidationError
 
+from service import request_body
 from service.decisions import DecisionService
-from service.errors import BadRequest
+from service.errors import BadRequest, MalformedBody
 from service.fast_read import FastFeatureRead, send_json, unknown_layers
 from service.logs import DECISION_HEADER
 from service.routes.body import json_body
@@ -87,6 +90,8 @@ class FastDecisions:
             request = route.validate(body) if body is not None else None
         except ValidationError:
             request = None
+        if request is not None and not _strict(body):  # type: ignore[arg-type]
+            request = None  # a key twice: pydantic kept the last, Litestar refuses it (service/request_body.py)
         answer = None
         if request is not None:
             try:
@@ -126,6 +131,16 @@ async def _read(receive: Receive, limit: int) -> tuple[list[ReceiveMessage], byt
             return read, None
         if not message.get("more_body", False):
             return read, b"".join(m.get("body", b"") for m in read)  # type: ignore[misc]
+
+
+def _strict(body: bytes) -> bool:
+    """Whether ``body`` passes the service's JSON rules (:func:`service.request_body.decode`), which pydantic's parser
+    does not all apply: it keeps the last of two equal keys."""
+    try:
+        request_body.decode(body)
+    except MalformedBody:
+        return False
+    return True
 
 
 def _replay(read: list[ReceiveMessage], receive: Receive) -> Callable[[], Awaitable[ReceiveMessage]]:

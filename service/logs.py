@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from litestar.exceptions import HTTPException
+from litestar.logging.config import LoggingConfig
+from litestar.types import Scope
+from litestar.types.protocols import Logger as LitestarLogger
 from uvicorn.logging import DefaultFormatter
 
 LogFormat = Literal["json", "text"]
@@ -59,6 +65,39 @@ class TextFormatter(DefaultFormatter):
         return f"{line} {' '.join(extra)}" if extra else line
 
 
+class UncaughtLogger:
+    """Litestar's record of an exception no handler answers (a 500), its traceback attached, naming the route by its
+    template, never the path, which may hold a customer id (Litestar's own names the path).
+
+    Litestar calls it for every exception, those its handlers answer too (a 422's carries the rejected input, a
+    customer id among it): those are not logged, as they never were."""
+
+    def __init__(self, handled: tuple[type[BaseException], ...]) -> None:
+        self.handled = handled
+
+    def __call__(self, logger: LitestarLogger, scope: Scope, _: list[str]) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, self.handled) or (isinstance(exc, HTTPException) and exc.status_code < 500):
+            return
+        route = scope.get("path_template") or "unmatched"
+        logger.exception("uncaught exception answering %s %s", scope.get("method", scope["type"]), route)
+
+
+def litestar_logging(handled: Iterable[type[BaseException]]) -> LoggingConfig:
+    """How the Litestar app logs: through the root logger, which the server's config owns (:func:`log_config` under
+    nba run), and every exception none of the ``handled`` kinds answers, by :class:`UncaughtLogger`.
+
+    Litestar's default configured the root logger itself (its own text lines, at INFO, whatever NBA_LOG_LEVEL and
+    NBA_LOG_FORMAT said) and logged an unhandled exception only in debug mode, so a 500 left no trace.
+    """
+    return LoggingConfig(
+        configure_root_logger=False,
+        log_exceptions="always",
+        exception_logging_handler=UncaughtLogger(tuple(handled)),
+        loggers={"litestar": {"level": "INFO", "handlers": [], "propagate": True}},
+    )
+
+
 def log_config(fmt: LogFormat, level: str) -> dict[str, Any]:
     """uvicorn's ``log_config`` for ``fmt``: its own loggers and ours (``nba.*``) on stderr, at ``level``."""
     formatter: dict[str, Any] = (
@@ -78,4 +117,7 @@ def log_config(fmt: LogFormat, level: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
             "nba": {"handlers": ["default"], "level": level.upper(), "propagate": False},
         },
+        # Every other logger (the service's modules, Litestar's, the libraries') at the level asked, in the same
+        # format (Litestar leaves the root logger alone: litestar_logging).
+        "root": {"handlers": ["default"], "level": level.upper()},
     }

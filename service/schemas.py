@@ -327,8 +327,10 @@ class FeatureValueOut(msgspec.Struct, frozen=True):
 
     name: str
     view: str
+    # ``float`` stands for int too (an int is a JSON number): with both, the schema's oneOf matched an integer twice,
+    # and a validator refused every answer that held one (schemathesis found it).
     value: Annotated[
-        bool | int | float | str | None,
+        bool | float | str | None,
         msgspec.Meta(
             description="Human form: category name, bool or number; null when unknown without a default; "
             "'<redacted>' for a PII feature."

@@ -201,6 +201,13 @@ def champions(model_registry: ModelRegistry, registry: Registry, offline: Offlin
 @pytest.fixture
 def materialized(redis_client: redis.Redis, redis_url: str, registry: Registry, offline: OfflineStore) -> None:
     """The test world's latest snapshots and its event state in a freshly flushed Redis."""
+    materialize_world(redis_url, registry, offline)
+
+
+def materialize_world(redis_url: str, registry: Registry, offline: OfflineStore) -> None:
+    """:func:`materialized` for a module's fixture: the test world in the (flushed) Redis, once for the module."""
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
     stamp: dict[str, object] = {"built_at": f"test-{time.time_ns()}"}
     asyncio.run(ensure_materialized(redis_url, "nba", registry, offline, stamp, Reporter()))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import post
 
 from service.catalog_source import CatalogSource
+from service.openapi import KEYED, error_responses
 from service.schemas import CatalogReloadResponse
 
 
@@ -18,6 +19,7 @@ from service.schemas import CatalogReloadResponse
     "changes every NBA_CATALOG_POLL_S seconds, so this is for when a change must count now.",
     status_code=200,
     tags=["admin"],
+    responses=error_responses(*KEYED, 422),
 )
 async def reload_catalog(catalogs: CatalogSource) -> CatalogReloadResponse:
     """Reload the catalog; the new one's version and actions."""

@@ -9,6 +9,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from service.customers import CustomerService
+from service.openapi import KEYED, WITH_BODY, error_responses
 from service.schemas import CUSTOMER_ID_PATTERN, CustomerFeaturesResponse, CustomerLookup, ErasureResponse
 
 CustomerId = Annotated[
@@ -24,6 +25,7 @@ CustomerId = Annotated[
     "which ones are defaults and how old each view is. 404 for an unknown customer; 503 with Retry-After when "
     "Redis does not answer (a debugging read does not degrade).",
     tags=["customers"],
+    responses=error_responses(*KEYED, 404, 422, 503),
 )
 async def customer_features(
     customer_id: CustomerId,
@@ -48,6 +50,7 @@ async def customer_features(
     "stays out of URLs and access logs.",
     status_code=200,
     tags=["customers"],
+    responses=error_responses(*KEYED, *WITH_BODY, 404, 503),
 )
 async def customer_lookup(data: CustomerLookup, customers: CustomerService) -> CustomerFeaturesResponse:
     """The online state of whoever holds ``data.identifier``."""
@@ -63,6 +66,7 @@ async def customer_lookup(data: CustomerLookup, customers: CustomerService) -> C
     "held nothing. Afterwards recommend treats the customer as a cold start. Safe to retry.",
     status_code=200,
     tags=["customers"],
+    responses=error_responses(*KEYED, 422, 503),
 )
 async def erase_customer(customer_id: CustomerId, customers: CustomerService) -> ErasureResponse:
     """Erase ``customer_id`` offline and online."""

@@ -9,6 +9,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body
 
 from service.decisions import DecisionService
+from service.openapi import KEYED, WITH_BODY, error_responses
 from service.schemas import EventsRequest, EventsResponse
 
 # Without ``occurred_at`` an event happened when received: the examples stay valid (never too_old) whenever tried.
@@ -39,6 +40,7 @@ A_BATCH = Example(
     "window. Redis unavailable: 503 with Retry-After; retrying is safe.",
     status_code=200,
     tags=["events"],
+    responses=error_responses(*KEYED, *WITH_BODY, 503),
 )
 async def ingest_events(
     data: Annotated[EventsRequest, Body(examples=[ONE_EVENT, A_BATCH])], decisions: DecisionService

@@ -11,6 +11,7 @@ from litestar.params import Body
 
 from service.decision_records import RETENTION_HORIZON_DAYS
 from service.feedback import FeedbackService
+from service.openapi import KEYED, WITH_BODY, error_responses
 from service.schemas import FeedbackRequest, FeedbackResponse
 
 ACCEPTED = Example(
@@ -42,6 +43,7 @@ RESOLVED = Example(
     "field for an answer that does not fit the decision; 503 with Retry-After when Redis does not answer.",
     status_code=200,
     tags=["decisions"],
+    responses=error_responses(*KEYED, *WITH_BODY, 404, 503),
 )
 async def feedback(
     data: Annotated[FeedbackRequest, Body(examples=[ACCEPTED, RETAINED, RESOLVED])], feedback: FeedbackService

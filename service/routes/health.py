@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from features import OnlineStoreUnavailable
 from service.decisions import DecisionService
 from service.metrics import CONTENT_TYPE, Metrics
+from service.openapi import KEYED, error_responses
 from service.schemas import Health, Readiness
 
 
@@ -40,6 +42,13 @@ async def health(decisions: DecisionService) -> Health:
     summary="Readiness: Redis answers and models are loaded",
     description="200 when both hold, 503 with the reason otherwise.",
     tags=["operations"],
+    responses={
+        503: ResponseSpec(
+            data_container=Readiness,
+            description="Redis does not answer or no models are loaded: the same body, with the reason.",
+            generate_examples=False,
+        )
+    },
 )
 async def ready(decisions: DecisionService) -> Response[Readiness]:
     """Check Redis and the model holder."""
@@ -68,6 +77,7 @@ async def ready(decisions: DecisionService) -> Response[Readiness]:
     "in force and the age of the customer views decisions read, in Prometheus' text format.",
     media_type=CONTENT_TYPE,
     tags=["operations"],
+    responses=error_responses(*KEYED),
 )
 async def prometheus_metrics(metrics: Metrics) -> Response[bytes]:
     """This process's metrics."""

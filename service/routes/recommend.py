@@ -7,6 +7,7 @@ from litestar.datastructures import ResponseHeader
 
 from service.decisions import DecisionService
 from service.logs import DECISION_HEADER
+from service.openapi import KEYED, WITH_BODY, error_responses
 from service.routes.body import json_body
 from service.schemas import RecommendRequest, RecommendResponse
 
@@ -20,6 +21,7 @@ from service.schemas import RecommendRequest, RecommendResponse
     "`degraded` says when a fallback answered.",
     status_code=200,
     tags=["decisions"],
+    responses=error_responses(*KEYED, *WITH_BODY),
     response_headers=[
         ResponseHeader(name=DECISION_HEADER, description="The answer's decision_id.", documentation_only=True)
     ],

@@ -8,6 +8,7 @@ way a partial event update or an old snapshot would leave them.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import struct
 import time
@@ -348,15 +349,22 @@ def test_erase_deletes_the_online_state_and_marks_the_customer_erased_offline(
         logs = {kind: stream_key("nba", kind) for kind in KINDS}
         logged = _wait_logged(redis_client, logs.values(), 4)
         assert {decode(f[FIELD]).customer for _, f in logged} == {CUSTOMER, "C000043"}
-        assert _mentioning(redis_client, CUSTOMER)  # the customer is named in keys, records and the decision log
+        # Events no consumer has archived yet (nba run starts none): the API's, a producer's own, a dead letter.
+        sent = {"type": "login", "event_id": f"e-{time.time_ns()}", "customer_id": CUSTOMER}
+        assert http.post("/v1/events", json=sent).json()["applied"] == 1
+        redis_client.xadd("nba:events", {"event": json.dumps(sent | {"event_id": "own-1"}, indent=1)})
+        redis_client.xadd("nba:events:dead", {"event": f'{{"customer_id": "{CUSTOMER}", "score": 7', "error": "x"})
+        neighbours = http.post("/v1/events", json=sent | {"customer_id": "C000043", "event_id": "n-1"}).json()
+        assert neighbours["applied"] == 1
+        assert _mentioning(redis_client, CUSTOMER)  # the customer is named in keys, records, the log and the stream
 
         first = http.delete(f"/v1/customers/{CUSTOMER}")
         assert first.status_code == 200
         assert first.json() == {"customer_id": CUSTOMER, "erased": True}
-        # The tombstone's key alone, holding nothing of them; and the events stream, whose entry for the feedback's
-        # event stays until an event consumer has archived it (the archive's readers leave erased customers out)
-        # and trimmed it: erasing from that stream is not done yet.
-        assert _mentioning(redis_client, CUSTOMER) == ["nba:events", state]
+        # The tombstone's key alone, holding nothing of them: the events stream and its dead letters lost theirs.
+        assert _mentioning(redis_client, CUSTOMER) == [state]
+        streamed = [json.loads(f[b"event"]) for _, f in redis_client.xrange("nba:events")]
+        assert [e["event_id"] for e in streamed if e["customer_id"] == "C000043"][-1] == "n-1", "the neighbour's stay"
         assert redis_client.exists(*records, f"nba:feedback:{{{made['decision_id']}}}") == 0
         assert redis_client.exists(key, legacy) == 0
         assert redis_client.get(state) == ERASED  # a tombstone, holding nothing of the customer

@@ -7,9 +7,23 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from litestar import Litestar, Request, Response, get
+from litestar.logging.config import LoggingConfig
+from litestar.testing import TestClient
 
+from features import OnlineStoreUnavailable
+from service import create_app
+from service.errors import CustomerNotFound, MalformedBody
 from service.keys import Role
-from service.logs import ACCESS_LOGGER, DECISION_HEADER, JsonFormatter, TextFormatter
+from service.logs import (
+    ACCESS_LOGGER,
+    DECISION_HEADER,
+    JsonFormatter,
+    TextFormatter,
+    UncaughtLogger,
+    litestar_logging,
+    log_config,
+)
 from tests.conftest import Served
 
 
@@ -79,3 +93,49 @@ def test_the_access_log_follows_the_services_log_level_however_it_is_served(api:
     assert api.settings.service.log_level == "warning"
     assert logging.getLogger("nba").level == logging.WARNING
     assert keep.records == []
+
+
+def test_a_500_is_logged_with_its_traceback_and_the_routes_template_not_its_path(api: Served) -> None:
+    """Litestar logged an unhandled exception only in debug mode (the deep-JSON 500s left no trace), and names the
+    path, which may hold a customer id. The service's app logs every 500, by the route's template, and nothing of
+    the exceptions its handlers answer (a 422's traceback holds the input it refused)."""
+    assert api.settings.service.log_level == "warning"  # as the benchmarks run: errors still logged
+
+    @get("/v1/customers/{customer_id:str}/boom")
+    async def boom(customer_id: str, n: int) -> None:
+        raise RuntimeError("a bug") if n else CustomerNotFound(customer_id)
+
+    def not_found(_: Request, exc: CustomerNotFound) -> Response[str]:
+        return Response(str(exc), status_code=404)
+
+    app = Litestar(
+        [boom], exception_handlers={CustomerNotFound: not_found}, logging_config=litestar_logging([CustomerNotFound])
+    )
+    keep, root = _Keep(), logging.getLogger()
+    root.addHandler(keep)
+    try:
+        with TestClient(app) as client:
+            assert client.get("/v1/customers/C000042/boom?n=x").status_code == 400  # a validation failure
+            assert client.get("/v1/customers/C000042/boom?n=0").status_code == 404  # a handled error
+            assert client.get("/v1/customers/C000042/boom?n=1").status_code == 500
+    finally:
+        root.removeHandler(keep)
+    (record,) = [r for r in keep.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == "uncaught exception answering GET /v1/customers/{customer_id}/boom"
+    assert record.exc_info is not None
+    assert "RuntimeError: a bug" in JsonFormatter().format(record)
+    assert "C000042" not in JsonFormatter().format(record)
+    served = create_app(api.settings).app.app.litestar
+    assert isinstance(served.logging_config, LoggingConfig)
+    assert (served.logging_config.log_exceptions, served.logging_config.configure_root_logger) == ("always", False)
+    log = served.logging_config.exception_logging_handler
+    assert isinstance(log, UncaughtLogger)
+    assert {CustomerNotFound, MalformedBody, OnlineStoreUnavailable} <= set(log.handled)  # the app's handlers'
+
+
+def test_the_servers_log_config_puts_every_logger_in_its_format_at_its_level() -> None:
+    """Litestar wrote the service's own modules' records (a catalog reload) as text at INFO, whatever
+    NBA_LOG_LEVEL and NBA_LOG_FORMAT said; the root logger is now the server's."""
+    config = log_config("json", "warning")
+    assert config["root"] == {"handlers": ["default"], "level": "WARNING"}
+    assert config["formatters"]["default"] == {"()": "service.logs.JsonFormatter"}

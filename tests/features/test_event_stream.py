@@ -306,3 +306,40 @@ def test_whatever_is_resent_or_redelivered_online_and_offline_agree(
     assert np.allclose(online[:, cols], offline.matrix("customer", frame)[:, cols], equal_nan=True, atol=1e-9)
     logins = schema.index["logins_30d"]
     assert online[:, logins].tolist() == [float(sum(1 for _, c in first if c == cust)) for cust in customers]
+
+
+def test_an_erasure_deletes_the_entitys_entries_from_the_stream_and_the_dead_letters(
+    redis_client: redis.Redis, redis_url: str, registry: Registry, tmp_path: Path
+) -> None:
+    """Unconsumed and pending events of an erased customer leave the stream (a producer's own spelling of the JSON
+    too) and so never reach the archive; a neighbour whose id holds theirs keeps everything; the consumer
+    acknowledges the deleted pending entries as nothing to do."""
+
+    async def run() -> None:
+        async with _stores(redis_url, registry, tmp_path) as s:
+            stream, dead = stream_key(s.namespace), dead_letter_key(s.namespace)
+            spaced = '{"type" : "login", "event_id" : "x3", "customer_id" : "C1"}'  # a producer's own XADD
+            await s.publisher.publish([_login("x1", "C1"), _login("n1", "C11"), _login("x2", "C1")])
+            await s.consumer().join()
+            await s.client.xreadgroup("nba-ingest", "gone", {stream: ">"}, count=2)  # x1, n1 read, never acknowledged
+            await s.publisher.publish([spaced, _login("n2", "C11"), _login("m1", "C2")])
+            await s.client.xadd(dead, {"event": '{"customer_id": "C1", "score": 3', "error": "not JSON"})
+            await s.client.xadd(dead, {"event": '{"customer_id": "C11", "score": 3', "error": "not JSON"})
+            # Over a slice, so the walk goes on from where the last one stopped.
+            await s.publisher.publish([_login(f"p{i}", "C2") for i in range(1_000)] + [_login("x4", "C1")])
+
+            assert await s.store.erase("customer", "C1") is True
+            left = [json.loads(f[b"event"])["event_id"] for _, f in await s.client.xrange(stream)]
+            assert left[:3] == ["n1", "n2", "m1"]
+            assert len(left) == 1_003
+            assert "C1" not in {json.loads(f[b"event"])["customer_id"] for _, f in await s.client.xrange(stream)}
+            assert [f[b"event"] for _, f in await s.client.xrange(dead)] == [b'{"customer_id": "C11", "score": 3']
+            assert await s.store.erase("customer", "C1") is False  # nothing left to delete: safe to retry
+
+            stats = await _drain(s.consumer("alive", claim_idle_ms=0, block_ms=50), 1_004)
+            assert (stats.applied, stats.erased) == (1_003, 0)
+            assert "x1" not in s.archived()
+            assert {"n1", "n2", "m1"} <= set(s.archived())
+            assert (await s.client.xpending(stream, "nba-ingest"))["pending"] == 0
+
+    asyncio.run(run())

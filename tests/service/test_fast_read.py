@@ -257,7 +257,8 @@ def _same_but_the_decision(pair: Pair, path: str, body: dict[str, object]) -> di
 
 def test_the_fast_recommend_answers_as_litestar_and_leaves_every_error_to_it(pair: Pair) -> None:
     """Valid recommends are answered by the fast path with Litestar's bytes but the decision's id; a body Litestar
-    would refuse (invalid, too large, not JSON) reaches Litestar whole and gets its answer."""
+    would refuse (invalid, too large, not JSON, a key twice, nested too deeply, not UTF-8, sent as text) reaches
+    Litestar whole and gets its answer."""
     before = pair.decisions.answered
     for customer in ("C000001", "C000002", "C000003"):
         body = {"customer_id": customer, "channel": "voice", "context": {"intent": "cancel"}}
@@ -270,12 +271,20 @@ def test_the_fast_recommend_answers_as_litestar_and_leaves_every_error_to_it(pai
         (b'{"customer_id": "C000001", "channel": "voice"', {"content-type": "application/json"}),
         (b'{"customer_id": "C000001", "channel": "voice"}', {"content-type": "text/plain"}),
         (json.dumps(big).encode(), {"content-type": "application/json"}),
+        (
+            b'{"customer_id": "C000001", "customer_id": "C000002", "channel": "voice"}',
+            {"content-type": "application/json"},
+        ),
+        (
+            b'{"customer_id": "C000001", "channel": "voice", "context": ' + b'{"a": ' * 300 + b"1" + b"}" * 301,
+            {"content-type": "application/json"},
+        ),
+        (b'{"customer_id": "C\xe9", "channel": "voice"}', {"content-type": "application/json"}),
     ):
         fast = pair.fast.post("/v1/recommend", content=content, headers=headers)
         plain = pair.plain.post("/v1/recommend", content=content, headers=headers)
-        assert fast.status_code == plain.status_code, content[:60]
-        if fast.status_code != 200:  # Litestar also takes a JSON body sent as text/plain: a decision, its own id
-            assert fast.content == plain.content, content[:60]
+        assert 400 <= fast.status_code < 500, content[:60]
+        assert (fast.status_code, fast.content) == (plain.status_code, plain.content), content[:60]
     assert pair.decisions.answered - before == 3  # each of those went to Litestar
 
 
