@@ -37,7 +37,7 @@ from service.errors import BadRequest, ModelsUnavailable
 from service.exploration import Exploration
 from service.metrics import Dependency, Endpoint, Metrics
 from service.model_holder import ModelHolder
-from service.routing import Scorer, rank_agents
+from service.routing import AgentReasons, Scorer, rank_agents
 from service.schemas import (
     ActionOut,
     AgentOut,
@@ -95,6 +95,7 @@ class DecisionService:
         self._customer = registry.entity("customer")
         self._agent = registry.entity("agent")
         self._languages = set(self._customer.feature("language").categories or ())
+        self._reasons = {skill: AgentReasons(self._agent, skill) for skill in set(registry.intent_skills.values())}
         self._writes: set[asyncio.Task[None]] = set()
 
     @property
@@ -337,6 +338,7 @@ class DecisionService:
         agents: EntityBatch | None = None
         if not degraded:  # a queue Redis did not answer for: a second read would spend the time budget twice
             customer, agents, _ = await self._read("assign", request.customer_id, agent_ids, degraded)
+        versions = self.holder.versions  # the last await is behind: the models cannot change before the answer
         churn_risk = None
         if customer is not None:
             try:
@@ -344,39 +346,31 @@ class DecisionService:
                 churn_risk = float(churn.predict(untreated_rows(churn, customer.values[self._customer.model_at]))[0])
             except ModelsUnavailable as exc:
                 self._degraded("assign", "models", str(exc), degraded)
-        ranked_out: list[AgentOut] | list[dict[str, Any]]
-        excluded_out: list[ExcludedOut] | list[dict[str, str]]
+        ranked_out: list[AgentOut]
+        excluded_out: list[ExcludedOut] = []
         if customer is None or agents is None:
-            ranked_out = [
-                AgentOut(
-                    agent_id=a,
-                    score=0.0,
-                    p_resolution=0.0,
-                    expected_handle_time_s=None,
-                    reasons=["fallback: online store unavailable"],
-                )
-                for a in agent_ids
-            ]
+            unavailable = ["fallback: online store unavailable"]
+            ranked_out = [AgentOut(a, 0.0, 0.0, None, list(unavailable)) for a in agent_ids]
             served = agent_ids
-            excluded_out = []
             ranked_by: Literal["resolution_model", "measured_rate", "order_given"] = "order_given"
         else:
             scorer = self._scorer(request, customer, degraded)
-            ranked, excluded = rank_agents(
+            skill = self.registry.intent_skills[request.intent]
+            ranking = rank_agents(
                 agents,
                 schema=self._agent,
-                skill=self.registry.intent_skills[request.intent],
+                skill=skill,
                 language=request.language,
                 churn_risk=churn_risk,
                 score=scorer,
+                reasons=self._reasons[skill],
             )
+            ranked = ranking.agents
             if scorer is not None and ranked:
                 champion = ranked
                 drawn, serving = self._draw("assign", [r.score for r in ranked])
                 ranked = [ranked[drawn], *ranked[:drawn], *ranked[drawn + 1 :]]
                 if self.log.enabled:
-                    row_of = {agent_id: j for j, agent_id in enumerate(agents.ids)}
-                    rows = agents.values[[row_of[r.agent_id] for r in champion]]
                     entry = AssignEntry(
                         v=LOG_FORMAT,
                         decision_id=decision_id,
@@ -387,7 +381,7 @@ class DecisionService:
                         language=request.language,
                         x=np.ascontiguousarray(customer.values, dtype=np.float64).tobytes(),
                         agents=[r.agent_id for r in champion],
-                        agent_rows=np.ascontiguousarray(rows, dtype=np.float64).tobytes(),
+                        agent_rows=np.ascontiguousarray(agents.values[ranking.rows], dtype=np.float64).tobytes(),
                         churn_risk=churn_risk,
                         ranking=[
                             LoggedAgent(r.agent_id, r.score, r.p_resolution, r.expected_handle_time_s) for r in champion
@@ -395,23 +389,15 @@ class DecisionService:
                         served=ranked[0].agent_id,
                         served_propensity=serving[drawn],
                         policy=serving,
-                        models=self.holder.versions,
+                        models=versions,
                         feature_contract=self.registry.version,
                     )
                     logged = self.log.append_commands(entry)
-            # Plain dicts, validated once with the whole answer below: a model per agent cost ~1 us each.
             ranked_out = [
-                {
-                    "agent_id": r.agent_id,
-                    "score": r.score,
-                    "p_resolution": r.p_resolution,
-                    "expected_handle_time_s": r.expected_handle_time_s,
-                    "reasons": r.reasons,
-                }
-                for r in ranked
+                AgentOut(r.agent_id, r.score, r.p_resolution, r.expected_handle_time_s, r.reasons) for r in ranked
             ]
             served = [r.agent_id for r in ranked]
-            excluded_out = [{"agent_id": e.agent_id, "reason": e.reason} for e in excluded]
+            excluded_out = [ExcludedOut(e.agent_id, e.reason) for e in ranking.excluded]
             ranked_by = "measured_rate" if scorer is None else "resolution_model"
         self.metrics.decision("assign", ranked_by)
         if customer is not None:
@@ -422,22 +408,20 @@ class DecisionService:
                 now,
                 agents=tuple(served),
                 intent=request.intent,
-                models=self.holder.versions,
+                models=versions,
                 contract=self.registry.version,
             )
             self._write_later(self.records.write_commands(record) + logged)
-        return AssignResponse.model_validate(
-            {
-                "decision_id": decision_id,
-                "customer_id": request.customer_id,
-                "agents": ranked_out,
-                "excluded": excluded_out,
-                "churn_risk": churn_risk,
-                "ranked_by": ranked_by,
-                "model_versions": self.holder.versions,
-                "degraded": bool(degraded),
-                "degraded_reasons": degraded,
-            }
+        return AssignResponse(
+            decision_id=decision_id,
+            customer_id=request.customer_id,
+            agents=ranked_out,
+            excluded=excluded_out,
+            churn_risk=churn_risk,
+            ranked_by=ranked_by,
+            model_versions=versions,
+            degraded=bool(degraded),
+            degraded_reasons=degraded,
         )
 
     async def ingest(self, events: list[BaseModel]) -> EventsResponse:

@@ -154,31 +154,47 @@ class AssignRequest(_Body):
         return self
 
 
-class AgentOut(BaseModel):
+# The assign answer is built per request from up to 200 candidates: msgspec Structs, as for the customer-features
+# answer below. Building it as dicts, validating them as pydantic models and serializing those cost ~95 us with 100
+# candidates (33 eligible, 67 excluded); building the Structs and encoding them, ~17 us. The answer is correct by
+# construction (the service builds each field from typed values), its OpenAPI schema is the same, and its JSON is
+# the same bytes as pydantic's (tests/service/test_schemas.py): both write a float as its shortest round-trip
+# digits, and differ only in the exponent from 1e16 up ("1e+16" against "1e16"), which no field here reaches.
+
+
+class AgentOut(msgspec.Struct, frozen=True):
     """A ranked candidate agent."""
 
     agent_id: str
-    score: float = Field(description="p_resolution + retention bonus − occupancy penalty; the ranking key.")
-    p_resolution: float = Field(
-        description="P(first-contact resolution) of this agent with this contact: the resolution model's, or "
-        "without it the agent's measured resolution rate for the intent over 180 days, pulled toward its rating (see "
-        "ranked_by)."
-    )
-    expected_handle_time_s: float | None = Field(
-        description="Expected handle time in seconds: the resolution model's, or without it the agent's 30-day "
-        "mean; null when neither is known."
-    )
+    score: Annotated[
+        float, msgspec.Meta(description="p_resolution + retention bonus − occupancy penalty; the ranking key.")
+    ]
+    p_resolution: Annotated[
+        float,
+        msgspec.Meta(
+            description="P(first-contact resolution) of this agent with this contact: the resolution model's, or "
+            "without it the agent's measured resolution rate for the intent over 180 days, pulled toward its rating "
+            "(see ranked_by)."
+        ),
+    ]
+    expected_handle_time_s: Annotated[
+        float | None,
+        msgspec.Meta(
+            description="Expected handle time in seconds: the resolution model's, or without it the agent's 30-day "
+            "mean; null when neither is known."
+        ),
+    ]
     reasons: list[str]
 
 
-class ExcludedOut(BaseModel):
+class ExcludedOut(msgspec.Struct, frozen=True):
     """A candidate that failed a hard constraint."""
 
     agent_id: str
     reason: str
 
 
-class AssignResponse(BaseModel):
+class AssignResponse(msgspec.Struct, frozen=True):
     """Ranked agents for the routing engine."""
 
     decision_id: str
@@ -186,10 +202,14 @@ class AssignResponse(BaseModel):
     agents: list[AgentOut]
     excluded: list[ExcludedOut]
     churn_risk: float | None
-    ranked_by: Literal["resolution_model", "measured_rate", "order_given"] = Field(
-        description="resolution_model: the learned model scored every candidate; measured_rate: it is unavailable "
-        "and the agents' measured rates ranked them (degraded); order_given: the online store is unavailable."
-    )
+    ranked_by: Annotated[
+        Literal["resolution_model", "measured_rate", "order_given"],
+        msgspec.Meta(
+            description="resolution_model: the learned model scored every candidate; measured_rate: it is "
+            "unavailable and the agents' measured rates ranked them (degraded); order_given: the online store is "
+            "unavailable."
+        ),
+    ]
     model_versions: dict[str, str]
     degraded: bool
     degraded_reasons: list[str]

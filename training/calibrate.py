@@ -20,7 +20,7 @@ CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, _EPS, 1 - _EPS)
+    q = np.minimum(np.maximum(p, _EPS), 1 - _EPS)  # np.clip's values, NaN included, without its Python wrapper
     return np.asarray(np.log(q / (1 - q))).reshape(-1, 1)
 
 
@@ -46,12 +46,14 @@ class Calibrator:
         The fitted mapping is applied as plain numpy arithmetic, not through scikit-learn's ``predict``: a request
         calibrates a few rows, and scikit-learn's input validation cost ~55 us a call, more than LightGBM's predict
         (10% of a recommend's CPU in the profile). The same numbers as :meth:`transform_sklearn` (a test holds it).
+        It clips by ``np.maximum``/``np.minimum``: the same values as ``np.clip`` (NaN included) without its
+        Python-level wrapper, ~1.5 us of the ~9 us a call costs; an assign calibrates twice.
         """
         model = self.model_
         if isinstance(model, IsotonicRegression):
             # IsotonicRegression.predict with out_of_bounds="clip": clip to the fitted range, interpolate linearly
             # between the thresholds (one threshold: a constant).
-            x = np.clip(np.asarray(raw, dtype=np.float64).reshape(-1), model.X_min_, model.X_max_)
+            x = np.minimum(np.maximum(np.asarray(raw, dtype=np.float64).reshape(-1), model.X_min_), model.X_max_)
             return np.interp(x, model.X_thresholds_, model.y_thresholds_)
         # LogisticRegression.predict_proba for two classes: the logistic of the decision function.
         z = _logit(raw)[:, 0] * float(model.coef_[0, 0]) + float(model.intercept_[0])

@@ -437,6 +437,20 @@ def test_calibrator_fit_transform(method: Literal["isotonic", "sigmoid"]) -> Non
     assert 0.9 < out[2] < 1
 
 
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"], ids=["isotonic", "sigmoid"])
+def test_calibrator_clips_the_ends_and_keeps_a_missing_score_missing(method: Literal["isotonic", "sigmoid"]) -> None:
+    rng = np.random.default_rng(4)
+    raw, y = _overconfident(rng, 2_000)
+    calibrator = Calibrator(method=method).fit(raw, y)
+    out = calibrator.transform(np.array([np.nan, -1.0, 0.0, 1e-300, 1.0, 2.0, np.inf, -np.inf]))
+    assert math.isnan(out[0])
+    # Below the low end and above the high end, the ends' own values (clipped to the fitted range or to (0, 1)).
+    low, high = calibrator.transform(np.array([raw.min(), raw.max()])) if method == "isotonic" else out[[2, 4]]
+    assert out[1] == out[2] == out[3] == out[7] == low
+    assert out[4] == out[5] == out[6] == high
+    assert 0 < low < high < 1
+
+
 def test_calibration_keeps_to_the_methods_given() -> None:
     # The step data would choose isotonic; a model whose predictions are subtracted asks for sigmoid only.
     raw, y = _step(np.random.default_rng(2), 4_000)
