@@ -100,18 +100,29 @@ def service(
     """``nba run`` on the module's Redis, the session's champions and keys; its base URL."""
     own = tmp_path_factory.mktemp("faults-data")
     own_world(own, world)
-    env = child_env(
-        REDIS_URL=redis_server.url,
-        NBA_DATA_DIR=str(own),
-        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
-        NBA_MLFLOW_EXPERIMENT="nba-tests",
-        NBA_MLFLOW_MODEL_PREFIX="nba",
+    env = _nba_env(
+        redis_server,
+        own,
+        data_dir,
         NBA_KEYS_FILE=str(session_keys().path),
         NBA_REDIS_TIMEOUT_MS=str(TIMEOUT_MS),
         NBA_LOG_LEVEL="warning",
     )
     with nba_run(env, own / "nba-run.log") as url:
         yield url
+
+
+def _nba_env(redis_server: RedisProcess, own: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of an ``nba`` process here: the module's Redis, ``own`` as its data dir and the session's
+    MLflow store (its champions and challengers), plus ``extra``."""
+    return child_env(
+        REDIS_URL=redis_server.url,
+        NBA_DATA_DIR=str(own),
+        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+        NBA_MLFLOW_EXPERIMENT="nba-tests",
+        NBA_MLFLOW_MODEL_PREFIX="nba",
+        **extra,
+    )
 
 
 def _full_of_every_kind(after: float, n: int = 1) -> object:
@@ -434,13 +445,7 @@ def test_the_shadow_worker_killed_mid_batch_replays_every_decision_once(
             body = {"customer_id": f"C{300 + n:06d}", "channel": "voice"}
             assert http.post("/v1/recommend", json=body).status_code == 200
     stream = decision_stream("nba", "recommend")
-    env = child_env(
-        REDIS_URL=redis_server.url,
-        NBA_DATA_DIR=str(tmp_path),
-        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
-        NBA_MLFLOW_EXPERIMENT="nba-tests",
-        NBA_MLFLOW_MODEL_PREFIX="nba",
-    )
+    env = _nba_env(redis_server, tmp_path, data_dir)
     log = tmp_path / "shadow.log"
     with redis_server.client() as client:
         logged = [decode(fields[FIELD]).decision_id for _, fields in client.xrange(stream)]
@@ -490,10 +495,10 @@ def test_a_bad_feature_registry_refuses_to_start_naming_the_field_and_leaves_the
     contract.write_text(contract.read_text().replace(good, "{name: logins_7d, dtype: integer,"))
     own = tmp_path / "data"
     own_world(own, world)
-    env = child_env(
-        REDIS_URL=redis_server.url,
-        NBA_DATA_DIR=str(own),
-        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+    env = _nba_env(
+        redis_server,
+        own,
+        data_dir,
         NBA_KEYS_FILE=str(session_keys().path),
         NBA_PORT=str(free_port()),
         PYTHONPATH=str(packages),
