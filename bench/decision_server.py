@@ -33,20 +33,16 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
-import pyarrow.parquet as pq
-import redis
 
+from bench import served
 from bench.feature_server import free_port, wrk
-from features import OfflineSettings, RedisSettings, online_store_url
-from service.keys import KeyFile, Role
+from service.keys import Role
 
 WARM_UP_CUSTOMERS = 2_000
 CONNECTIONS = 16
@@ -66,56 +62,14 @@ end
 """
 
 
-def _script(path: Path, route: str, bodies: list[dict[str, object]], key: str) -> Path:
+def _script(path: Path, route: str, bodies: Sequence[Mapping[str, object]], key: str) -> Path:
     """A wrk script that POSTs ``bodies`` to ``route`` in turn, each with ``key``."""
     quoted = ",\n".join("[[" + json.dumps(b) + "]]" for b in bodies)
     path.write_text(_ROTATE % (quoted, route, key))
     return path
 
 
-def _keys(data_dir: Path) -> dict[Role, str]:
-    """A desktop key and a router key in the keys file ``nba run`` will serve with (as ``nba keys create``), named
-    after this run, so a kept ``--data-dir`` takes new ones each time (``nba keys revoke`` removes them)."""
-    file = KeyFile(data_dir / "keys.json")
-    run = f"{os.getpid()}-{time.time_ns()}"
-    return {role: file.create(role, f"bench-{role.value}-{run}")[1] for role in (Role.DESKTOP, Role.ROUTER)}
-
-
-def _start(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
-    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store).
-
-    Each key's rate limit is set past what a run reaches: the bucket is still checked on every request."""
-    env = {
-        **os.environ,
-        "NBA_DATA_DIR": str(data_dir),
-        "NBA_PORT": str(port),
-        "NBA_LOG_LEVEL": "warning",
-        "NBA_KEYS_FILE": str(data_dir / "keys.json"),
-        "NBA_RATE_LIMIT": "1000000000",
-        "NBA_WORKERS": str(workers),
-    }
-    for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(name, None)
-    nba = Path(sys.executable).with_name("nba")
-    return subprocess.Popen([str(nba), "run"], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
-
-
-def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
-    """Until ``/ready`` says the models are loaded (the demo is built on the first start: minutes)."""
-    deadline = time.monotonic() + 1_800
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"nba run exited with {server.returncode} before it was ready")
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    sys.exit("nba run was not ready within 30 minutes")
-
-
-def _check(base: str, recommend: dict[str, object], assign: dict[str, object], keys: dict[Role, str]) -> None:
+def _check(base: str, recommend: Mapping[str, object], assign: Mapping[str, object], keys: dict[Role, str]) -> None:
     """Exit unless recommend ranks actions for a known customer and assign ranks agents, neither degraded."""
     for route, body, ranked, role in (
         ("/v1/recommend", recommend, "actions", Role.DESKTOP),
@@ -124,24 +78,6 @@ def _check(base: str, recommend: dict[str, object], assign: dict[str, object], k
         answer = httpx.post(f"{base}{route}", json=body, headers={"X-API-Key": keys[role]}).json()
         if not answer.get(ranked) or answer.get("degraded") or answer.get("cold_start"):
             sys.exit(f"{route} did not answer as documented: {str(answer)[:300]}")
-
-
-def _clear_contact_state(data_dir: Path) -> None:
-    """Forget every customer's presentations, declines and acceptances in the served store (see the module)."""
-    settings = RedisSettings()
-    with online_store_url(settings, OfflineSettings(data_dir=data_dir)) as url:
-        client = redis.Redis.from_url(url)
-        try:
-            keys = list(client.scan_iter(f"{settings.namespace}:contacts:customer:*", count=10_000))
-            for at in range(0, len(keys), 10_000):
-                client.delete(*keys[at : at + 10_000])
-        finally:
-            client.close()
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=120)
 
 
 def _loaded(line: str) -> str:
@@ -170,14 +106,11 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         data = args.data_dir or root / "data"
         data.mkdir(parents=True, exist_ok=True)
-        keys = _keys(data)
-        server = _start(data, port)
+        keys = served.make_keys(data)
+        server = served.start(data, port)
         try:
-            _wait_ready(base, server)
-            world = data / "world"
-            customers = sorted(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist())
-            customers = sorted(set(customers))
-            agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
+            served.wait_ready(base, server)
+            customers, agents = served.world_ids(data / "world")
             recommend = _script(
                 root / "recommend.lua",
                 "/v1/recommend",
@@ -200,24 +133,24 @@ def main() -> None:
             for script in (warm_up, assign):
                 wrk("warm-up", f"{base}/", 4, 3, script=script)
             lines = [_loaded(wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid))]
-            _clear_contact_state(data)
+            served.clear_contact_state(data)
             lines += [
                 _loaded(wrk("recommend", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=recommend)),
                 _loaded(wrk("assign-100", f"{base}/", CONNECTIONS, args.seconds, server.pid, script=assign)),
             ]
         finally:
-            _stop(server)
+            served.stop(server)
         for n in [int(w) for w in args.workers.split(",") if w.strip()]:
-            server = _start(data, port, n)
+            server = served.start(data, port, n)
             try:
-                _wait_ready(base, server)
+                served.wait_ready(base, server)
                 _check(base, {"customer_id": customers[0], "channel": "voice"}, contacts[0], keys)
                 wrk("warm-up", f"{base}/", 4, 3, script=warm_up)
                 lines.append(_loaded(wrk(f"health-{n}w", f"{base}/health", CONNECTIONS, args.seconds)))
-                _clear_contact_state(data)
+                served.clear_contact_state(data)
                 lines.append(_loaded(wrk(f"recommend-{n}w", f"{base}/", CONNECTIONS, args.seconds, script=recommend)))
             finally:
-                _stop(server)
+                served.stop(server)
     for line in lines:
         print(line)
     runs = {m[1]: (float(m[2]), float(m[3]), int(m[4])) for line in lines if (m := _FIGURES.match(line))}

@@ -42,6 +42,7 @@ import uvicorn
 import yaml
 from litestar import Litestar, get
 
+from bench.served import cpu_seconds
 from features import EmbeddedValkey, EventStreamSettings, OfflineSettings, OnlineStore, RedisSettings, Registry, connect
 from service import ServiceSettings, Settings, create_app
 from service.auth import ApiKeyGate
@@ -139,12 +140,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wrk(
     name: str,
     url: str,
@@ -158,7 +153,7 @@ def wrk(
     """wrk's figures as one line; with ``server_pid``, also the server's CPU time per request, which a busy
     machine stretches far less than it stretches requests per second. ``script``: a wrk Lua script that makes
     the requests (a POST body, a rotation of ids); ``headers``: ``Name: value`` lines sent with each request."""
-    cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     extra = [*(["-s", str(script)] if script else []), *(a for h in headers for a in ("-H", h))]
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
@@ -167,7 +162,7 @@ def wrk(
         check=True,
     ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    used = _cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
+    used = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     cpu = f" server cpu {used / requests * 1e6:.0f} us/req" if server_pid else ""
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]

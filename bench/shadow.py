@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import redis.asyncio
 
-from bench.decision_server import _clear_contact_state, _keys, _script, _start, _stop, _wait_ready
+from bench import served
+from bench.decision_server import _script
 from bench.feature_server import free_port, wrk
 from features import OfflineSettings, RedisSettings, Registry, online_store_url
 from features.decision_log_keys import KINDS, Kind, stream_key
@@ -86,17 +86,13 @@ def main() -> None:
         root = Path(tmp)
         data = args.data_dir or root / "data"
         data.mkdir(parents=True, exist_ok=True)
-        keys = _keys(data)
+        keys = served.make_keys(data)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = _start(data, port)
+        server = served.start(data, port)
         try:
-            _wait_ready(base, server)
-            world = data / "world"
-            customers = sorted(
-                set(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist())
-            )
-            agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
+            served.wait_ready(base, server)
+            customers, agents = served.world_ids(data / "world")
             recommend = _script(
                 root / "recommend.lua",
                 "/v1/recommend",
@@ -108,7 +104,7 @@ def main() -> None:
                 for c in customers[:200]
             ]
             assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
-            _clear_contact_state(data)
+            served.clear_contact_state(data)
             for line in (
                 wrk("fill recommend", f"{base}/", CONNECTIONS, args.seconds, script=recommend),
                 wrk("fill assign-100", f"{base}/", CONNECTIONS, args.seconds, script=assign),
@@ -128,7 +124,7 @@ def main() -> None:
                         f"load {os.getloadavg()[0]:.2f}"
                     )
         finally:
-            _stop(server)
+            served.stop(server)
     slowest = min(rates, key=lambda k: rates[k])
     met = "met" if rates[slowest] >= GOAL else "NOT met"
     print(
