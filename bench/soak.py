@@ -1,0 +1,400 @@
+"""A soak: ``nba run`` under a contact center's traffic at 70% of its measured peak for 10 minutes, a minute at a time.
+
+Serves the demo with ``nba run`` (one worker) as ``bench.decision_server`` does, and loads it with the Python paced
+client of :mod:`bench.load` on 16 connections. Each connection plays contacts one after another, each contact as a
+contact center's systems send it:
+
+1. telephony's ``contact_started`` event (``POST /v1/events``, an events key), with one of the four intents in turn;
+2. the routing engine's ``POST /v1/assign`` of the contact with all the demo's agents (100) as candidates (a
+   router key);
+3. the agent desktop's ``POST /v1/recommend`` for the customer on the voice channel, with the intent as live
+   context (a desktop key);
+4. the desktop's ``POST /v1/feedback`` on that decision: the customer accepted, declined or ignored (in turn) the
+   first action it returned;
+5. telephony's ``contact_ended`` event (resolved, handle time);
+6. the desktop's ``POST /v1/feedback`` on the assign: resolved and a CSAT.
+
+Six requests a contact: two decisions, two events, two feedbacks. A contact is for the next of the demo's customers
+in order (the 50,000 of them before any comes again). The customers' contact-policy state is cleared once before the
+run, as ``bench.decision_server`` clears it, and never during it: at 70% of the peak a 10-minute run plays more
+contacts than there are customers, so the last minutes ask customers a second time, whose offers the first answer's
+feedback may now rest (a decline, an acceptance) and whose presentations now count, as a customer calling back does.
+Such a recommend explains fewer offers and costs less; the table shows each minute's recommend p99, so a cheaper
+second pass can be seen for what it is rather than read as a steadier server.
+
+Phases: a warm-up (not measured), the peak (every connection sending as fast as its answers come), then the soak
+at ``--share`` (0.70) of the peak's requests per second, paced, cut into windows of a minute (``--window``) with no
+pause between them. After each window: the server's resident memory (``VmRSS`` of ``nba run`` and its worker
+processes, its embedded Valkey apart: the store's data grows with the events and decisions logged, as it should),
+the load average. The goals (issue 9):
+
+- memory grows by less than 5% from the end of the first window (after the warm-up) to the end;
+- each window's p99 is within 1.5x of the first window's;
+- no errors: every answer 2xx, no decision degraded, none timed out;
+- and, for the soak to have measured what it says, each window's achieved rate within 5% of the rate asked.
+
+Prints a row per window and a PASS/FAIL line per goal; exits 1 when one fails.
+
+    .venv/bin/python -m bench.soak [--minutes 10] [--data-dir DIR]
+
+``tests/e2e/test_soak.py`` runs the same :func:`measure` for 30 seconds against a test server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+
+from bench import served
+from bench.feature_server import free_port
+from bench.load import Paced, Record, Reply, Window, run_paced
+from service.keys import Role
+
+CONNECTIONS = 16
+SHARE = 0.70
+MEMORY_GROWTH_GOAL = 0.05
+P99_RATIO_GOAL = 1.5
+RATE_TOLERANCE = 0.05
+ROLES = (Role.DESKTOP, Role.ROUTER, Role.EVENTS)
+INTENTS = ("billing", "technical", "cancel", "sales")
+OUTCOMES = ("accepted", "declined", "ignored")
+_DECISION_ID = re.compile(rb'"decision_id":"([0-9a-f]{32})"')
+_FIRST_ACTION = re.compile(rb'"action_id":"([^"]+)"')
+
+
+@dataclass(frozen=True)
+class Target:
+    """A served API to soak: where it listens, its process, a key per role of :data:`ROLES`, the world's ids."""
+
+    host: str
+    port: int
+    pid: int
+    keys: Mapping[Role, str]
+    customers: Sequence[str]
+    agents: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """How long each phase lasts, and the share of the peak the soak runs at."""
+
+    warm_up_s: float
+    """As fast as the answers come, not measured: the server's caches, the client's connections."""
+    peak_s: float
+    """As fast as the answers come: the peak, requests/s over every route."""
+    settle_s: float
+    """At the soak's rate before the first window, so that the peak's queues have drained when it starts."""
+    window_s: float
+    """Each window of the soak, back to back."""
+    windows: int
+    share: float
+    """Of the peak's requests/s."""
+    connections: int = CONNECTIONS
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One window of the soak, and the server's :class:`Usage` at its start and its end."""
+
+    window: Window
+    before: Usage
+    after: Usage
+    acted: float
+    """The share of the window's recommends whose first action was not ``no_action`` (the costly answers)."""
+
+    @property
+    def cpu_us(self) -> float:
+        """The server's CPU per request in the window, us (its Python processes; a busy machine stretches it far
+        less than it stretches latencies)."""
+        return (self.after.cpu_s - self.before.cpu_s) / max(1, self.window.requests) * 1e6
+
+
+@dataclass(frozen=True)
+class Soak:
+    """What a soak measured."""
+
+    peak: Window
+    rate: float
+    """The rate asked of the soak, requests/s."""
+    samples: list[Sample]
+    client_cpu_us: float
+    """This process's CPU per request of the soak (the load's own cost, taken from the cores the server shares)."""
+    contacts: int
+    """Contacts played, warm-up and peak included."""
+    customers: int
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal's line."""
+
+    name: str
+    met: bool
+    figure: str
+
+
+class ContactCenter:
+    """Contacts played one after another on each connection, the customers taken in order across connections."""
+
+    def __init__(self, target: Target, run: str) -> None:
+        self._target, self._run = target, run
+        self.played = 0
+        """Contacts begun so far (warm-up and peak included): contact ``n`` is for customer ``n`` modulo their count."""
+        self._agents = list(target.agents)
+        self.offers: list[tuple[float, bool]] = []
+        """Each recommend answered: when it was answered, and whether its first action was an offer (not
+        ``no_action``): the costly kind, whose reasons are explained."""
+
+    async def session(self, paced: Paced, stopping: Callable[[], bool]) -> None:
+        """Contacts until ``stopping()``; the one under way is finished."""
+        while not stopping():
+            self.played += 1
+            await self._contact(paced, self.played - 1)
+
+    async def _contact(self, paced: Paced, n: int) -> None:
+        """Contact ``n``: for the ``n``-th customer (in turn), with the ``n``-th intent (in turn)."""
+        keys, customer = self._target.keys, self._target.customers[n % len(self._target.customers)]
+        intent, event = INTENTS[n % len(INTENTS)], f"{self._run}-{n}"
+        resolved = n % 5 != 0
+        started: dict[str, object] = {"type": "contact_started", "event_id": f"{event}-s", "customer_id": customer}
+        await paced.post("events", "/v1/events", _json(started, intent=intent, channel="voice"), keys[Role.EVENTS])
+        contact = {"customer_id": customer, "intent": intent, "channel": "voice", "language": "en"}
+        assign = await paced.post("assign", "/v1/assign", _json(contact, agent_ids=self._agents), keys[Role.ROUTER])
+        asked = {"customer_id": customer, "channel": "voice", "context": {"intent": intent}}
+        recommend = await paced.post("recommend", "/v1/recommend", _json(asked), keys[Role.DESKTOP])
+        decision, action = _DECISION_ID.search(recommend.body), _FIRST_ACTION.search(recommend.body)
+        if recommend.ok and decision and action:
+            self.offers.append((time.monotonic(), action[1] != b"no_action"))
+            outcome = OUTCOMES[n // len(INTENTS) % len(OUTCOMES)]
+            answer = {"decision_id": decision[1].decode(), "action_id": action[1].decode(), "outcome": outcome}
+            await paced.post("feedback", "/v1/feedback", _json(answer), keys[Role.DESKTOP])
+        ended: dict[str, object] = {"type": "contact_ended", "event_id": f"{event}-e", "customer_id": customer}
+        ended |= {"intent": intent, "resolved": resolved, "transferred": n % 7 == 0, "repeat": False}
+        await paced.post("events", "/v1/events", _json(ended, handle_time_s=240 + n % 300), keys[Role.EVENTS])
+        if assign.ok and (decision := _DECISION_ID.search(assign.body)):
+            answer = {"decision_id": decision[1].decode()}
+            await paced.post(
+                "feedback", "/v1/feedback", _json(answer, resolved=resolved, csat=1 + n % 5), keys[Role.DESKTOP]
+            )
+
+
+def _json(body: Mapping[str, object], **more: object) -> bytes:
+    """``body`` and ``more`` as compact JSON."""
+    return json.dumps({**body, **more}, separators=(",", ":")).encode()
+
+
+def check(route: str, reply: Reply) -> str | None:
+    """A 2xx decision that fell back (``degraded``) is an error of the soak too."""
+    if route in ("recommend", "assign") and b'"degraded":true' in reply.body:
+        return "degraded"
+    return None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resident memory (kB) and CPU time used so far (s) of a server's processes: its Python processes (``nba run``
+    and its workers) summed, and its embedded Valkey's apart."""
+
+    rss_kb: int
+    store_rss_kb: int
+    cpu_s: float
+    store_cpu_s: float
+    load: float
+    """The 1-minute load average when read."""
+
+
+def usage(pid: int) -> Usage:
+    """:class:`Usage` of ``pid`` and its descendants (Linux ``/proc``: ``VmRSS``, and user + system time)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    rss = [0, 0]
+    cpu = [0.0, 0.0]
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            used = served.cpu_seconds(current)
+        except OSError:
+            continue
+        store = status.split("\n", 1)[0].split(":", 1)[1].strip().startswith(("valkey", "redis"))
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        rss[store] += int(found[1]) if found else 0
+        cpu[store] += used
+    return Usage(rss[0], rss[1], cpu[0], cpu[1], os.getloadavg()[0])
+
+
+async def _readings(pid: int, start: float, plan: Plan) -> list[Usage]:
+    """:func:`usage` at the start and at the end of each window."""
+    readings = []
+    for w in range(plan.windows + 1):
+        await asyncio.sleep(max(0.0, start + w * plan.window_s - time.monotonic()))
+        readings.append(usage(pid))
+    return readings
+
+
+async def measure(target: Target, plan: Plan, run: str | None = None) -> Soak:
+    """Warm up, measure the peak, then soak at ``plan.share`` of it: a settling stretch, then window by window."""
+    contacts = ContactCenter(target, run or f"soak-{os.getpid()}-{time.time_ns()}")
+
+    async def load(rate: float | None, seconds: float, record: Record | None = None) -> Record:
+        return await run_paced(
+            target.host,
+            target.port,
+            connections=plan.connections,
+            rate=rate,
+            seconds=seconds,
+            session=contacts.session,
+            check=check,
+            record=record,
+        )
+
+    await load(None, plan.warm_up_s)
+    peak_record = await load(None, plan.peak_s)
+    started = min(peak_record.sent)
+    peak = peak_record.window(started, started + plan.peak_s)
+    rate = plan.share * peak.rate
+    record = Record()
+    start = time.monotonic() + plan.settle_s
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    _, readings = await asyncio.gather(
+        load(rate, plan.settle_s + plan.windows * plan.window_s, record), _readings(target.pid, start, plan)
+    )
+    client_s = _cpu(resource.getrusage(resource.RUSAGE_SELF)) - _cpu(used)
+    samples = []
+    for w in range(plan.windows):
+        begin, end = start + w * plan.window_s, start + (w + 1) * plan.window_s
+        acted = [offer for at, offer in contacts.offers if begin <= at < end]
+        share = sum(acted) / max(1, len(acted))
+        samples.append(Sample(record.window(begin, end), readings[w], readings[w + 1], share))
+    client_us = client_s / max(1, len(record.sent)) * 1e6
+    return Soak(peak, rate, samples, client_us, contacts.played, len(target.customers))
+
+
+def _cpu(used: resource.struct_rusage) -> float:
+    return used.ru_utime + used.ru_stime
+
+
+def goals(soak: Soak) -> list[Goal]:
+    """The issue's goals on a soak, and the rate check."""
+    first, rest, last = soak.samples[0], soak.samples[1:], soak.samples[-1]
+    growth = last.after.rss_kb / first.after.rss_kb - 1
+    ratios = [s.window.quantile_ms(0.99) / first.window.quantile_ms(0.99) for s in rest]
+    errors = sum(s.window.errors for s in soak.samples)
+    failures: dict[str, int] = {}
+    for s in soak.samples:
+        for why, count in s.window.failures.items():
+            failures[why] = failures.get(why, 0) + count
+    slowest = min(s.window.rate for s in soak.samples)
+    fastest = max(s.window.rate for s in soak.samples)
+    return [
+        Goal(
+            "memory",
+            growth < MEMORY_GROWTH_GOAL,
+            f"RSS {first.after.rss_kb / 1024:.1f} MB after window 1, {last.after.rss_kb / 1024:.1f} MB at the end: "
+            f"{growth:+.1%} (goal < {MEMORY_GROWTH_GOAL:.0%})",
+        ),
+        Goal(
+            "p99",
+            max(ratios, default=1.0) <= P99_RATIO_GOAL,
+            f"highest window p99 {max(ratios, default=1.0):.2f}x the first window's "
+            f"({first.window.quantile_ms(0.99):.1f} ms; goal <= {P99_RATIO_GOAL}x)",
+        ),
+        Goal(
+            "errors",
+            errors == 0,
+            f"{errors} of {sum(s.window.requests for s in soak.samples):,} requests"
+            + (f" ({', '.join(f'{why}: {c}' for why, c in failures.items())})" if failures else ""),
+        ),
+        Goal(
+            "rate",
+            abs(slowest / soak.rate - 1) <= RATE_TOLERANCE and abs(fastest / soak.rate - 1) <= RATE_TOLERANCE,
+            f"asked {soak.rate:.0f} req/s ({soak.rate / soak.peak.rate:.0%} of the peak's {soak.peak.rate:.0f}); "
+            f"windows sent {slowest:.0f}-{fastest:.0f} (within {RATE_TOLERANCE:.0%})",
+        ),
+    ]
+
+
+def table(soak: Soak) -> list[str]:
+    """The peak's line and a row per window."""
+    peak = soak.peak
+    lines = [
+        f"peak: {peak.rate:.0f} req/s, p50 {peak.quantile_ms(0.5):.2f} ms, p99 {peak.quantile_ms(0.99):.2f} ms, "
+        f"{peak.errors} errors; soak at {soak.rate:.0f} req/s",
+        "peak p50 by route: " + ", ".join(f"{r} {peak.quantile_ms(0.5, r):.2f} ms" for r in sorted(peak.by_route)),
+        f"{'window':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'rec p99':>7} {'asg p99':>7} {'evt p99':>7} "
+        f"{'fbk p99':>7} {'errors':>6} {'acted':>5} {'cpu us':>6} {'RSS MB':>7} {'Valkey MB':>9} {'load':>5}",
+    ]
+    for i, s in enumerate(soak.samples, 1):
+        w = s.window
+        lines.append(
+            f"{i:>6} {w.rate:>7.0f} {w.quantile_ms(0.5):>7.2f} {w.quantile_ms(0.99):>7.2f} "
+            f"{w.quantile_ms(0.99, 'recommend'):>7.2f} {w.quantile_ms(0.99, 'assign'):>7.2f} "
+            f"{w.quantile_ms(0.99, 'events'):>7.2f} {w.quantile_ms(0.99, 'feedback'):>7.2f} {w.errors:>6} "
+            f"{s.acted:>5.0%} {s.cpu_us:>6.0f} {s.after.rss_kb / 1024:>7.1f} {s.after.store_rss_kb / 1024:>9.1f} "
+            f"{s.after.load:>5.2f}"
+        )
+    lines.append(
+        f"{soak.contacts:,} contacts for {soak.customers:,} customers in turn"
+        f"{f' (from contact {soak.customers:,} on, customers asked again)' if soak.contacts > soak.customers else ''}; "
+        f"the load's own CPU {soak.client_cpu_us:.0f} us a request (this process)"
+    )
+    return lines
+
+
+def main() -> None:
+    """Serve the demo, soak it, print the table and the goal lines; exit 1 when a goal fails."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10, help="length of the soak (windows of --window)")
+    parser.add_argument("--window", type=float, default=60, help="seconds of each window")
+    parser.add_argument("--share", type=float, default=SHARE, help="share of the measured peak the soak runs at")
+    parser.add_argument("--data-dir", type=Path, default=None, help="serve this NBA_DATA_DIR (built on first use)")
+    parser.add_argument("--workers", type=int, default=1, help="NBA_WORKERS of the server (memory: their sum)")
+    args = parser.parse_args()
+    windows = round(args.minutes * 60 / args.window)
+    if windows < 2 or not 0 < args.share <= 1 or args.workers < 1:
+        sys.exit("--minutes must hold at least two windows, --share be in (0, 1] and --workers at least 1")
+    plan = Plan(warm_up_s=10, peak_s=20, settle_s=10, window_s=args.window, windows=windows, share=args.share)
+    with tempfile.TemporaryDirectory(prefix="nba-soak-") as tmp:
+        data = args.data_dir or Path(tmp) / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        keys = served.make_keys(data, ROLES)
+        port = free_port()
+        server = served.start(data, port, args.workers)
+        try:
+            served.wait_ready(f"http://127.0.0.1:{port}", server)
+            served.clear_contact_state(data)
+            customers, agents = served.world_ids(data / "world")
+            target = Target("127.0.0.1", port, server.pid, keys, customers, agents)
+            soak = uvloop.run(measure(target, plan))
+        finally:
+            served.stop(server)
+    for line in table(soak):
+        print(line)
+    results = goals(soak)
+    for goal in results:
+        print(f"{'PASS' if goal.met else 'FAIL'} {goal.name}: {goal.figure}")
+    if not all(goal.met for goal in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
