@@ -16,17 +16,18 @@ contact center's systems send it:
 
 Six requests a contact: two decisions, two events, two feedbacks. A contact is for the next of the demo's customers
 in order (the 50,000 of them before any comes again). The customers' contact-policy state is cleared once before the
-run, as ``bench.decision_server`` clears it, and never during it: at 70% of the peak a 10-minute run plays more
-contacts than there are customers, so the last minutes ask customers a second time, whose offers the first answer's
-feedback may now rest (a decline, an acceptance) and whose presentations now count, as a customer calling back does.
-Such a recommend explains fewer offers and costs less; the table shows each minute's recommend p99, so a cheaper
-second pass can be seen for what it is rather than read as a steadier server.
+run, as ``bench.decision_server`` clears it, and never during it: a 10-minute run at 70% of this machine's peak plays
+about 110,000 contacts, so from its fifth minute on it asks customers again, whose first answer's feedback now rests
+an offer (a decline, an acceptance) and whose presentations now count, as a customer calling back would be treated.
+Fewer of those recommends put an action first (the ``acted`` column: about half on the first pass, a quarter on the
+second); the server's CPU a request did not fall with it (682-727 us a request across the run of the README).
 
-Phases: a warm-up (not measured), the peak (every connection sending as fast as its answers come), then the soak
-at ``--share`` (0.70) of the peak's requests per second, paced, cut into windows of a minute (``--window``) with no
-pause between them. After each window: the server's resident memory (``VmRSS`` of ``nba run`` and its worker
-processes, its embedded Valkey apart: the store's data grows with the events and decisions logged, as it should),
-the load average. The goals (issue 9):
+Phases: a warm-up (not measured), the peak (every connection sending as fast as its answers come), then the soak at
+``--share`` (0.70) of the peak's requests per second, paced: 10 s of settling, then windows of a minute
+(``--window``) back to back. After each window: the server's resident memory (``VmRSS`` of ``nba run`` and its
+worker processes; its embedded Valkey's apart, since the store's data grows with the events and decisions logged, as
+it should), the server's CPU a request, the share of the cores the machine's other jobs took (``/proc/stat`` less
+the server, its Valkey and this process: about ±3% of noise), and the load average. The goals (issue 9):
 
 - memory grows by less than 5% from the end of the first window (after the warm-up) to the end;
 - each window's p99 is within 1.5x of the first window's;
@@ -113,6 +114,14 @@ class Sample:
     after: Usage
     acted: float
     """The share of the window's recommends whose first action was not ``no_action`` (the costly answers)."""
+
+    @property
+    def others(self) -> float:
+        """The share of the machine's cores the other jobs on it used in the window (all but the server, its store
+        and the load): when p99 moves with it, the machine moved it."""
+        before, after = self.before, self.after
+        ours = sum(getattr(after, f) - getattr(before, f) for f in ("cpu_s", "store_cpu_s", "client_cpu_s"))
+        return (after.machine_cpu_s - before.machine_cpu_s - ours) / (self.window.seconds * (os.cpu_count() or 1))
 
     @property
     def cpu_us(self) -> float:
@@ -205,14 +214,20 @@ def check(route: str, reply: Reply) -> str | None:
 @dataclass(frozen=True)
 class Usage:
     """Resident memory (kB) and CPU time used so far (s) of a server's processes: its Python processes (``nba run``
-    and its workers) summed, and its embedded Valkey's apart."""
+    and its workers) summed, and its embedded Valkey's apart; and what the machine around it was doing."""
 
     rss_kb: int
     store_rss_kb: int
     cpu_s: float
     store_cpu_s: float
+    client_cpu_s: float
+    """This process's (the load's)."""
+    machine_cpu_s: float
+    """Every core's busy time (``/proc/stat``): less the three above, the other jobs on the machine."""
     load: float
     """The 1-minute load average when read."""
+    at: float
+    """When read (``time.time()``)."""
 
 
 def usage(pid: int) -> Usage:
@@ -239,7 +254,14 @@ def usage(pid: int) -> Usage:
         found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         rss[store] += int(found[1]) if found else 0
         cpu[store] += used
-    return Usage(rss[0], rss[1], cpu[0], cpu[1], os.getloadavg()[0])
+    client = _cpu(resource.getrusage(resource.RUSAGE_SELF))
+    return Usage(rss[0], rss[1], cpu[0], cpu[1], client, _machine_cpu_s(), os.getloadavg()[0], time.time())
+
+
+def _machine_cpu_s() -> float:
+    """Busy time of all cores so far: user, nice, system, irq, softirq and steal of ``/proc/stat``'s ``cpu`` line."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 async def _readings(pid: int, start: float, plan: Plan) -> list[Usage]:
@@ -333,31 +355,47 @@ def goals(soak: Soak) -> list[Goal]:
     ]
 
 
+def _route_p99(route: str) -> Callable[[int, Sample], str]:
+    """The column of ``route``'s p99."""
+    return lambda i, s: f"{s.window.quantile_ms(0.99, route):.2f}"
+
+
+_ROUTES = {"rec": "recommend", "asg": "assign", "evt": "events", "fbk": "feedback"}
+_COLUMNS: list[tuple[str, Callable[[int, Sample], str]]] = [
+    ("window", lambda i, s: f"{i}"),
+    ("UTC", lambda i, s: time.strftime("%H:%M:%S", time.gmtime(s.before.at))),
+    ("req/s", lambda i, s: f"{s.window.rate:.0f}"),
+    ("p50 ms", lambda i, s: f"{s.window.quantile_ms(0.5):.2f}"),
+    ("p99 ms", lambda i, s: f"{s.window.quantile_ms(0.99):.2f}"),
+    *((f"{short} p99", _route_p99(route)) for short, route in _ROUTES.items()),
+    ("errors", lambda i, s: f"{s.window.errors}"),
+    ("acted", lambda i, s: f"{s.acted:.0%}"),
+    ("cpu us", lambda i, s: f"{s.cpu_us:.0f}"),
+    ("RSS MB", lambda i, s: f"{s.after.rss_kb / 1024:.1f}"),
+    ("Valkey MB", lambda i, s: f"{s.after.store_rss_kb / 1024:.1f}"),
+    ("others", lambda i, s: f"{s.others:.0%}"),
+    ("load", lambda i, s: f"{s.after.load:.2f}"),
+]
+"""The table's columns: a window's number, start, rate, latencies (all, then each route's p99), errors, share of
+recommends with an action, the server's CPU a request, memory, its Valkey's memory, the other jobs' share of the
+cores, the load average at its end."""
+
+
 def table(soak: Soak) -> list[str]:
-    """The peak's line and a row per window."""
+    """The peak's line, a row per window, and what the load was."""
     peak = soak.peak
-    lines = [
+    rows = [[header for header, _ in _COLUMNS]]
+    rows += [[cell(i, sample) for _, cell in _COLUMNS] for i, sample in enumerate(soak.samples, 1)]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(_COLUMNS))]
+    again = f" (from contact {soak.customers:,} on, customers asked again)" if soak.contacts > soak.customers else ""
+    return [
         f"peak: {peak.rate:.0f} req/s, p50 {peak.quantile_ms(0.5):.2f} ms, p99 {peak.quantile_ms(0.99):.2f} ms, "
         f"{peak.errors} errors; soak at {soak.rate:.0f} req/s",
         "peak p50 by route: " + ", ".join(f"{r} {peak.quantile_ms(0.5, r):.2f} ms" for r in sorted(peak.by_route)),
-        f"{'window':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'rec p99':>7} {'asg p99':>7} {'evt p99':>7} "
-        f"{'fbk p99':>7} {'errors':>6} {'acted':>5} {'cpu us':>6} {'RSS MB':>7} {'Valkey MB':>9} {'load':>5}",
+        *(" ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows),
+        f"{soak.contacts:,} contacts for {soak.customers:,} customers in turn{again}; "
+        f"the load's own CPU {soak.client_cpu_us:.0f} us a request (this process)",
     ]
-    for i, s in enumerate(soak.samples, 1):
-        w = s.window
-        lines.append(
-            f"{i:>6} {w.rate:>7.0f} {w.quantile_ms(0.5):>7.2f} {w.quantile_ms(0.99):>7.2f} "
-            f"{w.quantile_ms(0.99, 'recommend'):>7.2f} {w.quantile_ms(0.99, 'assign'):>7.2f} "
-            f"{w.quantile_ms(0.99, 'events'):>7.2f} {w.quantile_ms(0.99, 'feedback'):>7.2f} {w.errors:>6} "
-            f"{s.acted:>5.0%} {s.cpu_us:>6.0f} {s.after.rss_kb / 1024:>7.1f} {s.after.store_rss_kb / 1024:>9.1f} "
-            f"{s.after.load:>5.2f}"
-        )
-    lines.append(
-        f"{soak.contacts:,} contacts for {soak.customers:,} customers in turn"
-        f"{f' (from contact {soak.customers:,} on, customers asked again)' if soak.contacts > soak.customers else ''}; "
-        f"the load's own CPU {soak.client_cpu_us:.0f} us a request (this process)"
-    )
-    return lines
 
 
 def main() -> None:
