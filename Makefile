@@ -10,7 +10,7 @@ help:
 	@echo "make run    set up .venv, build the demo on first run, serve the API on 127.0.0.1:8000"
 	@echo "make test   set up .venv with the dev extras and run the test suite"
 	@echo "make lint   ruff and mypy"
-	@echo "make bench  print the online store's, the API's and the training figures against same-run baselines, and the policy goal"
+	@echo "make bench  print the online store's, the API's and the training figures against same-run baselines, the policy goal and a 10-minute soak"
 	@echo "make clean  remove .venv and the local data under .nba/"
 
 $(BIN)/python:
@@ -49,6 +49,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.policy
 	$(BIN)/python -m bench.off_policy
 	$(BIN)/python -m bench.shadow
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .nba
