@@ -116,8 +116,7 @@ class EventArchive:
 
         Safe beside a running consumer, beside another consumer's compaction and against a crash: the merged part
         is complete before any part it replaces is removed, and a part written meanwhile was not listed, so it is not
-        touched. A crash between
-        the two leaves the rows twice, which every read drops (:func:`events_source`).
+        touched. A crash between the two leaves the rows twice, which every read drops (:func:`events_source`).
         """
         key = self.registry.entity(entity).join_key
         try:
