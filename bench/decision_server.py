@@ -29,6 +29,7 @@ in one run, and repeat).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -108,20 +109,21 @@ def _workload(world: Path) -> Workload:
     )
 
 
-def _keys(data_dir: Path) -> dict[Role, str]:
-    """A desktop key and a router key in the keys file ``nba run`` will serve with (as ``nba keys create``), named
-    after this run, so a kept ``--data-dir`` takes new ones each time (``nba keys revoke`` removes them)."""
+def _keys(data_dir: Path, roles: tuple[Role, ...] = (Role.DESKTOP, Role.ROUTER)) -> dict[Role, str]:
+    """A key of each of ``roles`` (a desktop key and a router key) in the keys file ``nba run`` will serve with (as
+    ``nba keys create``), named after this run, so a kept ``--data-dir`` takes new ones each time (``nba keys
+    revoke`` removes them)."""
     file = KeyFile(data_dir / "keys.json")
     run = f"{os.getpid()}-{time.time_ns()}"
-    return {role: file.create(role, f"bench-{role.value}-{run}")[1] for role in (Role.DESKTOP, Role.ROUTER)}
+    return {role: file.create(role, f"bench-{role.value}-{run}")[1] for role in roles}
 
 
 def _start(
-    data_dir: Path, port: int, workers: int = 1, *, env: dict[str, str] | None = None
+    data_dir: Path, port: int, workers: int = 1, *, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store); ``env``
     overrides (a ``REDIS_URL`` and ``NBA_REDIS_CLUSTER``: that Redis instead, the demo materialized into it if it
-    does not hold it yet).
+    does not hold it yet); ``log``: a file for what it writes to stderr (its progress and log), else this one's.
 
     Each key's rate limit is set past what a run reaches: the bucket is still checked on every request."""
     environment = {
@@ -137,7 +139,10 @@ def _start(
         environment.pop(name, None)
     environment |= env or {}
     nba = Path(sys.executable).with_name("nba")
-    return subprocess.Popen([str(nba), "run"], env=environment, start_new_session=True, stdout=subprocess.DEVNULL)
+    with open(log, "ab") if log else contextlib.nullcontext() as err:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            [str(nba), "run"], env=environment, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err
+        )
 
 
 def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
