@@ -9,7 +9,9 @@ it as an operator would, on loopback, and measures it:
   materialized into it by the first ``nba run`` (the world and the champions in ``--data-dir``, or built there);
 - **baseline**: one ``nba run`` process (one worker) on it: recommend over every demo customer in turn and assign
   of a billing contact with all 100 agents as candidates, each loaded by wrk at 16 connections, requests/s, p50,
-  p99, errors (non-2xx and socket errors), the server's CPU per request (``/proc``) and Redis's (``INFO cpu``);
+  p99, errors (non-2xx and socket errors), degraded answers (the processes' ``nba_fallbacks_total``), decisions
+  whose record could not be written (their warning in the processes' logs), the server's CPU per request
+  (``/proc``) and Redis's (``INFO cpu``);
 - two ``nba run`` processes on the same Valkey (their own ports, the same data dir, as ``compose.yaml``'s
   ``api-1`` and ``api-2``), the same 16 connections split across them: one wrk with two threads whose Lua
   ``setup`` points each thread at one process (8 connections each), interleaving the customers so each is still
@@ -24,15 +26,18 @@ says why). Before the processes are timed, each answers a recommend and an assig
 and a decision made on one process takes its feedback on the other: recorded there, a duplicate when repeated on
 the first, and the customer's accepted-offer count read back through the first.
 
-What the figures can show on this machine, and what they cannot: it has 2 cores, and wrk takes a good part of
-one. One process already has a core of its own plus spare time on the other; two processes share the same two
-cores with wrk and Redis, so their total requests/s cannot be twice one's, and ratios near 1x (or somewhat above,
-from the idle share of the second core) are what a working scale-out looks like here. What the bench can show is
-that nothing serialises on Redis and nothing breaks: the server's CPU per request stays what one process spends,
-Redis's CPU per request stays a small fraction of it (so Redis is far from being the limit), every answer is a
-200, and on the cluster the same holds with each request's keys read from their own shards. Requests per second
-on more cores than this machine has are not measured here. Other jobs on the machine move every figure: compare
-ratios taken in one run, each with its load average, and repeat.
+What the figures can show on this machine, and what they cannot: it has 2 cores. One process serves on one event
+loop, so it uses at most one core, and wrk takes about half of the other; two processes can use what is left of
+the second core, so two beat one (by 1.25-1.3x when nothing else runs), but they cannot double: they share the two
+cores with wrk and Redis. When other jobs load the machine, two busy processes also win a larger share of the
+contended cores than one does, and the ratio swings with it. So requests per second here are not a scaling figure:
+on more cores than this machine has, each process brings its own, and that is not measured. What the bench can
+show is that nothing serialises on Redis and nothing breaks: the server's CPU per request stays what one process
+spends, Redis's CPU per request stays a small fraction of it (so Redis is far from being the limit), the load
+splits evenly, every answer is a 200 and undegraded, and on the cluster the same holds with each request's keys
+read from their own shards (at a CPU cost of its own: the cluster client's per-key routing, which the lines show).
+Other jobs on the machine move every figure: compare ratios taken in one run, each with its load average, and
+repeat.
 
     .venv/bin/python -m bench.scale_out [--seconds 10] [--data-dir DIR]
 """
