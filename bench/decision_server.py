@@ -29,6 +29,7 @@ in one run, and repeat).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -38,11 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
 import redis
+from redis.cluster import RedisCluster
 
 from bench.feature_server import free_port, wrk
 from features import OfflineSettings, RedisSettings, online_store_url
@@ -55,37 +58,75 @@ RECOMMEND_P99_GOAL_MS = 5.0
 ASSIGN_P99_GOAL_MS = 10.0
 _FIGURES = re.compile(r"(\S+) c\d+: ([\d.]+) rps p50 [\d.]+ ms p99 ([\d.]+) ms non2xx (\d+)")
 
+# ``first`` and ``step`` place a thread in the rotation: with several threads, a ``setup`` (bench.scale_out's) gives
+# each its own offset and the thread count as the step, so together they still ask each body once per pass.
 _ROTATE = """
 local bodies = {%s}
-local i = 0
+first, step = 0, 1
+local i = nil
 request = function()
-  i = i + 1
+  i = i and i + step or first
   return wrk.format("POST", "%s", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"},
                     bodies[(i %% #bodies) + 1])
 end
 """
 
 
-def _script(path: Path, route: str, bodies: list[dict[str, object]], key: str) -> Path:
-    """A wrk script that POSTs ``bodies`` to ``route`` in turn, each with ``key``."""
+def _script(path: Path, route: str, bodies: list[dict[str, object]], key: str, *, setup: str = "") -> Path:
+    """A wrk script that POSTs ``bodies`` to ``route`` in turn, each with ``key``; ``setup``: Lua appended to it
+    (a ``setup(thread)`` function that spreads wrk's threads over servers)."""
     quoted = ",\n".join("[[" + json.dumps(b) + "]]" for b in bodies)
-    path.write_text(_ROTATE % (quoted, route, key))
+    path.write_text(_ROTATE % (quoted, route, key) + setup)
     return path
 
 
-def _keys(data_dir: Path) -> dict[Role, str]:
-    """A desktop key and a router key in the keys file ``nba run`` will serve with (as ``nba keys create``), named
-    after this run, so a kept ``--data-dir`` takes new ones each time (``nba keys revoke`` removes them)."""
+@dataclass(frozen=True)
+class Workload:
+    """The request bodies of a run, from the demo world's tables: recommend over every customer in turn (voice),
+    assign of a billing contact in English with every agent as a candidate (the first 200 customers), and the
+    warm-up's recommends (customers from the other end of the list)."""
+
+    customers: list[str]
+    agents: list[str]
+    recommend: list[dict[str, object]]
+    assign: list[dict[str, object]]
+    warm_up: list[dict[str, object]]
+
+
+def _workload(world: Path) -> Workload:
+    """The :class:`Workload` over the world in ``world`` (a demo's ``NBA_DATA_DIR/world``)."""
+    customers = sorted(set(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist()))
+    agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
+    return Workload(
+        customers=customers,
+        agents=agents,
+        recommend=[{"customer_id": c, "channel": "voice"} for c in customers],
+        assign=[
+            {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
+            for c in customers[:200]
+        ],
+        warm_up=[{"customer_id": c, "channel": "voice"} for c in customers[::-1][:WARM_UP_CUSTOMERS]],
+    )
+
+
+def _keys(data_dir: Path, roles: tuple[Role, ...] = (Role.DESKTOP, Role.ROUTER)) -> dict[Role, str]:
+    """A key of each of ``roles`` (a desktop key and a router key) in the keys file ``nba run`` will serve with (as
+    ``nba keys create``), named after this run, so a kept ``--data-dir`` takes new ones each time (``nba keys
+    revoke`` removes them)."""
     file = KeyFile(data_dir / "keys.json")
     run = f"{os.getpid()}-{time.time_ns()}"
-    return {role: file.create(role, f"bench-{role.value}-{run}")[1] for role in (Role.DESKTOP, Role.ROUTER)}
+    return {role: file.create(role, f"bench-{role.value}-{run}")[1] for role in roles}
 
 
-def _start(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
-    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store).
+def _start(
+    data_dir: Path, port: int, workers: int = 1, *, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store); ``env``
+    overrides (a ``REDIS_URL`` and ``NBA_REDIS_CLUSTER``: that Redis instead, the demo materialized into it if it
+    does not hold it yet); ``log``: a file for what it writes to stderr (its progress and log), else this one's.
 
     Each key's rate limit is set past what a run reaches: the bucket is still checked on every request."""
-    env = {
+    environment = {
         **os.environ,
         "NBA_DATA_DIR": str(data_dir),
         "NBA_PORT": str(port),
@@ -94,10 +135,14 @@ def _start(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[byte
         "NBA_RATE_LIMIT": "1000000000",
         "NBA_WORKERS": str(workers),
     }
-    for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(name, None)
+    for name in ("REDIS_URL", "NBA_REDIS_CLUSTER", "MLFLOW_TRACKING_URI"):
+        environment.pop(name, None)
+    environment |= env or {}
     nba = Path(sys.executable).with_name("nba")
-    return subprocess.Popen([str(nba), "run"], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    with open(log, "ab") if log else contextlib.nullcontext() as err:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            [str(nba), "run"], env=environment, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err
+        )
 
 
 def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
@@ -126,11 +171,12 @@ def _check(base: str, recommend: dict[str, object], assign: dict[str, object], k
             sys.exit(f"{route} did not answer as documented: {str(answer)[:300]}")
 
 
-def _clear_contact_state(data_dir: Path) -> None:
-    """Forget every customer's presentations, declines and acceptances in the served store (see the module)."""
-    settings = RedisSettings()
+def _clear_contact_state(data_dir: Path, settings: RedisSettings | None = None) -> None:
+    """Forget every customer's presentations, declines and acceptances in the served store (see the module):
+    ``data_dir``'s embedded Valkey, or the Redis (or Redis Cluster) ``settings`` name."""
+    settings = settings or RedisSettings()
     with online_store_url(settings, OfflineSettings(data_dir=data_dir)) as url:
-        client = redis.Redis.from_url(url)
+        client = (RedisCluster if settings.cluster else redis.Redis).from_url(url)
         try:
             keys = list(client.scan_iter(f"{settings.namespace}:contacts:customer:*", count=10_000))
             for at in range(0, len(keys), 10_000):
@@ -149,21 +195,28 @@ def _loaded(line: str) -> str:
     return f"{line} load {os.getloadavg()[0]:.2f}"
 
 
-def main() -> None:
-    """Build and serve the demo, measure health, recommend and assign, then with more workers; print the goal lines."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser(doc: str, data_dir: str) -> argparse.ArgumentParser:
+    """The options of a bench that loads ``nba run`` with wrk: ``--seconds`` of each wrk run, and ``--data-dir``
+    (``data_dir`` says what is done with it). Exits when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--workers", default="2,4", help="workers of the scaling runs, comma-separated ('': none)")
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="serve this NBA_DATA_DIR (built on first use, then kept; agents' live state goes stale after a day: "
+        help=f"{data_dir} (built on first use, then kept; agents' live state goes stale after a day: "
         "nba demo --force rebuilds it)",
     )
+    return parser
+
+
+def main() -> None:
+    """Build and serve the demo, measure health, recommend and assign, then with more workers; print the goal lines."""
+    parser = _parser(__doc__, "serve this NBA_DATA_DIR")
+    parser.add_argument("--workers", default="2,4", help="workers of the scaling runs, comma-separated ('': none)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="nba-ds-") as tmp:
         root = Path(tmp)
         port = free_port()
@@ -174,29 +227,12 @@ def main() -> None:
         server = _start(data, port)
         try:
             _wait_ready(base, server)
-            world = data / "world"
-            customers = sorted(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist())
-            customers = sorted(set(customers))
-            agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
-            recommend = _script(
-                root / "recommend.lua",
-                "/v1/recommend",
-                [{"customer_id": c, "channel": "voice"} for c in customers],
-                keys[Role.DESKTOP],
-            )
-            contacts = [
-                {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
-                for c in customers[:200]
-            ]
-            assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
-            warm_up = _script(
-                root / "warm-up.lua",
-                "/v1/recommend",
-                [{"customer_id": c, "channel": "voice"} for c in customers[::-1][:WARM_UP_CUSTOMERS]],
-                keys[Role.DESKTOP],
-            )
+            work = _workload(data / "world")
+            recommend = _script(root / "recommend.lua", "/v1/recommend", work.recommend, keys[Role.DESKTOP])
+            assign = _script(root / "assign.lua", "/v1/assign", work.assign, keys[Role.ROUTER])
+            warm_up = _script(root / "warm-up.lua", "/v1/recommend", work.warm_up, keys[Role.DESKTOP])
             # A check that each answers as documented before it is timed, then a warm-up.
-            _check(base, {"customer_id": customers[0], "channel": "voice"}, contacts[0], keys)
+            _check(base, work.recommend[0], work.assign[0], keys)
             for script in (warm_up, assign):
                 wrk("warm-up", f"{base}/", 4, 3, script=script)
             lines = [_loaded(wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid))]
@@ -211,7 +247,7 @@ def main() -> None:
             server = _start(data, port, n)
             try:
                 _wait_ready(base, server)
-                _check(base, {"customer_id": customers[0], "channel": "voice"}, contacts[0], keys)
+                _check(base, work.recommend[0], work.assign[0], keys)
                 wrk("warm-up", f"{base}/", 4, 3, script=warm_up)
                 lines.append(_loaded(wrk(f"health-{n}w", f"{base}/health", CONNECTIONS, args.seconds)))
                 _clear_contact_state(data)
@@ -229,7 +265,7 @@ def main() -> None:
     )
     met = assign_p99 <= ASSIGN_P99_GOAL_MS and assign_bad == 0
     print(
-        f"assign with {len(agents)} candidates: p99 {assign_p99:.2f} ms, {assign_bad} errors "
+        f"assign with {len(work.agents)} candidates: p99 {assign_p99:.2f} ms, {assign_bad} errors "
         f"(goal p99 <= {ASSIGN_P99_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
     )
     for n in [int(w) for w in args.workers.split(",") if w.strip()]:

@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import redis.asyncio
 
-from bench.decision_server import _clear_contact_state, _keys, _script, _start, _stop, _wait_ready
+from bench.decision_server import _clear_contact_state, _keys, _script, _start, _stop, _wait_ready, _workload
 from bench.feature_server import free_port, wrk
 from features import OfflineSettings, RedisSettings, Registry, online_store_url
 from features.decision_log_keys import KINDS, Kind, stream_key
@@ -92,22 +91,9 @@ def main() -> None:
         server = _start(data, port)
         try:
             _wait_ready(base, server)
-            world = data / "world"
-            customers = sorted(
-                set(pq.read_table(world / "customer_snapshots.parquet").column("customer_id").to_pylist())
-            )
-            agents = sorted(set(pq.read_table(world / "agent_snapshots.parquet").column("agent_id").to_pylist()))
-            recommend = _script(
-                root / "recommend.lua",
-                "/v1/recommend",
-                [{"customer_id": c, "channel": "voice"} for c in customers],
-                keys[Role.DESKTOP],
-            )
-            contacts = [
-                {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
-                for c in customers[:200]
-            ]
-            assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
+            work = _workload(data / "world")
+            recommend = _script(root / "recommend.lua", "/v1/recommend", work.recommend, keys[Role.DESKTOP])
+            assign = _script(root / "assign.lua", "/v1/assign", work.assign, keys[Role.ROUTER])
             _clear_contact_state(data)
             for line in (
                 wrk("fill recommend", f"{base}/", CONNECTIONS, args.seconds, script=recommend),
