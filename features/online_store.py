@@ -626,20 +626,19 @@ class OnlineStore:
     async def execute(self, commands: Sequence[Sequence[bytes]]) -> list[object]:
         """Run ``commands`` (name, then arguments) in one round trip and return their replies.
 
-        On a single server they travel on the read connection (so a write sent this way reaches Redis before
-        any read sent after it); on a cluster through redis-py's pipeline, split per shard. An error reply is
-        raised after every reply was read; Redis unavailable raises :class:`OnlineStoreUnavailable`.
+        They travel as reads do (so a write sent this way reaches Redis before any read sent after it): on the
+        single server's connection, or on a cluster each to its key's primary (:func:`features.sharded.routed`
+        says which key routes it; a command's keys share a slot, as a script's must). An error reply is raised
+        after every reply was read; Redis unavailable raises :class:`OnlineStoreUnavailable`.
         """
         if not commands:
             return []
         with map_errors():
-            if self._pipeline is None:
-                pipe = self._client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(command[0].decode(), *command[1:])
-                return list(await pipe.execute())
+            reads = self._reads
+            if isinstance(reads, sharded.ShardedPipeline):
+                return resp.raise_errors(await reads.exchange([sharded.routed(c) for c in commands]))
             payload = b"".join(resp.command(c[0], c[1:]) for c in commands)
-            return await self._pipeline.exchange(payload, len(commands))
+            return await reads.exchange(payload, len(commands))
 
     def _agent_key_arg(self, agent_id: str) -> bytes:
         """An agent's key as a RESP argument, kept: the same few hundred agents are asked on every assign."""

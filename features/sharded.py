@@ -47,10 +47,23 @@ _REDIRECTED = (AskError, TryAgainError)
 """Replies that mean the command did not run where it was sent (redis-py's ``MovedError`` is an ``AskError``)."""
 
 
+_SCRIPTS = frozenset({b"EVAL", b"EVALSHA", b"eval", b"evalsha"})
+"""Commands whose first key follows the script and the number of keys."""
+
+
 def routed(command: Sequence[bytes], *, slot: int | None = None) -> Routed:
-    """``command`` (name, key, arguments) ready to send, routed by its key's slot unless ``slot`` is given (the
-    slot of a hash tag the caller knows the key carries)."""
-    return (key_slot(command[1]) if slot is None else slot), resp.command(command[0], command[1:]), command
+    """``command`` (name, then arguments) ready to send, routed by its first key's slot unless ``slot`` is given (the
+    slot of a hash tag the caller knows the key carries).
+
+    The first key is the first argument, or a script's first key (``EVAL``/``EVALSHA``; a script without keys runs
+    on any primary: slot 0's). A command's keys must share a slot, as a script's must on a cluster; one whose keys
+    do not is refused by its node (``CROSSSLOT``).
+    """
+    if slot is None and command[0] in _SCRIPTS:
+        slot = key_slot(command[3]) if int(command[2]) else 0
+    elif slot is None:
+        slot = key_slot(command[1])
+    return slot, resp.command(command[0], command[1:]), command
 
 
 class ShardedPipeline:

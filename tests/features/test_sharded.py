@@ -104,25 +104,33 @@ def test_reads_decode_to_the_same_bytes_as_on_one_server(
     assert single[-1][0].values.tobytes() == single[3][0].values.tobytes()
 
 
-def test_each_primary_gets_its_keys_in_one_write_on_our_connection(clustered: Cluster, registry: Registry) -> None:
-    """Keys on every shard, replies in the order asked; ``HGETALL`` answered raw, so not by redis-py."""
-    keys = [f"t:h:{{k{i}}}".encode() for i in range(60)]
+def test_commands_run_on_their_keys_primaries_over_our_connections(clustered: Cluster, registry: Registry) -> None:
+    """Each command goes to its key's primary (a script's by its first key), replies in the order sent, raw: ``SET``
+    answers ``b"OK"`` and ``HGETALL`` a flat list, where redis-py would have answered ``True`` and a dict."""
+    keys = [f"t:k:{{k{i}}}".encode() for i in range(40)]
+    hashes = [f"t:h:{{k{i}}}".encode() for i in range(40)]
     assert all(any(s.owns(k) for k in keys) for s in clustered.shards)
+    get = b"return redis.call('GET', KEYS[1])"
+    n = len(keys)
 
     async def body(store: OnlineStore) -> list[object]:
-        await store.execute([[b"HSET", k, b"n", str(i).encode()] for i, k in enumerate(keys)])
-        await store.ping()  # the slot map is loaded
-        client = connect(clustered.url, timeout_s=5.0, cluster=True)
-        await client.ping()
-        reads = ShardedPipeline(client)  # type: ignore[arg-type]
-        try:
-            return await reads.exchange([routed([b"HGETALL", k]) for k in keys])
-        finally:
-            await reads.aclose()
-            await store.execute([[b"DEL", k] for k in keys])
-            await client.aclose()
+        await store.ping()  # redis-py loads its slot map (a client without one sends everything through redis-py)
+        return await store.execute(
+            [[b"SET", k, b"v%d" % i] for i, k in enumerate(keys)]
+            + [[b"HSET", h, b"f", b"%d" % i] for i, h in enumerate(hashes)]
+            + [[b"EVAL", get, b"1", k] for k in keys]
+            + [[b"EVAL", b"return 7", b"0"]]
+            + [[b"HGETALL", h] for h in hashes]
+            + [[b"DEL", k] for k in keys + hashes]
+        )
 
-    assert _run(clustered.url, registry, body) == [[b"n", str(i).encode()] for i in range(60)]
+    replies = _run(clustered.url, registry, body)
+    assert replies[:n] == [b"OK"] * n
+    assert replies[n : 2 * n] == [1] * n
+    assert replies[2 * n : 3 * n] == [b"v%d" % i for i in range(n)]
+    assert replies[3 * n] == 7
+    assert replies[3 * n + 1 : 4 * n + 1] == [[b"f", b"%d" % i] for i in range(n)]
+    assert replies[4 * n + 1 :] == [1] * 2 * n
 
 
 def _node_id(shard: Shard) -> str:
