@@ -243,3 +243,23 @@ def test_a_paused_shard_fails_the_read_within_the_timeout_and_the_others_keep_se
     assert through_redis_py < PAUSE_MS / 1000 / 2  # bounded by redis-py's own budget, never the pause
     assert alone[0].values.tobytes() == before[0].values.tobytes()
     assert _bytes(healed) == _bytes([before, before])
+
+
+def test_connections_killed_by_the_servers_are_opened_again(
+    clustered: Cluster, registry: Registry, offline: OfflineStore
+) -> None:
+    agents = offline.latest("agent").column("agent_id").to_pylist()
+    now = time.time()
+
+    async def body(store: OnlineStore) -> list[Read]:
+        reads = [await store.read("C000042", agents, now=now)]
+        for shard in clustered.shards:  # every client connection, ours and redis-py's
+            with shard.client() as admin:
+                admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await asyncio.sleep(0.05)  # the closes reach the client
+        reads += [await store.read("C000042", agents, now=now) for _ in range(2)]
+        return reads
+
+    reads = _run(clustered.url, registry, body)
+    assert reads[0][1].found.all()
+    assert _bytes(reads) == _bytes(reads[:1] * 3)
