@@ -3,9 +3,11 @@
 
 Why: redis-py's asyncio cluster pipeline spends Python on every command (a command object, its routing policy, the
 generic encoder, a connection taken and given back per node): a read of a customer and 100 agents, one ``GET`` per
-agent since an ``MGET`` cannot span slots, cost 1,670 us of CPU through it against 77 us on one server, where the
-read rides :mod:`features.resp`. Here a command costs a slot lookup (its key hashed by ``redis.crc.key_slot``, kept
-by the caller for keys asked again and again) and what the single server's read costs.
+agent since an ``MGET`` cannot span slots, cost 1,666-1,741 us of CPU through it against 76-84 us on one server,
+where the read rides :mod:`features.resp`. Here a command costs a slot lookup (its key hashed by
+``redis.crc.key_slot``, kept by the caller for keys asked again and again) and what the single server's read costs,
+and the read 223-274 us: most of the rest is writing to and reading from three connections instead of one (1,000
+reads in process, best of three, two rounds, load 5.4-5.7, 2026-12-05; README, "Scale-out").
 
 What stays redis-py's: the topology, which its ``NodesManager`` keeps (the primary of each slot: loaded on first use,
 refreshed after errors, patched on ``MOVED``), and everything unusual, handed to redis-py's own paths:
