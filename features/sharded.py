@@ -17,8 +17,10 @@ refreshed after errors, patched on ``MOVED``), and everything unusual, handed to
 - a ``MOVED``, ``ASK`` or ``TRYAGAIN`` reply (a slot moved, or is moving): that command alone is sent again through
   redis-py's client, which follows the redirection and patches its slot map for the next exchange, as redis-py's
   own pipeline does. A redirected command did not run, so sending it again is safe for a write too;
-- a node whose connection fails (refused, reset): that node's commands go through redis-py's pipeline, whose one
-  retry refreshes the topology (a failover) and sends them where they now belong;
+- a node whose connection fails (refused, reset, closed by the server, not opened within the connect timeout):
+  that node's commands go through redis-py's pipeline, whose one retry refreshes the topology (a failover) and sends
+  them where they now belong. As with redis-py's own retry, a write the node ran before its connection broke runs
+  again;
 - a node that does not answer within the socket timeout: the exchange raises ``TimeoutError`` then (the read's time
   is spent: the caller answers degraded), and that node's commands go through redis-py from then on until one of
   its exchanges succeeds there, so redis-py's own error handling meets the node and refreshes the topology if the
@@ -151,11 +153,16 @@ class ShardedPipeline:
             replies[position] = reply
 
     async def _redis_py(self, commands: Sequence[Routed]) -> list[object]:
-        """``commands`` through redis-py's cluster pipeline (routing, redirections, retry and topology refresh its)."""
+        """``commands`` through redis-py's cluster pipeline (routing, redirections, retry and topology refresh its).
+
+        An error reply is raised, not left in place: redis-py retries a connection that failed while its replies
+        were read only when it raises that error (with ``raise_on_error=False`` it hands it back as a reply), and
+        that retry is what finds a failed-over shard's new owner.
+        """
         pipe = self._client.pipeline(transaction=False)
         for _, _, command in commands:
             pipe.execute_command(command[0].decode(), *command[1:])  # redis-py routes by the name as text
-        return list(await pipe.execute(raise_on_error=False))
+        return list(await pipe.execute())
 
     async def _forget_departed(self) -> None:
         """Close the connections to nodes the topology no longer has (after a redirection or a failover)."""

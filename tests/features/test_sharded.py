@@ -10,11 +10,14 @@ command took.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -263,3 +266,39 @@ def test_connections_killed_by_the_servers_are_opened_again(
     reads = _run(clustered.url, registry, body)
     assert reads[0][1].found.all()
     assert _bytes(reads) == _bytes(reads[:1] * 3)
+
+
+def test_a_shard_that_went_away_hands_its_keys_to_redis_py_which_finds_their_new_owner(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """A slot given to another shard, then its old owner shut down (a failover, in effect): our connection to the old
+    owner is refused, so its commands go through redis-py's pipeline, whose retry reloads the slot map and finds the
+    new owner. A key the dead shard still owns is unavailable, at once: nothing waits for a timeout or hangs."""
+    with local_cluster(tmp_path) as cluster:
+        slot = key_slot(b"moved")
+        keys = [f"t:{{moved}}:{i}".encode() for i in range(10)]
+        gone = next(s for s in cluster.shards if s.first_slot <= slot <= s.last_slot)
+        heir = next(s for s in cluster.shards if s is not gone)
+        stranded = next(f"t:{{s{i}}}".encode() for i in range(1000) if gone.owns(f"t:{{s{i}}}"))
+
+        async def body(store: OnlineStore) -> tuple[list[object], list[object], float]:
+            await store.ping()
+            await store.execute([[b"SET", k, k] for k in keys])
+            before = await store.execute([[b"GET", k] for k in keys])  # our connections open, the slot map loaded
+            _begin_move(slot, gone, heir)
+            _end_move(cluster, slot, heir)
+            for shard in cluster.shards:  # the others keep serving their slots without the dead one's (not CLUSTERDOWN)
+                with shard.client() as admin:
+                    admin.config_set("cluster-require-full-coverage", "no")
+            with gone.client() as admin, contextlib.suppress(redis.ConnectionError):
+                admin.shutdown(nosave=True)
+            after = await store.execute([[b"GET", k] for k in keys])
+            started = time.monotonic()
+            with pytest.raises(OnlineStoreUnavailable, match="ConnectionError"):
+                await store.execute([[b"GET", stranded]])
+            return before, after, time.monotonic() - started
+
+        before, after, elapsed = _run(cluster.url, registry, body, timeout_s=TIMEOUT_S)
+    assert before == keys
+    assert after == keys
+    assert elapsed < TIMEOUT_S
