@@ -1,8 +1,10 @@
-"""Reads on a real 3-shard Redis Cluster over our own connections (:mod:`features.sharded`): the same bytes as one
-server, a slot that moves to another shard, and a shard that stops answering.
+"""Reads and commands on a real 3-shard Redis Cluster over our own connections (:mod:`features.sharded`): the same
+bytes as one server, a slot that moves to another shard, a shard that stops answering, connections the servers
+close, and a shard that goes away.
 
 The module starts its own cluster (:func:`features.local_cluster.local_cluster`) with the test world materialized,
-since one test moves a slot between shards and another pauses a shard. Replies that redis-py answered carry its
+since one test moves a slot between shards and another pauses a shard; the test that shuts a shard down starts a
+cluster of its own. Replies that redis-py answered carry its
 response callbacks (``HGETALL`` as a dict) where ours are raw RESP (a flat list): what tells the tests which path a
 command took.
 """
