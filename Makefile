@@ -45,6 +45,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.training_scale
 	$(BIN)/python -m bench.feature_server
 	$(BIN)/python -m bench.decision_server
+	$(BIN)/python -m bench.scale_out
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.policy
 	$(BIN)/python -m bench.off_policy

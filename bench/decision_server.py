@@ -35,7 +35,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,25 +51,57 @@ RECOMMEND_P99_GOAL_MS = 5.0
 ASSIGN_P99_GOAL_MS = 10.0
 _FIGURES = re.compile(r"(\S+) c\d+: ([\d.]+) rps p50 [\d.]+ ms p99 ([\d.]+) ms non2xx (\d+)")
 
+# ``first`` and ``step`` place a thread in the rotation: with several threads, a ``setup`` (bench.scale_out's) gives
+# each its own offset and the thread count as the step, so together they still ask each body once per pass.
 _ROTATE = """
 local bodies = {%s}
-local i = 0
+first, step = 0, 1
+local i = nil
 request = function()
-  i = i + 1
+  i = i and i + step or first
   return wrk.format("POST", "%s", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"},
                     bodies[(i %% #bodies) + 1])
 end
 """
 
 
-def _script(path: Path, route: str, bodies: Sequence[Mapping[str, object]], key: str) -> Path:
-    """A wrk script that POSTs ``bodies`` to ``route`` in turn, each with ``key``."""
+def _script(path: Path, route: str, bodies: list[dict[str, object]], key: str, *, setup: str = "") -> Path:
+    """A wrk script that POSTs ``bodies`` to ``route`` in turn, each with ``key``; ``setup``: Lua appended to it
+    (a ``setup(thread)`` function that spreads wrk's threads over servers)."""
     quoted = ",\n".join("[[" + json.dumps(b) + "]]" for b in bodies)
-    path.write_text(_ROTATE % (quoted, route, key))
+    path.write_text(_ROTATE % (quoted, route, key) + setup)
     return path
 
 
-def _check(base: str, recommend: Mapping[str, object], assign: Mapping[str, object], keys: dict[Role, str]) -> None:
+@dataclass(frozen=True)
+class Workload:
+    """The request bodies of a run, from the demo world's tables: recommend over every customer in turn (voice),
+    assign of a billing contact in English with every agent as a candidate (the first 200 customers), and the
+    warm-up's recommends (customers from the other end of the list)."""
+
+    customers: list[str]
+    agents: list[str]
+    recommend: list[dict[str, object]]
+    assign: list[dict[str, object]]
+    warm_up: list[dict[str, object]]
+
+
+def _workload(world: Path) -> Workload:
+    """The :class:`Workload` over the world in ``world`` (a demo's ``NBA_DATA_DIR/world``)."""
+    customers, agents = served.world_ids(world)
+    return Workload(
+        customers=customers,
+        agents=agents,
+        recommend=[{"customer_id": c, "channel": "voice"} for c in customers],
+        assign=[
+            {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
+            for c in customers[:200]
+        ],
+        warm_up=[{"customer_id": c, "channel": "voice"} for c in customers[::-1][:WARM_UP_CUSTOMERS]],
+    )
+
+
+def _check(base: str, recommend: dict[str, object], assign: dict[str, object], keys: dict[Role, str]) -> None:
     """Exit unless recommend ranks actions for a known customer and assign ranks agents, neither degraded."""
     for route, body, ranked, role in (
         ("/v1/recommend", recommend, "actions", Role.DESKTOP),
@@ -85,21 +117,28 @@ def _loaded(line: str) -> str:
     return f"{line} load {os.getloadavg()[0]:.2f}"
 
 
-def main() -> None:
-    """Build and serve the demo, measure health, recommend and assign, then with more workers; print the goal lines."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser(doc: str, data_dir: str) -> argparse.ArgumentParser:
+    """The options of a bench that loads ``nba run`` with wrk: ``--seconds`` of each wrk run, and ``--data-dir``
+    (``data_dir`` says what is done with it). Exits when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--workers", default="2,4", help="workers of the scaling runs, comma-separated ('': none)")
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="serve this NBA_DATA_DIR (built on first use, then kept; agents' live state goes stale after a day: "
+        help=f"{data_dir} (built on first use, then kept; agents' live state goes stale after a day: "
         "nba demo --force rebuilds it)",
     )
+    return parser
+
+
+def main() -> None:
+    """Build and serve the demo, measure health, recommend and assign, then with more workers; print the goal lines."""
+    parser = _parser(__doc__, "serve this NBA_DATA_DIR")
+    parser.add_argument("--workers", default="2,4", help="workers of the scaling runs, comma-separated ('': none)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="nba-ds-") as tmp:
         root = Path(tmp)
         port = free_port()
@@ -110,26 +149,12 @@ def main() -> None:
         server = served.start(data, port)
         try:
             served.wait_ready(base, server)
-            customers, agents = served.world_ids(data / "world")
-            recommend = _script(
-                root / "recommend.lua",
-                "/v1/recommend",
-                [{"customer_id": c, "channel": "voice"} for c in customers],
-                keys[Role.DESKTOP],
-            )
-            contacts = [
-                {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
-                for c in customers[:200]
-            ]
-            assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
-            warm_up = _script(
-                root / "warm-up.lua",
-                "/v1/recommend",
-                [{"customer_id": c, "channel": "voice"} for c in customers[::-1][:WARM_UP_CUSTOMERS]],
-                keys[Role.DESKTOP],
-            )
+            work = _workload(data / "world")
+            recommend = _script(root / "recommend.lua", "/v1/recommend", work.recommend, keys[Role.DESKTOP])
+            assign = _script(root / "assign.lua", "/v1/assign", work.assign, keys[Role.ROUTER])
+            warm_up = _script(root / "warm-up.lua", "/v1/recommend", work.warm_up, keys[Role.DESKTOP])
             # A check that each answers as documented before it is timed, then a warm-up.
-            _check(base, {"customer_id": customers[0], "channel": "voice"}, contacts[0], keys)
+            _check(base, work.recommend[0], work.assign[0], keys)
             for script in (warm_up, assign):
                 wrk("warm-up", f"{base}/", 4, 3, script=script)
             lines = [_loaded(wrk("health", f"{base}/health", CONNECTIONS, args.seconds, server.pid))]
@@ -144,7 +169,7 @@ def main() -> None:
             server = served.start(data, port, n)
             try:
                 served.wait_ready(base, server)
-                _check(base, {"customer_id": customers[0], "channel": "voice"}, contacts[0], keys)
+                _check(base, work.recommend[0], work.assign[0], keys)
                 wrk("warm-up", f"{base}/", 4, 3, script=warm_up)
                 lines.append(_loaded(wrk(f"health-{n}w", f"{base}/health", CONNECTIONS, args.seconds)))
                 served.clear_contact_state(data)
@@ -162,7 +187,7 @@ def main() -> None:
     )
     met = assign_p99 <= ASSIGN_P99_GOAL_MS and assign_bad == 0
     print(
-        f"assign with {len(agents)} candidates: p99 {assign_p99:.2f} ms, {assign_bad} errors "
+        f"assign with {len(work.agents)} candidates: p99 {assign_p99:.2f} ms, {assign_bad} errors "
         f"(goal p99 <= {ASSIGN_P99_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
     )
     for n in [int(w) for w in args.workers.split(",") if w.strip()]:

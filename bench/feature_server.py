@@ -145,25 +145,31 @@ def wrk(
     url: str,
     connections: int,
     seconds: int,
-    server_pid: int | None = None,
+    server_pid: int | tuple[int, ...] | None = None,
     *,
     script: Path | None = None,
     headers: tuple[str, ...] = (),
+    threads: int = 1,
 ) -> str:
-    """wrk's figures as one line; with ``server_pid``, also the server's CPU time per request, which a busy
-    machine stretches far less than it stretches requests per second. ``script``: a wrk Lua script that makes
-    the requests (a POST body, a rotation of ids); ``headers``: ``Name: value`` lines sent with each request."""
-    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    """wrk's figures as one line; with ``server_pid``, also the server's CPU time per request (summed over the
+    processes when it is several), which a busy machine stretches far less than it stretches requests per second.
+    ``script``: a wrk Lua script that makes the requests (a POST body, a rotation of ids); ``headers``:
+    ``Name: value`` lines sent with each request; ``threads``: wrk's threads, the connections split among them.
+    Connections that failed (connect, read, write, timeout) are counted at the end of the line when there are any."""
+    pids = (server_pid,) if isinstance(server_pid, int) else server_pid or ()
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     extra = [*(["-s", str(script)] if script else []), *(a for h in headers for a in ("-H", h))]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    used = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
-    cpu = f" server cpu {used / requests * 1e6:.0f} us/req" if server_pid else ""
+    used = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+    cpu = f" server cpu {used / requests * 1e6:.0f} us/req" if pids else ""
+    failed = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    lost = f" socket errors {sum(int(n) for n in failed.groups())}" if failed else ""
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
@@ -171,7 +177,7 @@ def wrk(
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return (
         f"{name} c{connections}: {rps:.0f} rps p50 {float(p50[0]) * scale[p50[1]]:.2f} ms "
-        f"p99 {float(p99[0]) * scale[p99[1]]:.2f} ms non2xx {int(bad.group(1)) if bad else 0}{cpu}"
+        f"p99 {float(p99[0]) * scale[p99[1]]:.2f} ms non2xx {int(bad.group(1)) if bad else 0}{cpu}{lost}"
     )
 
 

@@ -1,12 +1,13 @@
 """``nba run`` as the benchmarks serve it: started in a process group of its own on a data dir, keys made for the
 run, waited for, stopped; and the demo's customers and agents it serves.
 
-``bench.decision_server``, ``bench.shadow`` and ``bench.soak`` all load the real server this way, so a figure from
-one is taken on the same server as the others'.
+``bench.decision_server``, ``bench.shadow``, ``bench.scale_out`` and ``bench.soak`` all load the real server this
+way, so a figure from one is taken on the same server as the others'.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import redis
+from redis.cluster import RedisCluster
 
 from features import OfflineSettings, RedisSettings, online_store_url
 from service.keys import KeyFile, Role
@@ -31,11 +33,15 @@ def make_keys(data_dir: Path, roles: Iterable[Role] = (Role.DESKTOP, Role.ROUTER
     return {role: file.create(role, f"bench-{role.value}-{run}")[1] for role in roles}
 
 
-def start(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
-    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store).
+def start(
+    data_dir: Path, port: int, workers: int = 1, *, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``nba run`` on ``port`` with its own data dir (and so its own embedded Valkey and MLflow store); ``env``
+    overrides (a ``REDIS_URL`` and ``NBA_REDIS_CLUSTER``: that Redis instead, the demo materialized into it if it
+    does not hold it yet); ``log``: a file for what it writes to stderr (its progress and log), else this one's.
 
     Each key's rate limit is set past what a run reaches: the bucket is still checked on every request."""
-    env = {
+    environment = {
         **os.environ,
         "NBA_DATA_DIR": str(data_dir),
         "NBA_PORT": str(port),
@@ -44,10 +50,14 @@ def start(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes
         "NBA_RATE_LIMIT": "1000000000",
         "NBA_WORKERS": str(workers),
     }
-    for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(name, None)
+    for name in ("REDIS_URL", "NBA_REDIS_CLUSTER", "MLFLOW_TRACKING_URI"):
+        environment.pop(name, None)
+    environment |= env or {}
     nba = Path(sys.executable).with_name("nba")
-    return subprocess.Popen([str(nba), "run"], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    with open(log, "ab") if log else contextlib.nullcontext() as err:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            [str(nba), "run"], env=environment, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err
+        )
 
 
 def answering(base: str, process: subprocess.Popen[bytes], *, path: str, timeout_s: float, poll_s: float) -> str | None:
@@ -77,13 +87,14 @@ def stop(server: subprocess.Popen[bytes]) -> None:
     server.wait(timeout=120)
 
 
-def clear_contact_state(data_dir: Path) -> None:
-    """Forget every customer's presentations, declines and acceptances in the served store: a customer asked two or
-    three times within days has their offers capped by the catalog's contact policies, and a recommend with no offer
-    to explain costs less than the first recommend of a call."""
-    settings = RedisSettings()
+def clear_contact_state(data_dir: Path, settings: RedisSettings | None = None) -> None:
+    """Forget every customer's presentations, declines and acceptances in the served store: ``data_dir``'s embedded
+    Valkey, or the Redis (or Redis Cluster) ``settings`` name. A customer asked two or three times within days has
+    their offers capped by the catalog's contact policies, and a recommend with no offer to explain costs less than
+    the first recommend of a call."""
+    settings = settings or RedisSettings()
     with online_store_url(settings, OfflineSettings(data_dir=data_dir)) as url:
-        client = redis.Redis.from_url(url)
+        client = (RedisCluster if settings.cluster else redis.Redis).from_url(url)
         try:
             keys = list(client.scan_iter(f"{settings.namespace}:contacts:customer:*", count=10_000))
             for at in range(0, len(keys), 10_000):

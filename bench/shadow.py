@@ -29,7 +29,7 @@ from pathlib import Path
 import redis.asyncio
 
 from bench import served
-from bench.decision_server import _script
+from bench.decision_server import _script, _workload
 from bench.feature_server import free_port, wrk
 from features import OfflineSettings, RedisSettings, Registry, online_store_url
 from features.decision_log_keys import KINDS, Kind, stream_key
@@ -92,18 +92,9 @@ def main() -> None:
         server = served.start(data, port)
         try:
             served.wait_ready(base, server)
-            customers, agents = served.world_ids(data / "world")
-            recommend = _script(
-                root / "recommend.lua",
-                "/v1/recommend",
-                [{"customer_id": c, "channel": "voice"} for c in customers],
-                keys[Role.DESKTOP],
-            )
-            contacts = [
-                {"customer_id": c, "intent": "billing", "channel": "voice", "language": "en", "agent_ids": agents}
-                for c in customers[:200]
-            ]
-            assign = _script(root / "assign.lua", "/v1/assign", contacts, keys[Role.ROUTER])
+            work = _workload(data / "world")
+            recommend = _script(root / "recommend.lua", "/v1/recommend", work.recommend, keys[Role.DESKTOP])
+            assign = _script(root / "assign.lua", "/v1/assign", work.assign, keys[Role.ROUTER])
             served.clear_contact_state(data)
             for line in (
                 wrk("fill recommend", f"{base}/", CONNECTIONS, args.seconds, script=recommend),

@@ -114,9 +114,9 @@ class EventArchive:
     def compact(self, entity: str, *, below_bytes: int = COMPACT_BELOW_BYTES) -> int:
         """Merge ``entity``'s parts smaller than ``below_bytes`` into one; returns how many parts it replaced.
 
-        Safe beside a running consumer and against a crash: the merged part is complete before any part it
-        replaces is removed, and a part written meanwhile was not listed, so it is not touched. A crash between
-        the two leaves the rows twice, which every read drops (:func:`events_source`).
+        Safe beside a running consumer, beside another consumer's compaction and against a crash: the merged part
+        is complete before any part it replaces is removed, and a part written meanwhile was not listed, so it is not
+        touched. A crash between the two leaves the rows twice, which every read drops (:func:`events_source`).
         """
         key = self.registry.entity(entity).join_key
         try:
@@ -138,8 +138,13 @@ class EventArchive:
 
 
 def _write_whole(path: Path, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` all or nothing: under a hidden temporary name, flushed to disk, renamed."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Write ``table`` to ``path`` all or nothing: under a hidden temporary name, flushed to disk, renamed.
+
+    The temporary name is this write's own: two consumers compacting the same parts at once both write their merged
+    part over the same ``path``. With one shared temporary file they wrote into the same file, and the second rename
+    found it gone and killed its consumer. Now each renames a whole file holding every row of the parts it merged.
+    """
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     with temporary.open("wb") as out:
         pq.write_table(table, out)
         out.flush()

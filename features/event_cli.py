@@ -187,11 +187,12 @@ def publish(file: BinaryIO) -> None:
     redis_settings = settings_from_env(RedisSettings)
     offline_settings = settings_from_env(OfflineSettings)
     stream_settings = settings_from_env(EventStreamSettings)
+    registry = Registry.load()  # a bad contract stops here, before the online store is started or reached
     lines = [line.strip() for line in file]
     payloads = [line for line in lines if line]
     try:
         with online_store_url(redis_settings, offline_settings) as url:
-            asyncio.run(_publish(url, redis_settings, stream_settings, payloads))
+            asyncio.run(_publish(url, registry, redis_settings, stream_settings, payloads))
     except FeatureStoreError as exc:
         abort(str(exc))
     name = Path(file.name).name if file.name != "<stdin>" else "stdin"
@@ -199,12 +200,16 @@ def publish(file: BinaryIO) -> None:
 
 
 async def _publish(
-    url: str, redis_settings: RedisSettings, stream_settings: EventStreamSettings, payloads: list[bytes]
+    url: str,
+    registry: Registry,
+    redis_settings: RedisSettings,
+    stream_settings: EventStreamSettings,
+    payloads: list[bytes],
 ) -> None:
     client = connect(url, timeout_s=BULK_TIMEOUT_S, cluster=redis_settings.cluster)
     try:
         publisher = EventPublisher(
-            client, Registry.load(), namespace=redis_settings.namespace, max_len=stream_settings.stream_max_len
+            client, registry, namespace=redis_settings.namespace, max_len=stream_settings.stream_max_len
         )
         for start in range(0, len(payloads), PUBLISH_CHUNK):
             await publisher.publish(payloads[start : start + PUBLISH_CHUNK])

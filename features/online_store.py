@@ -20,8 +20,10 @@ shard):
 A read is one pipeline: ``GET`` (and ``GET`` of the event state) for the customer and one
 ``MGET`` for all candidate agents, decoded in C (:mod:`features.fast_decode`; by numpy where it was not built).
 On a cluster (:func:`features.redis_client.connect` with ``cluster=True``) the agents are asked with one ``GET``
-each, since an ``MGET`` cannot span slots; redis-py splits the pipeline per shard and asks the shards
-concurrently, so a read still costs one round trip of wall time.
+each, since an ``MGET`` cannot span slots (each agent's id is its own hash tag, so its own slot); the commands are
+grouped by the primary owning their slot and each group sent on our own connection to that primary, all at once
+(:mod:`features.sharded`, which leaves redirections, failures and the slot map to redis-py), so a read still costs
+one round trip of wall time.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from typing import cast, overload
 import numpy as np
 import pyarrow as pa
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from features import decision_log_keys, event_stream_keys, fast_decode, resp
+from features import decision_log_keys, event_stream_keys, fast_decode, resp, sharded
 from features.errors import OnlineStoreUnavailable, UnknownFeatureError
 from features.event_state import APPLY_EVENTS, ERASED, ID_BYTES, TAG_BYTES, Event, EventLayout
 from features.fast_decode import FastDecoder
@@ -338,9 +341,13 @@ class OnlineStore:
         self._namespace = namespace
         self._kinds = {name: _Kind(schema) for name, schema in registry.entities.items()}
         self._cluster = isinstance(client, RedisCluster)
-        self._pipeline = None if self._cluster else resp.Pipeline.of(client)  # type: ignore[arg-type]
-        """The single server's connection for reads and event batches; None on a cluster (redis-py's slot routing)."""
+        self._reads = sharded.ShardedPipeline(client) if isinstance(client, RedisCluster) else resp.Pipeline.of(client)
+        """Where reads go: the single server's connection, or a cluster's, one per primary (:mod:`features.sharded`)."""
+        self._pipeline = self._reads if isinstance(self._reads, resp.Pipeline) else None
+        """The single server's connection, which event batches and MSETs take too; None on a cluster."""
         self._agent_args: dict[str, bytes] = {}
+        self._agent_routes: dict[str, sharded.Routed] = {}
+        """Each agent's snapshot GET, routed by its slot, kept (on a cluster) as ``_agent_args`` is on one server."""
         self._prefixes = {p: f"{namespace}:{p}:{{".encode() for e in registry.entities for p in (e, f"events:{e}")}
         self._apply_sha: str | None = None
         self._has_state = {e: bool(k.events.features) for e, k in self._kinds.items()}
@@ -434,15 +441,18 @@ class OnlineStore:
 
     async def resolve(self, identifier: Identifier) -> str | None:
         """The customer ``identifier`` belongs to, or None: never a guess."""
+        key = self.identity_key(identifier).encode()
         with map_errors():
-            owner = await self._client.get(self.identity_key(identifier))
-        return owner.decode() if isinstance(owner, bytes) else owner
+            if isinstance(self._reads, sharded.ShardedPipeline):
+                (owner,) = resp.raise_errors(await self._reads.exchange([sharded.routed([b"GET", key])]))
+            else:
+                owner = await self._client.get(key)
+        return owner.decode() if isinstance(owner, bytes) else cast(str | None, owner)
 
     async def aclose(self) -> None:
         """Close the connection reads, event batches and MSETs travel on (the client passed in is its owner's to
         close)."""
-        if self._pipeline is not None:
-            await self._pipeline.aclose()
+        await self._reads.aclose()
 
     async def ping(self) -> None:
         """Raise :class:`OnlineStoreUnavailable` unless Redis answers."""
@@ -528,9 +538,10 @@ class OnlineStore:
             if isinstance(customer, Identifier) and self._cluster:
                 customer_id = await self.resolve(customer) or ""
                 customer = customer_id
-            if self._pipeline is None:
-                return customer_id, await self._read_cluster(customer_id, agent_ids, events, also)
-            replies = await self._read_single(self._pipeline, customer, agent_ids, events, also)
+            reads = self._reads
+            if isinstance(reads, sharded.ShardedPipeline):
+                return customer_id, await self._read_cluster(reads, customer_id, agent_ids, events, also)
+            replies = await self._read_single(reads, customer, agent_ids, events, also)
         if isinstance(customer, Identifier):
             resolved, packed, state = cast(list[bytes | None], replies[0])
             customer_id = resolved.decode() if resolved else ""
@@ -575,44 +586,59 @@ class OnlineStore:
         return await reads.exchange(b"".join(commands), len(commands))
 
     async def _read_cluster(
-        self, customer_id: str, agent_ids: Sequence[str], events: bool, also: Sequence[Sequence[bytes]] = ()
+        self,
+        reads: sharded.ShardedPipeline,
+        customer_id: str,
+        agent_ids: Sequence[str],
+        events: bool,
+        also: Sequence[Sequence[bytes]] = (),
     ) -> list[object]:
-        """The same reads through redis-py's cluster pipeline, one GET per agent (MGET cannot span slots)."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(self.key("customer", customer_id))
-        customers, agents = self._kinds["customer"].events, self._kinds["agent"].events
-        if customers.features:
-            state_key = self.state_key("customer", customer_id)
-            if events:
-                pipe.get(state_key)
-            else:
-                pipe.getrange(state_key, 0, TAG_BYTES - 1)
-        for agent_id in agent_ids:
-            pipe.get(self.key("agent", agent_id))
-        if agent_ids and agents.features:
-            for agent_id in agent_ids:
-                pipe.get(self.state_key("agent", agent_id))
-        for command in also:
-            pipe.execute_command(command[0].decode(), *command[1:])  # the cluster client routes by the name as text
-        return list(await pipe.execute())
+        """The same reads as :meth:`_read_single`, each agent asked with its own GET (MGET cannot span slots), sent
+        to their slots' primaries at once (:mod:`features.sharded`).
+
+        ``also`` is routed with the customer's keys (their slot), as its commands are on keys of the customer's hash
+        tag; one that is not is redirected by its node and sent again through redis-py, so it still gets its answer.
+        """
+        key = self._key_bytes("customer", customer_id)
+        slot = key_slot(key)
+        commands = [sharded.routed([b"GET", key], slot=slot)]
+        if self._has_state["customer"]:
+            state_key = self._key_bytes("events:customer", customer_id)
+            command = [b"GET", state_key] if events else [b"GETRANGE", state_key, *self._tag_range]
+            commands.append(sharded.routed(command, slot=slot))
+        if agent_ids:
+            kept = self._agent_routes  # looked up inline, as in _read_single
+            commands += [kept.get(a) or self._agent_route(a) for a in agent_ids]
+            if self._has_state["agent"]:
+                commands += [sharded.routed([b"GET", self._key_bytes("events:agent", a)]) for a in agent_ids]
+        commands += [sharded.routed(c, slot=slot) for c in also]
+        return resp.raise_errors(await reads.exchange(commands))
+
+    def _agent_route(self, agent_id: str) -> sharded.Routed:
+        """An agent's snapshot GET routed by its slot, kept: the same few hundred agents are asked on every assign."""
+        route = self._agent_routes.get(agent_id)
+        if route is None:
+            if len(self._agent_routes) >= _AGENT_ARGS_KEPT:
+                self._agent_routes.clear()
+            route = self._agent_routes[agent_id] = sharded.routed([b"GET", self._key_bytes("agent", agent_id)])
+        return route
 
     async def execute(self, commands: Sequence[Sequence[bytes]]) -> list[object]:
         """Run ``commands`` (name, then arguments) in one round trip and return their replies.
 
-        On a single server they travel on the read connection (so a write sent this way reaches Redis before
-        any read sent after it); on a cluster through redis-py's pipeline, split per shard. An error reply is
-        raised after every reply was read; Redis unavailable raises :class:`OnlineStoreUnavailable`.
+        They travel as reads do (so a write sent this way reaches Redis before any read sent after it): on the
+        single server's connection, or on a cluster each to its key's primary (:func:`features.sharded.routed`
+        says which key routes it; a command's keys share a slot, as a script's must). An error reply is raised
+        after every reply was read; Redis unavailable raises :class:`OnlineStoreUnavailable`.
         """
         if not commands:
             return []
         with map_errors():
-            if self._pipeline is None:
-                pipe = self._client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(command[0].decode(), *command[1:])
-                return list(await pipe.execute())
+            reads = self._reads
+            if isinstance(reads, sharded.ShardedPipeline):
+                return resp.raise_errors(await reads.exchange([sharded.routed(c) for c in commands]))
             payload = b"".join(resp.command(c[0], c[1:]) for c in commands)
-            return await self._pipeline.exchange(payload, len(commands))
+            return await reads.exchange(payload, len(commands))
 
     def _agent_key_arg(self, agent_id: str) -> bytes:
         """An agent's key as a RESP argument, kept: the same few hundred agents are asked on every assign."""

@@ -4,20 +4,21 @@ redis-py's pipeline encodes every argument through its generic encoder and wraps
 for a read of 1 customer + 200 agents that is most of the time a read takes (``make bench`` prints the
 figure beside the pipeline's). Here the command bytes are built with one join and the replies are parsed by
 hiredis, so nothing about the protocol is re-implemented but the encoding of a few commands. Reads and
-batches of events travel on a :class:`Pipeline`. A single server only: a cluster needs redis-py's slot
-routing.
+batches of events travel on a :class:`Pipeline`: to a single server, or on a cluster to one primary each
+(:mod:`features.sharded` routes the commands by slot and leaves anything unusual to redis-py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection
 
 
 def argument(value: bytes) -> bytes:
@@ -73,7 +74,12 @@ class Pipeline:
     def of(cls, client: aioredis.Redis) -> Pipeline:
         """A pipeline to the server ``client`` talks to, with its settings."""
         pool = client.connection_pool
-        kwargs = pool.connection_kwargs
+        return cls.to(pool.connection_kwargs, pool.connection_class)
+
+    @classmethod
+    def to(cls, kwargs: Mapping[str, Any], kind: type[AbstractConnection]) -> Pipeline:
+        """A pipeline to the server a redis-py connection of class ``kind`` made with ``kwargs`` would reach, with its
+        settings (a pool's, or a cluster node's: ``ClusterNode.connection_kwargs`` and ``connection_class``)."""
         timeout_s = float(kwargs.get("socket_timeout") or _DEFAULT_TIMEOUT_S)
         connect_timeout_s = float(kwargs.get("socket_connect_timeout") or timeout_s)
         hello = []
@@ -82,7 +88,6 @@ class Pipeline:
             hello.append(command(b"AUTH", [str(c).encode() for c in credentials]))
         if kwargs.get("db"):
             hello.append(command(b"SELECT", [str(kwargs["db"]).encode()]))
-        kind = pool.connection_class
         # redis-py's own TLS context from the URL's options, so nothing of them is read twice.
         tls = kind(**kwargs).ssl_context.get() if issubclass(kind, SSLConnection) else None
 
@@ -111,10 +116,15 @@ class Pipeline:
         An error reply is raised (as redis-py would raise it), after every reply of the payload was read, so
         the connection stays in step; a lost connection raises ``ConnectionError``, a late one ``TimeoutError``.
         """
+        return raise_errors(await self.replies(payload, replies))
+
+    async def replies(self, payload: bytes, replies: int) -> list[object]:
+        """:meth:`exchange`, with an error reply left in its place as an exception object rather than raised: for a
+        caller that answers some errors itself (a cluster's MOVED, :mod:`features.sharded`)."""
         connection = self._connection
         if connection is None or not connection.usable():
             connection = await self._connect()
-        return raise_errors(await connection.exchange(payload, replies))
+        return await connection.exchange(payload, replies)
 
     async def _connect(self) -> _Connection:
         """The open connection, opening one if needed; concurrent callers share one attempt."""

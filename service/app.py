@@ -74,6 +74,7 @@ from service.routes import (
     recommend,
     reload_catalog,
 )
+from service.schemas import events_request
 from service.settings import Settings
 from training import ModelRegistry
 
@@ -261,6 +262,8 @@ def create_app(
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers=handlers,
+        # POST /v1/events validates with this contract's event types (the name its handler's annotation uses).
+        signature_namespace=events_request(registry),
         request_max_body_size=settings.service.max_body_bytes,
         request_class=StrictJsonRequest,
         logging_config=litestar_logging(h for h in handlers if isinstance(h, type)),

@@ -6,12 +6,21 @@ import errno
 import os
 import socket
 import sys
+from typing import Any
 
 import click
 import uvicorn
 from litestar.types import ASGIApp
 
-from features import EventStreamSettings, FeatureStoreError, OfflineSettings, RedisSettings, online_store_url
+from features import (
+    EventStreamSettings,
+    FeatureStoreError,
+    OfflineSettings,
+    RedisSettings,
+    Registry,
+    RegistryError,
+    online_store_url,
+)
 from features.cli import features as features_commands
 from features.event_cli import events as events_commands
 from service.app import create_app
@@ -34,7 +43,18 @@ from training.shadow_cli import shadow
 from training.simulate_cli import simulate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Root(click.Group):
+    """``nba``: a feature contract (``registry.yaml``) that fails validation ends any command the way a user's mistake
+    does, one line naming the file and the field and a non-zero exit, wherever the command first reads it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RegistryError as exc:
+            abort(str(exc))
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nba-copilot")
 def main() -> None:
     """nba-copilot: next-best actions and predictive routing for contact centers."""
@@ -76,12 +96,13 @@ def run(no_demo: bool, demo_customers: int) -> None:
     mlflow = settings_from_env(MlflowSettings)
     events = settings_from_env(EventStreamSettings)
     _check_port_free(service.host, service.port)
+    registry = Registry.load()  # a bad contract stops here, before the online store, the demo or the keys are touched
     reporter = Reporter()
     try:
         with online_store_url(redis_settings, offline) as url:
             reporter.note(f"online store: {url}")
             if not no_demo:
-                build_demo(DemoConfig(customers=demo_customers), reporter, redis_url=url)
+                build_demo(DemoConfig(customers=demo_customers), reporter, registry=registry, redis_url=url)
             keys = KeyFile(auth.resolved_keys_file(offline.data_dir))
             ensure_demo_keys(keys, reporter, make=not no_demo and sys.stderr.isatty())
             # The service must start from its last-known-good models when an MLflow server is down, not after
@@ -101,7 +122,7 @@ def run(no_demo: bool, demo_customers: int) -> None:
             # The service writes its own access log (service/logs.py: route templates, decision ids).
             logging_config = log_config(service.log_format, service.log_level)
             if service.workers == 1:
-                app = create_app(settings)
+                app = create_app(settings, registry)
                 reporter.note(f"serving on {where}")
                 uvicorn.run(
                     app,

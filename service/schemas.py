@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, Self
+from typing import Annotated, Literal, Self
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -397,12 +397,18 @@ class ErasureResponse(BaseModel):
     erased: bool = Field(description="False when the online store held nothing for this customer.")
 
 
-# One event, or ``{"events": [...]}``: the contract's event types, validated field by field (see features.events).
-# Generated from the contract at import; the type checker sees its base, whose ``events`` is the list either way.
-if TYPE_CHECKING:
-    EventsRequest = EventsBody
-else:
-    EventsRequest = body_model(Registry.load())
+EventsRequest = EventsBody
+"""One event, or ``{"events": [...]}``: the contract's event types, validated field by field (see features.events).
+
+Here only the base, whose ``events`` is the list either way: the model that validates is made from the contract the
+app serves, by :func:`events_request` in ``create_app``, which hands it to the route under this name. Not at import:
+every ``nba`` command imports this module, and a bad ``registry.yaml`` must stop only the commands that read it, with
+its error naming the field, not all of them with a traceback."""
+
+
+def events_request(registry: Registry) -> dict[str, type[EventsBody]]:
+    """The name ``EventsRequest`` bound to ``registry``'s body model, for the route's signature namespace."""
+    return {"EventsRequest": body_model(registry)}
 
 
 class EventResult(BaseModel):

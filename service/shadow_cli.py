@@ -46,12 +46,11 @@ def _line(kind: str, total: ShadowCounts, started: float) -> str:
 
 
 async def _run(
-    url: str, kinds: tuple[Kind, ...], consumer: str, batch: int, max_decisions: int | None
+    url: str, registry: Registry, kinds: tuple[Kind, ...], consumer: str, batch: int, max_decisions: int | None
 ) -> dict[Kind, ShadowCounts]:
     redis_settings = settings_from_env(RedisSettings)
     offline = settings_from_env(OfflineSettings)
     service = settings_from_env(ServiceSettings)
-    registry = Registry.load()
     challenger = ModelHolder(
         ModelRegistry(settings_from_env(MlflowSettings), offline.data_dir), registry.version, alias=CHALLENGER
     )
@@ -129,13 +128,14 @@ def run(kind: str, consumer: str, batch: int, max_decisions: int | None) -> None
     kinds: tuple[Kind, ...] = KINDS if kind == "both" else (kind,)  # type: ignore[assignment]
     redis_settings = settings_from_env(RedisSettings)
     offline = settings_from_env(OfflineSettings)
+    registry = Registry.load()  # a bad contract stops here, before the online store is started or reached
     started = time.perf_counter()
     try:
         with online_store_url(redis_settings, offline) as url:
             click.echo(
                 f"shadow worker {consumer!r} in group {GROUP!r} on {url}: replaying {', '.join(kinds)}", err=True
             )
-            totals = asyncio.run(_run(url, kinds, consumer, batch, max_decisions))
+            totals = asyncio.run(_run(url, registry, kinds, consumer, batch, max_decisions))
     except FeatureStoreError as exc:
         abort(str(exc))
     for name, total in totals.items():

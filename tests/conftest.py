@@ -45,6 +45,7 @@ from features import (
     OnlineStore,
     RedisSettings,
     Registry,
+    connect,
 )
 from service import ServiceSettings, Settings, create_app
 from service.keys import KeyFile, Role
@@ -329,12 +330,23 @@ T = TypeVar("T")
 
 
 def run_with_store(
-    redis_url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]], namespace: str
+    redis_url: str,
+    registry: Registry,
+    body: Callable[[OnlineStore], Awaitable[T]],
+    namespace: str,
+    *,
+    cluster: bool = False,
+    timeout_s: float = 5.0,
 ) -> T:
-    """Run ``body`` with an online store on a client opened (and closed) inside its own event loop."""
+    """Run ``body`` with an online store on a client opened (and closed) inside its own event loop.
+
+    ``cluster``: a Redis Cluster client (:func:`features.connect`) with reads timing out after ``timeout_s``."""
 
     async def main() -> T:
-        client = redis.asyncio.Redis.from_url(redis_url)
+        if cluster:
+            client = connect(redis_url, timeout_s=timeout_s, cluster=True)
+        else:
+            client = redis.asyncio.Redis.from_url(redis_url)
         store = OnlineStore(client, registry, namespace=namespace)
         try:
             return await body(store)

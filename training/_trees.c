@@ -37,6 +37,9 @@ typedef struct {
     const int32_t *tree_node_start;    /* n_trees + 1: each tree's internal nodes are contiguous */
     const int32_t *tree_feature_start; /* n_trees + 1: the features each tree splits on (tree_features) */
     const int32_t *tree_features;
+    const int32_t *tree_leaf_start;    /* n_trees + 1: each tree's leaves are contiguous */
+    const int64_t *tree_table_start;   /* n_trees + 1: each tree's table of terms by way taken; empty: none */
+    const double *table;
 } Trees;
 
 /* LightGBM's Tree::NumericalDecision / CategoricalDecision (include/LightGBM/tree.h): 1 when x goes left. */
@@ -176,10 +179,26 @@ static void visit(const Trees *t, int n, const uint8_t *dec, int32_t *mismatch, 
     mismatch[f] -= left;
 }
 
+/* Tree k's terms for a row, read from the tree's table and added to phi, when it has one (returns 0 when not). A
+ * tree's terms depend on the row only through the way it goes at each of the tree's splits, so a tree with few
+ * splits has them tabled at load for every way (trees_fill_tables): the row's ways, as bits, index the table. */
+static inline int tabled_terms(const Trees *t, int k, const uint8_t *dec, double *phi) {
+    const int64_t at = t->tree_table_start[k];
+    if (at == t->tree_table_start[k + 1]) return 0;
+    const int n0 = t->tree_node_start[k], n1 = t->tree_node_start[k + 1];
+    const int f0 = t->tree_feature_start[k], f1 = t->tree_feature_start[k + 1];
+    uint32_t way = 0;
+    for (int n = n0; n < n1; n++) way |= (uint32_t)dec[n] << (n - n0);
+    const double *row = t->table + at + (int64_t)way * (f1 - f0);
+    for (int i = f0; i < f1; i++) phi[t->tree_features[i]] += row[i - f0];
+    return 1;
+}
+
 /* Path-dependent TreeSHAP, as LightGBM's pred_contrib: out is rows x (n_features + 1), the last column the bias.
  * Scratch: decided rows x n_nodes bytes, terms rows x (n_features + 1) doubles, mismatch n_features ints (zeros).
  * A split on a column whose bits every row shares is decided once, for the first row.
- * One row goes leaf by leaf (fastest alone). Several go tree by tree: a row whose decisions in a tree equal an
+ * A tree with a table gives each row its terms from there (tabled_terms). Otherwise one row goes leaf by leaf
+ * (fastest alone), and several go tree by tree: a row whose decisions in a tree equal an
  * earlier row's (one customer's rows for several actions differ in the action alone and often take the same way
  * through a tree: 41% of them on the demo's propensity model) takes that row's terms for the tree, the same
  * numbers computed once; the others walk the tree (faster than leaf by leaf there, by measurement). */
@@ -202,7 +221,9 @@ void trees_contributions(const Trees *t, const double *x, int rows, double *out,
         }
     }
     if (rows == 1) {
-        leaves(t, 0, t->n_leaves, decided, out);
+        for (int k = 0; k < t->n_trees; k++) {
+            if (!tabled_terms(t, k, decided, out)) leaves(t, t->tree_leaf_start[k], t->tree_leaf_start[k + 1], decided, out);
+        }
     } else {
         for (int k = 0; k < t->n_trees; k++) {
             const int n0 = t->tree_node_start[k], n1 = t->tree_node_start[k + 1];
@@ -210,6 +231,7 @@ void trees_contributions(const Trees *t, const double *x, int rows, double *out,
             for (int r = 0; r < rows; r++) {
                 const uint8_t *dec = decided + (int64_t)r * t->n_nodes;
                 double *term = terms + (int64_t)r * width, *phi = out + (int64_t)r * width;
+                if (tabled_terms(t, k, dec, phi)) continue;
                 int same = -1;
                 for (int q = r - 1; q >= 0 && q >= r - 8; q--) {
                     if (memcmp(decided + (int64_t)q * t->n_nodes + n0, dec + n0, (size_t)(n1 - n0)) == 0) {
@@ -264,6 +286,25 @@ void trees_fill_g(Trees *t, double *g, double *scratch, double *weights) {
                 if (k < d) sum += weights[k] * e[m];
             }
             out[mask] = sum;
+        }
+    }
+}
+
+/* Fill the tables of the trees that have one (tree_table_start): for every way through the tree's splits (bit n - n0
+ * set: the row goes left at node n), the tree's terms as visit computes them, in tree_features order. Needs the G
+ * tables filled first. Scratch: dec n_nodes bytes, mismatch n_features ints (zeros), term n_features doubles. */
+void trees_fill_tables(Trees *t, double *table, uint8_t *dec, int32_t *mismatch, double *term) {
+    for (int k = 0; k < t->n_trees; k++) {
+        const int64_t at = t->tree_table_start[k];
+        if (at == t->tree_table_start[k + 1]) continue;
+        const int n0 = t->tree_node_start[k], n1 = t->tree_node_start[k + 1];
+        const int f0 = t->tree_feature_start[k], f1 = t->tree_feature_start[k + 1];
+        for (uint32_t way = 0; way < (1u << (n1 - n0)); way++) {
+            for (int n = n0; n < n1; n++) dec[n] = (way >> (n - n0)) & 1u;
+            for (int i = f0; i < f1; i++) term[t->tree_features[i]] = 0.0;
+            visit(t, t->tree_root[k], dec, mismatch, term);
+            double *row = table + at + (int64_t)way * (f1 - f0);
+            for (int i = f0; i < f1; i++) row[i - f0] = term[t->tree_features[i]];
         }
     }
 }

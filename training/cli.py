@@ -31,11 +31,13 @@ from training.tracking import CHALLENGER, CHAMPION, ModelRegistry
 from training.train import TrainParams, train_model
 
 
-def build_demo(config: DemoConfig, reporter: Reporter, *, redis_url: str, force: bool = False) -> dict[str, str]:
-    """World, online store and champion models, each built only if missing (all of them with ``force``)."""
+def build_demo(
+    config: DemoConfig, reporter: Reporter, *, registry: Registry, redis_url: str, force: bool = False
+) -> dict[str, str]:
+    """World, online store and champion models of ``registry``'s contract, each built only if missing (all of them
+    with ``force``)."""
     offline_settings = settings_from_env(OfflineSettings)
     redis_settings = settings_from_env(RedisSettings)
-    registry = Registry.load()
     world_dir = offline_settings.world_dir
     offline = OfflineStore(world_dir, registry)
     stamp = ensure_world(world_dir, config, reporter, force=force)
@@ -70,9 +72,10 @@ def demo(force: bool, customers: int, agents: int, months: int, seed: int) -> No
     """
     reporter = Reporter()
     config = DemoConfig(customers=customers, agents=agents, months=months, seed=seed)
+    registry = Registry.load()  # a bad contract stops here, before the online store is started or reached
     try:
         with online_store_url(settings_from_env(RedisSettings), settings_from_env(OfflineSettings)) as url:
-            versions = build_demo(config, reporter, redis_url=url, force=force)
+            versions = build_demo(config, reporter, registry=registry, redis_url=url, force=force)
     except (FeatureStoreError, TrainingError) as exc:
         abort(str(exc))
     reporter.note("champions: " + ", ".join(f"{k} v{v}" for k, v in versions.items()))

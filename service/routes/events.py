@@ -45,5 +45,8 @@ A_BATCH = Example(
 async def ingest_events(
     data: Annotated[EventsRequest, Body(examples=[ONE_EVENT, A_BATCH])], decisions: DecisionService
 ) -> EventsResponse:
-    """Apply ``data.events``: the one event, or the batch's."""
+    """Apply ``data.events``: the one event, or the batch's.
+
+    ``EventsRequest`` is resolved when the app is made: ``create_app`` binds the name to its contract's body model.
+    """
     return await decisions.ingest(data.events)

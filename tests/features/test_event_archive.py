@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,6 +103,47 @@ def test_compaction_merges_the_small_parts_and_reads_the_same(tmp_path: Path, re
     assert pq.read_metadata(archived_parts(tmp_path, "customer")[0]).num_rows == 13  # ev-0 .. ev-12, once each
     assert _frame(offline, ["C1", "C2"]) == before
     assert archive.compact("customer") == 0  # one part: nothing to merge
+
+
+def _compact_at_once(archives: list[EventArchive]) -> list[Exception]:
+    """``compact`` of each archive on a thread of its own, all released at once; what they raised (the consumer's
+    death)."""
+    start = threading.Barrier(len(archives))
+    failures: list[Exception] = []
+
+    def compact(archive: EventArchive) -> None:
+        start.wait()
+        try:
+            archive.compact("customer")
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=compact, args=(archive,)) for archive in archives]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+def test_two_consumers_compacting_the_same_parts_at_once_both_finish_and_keep_every_event(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """Two consumers on one archive (two ``nba events consume`` on one volume) may compact the same parts at the same
+    moment. Each round starts both at once on a fresh archive; before each write had a temporary file of its own, a
+    third to half of the rounds ended with one of them failing its rename (FileNotFoundError)."""
+    for round_ in range(15):
+        root = tmp_path / str(round_)
+        archives = [EventArchive(root, registry), EventArchive(root, registry)]
+        written = []
+        for part in range(12):
+            events = [_event(part * 100 + i, f"C{i % 7}") for i in range(50)]
+            archives[0].append("customer", events)
+            written += [e.event_id for e in events]
+        assert _compact_at_once(archives) == [], f"round {round_}"
+        read = OfflineStore(root, registry).events("customer").column("event_id").to_pylist()
+        assert sorted(read) == sorted(written), f"round {round_}"
+        assert not list(parts_dir(root, "customer").glob(".*.tmp")), "a temporary file was left behind"
 
 
 def test_compaction_leaves_big_parts_alone(tmp_path: Path, registry: Registry) -> None:

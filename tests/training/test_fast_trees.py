@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from training import ModelBundle
 from training.bundle import with_matched
 from training.calibrate import Calibrator
-from training.fast_trees import AVAILABLE, FastTrees
+from training.fast_trees import AVAILABLE, TABLE_SPLITS, FastTrees
 
 TOLERANCE = 1e-9
 
@@ -50,12 +50,28 @@ def _built() -> None:
         ("binary", {"zero_as_missing": True}),
         ("binary", {"use_missing": False}),
         ("regression", {}),
+        ("binary", {"num_leaves": 7}),
+        ("binary", {"num_leaves": 9, "zero_as_missing": True}),
+        ("regression", {"num_leaves": 5}),
     ],
-    ids=["binary-nan-missing", "binary-zero-missing", "binary-no-missing", "regression"],
+    ids=[
+        "binary-nan-missing",
+        "binary-zero-missing",
+        "binary-no-missing",
+        "regression",
+        "binary-7-leaves",
+        "binary-9-leaves-zero-missing",
+        "regression-5-leaves",
+    ],
 )
 def test_fast_trees_equal_lightgbm(objective: str, params: dict[str, object]) -> None:
     booster, x = _booster(objective, 7, **params)
     fast = FastTrees(booster)
+    # Trees of at most TABLE_SPLITS splits take their terms from a table by the row's way through them; the others
+    # are computed leaf by leaf (31 leaves: 30 splits).
+    splits = np.diff(fast._arrays["tree_node_start"])
+    tabled = np.diff(fast._arrays["tree_table_start"]) > 0
+    np.testing.assert_array_equal(tabled, (splits > 0) & (splits <= TABLE_SPLITS))
     rows = np.vstack([x[:200], np.full((1, x.shape[1]), np.nan), np.zeros((1, x.shape[1])), -x[:5]])
     rows[-3, 3] = 99.0  # a category never seen
     # One customer's rows for several actions (one column apart), as a recommend scores them, and repeated rows:
@@ -74,8 +90,8 @@ def test_fast_trees_equal_lightgbm(objective: str, params: dict[str, object]) ->
 
 
 @cache
-def _fast(objective: str, missing: str) -> tuple[lgb.Booster, FastTrees, np.ndarray]:
-    booster, x = _booster(objective, 11, **({"zero_as_missing": True} if missing == "zero" else {}))
+def _fast(objective: str, missing: str, leaves: int) -> tuple[lgb.Booster, FastTrees, np.ndarray]:
+    booster, x = _booster(objective, 11, num_leaves=leaves, **({"zero_as_missing": True} if missing == "zero" else {}))
     return booster, FastTrees(booster), x
 
 
@@ -87,9 +103,9 @@ _CELL = st.one_of(
 
 
 @pytest.mark.parametrize(
-    ("objective", "missing"),
-    [("binary", "nan"), ("binary", "zero"), ("regression", "nan")],
-    ids=["binary-nan-missing", "binary-zero-missing", "regression"],
+    ("objective", "missing", "leaves"),
+    [("binary", "nan", 31), ("binary", "zero", 31), ("regression", "nan", 31), ("binary", "zero", 7)],
+    ids=["binary-nan-missing", "binary-zero-missing", "regression", "binary-7-leaves-zero-missing"],
 )
 @settings(max_examples=150, deadline=None)
 @given(
@@ -98,12 +114,12 @@ _CELL = st.one_of(
     cells=st.lists(st.lists(_CELL, min_size=8, max_size=8), min_size=2, max_size=40),
 )
 def test_rows_that_share_columns_score_as_alone(
-    objective: str, missing: str, base: int, varying: set[int], cells: list[list[float]]
+    objective: str, missing: str, leaves: int, base: int, varying: set[int], cells: list[list[float]]
 ) -> None:
     """Rows of one call that differ in a few columns share the trees whose way never tests those columns: every
     row's score stays LightGBM's and its own plain walk's (one row alone) to the last bit, its contributions
     LightGBM's."""
-    booster, fast, x = _fast(objective, missing)
+    booster, fast, x = _fast(objective, missing, leaves)
     rows = np.tile(x[base], (len(cells), 1))
     columns = sorted(varying)
     rows[:, columns] = np.array(cells)[:, columns]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,22 @@ WORLD_STAMP = "world.json"
 EVENT_ENVELOPE: tuple[str, ...] = ("event_id", "customer_id", "occurred_at", "type")
 """The columns every row of ``customer_events.parquet`` starts with; the payload columns follow."""
 _SEGMENT_HORIZON = np.array([20.0, 30.0, 40.0])  # months of expected future revenue behind lifetime_value
-_INTENT_SKILL = Registry.load().intent_skills  # the contract's routing rule: the agent skill each intent needs
 _WARMUP_MONTHS = 3  # simulated but not written, so the first snapshot already has 90-day histories
 _US_PER_S = 1_000_000
 _US_PER_DAY = 86_400 * _US_PER_S
 _ACTIVE_DAYS = 28  # a month's events fall in the 28 days before its snapshot, all inside its 30-day windows
+
+
+@functools.cache
+def intent_skills() -> dict[str, str]:
+    """The contract's routing rule: the agent skill each intent needs.
+
+    Read on first use, not at import: every ``nba`` command imports this module, and a bad ``registry.yaml`` must
+    stop only the commands that read it, with its error naming the field, not all of them with a traceback.
+    """
+    return Registry.load().intent_skills
+
+
 _LABELS: dict[str, tuple[str, ...]] = {  # codes of string fields
     "intent": INTENTS,
     "action_id": ACTIONS,

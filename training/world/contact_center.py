@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from training.world.config import _INTENT_SKILL, _US_PER_S, CHANNELS, INTENTS, LANGUAGES
+from training.world.config import _US_PER_S, CHANNELS, INTENTS, LANGUAGES, intent_skills
 from training.world.draws import _sample, _times
 from training.world.routing_oracle import (
     CSAT_NOISE,
@@ -188,7 +188,7 @@ def _agent_results(con: Mapping[str, np.ndarray], n_agents: int) -> dict[str, np
 
 def _intent_counts(con: Mapping[str, np.ndarray], n_agents: int) -> np.ndarray:
     """A (2, agents, skills) array: each agent's contacts needing each skill over ``con``, then those resolved."""
-    skill_of_intent = np.array([SKILLS.index(_INTENT_SKILL[i]) for i in INTENTS])
+    skill_of_intent = np.array([SKILLS.index(intent_skills()[i]) for i in INTENTS])
     cell = con["agent"] * len(SKILLS) + skill_of_intent[con["intent"]]
     size = n_agents * len(SKILLS)
     handled = np.bincount(cell, minlength=size)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from training.world.config import _INTENT_SKILL, LANGUAGES, Columns
+from training.world.config import LANGUAGES, Columns, intent_skills
 
 CONTACT_TRUTH = "contact_truth"
 """The table (``.parquet``) of the customer's hidden state at each written contact (``contact_id``,
@@ -48,7 +48,7 @@ AGENT_TRUTH = "agent_truth"
 """The table of each agent's :data:`TRUTH_PROFILE` and latent skill per written month (``agent_id``, ``month_end``: the
 snapshot closing the month whose contacts it holds for)."""
 SKILLS: tuple[str, ...] = ("billing", "technical", "retention", "sales")
-"""The agents' skills; each intent needs one (``_INTENT_SKILL``)."""
+"""The agents' skills; each intent needs one (:func:`~training.world.config.intent_skills`)."""
 TRUTH_PROFILE: tuple[str, ...] = (
     *(f"skill_{s}" for s in SKILLS),
     *(f"speaks_{lang}" for lang in LANGUAGES),
@@ -82,7 +82,7 @@ def _skill_of(contacts: Columns) -> np.ndarray:
     """The skill each contact's intent needs."""
     intent = np.asarray(contacts["intent"])
     skill = np.full(len(intent), "", dtype=object)
-    for name, needed in _INTENT_SKILL.items():
+    for name, needed in intent_skills().items():
         skill[intent == name] = needed
     return skill
 
