@@ -349,11 +349,22 @@ def _kill_mid_batch(
     worker: subprocess.Popen[bytes], client: redis.Redis, stream: str, group: str, *, after: int, log: Path
 ) -> int:
     """SIGKILL ``worker`` once it has read ``after`` entries and holds a batch it has not acknowledged; the
-    entries it left pending."""
+    entries it left pending.
+
+    The worker is stopped (SIGSTOP) before the batch it holds is checked again, and killed only if it still holds
+    one: a batch seen pending may be acknowledged before a kill sent at once lands (it was, in one run of the suite),
+    and a stopped worker acknowledges nothing. The pause lets a command already sent reach Redis first."""
     deadline = time.monotonic() + 60
-    while not ((state := _group(client, stream, group))["read"] >= after and state["pending"] > 0):
+    while True:
+        state = _group(client, stream, group)
         assert worker.poll() is None, f"the worker exited with {worker.returncode}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"the worker did not get past {after} entries: {state}"
+        assert time.monotonic() < deadline, f"the worker was not caught holding a batch past {after} entries: {state}"
+        if state["read"] >= after and state["pending"] > 0:
+            worker.send_signal(signal.SIGSTOP)
+            time.sleep(0.05)
+            if _group(client, stream, group)["pending"] > 0:
+                break
+            worker.send_signal(signal.SIGCONT)
         time.sleep(0.002)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
