@@ -343,8 +343,6 @@ class OnlineStore:
         self._cluster = isinstance(client, RedisCluster)
         self._reads = sharded.ShardedPipeline(client) if isinstance(client, RedisCluster) else resp.Pipeline.of(client)
         """Where reads go: the single server's connection, or a cluster's, one per primary (:mod:`features.sharded`)."""
-        self._pipeline = self._reads if isinstance(self._reads, resp.Pipeline) else None
-        """The single server's connection, which event batches and MSETs take too; None on a cluster."""
         self._agent_args: dict[str, bytes] = {}
         self._agent_routes: dict[str, sharded.Routed] = {}
         """Each agent's snapshot GET, routed by its slot, kept (on a cluster) as ``_agent_args`` is on one server."""
@@ -744,7 +742,8 @@ class OnlineStore:
         """Run every call in one round trip: encoded here and sent on the read connection on a single server
         (redis-py's generic encoder costs more than the script itself for a batch of a thousand events),
         through redis-py's pipeline on a cluster."""
-        if self._pipeline is None:
+        reads = self._reads
+        if not isinstance(reads, resp.Pipeline):
             pipe = self._client.pipeline(transaction=False)
             for keys, argv, _ in calls:
                 pipe.evalsha(sha, len(keys), *keys, *argv)
@@ -753,7 +752,7 @@ class OnlineStore:
         payload = b"".join(
             resp.command(b"EVALSHA", [*prefix, str(len(keys)).encode(), *keys, *argv]) for keys, argv, _ in calls
         )
-        return await self._pipeline.exchange(payload, len(calls))  # type: ignore[return-value]
+        return await reads.exchange(payload, len(calls))  # type: ignore[return-value]
 
     async def write_event_state(self, entity: str, ids: Sequence[str], values: Sequence[bytes]) -> int:
         """Overwrite the event state of each id with its value (materialization); returns how many.
@@ -779,7 +778,8 @@ class OnlineStore:
         """SET every key, in one round trip: MSETs of :data:`_MSET_ROWS`, encoded here on a single server (redis-py's
         generic encoder cost more than building the values: 0.35 s of event-state materialization's 1.5 s for
         100,000 entities), a pipeline of SETs through redis-py on a cluster, where one MSET cannot span slots."""
-        if self._pipeline is None:
+        reads = self._reads
+        if not isinstance(reads, resp.Pipeline):
             pipe = self._client.pipeline(transaction=False)
             for key, value in zip(keys, values, strict=True):
                 pipe.set(key, value)
@@ -795,7 +795,7 @@ class OnlineStore:
                 name, value = keys[i].encode(), values[i]
                 parts += (b"$%d\r\n%s\r\n$%d\r\n" % (len(name), name, len(value)), value, b"\r\n")
         with map_errors():
-            await self._pipeline.exchange(b"".join(parts), -(-len(keys) // _MSET_ROWS))
+            await reads.exchange(b"".join(parts), -(-len(keys) // _MSET_ROWS))
 
     async def write(
         self,
