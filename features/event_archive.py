@@ -17,10 +17,12 @@ the offline reads a file per batch.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -114,13 +116,15 @@ class EventArchive:
     def compact(self, entity: str, *, below_bytes: int = COMPACT_BELOW_BYTES) -> int:
         """Merge ``entity``'s parts smaller than ``below_bytes`` into one; returns how many parts it replaced.
 
-        Safe beside a running consumer, beside another consumer's compaction and against a crash: the merged part
-        is complete before any part it replaces is removed, and a part written meanwhile was not listed, so it is not
-        touched. A crash between the two leaves the rows twice, which every read drops (:func:`events_source`).
+        Safe beside a running consumer, another consumer's compaction, readers and a crash. It runs only while
+        no other compaction and no read (:func:`parts_held`) holds the folder, and otherwise skips its turn:
+        the parts stay until the next. The merged part is a new file, complete before any part it replaces is
+        removed, and a part written meanwhile was not listed, so it is not touched. A crash between the two
+        leaves the rows twice, which every read drops (:func:`events_source`).
         """
         key = self.registry.entity(entity).join_key
-        try:
-            small = [p for p in archived_parts(self.root, entity) if p.stat().st_size < below_bytes]
+        with _flocked(parts_dir(self.root, entity), fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
+            small = [p for p in archived_parts(self.root, entity) if p.stat().st_size < below_bytes] if alone else []
             if len(small) < 2:
                 return 0
             merged = (
@@ -128,23 +132,68 @@ class EventArchive:
                 .sql(f"SELECT * FROM {events_source(small, key)} ORDER BY occurred_at, event_id")
                 .to_arrow_table()
             )
-        except (FileNotFoundError, duckdb.IOException):
-            return 0  # another consumer's compaction removed a part first: its merged part holds the rows
-        # The merged part replaces the newest one it holds, in one rename, and so keeps its place in the order.
-        _write_whole(small[-1], merged)
-        for part in small[:-1]:
-            part.unlink(missing_ok=True)
-        return len(small)
+            _write_whole(_beside(small[-1]), merged)
+            for part in small:
+                part.unlink()
+            return len(small)
+
+
+@contextmanager
+def parts_held(root: Path, entity: str) -> Iterator[None]:
+    """Hold ``entity``'s parts for a read: no compaction removes one from the listing to the last byte read.
+
+    A training read can take longer than a busy consumer takes between two compactions, so a read that started
+    again whenever a part it had listed was removed could start again forever; a compaction that skips its
+    turn while a read runs only leaves a few more small parts until its next.
+    """
+    with _flocked(parts_dir(root, entity), fcntl.LOCK_SH):
+        yield
+
+
+@contextmanager
+def _flocked(folder: Path, how: int) -> Iterator[bool]:
+    """Whether ``folder``'s lock was granted as ``how`` asks (``flock``), held for the ``with`` block.
+
+    Two consumers on one volume used to compact the same parts at once, and the merged part replaced the
+    newest part in place: one consumer's DuckDB, reading that part while the other renamed over it, read
+    the new file's bytes at the old file's offsets ("TProtocolException: Invalid data", seen in CI). The
+    lock is advisory and the kernel releases it when its holder dies, so a crashed consumer or reader never
+    leaves the folder locked. Without the folder there are no parts to guard, and in an archive this process
+    may not write to, none to create the lock in: both are granted.
+    """
+    try:
+        lock = os.open(folder / ".compact.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    except (FileNotFoundError, PermissionError):
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(lock, how)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(lock)  # and with it the lock
+
+
+def _beside(part: Path) -> Path:
+    """A new part's name that sorts where ``part`` does: the same write time, another suffix.
+
+    The merged part takes the place in the order of the newest part it holds, so the parts written before
+    and after it keep their precedence in :func:`events_source`; a new name, not ``part`` itself, so no file
+    a reader may have open is ever rewritten: parts are only created whole and removed.
+    """
+    written = part.name.split("-")[1]
+    return part.with_name(f"part-{written}-{uuid.uuid4().hex[:12]}.parquet")
 
 
 def _write_whole(path: Path, table: pa.Table) -> None:
     """Write ``table`` to ``path`` all or nothing: under a hidden temporary name, flushed to disk, renamed.
 
-    The temporary name is this write's own: two consumers compacting the same parts at once both write their merged
-    part over the same ``path``. With one shared temporary file they wrote into the same file, and the second rename
-    found it gone and killed its consumer. Now each renames a whole file holding every row of the parts it merged.
+    The temporary name is derived from ``path``, which is new each time, so no two writers ever share one.
     """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    temporary = path.with_name(f".{path.name}.tmp")
     with temporary.open("wb") as out:
         pq.write_table(table, out)
         out.flush()

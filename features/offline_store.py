@@ -15,10 +15,12 @@ Nothing observed after a label's timestamp can reach its row.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import duckdb
 import numpy as np
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 
 from features.erasure import ERASURES_FILE, ErasureLedger
 from features.errors import OfflineStoreError
-from features.event_archive import archived_parts, events_source
+from features.event_archive import archived_parts, events_source, parts_held
 from features.event_join import event_features, sql_literal
 from features.registry import DAY_SECONDS, EntitySchema, Feature, Registry
 
@@ -36,6 +38,8 @@ TIMESTAMP_COLUMN = "feature_ts"
 EVENT_TIME_COLUMN = "occurred_at"
 SCAN_ROWS = 262_144
 """Events per batch of :meth:`OfflineStore.scan_events`: a quarter of pyarrow's default row group."""
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _sql_path(path: Path) -> str:
@@ -69,6 +73,21 @@ def _snapshot_sql(schema: EntitySchema, feature: Feature, ts_column: str) -> tup
         return feature, f"s.{feature.name}"
     source = schema.feature(feature.derive.feature)
     return source, f"s.{source.name} - CAST(floor(epoch(l.{ts_column}) / {DAY_SECONDS}) AS BIGINT)"
+
+
+def _holding_parts(
+    read: Callable[Concatenate[OfflineStore, str, P], T],
+) -> Callable[Concatenate[OfflineStore, str, P], T]:
+    """``read`` (an :class:`OfflineStore` method of an entity) with the entity's archived parts held
+    (:func:`features.event_archive.parts_held`): a running consumer's compaction would otherwise remove a part
+    between the read's listing and DuckDB's opening it, and the read fail."""
+
+    @functools.wraps(read)
+    def held(store: OfflineStore, entity: str, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with parts_held(store.root, entity):
+            return read(store, entity, *args, **kwargs)
+
+    return held
 
 
 @dataclass(frozen=True)
@@ -277,6 +296,7 @@ class OfflineStore:
         for batch in table.to_batches(max_chunksize=batch_rows):
             yield EventScan(pa.Table.from_batches([batch]), pc.is_valid(batch.column(schema.join_key)).to_numpy())
 
+    @_holding_parts
     def _query_events(self, entity: str, selection: _Selection, *, ordered: bool) -> pa.Table:
         """The events in bounds by DuckDB, over the events table and the live events archived beside it."""
         source = self._events(self.registry.entity(entity))
@@ -293,6 +313,7 @@ class OfflineStore:
         query = f"SELECT {select} FROM {source} {where}{order}"
         return duckdb.connect().sql(query, params=params or None).to_arrow_table()
 
+    @_holding_parts
     def point_in_time(self, entity: str, labels: pa.Table, *, ts_column: str = "ts") -> pa.Table:
         """``labels`` with the entity's features as they stood at each row's ``ts_column``.
 
