@@ -29,7 +29,7 @@ from service.catalog import NO_CONTEXT, Catalog, Situation
 from service.catalog_source import CatalogSource
 from service.contact_policy import EMPTY, PolicyState, presentation_commands
 from service.decision_log import FORMAT as LOG_FORMAT
-from service.decision_log import AssignEntry, DecisionLog, RankedAction, RecommendEntry
+from service.decision_log import AssignEntry, DecisionLog, RankedAction, RecommendEntry, hour_of, row_ids
 from service.decision_log import RankedAgent as LoggedAgent
 from service.decision_records import DecisionRecord, DecisionRecords
 from service.decisioning import CustomerView, Recommendation, ScoredAction, recommend, recommend_by_priors
@@ -131,20 +131,27 @@ class DecisionService:
             self._degraded("recommend", "online_store", str(exc), degraded)
             return None
 
-    def _write_later(self, commands: list[list[bytes]]) -> None:
-        """Send ``commands`` in one round trip without waiting for it (see the module)."""
-        self._spawn(self._write(commands))
+    def _write_later(
+        self, commands: list[list[bytes]], *, logged: tuple[AssignEntry, np.ndarray] | None = None
+    ) -> None:
+        """Send ``commands`` in one round trip without waiting for it (see the module). With ``logged`` (an assign
+        entry and its agents' rows), the last command appends that entry, and its answer goes to the log."""
+        self._spawn(self._write(commands, logged))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _write(self, commands: list[list[bytes]]) -> None:
+    async def _write(self, commands: list[list[bytes]], logged: tuple[AssignEntry, np.ndarray] | None) -> None:
         try:
-            await self.store.execute(commands)
+            replies = await self.store.execute(commands)
+            if logged is not None and (again := self.log.answered(*logged, replies[-1])):
+                await self._write(again, logged)
         except OnlineStoreUnavailable as exc:
             log.warning("a decision's record and presentations were not written: %s", exc)
+            if logged is not None:
+                self.log.answered(*logged, None)
 
     async def drain(self) -> None:
         """Wait for the writes still in flight (at shutdown, before the store closes)."""
@@ -334,6 +341,7 @@ class DecisionService:
         now = self._clock()
         decision_id = new_decision_id()
         logged: list[list[bytes]] = []
+        assign: tuple[AssignEntry, np.ndarray] | None = None
         customer: EntityVector | None = None
         agents: EntityBatch | None = None
         if not degraded:  # a queue Redis did not answer for: a second read would spend the time budget twice
@@ -371,6 +379,7 @@ class DecisionService:
                 drawn, serving = self._draw("assign", [r.score for r in ranked])
                 ranked = [ranked[drawn], *ranked[:drawn], *ranked[drawn + 1 :]]
                 if self.log.enabled:
+                    rows = np.ascontiguousarray(agents.values[ranking.rows], dtype=np.float64)
                     entry = AssignEntry(
                         v=LOG_FORMAT,
                         decision_id=decision_id,
@@ -381,7 +390,6 @@ class DecisionService:
                         language=request.language,
                         x=np.ascontiguousarray(customer.values, dtype=np.float64).tobytes(),
                         agents=[r.agent_id for r in champion],
-                        agent_rows=np.ascontiguousarray(agents.values[ranking.rows], dtype=np.float64).tobytes(),
                         churn_risk=churn_risk,
                         ranking=[
                             LoggedAgent(r.agent_id, r.score, r.p_resolution, r.expected_handle_time_s) for r in champion
@@ -391,8 +399,10 @@ class DecisionService:
                         policy=serving,
                         models=versions,
                         feature_contract=self.registry.version,
+                        row_ids=row_ids(rows).tobytes(),
+                        rows_hour=hour_of(now),
                     )
-                    logged = self.log.append_commands(entry)
+                    logged, assign = self.log.append_commands(entry, rows), (entry, rows)
             ranked_out = [
                 AgentOut(r.agent_id, r.score, r.p_resolution, r.expected_handle_time_s, r.reasons) for r in ranked
             ]
@@ -411,7 +421,7 @@ class DecisionService:
                 models=versions,
                 contract=self.registry.version,
             )
-            self._write_later(self.records.write_commands(record) + logged)
+            self._write_later(self.records.write_commands(record) + logged, logged=assign)
         return AssignResponse(
             decision_id=decision_id,
             customer_id=request.customer_id,

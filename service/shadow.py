@@ -43,7 +43,7 @@ import msgspec
 import numpy as np
 
 from features import EntityBatch, Registry
-from features.decision_log_keys import Kind, stream_key
+from features.decision_log_keys import Kind, agent_rows_key, stream_key
 from features.online_store import map_errors
 from features.redis_client import OnlineClient
 from features.stream_group import Counts, Entry, GroupConsumer
@@ -135,6 +135,11 @@ class ShadowCounts(Counts):
         for why, n in other.why_skipped.items():
             self.why_skipped[why] = self.why_skipped.get(why, 0) + n
 
+    def skip(self, why: str) -> None:
+        """Count an entry skipped for ``why``."""
+        self.skipped += 1
+        self.why_skipped[why] = self.why_skipped.get(why, 0) + 1
+
 
 class Skip(Exception):
     """An entry the challenger cannot replay; the message says why (it names a kind of reason, not the entry)."""
@@ -174,6 +179,7 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
         )
         self.kind = kind
         self.results = results_key(namespace, kind)
+        self._namespace = namespace
         self._registry = registry
         self._customer = registry.entity("customer")
         self._agent = registry.entity("agent")
@@ -192,18 +198,21 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
         if time.monotonic() >= self._next_refresh:
             self._challenger.refresh()  # never raises: a registry outage keeps the challenger in force
             self._next_refresh = time.monotonic() + self._refresh_s
-        results: list[bytes] = []
+        decoded: list[RecommendEntry | AssignEntry] = []
         for _, fields_ in entries:
             if fields_ is None:  # trimmed while pending: nothing left to replay
                 continue
             try:
-                results.append(_ENCODER.encode(self.replay(decode(fields_.get(FIELD, b"")))))
+                decoded.append(decode(fields_.get(FIELD, b"")))
             except (msgspec.DecodeError, msgspec.ValidationError):
-                counts.skipped += 1
-                counts.why_skipped["unreadable entry"] = counts.why_skipped.get("unreadable entry", 0) + 1
+                counts.skip("unreadable entry")
+        rows = await self._agent_rows(decoded)
+        results: list[bytes] = []
+        for entry in decoded:
+            try:
+                results.append(_ENCODER.encode(self.replay(entry, rows.get(id(entry), b""))))
             except Skip as exc:
-                counts.skipped += 1
-                counts.why_skipped[str(exc)] = counts.why_skipped.get(str(exc), 0) + 1
+                counts.skip(str(exc))
         counts.scored = len(results)
         ids = [entry_id.encode() for entry_id, _ in entries]
         args = [self.group.encode(), self._cap, str(len(results)).encode(), *results, *ids]
@@ -211,8 +220,27 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             await self._client.eval(_STORE, 2, self.stream, self.results, *args)  # type: ignore[arg-type]
         return counts
 
-    def replay(self, entry: RecommendEntry | AssignEntry) -> ShadowResult:
-        """The challenger's ranking of ``entry``'s candidates; :class:`Skip` when it cannot be replayed."""
+    async def _agent_rows(self, entries: Sequence[RecommendEntry | AssignEntry]) -> dict[int, bytes]:
+        """The agents' feature rows of each assign entry that refers to them (format 3), by the entry's ``id()``, read
+        from the hours' books in one round trip: b"" for an entry some of whose rows the book no longer holds."""
+        referring = [e for e in entries if isinstance(e, AssignEntry) and e.row_ids]
+        if not referring:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for entry in referring:
+            ids = entry.row_ids
+            pipe.hmget(
+                agent_rows_key(self._namespace, entry.rows_hour), [ids[i : i + 8] for i in range(0, len(ids), 8)]
+            )
+        with map_errors():
+            found = await pipe.execute()
+        return {
+            id(entry): b"" if None in rows else b"".join(rows) for entry, rows in zip(referring, found, strict=True)
+        }
+
+    def replay(self, entry: RecommendEntry | AssignEntry, agent_rows: bytes = b"") -> ShadowResult:
+        """The challenger's ranking of ``entry``'s candidates; :class:`Skip` when it cannot be replayed. An assign
+        entry of format 3 comes with ``agent_rows`` read from its hour's book (:meth:`_agent_rows`)."""
         if entry.feature_contract != self._registry.version:
             raise Skip("logged under another feature contract")
         start = time.perf_counter()
@@ -222,7 +250,7 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             return self._recommend(entry, start)
         if self.kind != "assign":
             raise Skip("an assign entry on the recommend stream")
-        return self._assign(entry, start)
+        return self._assign(entry, agent_rows or entry.agent_rows, start)
 
     def _catalog(self, version: str) -> Catalog:
         """The catalog of ``version``: known, or the file's now; :class:`Skip` when the file holds another."""
@@ -276,16 +304,18 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             lifetime_value=ltv,
         )
 
-    def _assign(self, entry: AssignEntry, start: float) -> ShadowResult:
+    def _assign(self, entry: AssignEntry, agent_rows: bytes, start: float) -> ShadowResult:
         try:
             resolution = self._challenger.resolution
         except ModelsUnavailable as exc:
             raise Skip("no challenger resolution model") from exc
         x = vector(entry.x)
         width = len(self._agent.features)
-        if len(x) != len(self._customer.features) or len(entry.agent_rows) != 8 * width * len(entry.agents):
+        if not agent_rows:
+            raise Skip("agent rows not kept")
+        if len(x) != len(self._customer.features) or len(agent_rows) != 8 * width * len(entry.agents):
             raise Skip("a customer or agent vector of another width")
-        rows = entry.agent_matrix(width)
+        rows = np.frombuffer(agent_rows, dtype=np.float64).reshape(len(entry.agents), width)
         inputs = x[self._customer.model_at]
         churn_risk = entry.churn_risk
         versions = {resolution.name: resolution.version}

@@ -20,7 +20,7 @@ import redis.asyncio
 from click.testing import CliRunner
 
 from features import Registry
-from features.decision_log_keys import Kind, stream_key
+from features.decision_log_keys import Kind, agent_rows_key, stream_key
 from service.catalog import Catalog, default_path
 from service.cli import main
 from service.decision_log import FIELD, AssignEntry, RecommendEntry, decode, encode
@@ -156,7 +156,12 @@ def test_every_answer_is_logged_with_what_was_served_and_its_probability(
             assert entry.churn_risk == answer["customer"]["churn_risk"], "the reward model's churn risk, logged"  # type: ignore[index]
         else:
             served, champion = answer["agents"][0]["agent_id"], [r.agent for r in entry.ranking]  # type: ignore[index]
-            assert len(entry.agent_rows) == 8 * len(entry.agents) * len(Registry.load().entity("agent").features)
+            assert entry.agent_rows == b"", "format 3: the rows are in the hour's book"
+            assert len(entry.row_ids) == 8 * len(entry.agents)
+            book = agent_rows_key("nba", entry.rows_hour)
+            found = redis_client.hmget(book, [entry.row_ids[i : i + 8] for i in range(0, len(entry.row_ids), 8)])
+            assert None not in found, "every row the entry names is in the book"
+            assert {len(row) for row in found} == {8 * len(Registry.load().entity("agent").features)}  # type: ignore[arg-type]
         assert entry.served == served, "the log says what the answer put first"
         drawn = champion.index(served)
         n = len(entry.policy)
@@ -169,6 +174,11 @@ def test_every_answer_is_logged_with_what_was_served_and_its_probability(
         explored += drawn > 0
     # epsilon 0.5 among 3: about a third of the decisions serve another than the best; never none of 52.
     assert 0 < explored < len(entries)
+    # The 12 assigns named the same eligible agents, whose rows did not change: each row is in its book once.
+    assigns = [e for e in entries if isinstance(e, AssignEntry)]
+    for hour in {e.rows_hour for e in assigns}:
+        eligible = {a for e in assigns if e.rows_hour == hour for a in e.agents}
+        assert int(redis_client.hlen(agent_rows_key("nba", hour))) == 1 + len(eligible)
 
 
 def test_a_challenger_that_is_the_champion_ranks_every_decision_as_the_service_did(
@@ -270,6 +280,35 @@ def test_an_entry_of_another_catalog_is_skipped_and_acknowledged(
         "logged without the champion's churn risk (decision-log format 1)": 1,
     }
     assert redis_client.xpending(stream, GROUP)["pending"] == 0
+
+
+def test_an_assign_entry_carrying_its_rows_is_replayed_and_one_whose_book_was_lost_is_skipped(
+    client: httpx.Client, redis_client: redis.Redis, world: Path, redis_url: str, model_registry: ModelRegistry
+) -> None:
+    """Entries logged before format 3 carry their agents' rows; a format-3 entry whose hour's book is gone (expired
+    before the worker came, or lost) cannot be replayed, and says so."""
+    _decide(client, world, recommends=0, assigns=2, redis_client=redis_client)
+    stream = stream_key("nba", "assign")
+    (_, fields), *_ = redis_client.xrange(stream)
+    entry = decode(fields[FIELD])
+    assert isinstance(entry, AssignEntry)
+    ids = entry.row_ids
+    rows = b"".join(
+        redis_client.hmget(agent_rows_key("nba", entry.rows_hour), [ids[i : i + 8] for i in range(0, len(ids), 8)])
+    )  # type: ignore[arg-type]
+    as_before = {f: getattr(entry, f) for f in entry.__struct_fields__}
+    redis_client.xadd(
+        stream,
+        {FIELD: encode(AssignEntry(**{**as_before, "v": 2, "row_ids": b"", "rows_hour": 0, "agent_rows": rows}))},
+    )
+    redis_client.xadd(stream, {FIELD: encode(AssignEntry(**{**as_before, "rows_hour": entry.rows_hour - 24 * 40}))})
+    counts = _replay(redis_url, model_registry, "assign", CHAMPION)
+    assert (counts.entries, counts.scored, counts.skipped) == (4, 3, 1)
+    assert counts.why_skipped == {"agent rows not kept": 1}
+    results = _results(redis_client, "assign")
+    assert [r.decision_id for r in results].count(entry.decision_id) == 2
+    for r in results:
+        assert r.challenger == r.champion, "the champion replayed from either format ranks as it did"
 
 
 def test_the_report_judges_the_challenger_from_the_feedback(
