@@ -36,7 +36,12 @@ the server, its Valkey and this process: about ±3% of noise), and the load aver
 
 Prints a row per window and a PASS/FAIL line per goal; exits 1 when one fails.
 
-    .venv/bin/python -m bench.soak [--minutes 10] [--data-dir DIR]
+    .venv/bin/python -m bench.soak [--minutes 10] [--data-dir DIR] [--redis-url URL]
+
+With ``--redis-url`` the server uses that Redis instead of its embedded Valkey (as ``REDIS_URL`` does), and a Redis on
+this machine is measured in the Valkey columns. That separates the service from its store's persistence: on a 2-core
+machine the embedded Valkey's append-only-file rewrites share the cores with the server, and each one stretched the
+answers of the minute it ran in (see the README's soak section).
 
 ``tests/e2e/test_soak.py`` runs the same :func:`measure` for 30 seconds against a test server.
 """
@@ -55,12 +60,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import redis
 import uvloop
 
 from bench import served
 from bench.feature_server import free_port
 from bench.load import Paced, Record, Reply, Window, run_paced
+from features import RedisSettings
 from service.keys import Role
 
 CONNECTIONS = 16
@@ -85,6 +93,9 @@ class Target:
     keys: Mapping[Role, str]
     customers: Sequence[str]
     agents: Sequence[str]
+    store_pid: int | None = None
+    """The process of a Redis on this machine it is served from (``--redis-url``), measured as its embedded Valkey
+    would be; None: the embedded one, a child of ``pid``, or a Redis elsewhere."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,8 +241,9 @@ class Usage:
     """When read (``time.time()``)."""
 
 
-def usage(pid: int) -> Usage:
-    """:class:`Usage` of ``pid`` and its descendants (Linux ``/proc``: ``VmRSS``, and user + system time)."""
+def usage(pid: int, store_pid: int | None = None) -> Usage:
+    """:class:`Usage` of ``pid`` and its descendants, and of ``store_pid`` (Linux ``/proc``: ``VmRSS``, and user +
+    system time)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -241,7 +253,7 @@ def usage(pid: int) -> Usage:
         children.setdefault(parent, []).append(int(stat.parent.name))
     rss = [0, 0]
     cpu = [0.0, 0.0]
-    todo = [pid]
+    todo = [pid] if store_pid is None else [pid, store_pid]
     while todo:
         current = todo.pop()
         todo += children.get(current, [])
@@ -264,12 +276,12 @@ def _machine_cpu_s() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-async def _readings(pid: int, start: float, plan: Plan) -> list[Usage]:
+async def _readings(target: Target, start: float, plan: Plan) -> list[Usage]:
     """:func:`usage` at the start and at the end of each window."""
     readings = []
     for w in range(plan.windows + 1):
         await asyncio.sleep(max(0.0, start + w * plan.window_s - time.monotonic()))
-        readings.append(usage(pid))
+        readings.append(usage(target.pid, target.store_pid))
     return readings
 
 
@@ -298,7 +310,7 @@ async def measure(target: Target, plan: Plan, run: str | None = None) -> Soak:
     start = time.monotonic() + plan.settle_s
     used = resource.getrusage(resource.RUSAGE_SELF)
     _, readings = await asyncio.gather(
-        load(rate, plan.settle_s + plan.windows * plan.window_s, record), _readings(target.pid, start, plan)
+        load(rate, plan.settle_s + plan.windows * plan.window_s, record), _readings(target, start, plan)
     )
     client_s = _cpu(resource.getrusage(resource.RUSAGE_SELF)) - _cpu(used)
     samples = []
@@ -398,6 +410,20 @@ def table(soak: Soak) -> list[str]:
     ]
 
 
+def _local_pid(url: str) -> int | None:
+    """The process of the Redis at ``url`` when it runs on this machine (a Unix socket or a loopback address), from
+    its ``INFO``; None for one elsewhere, whose process id would name another process here."""
+    where = urlsplit(url)
+    if where.scheme != "unix" and where.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    client = redis.Redis.from_url(url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    return pid if Path(f"/proc/{pid}").is_dir() else None
+
+
 def main() -> None:
     """Serve the demo, soak it, print the table and the goal lines; exit 1 when a goal fails."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -406,6 +432,12 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=SHARE, help="share of the measured peak the soak runs at")
     parser.add_argument("--data-dir", type=Path, default=None, help="serve this NBA_DATA_DIR (built on first use)")
     parser.add_argument("--workers", type=int, default=1, help="NBA_WORKERS of the server (memory: their sum)")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="serve from this Redis (REDIS_URL) instead of the embedded Valkey; the demo is materialized into it "
+        "if it does not hold it yet",
+    )
     args = parser.parse_args()
     windows = round(args.minutes * 60 / args.window)
     if windows < 2 or not 0 < args.share <= 1 or args.workers < 1:
@@ -416,12 +448,14 @@ def main() -> None:
         data.mkdir(parents=True, exist_ok=True)
         keys = served.make_keys(data, ROLES)
         port = free_port()
-        server = served.start(data, port, args.workers)
+        store = RedisSettings(url=args.redis_url) if args.redis_url else None
+        server = served.start(data, port, args.workers, env={"REDIS_URL": args.redis_url} if store else None)
         try:
             served.wait_ready(f"http://127.0.0.1:{port}", server)
-            served.clear_contact_state(data)
+            served.clear_contact_state(data, store)
             customers, agents = served.world_ids(data / "world")
-            target = Target("127.0.0.1", port, server.pid, keys, customers, agents)
+            store_pid = _local_pid(args.redis_url) if args.redis_url else None
+            target = Target("127.0.0.1", port, server.pid, keys, customers, agents, store_pid)
             soak = uvloop.run(measure(target, plan))
         finally:
             served.stop(server)
