@@ -20,7 +20,7 @@ run, as ``bench.decision_server`` clears it, and never during it: a 10-minute ru
 about 110,000 contacts, so from its fifth minute on it asks customers again, whose first answer's feedback now rests
 an offer (a decline, an acceptance) and whose presentations now count, as a customer calling back would be treated.
 Fewer of those recommends put an action first (the ``acted`` column: about half on the first pass, a quarter on the
-second); the server's CPU a request did not fall with it (682-727 us a request across the run of the README).
+second); the server's CPU a request did not fall with it (604-691 us a request across the runs of the README).
 
 Phases: a warm-up (not measured), the peak (every connection sending as fast as its answers come), then the soak at
 ``--share`` (0.70) of the peak's requests per second, paced: 10 s of settling, then windows of a minute
