@@ -84,7 +84,8 @@ HOUR_S = 3_600
 
 
 def row_ids(rows: np.ndarray) -> np.ndarray:
-    """An id of each float64 row's bytes (uint64), the same in every process and release.
+    """An id of each float64 row's bytes (uint64), the same in every process (the salts come from a fixed seed), so
+    the replicas of the service share an hour's book.
 
     Each 8-byte word is salted by its column and mixed (SplitMix64's finalizer, a bijection), and a row's words
     summed: rows that differ in any bit get different ids but for a chance of 2^-64 a pair, and an hour's book
