@@ -180,11 +180,19 @@ class AssignEntry(msgspec.Struct, tag="assign", frozen=True, omit_defaults=True)
     feature_contract: str
     row_ids: bytes = b""
     """The ids (:func:`row_ids`, uint64) of ``agents``' feature rows, one per agent in their order, in the book of
-    ``rows_hour`` (format 3)."""
-    rows_hour: int = 0
-    """The hour (since the epoch) whose book holds the rows (format 3)."""
+    :attr:`rows_hour` (format 3)."""
     agent_rows: bytes = b""
     """The agents' feature rows themselves, float64, one per agent in the contract's order (formats 1 and 2)."""
+
+    @property
+    def rows_hour(self) -> int:
+        """The hour whose book holds the rows: the decision's own."""
+        return hour_of(self.at)
+
+    def row_fields(self) -> list[bytes]:
+        """The fields of the rows in their book, one per agent in order."""
+        ids = self.row_ids
+        return [ids[i : i + 8] for i in range(0, len(ids), 8)]
 
 
 Entry = RecommendEntry | AssignEntry
@@ -270,9 +278,9 @@ class DecisionLog:
         entries = customer_entries_key(self._namespace, kind, entry.customer).encode()
         oldest = str(max(round(entry.at * 1000) - self._retention_ms, 0)).encode()
         retention = str(self._retention_ms).encode()
-        args = [self._keys[kind], entries, self._cap, oldest, retention, FIELD, encode(entry)]
+        keys, argv = [self._keys[kind], entries], [self._cap, oldest, retention, FIELD, encode(entry)]
         if isinstance(entry, RecommendEntry):
-            return [[b"EVAL", APPEND, b"2", *args]]
+            return [[b"EVAL", APPEND, b"2", *keys, *argv]]
         if rows is None:
             raise ValueError("an assign entry is appended with its agents' rows")
         ids = np.frombuffer(entry.row_ids, dtype=np.uint64)
@@ -284,9 +292,9 @@ class DecisionLog:
                 b"EVAL",
                 APPEND_ASSIGN,
                 b"3",
-                *args[:2],
+                *keys,
                 book,
-                *args[2:],
+                *argv,
                 ids[unsent].tobytes(),
                 rows[unsent].tobytes(),
                 str(rows.shape[1] * 8).encode(),

@@ -29,7 +29,7 @@ from service.catalog import NO_CONTEXT, Catalog, Situation
 from service.catalog_source import CatalogSource
 from service.contact_policy import EMPTY, PolicyState, presentation_commands
 from service.decision_log import FORMAT as LOG_FORMAT
-from service.decision_log import AssignEntry, DecisionLog, RankedAction, RecommendEntry, hour_of, row_ids
+from service.decision_log import AssignEntry, DecisionLog, RankedAction, RecommendEntry, row_ids
 from service.decision_log import RankedAgent as LoggedAgent
 from service.decision_records import DecisionRecord, DecisionRecords
 from service.decisioning import CustomerView, Recommendation, ScoredAction, recommend, recommend_by_priors
@@ -400,7 +400,6 @@ class DecisionService:
                         models=versions,
                         feature_contract=self.registry.version,
                         row_ids=row_ids(rows).tobytes(),
-                        rows_hour=hour_of(now),
                     )
                     logged, assign = self.log.append_commands(entry, rows), (entry, rows)
             ranked_out = [

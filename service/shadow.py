@@ -228,10 +228,7 @@ class ShadowWorker(GroupConsumer[ShadowCounts]):
             return {}
         pipe = self._client.pipeline(transaction=False)
         for entry in referring:
-            ids = entry.row_ids
-            pipe.hmget(
-                agent_rows_key(self._namespace, entry.rows_hour), [ids[i : i + 8] for i in range(0, len(ids), 8)]
-            )
+            pipe.hmget(agent_rows_key(self._namespace, entry.rows_hour), entry.row_fields())
         with map_errors():
             found = await pipe.execute()
         return {

@@ -159,7 +159,7 @@ def test_every_answer_is_logged_with_what_was_served_and_its_probability(
             assert entry.agent_rows == b"", "format 3: the rows are in the hour's book"
             assert len(entry.row_ids) == 8 * len(entry.agents)
             book = agent_rows_key("nba", entry.rows_hour)
-            found = redis_client.hmget(book, [entry.row_ids[i : i + 8] for i in range(0, len(entry.row_ids), 8)])
+            found = redis_client.hmget(book, entry.row_fields())
             assert None not in found, "every row the entry names is in the book"
             assert {len(row) for row in found} == {8 * len(Registry.load().entity("agent").features)}  # type: ignore[arg-type]
         assert entry.served == served, "the log says what the answer put first"
@@ -292,16 +292,14 @@ def test_an_assign_entry_carrying_its_rows_is_replayed_and_one_whose_book_was_lo
     (_, fields), *_ = redis_client.xrange(stream)
     entry = decode(fields[FIELD])
     assert isinstance(entry, AssignEntry)
-    ids = entry.row_ids
-    rows = b"".join(
-        redis_client.hmget(agent_rows_key("nba", entry.rows_hour), [ids[i : i + 8] for i in range(0, len(ids), 8)])
-    )  # type: ignore[arg-type]
+    rows = b"".join(redis_client.hmget(agent_rows_key("nba", entry.rows_hour), entry.row_fields()))  # type: ignore[arg-type]
     as_before = {f: getattr(entry, f) for f in entry.__struct_fields__}
     redis_client.xadd(
         stream,
-        {FIELD: encode(AssignEntry(**{**as_before, "v": 2, "row_ids": b"", "rows_hour": 0, "agent_rows": rows}))},
+        {FIELD: encode(AssignEntry(**{**as_before, "v": 2, "row_ids": b"", "agent_rows": rows}))},
     )
-    redis_client.xadd(stream, {FIELD: encode(AssignEntry(**{**as_before, "rows_hour": entry.rows_hour - 24 * 40}))})
+    forty_days_before = entry.at - 40 * 86_400  # an hour whose book has expired
+    redis_client.xadd(stream, {FIELD: encode(AssignEntry(**{**as_before, "at": forty_days_before}))})
     counts = _replay(redis_url, model_registry, "assign", CHAMPION)
     assert (counts.entries, counts.scored, counts.skipped) == (4, 3, 1)
     assert counts.why_skipped == {"agent rows not kept": 1}

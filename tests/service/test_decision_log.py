@@ -20,7 +20,6 @@ from service.decision_log import (
     RecommendEntry,
     decode,
     encode,
-    hour_of,
     row_ids,
 )
 from service.decision_log import AssignEntry as LoggedAssign
@@ -109,7 +108,6 @@ def _assign(customer: str, rows: np.ndarray, at: float | None = None) -> LoggedA
         models={},
         feature_contract="f",
         row_ids=row_ids(rows).tobytes(),
-        rows_hour=hour_of(at),
     )
 
 
@@ -126,8 +124,7 @@ def _append(client: redis.Redis, log: DecisionLog, entry: LoggedAssign, rows: np
 
 def _book(client: redis.Redis, entry: LoggedAssign, width: int) -> np.ndarray:
     """``entry``'s agent rows as its hour's book holds them."""
-    ids = entry.row_ids
-    found = client.hmget(agent_rows_key("nba", entry.rows_hour), [ids[i : i + 8] for i in range(0, len(ids), 8)])
+    found = client.hmget(agent_rows_key("nba", entry.rows_hour), entry.row_fields())
     assert None not in found, "a row the entry names is not in the book"
     return np.frombuffer(b"".join(found), dtype=np.float64).reshape(-1, width)  # type: ignore[arg-type]
 
